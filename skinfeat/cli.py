@@ -1,0 +1,50 @@
+"""The ``skinfeat`` command line. Commands only parse options, call the library
+and format its answer; each concern's commands live in ``skinfeat.commands``.
+"""
+
+import click
+
+from skinfeat import __version__
+from skinfeat.errors import SkinfeatError, UsageError
+
+
+class SkinfeatGroup(click.Group):
+    """A click group that shows skinfeat's expected errors as one line, no traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            raise click.UsageError(str(exc), ctx=ctx) from None
+        except SkinfeatError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=SkinfeatGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="skinfeat")
+def cli():
+    """Find the pretrained backbone and light head that classify dermoscopic
+    skin-lesion images (HAM10000 / ISIC 2018: MEL, NV, BCC, AKIEC, BKL, DF, VASC) best.
+
+    \b
+    Typical session:
+      skinfeat data check --data ../shared/data/ham10000
+      skinfeat data split --data ../shared/data/ham10000 --folds 5 --out folds.csv
+      skinfeat extract --data ../shared/data/ham10000          # built-in backbone, offline
+      skinfeat fit --head logreg --features features/<file>.h5 --folds folds.csv
+      skinfeat compare
+    """
+
+
+def _register():
+    from skinfeat.commands import data, modules
+
+    cli.add_command(data.data)
+    cli.add_command(modules.modules)
+
+
+_register()
+
+
+def main():
+    cli(prog_name="skinfeat")
