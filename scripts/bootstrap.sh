@@ -20,3 +20,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
+
+# Real photos for the ImageNet sanity checks of converted backbones (tests only):
+# Debian's darknet package ships dog.jpg, eagle.jpg, ... under usr/share/darknet/data.
+photos="$venv/share/darknet-photos"
+if [ ! -f "$photos/eagle.jpg" ]; then
+  tmp="$(mktemp -d)"
+  ( cd "$tmp" && { apt-get download darknet >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get download darknet >/dev/null 2>&1; }; } ) \
+    && dpkg-deb -x "$tmp"/darknet_*.deb "$tmp/x" \
+    && mkdir -p "$photos" && cp "$tmp"/x/usr/share/darknet/data/*.jpg "$photos/" \
+    || echo "skinfeat: could not fetch Debian's darknet photos; the ImageNet sanity tests will fail" >&2
+  rm -rf "$tmp"
+fi
+export SKINFEAT_TEST_PHOTOS="$photos"
