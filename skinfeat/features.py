@@ -64,17 +64,29 @@ def _str_array(values):
     return np.asarray([str(v) for v in values], dtype=object)
 
 
-def write_feature_file(path, *, features, image_ids, labels, lesion_ids, metadata=None,
-                       views=None, skipped=(), attrs=None):
-    """Write a complete feature file at ``path`` (the caller makes it atomic by
-    writing to a temporary name and renaming)."""
+def write_feature_file(path, *, chunks, n, dim, image_ids, labels, lesion_ids, metadata=None,
+                       views=0, dtype="float32", skipped=(), attrs=None):
+    """Write a complete feature file at ``path``, one chunk in memory at a time.
+
+    ``chunks`` yields ``(features [n_i, D], views [n_i, V, D] or None)`` whose rows
+    add up to ``n``. The caller makes the write atomic (temporary name, rename).
+    """
     import h5py
 
     string = h5py.string_dtype("utf-8")
     with h5py.File(path, "w") as f:
-        f.create_dataset("features", data=features, chunks=True)
-        if views is not None:
-            f.create_dataset("views", data=views, chunks=True)
+        feats = f.create_dataset("features", (n, dim), dtype=dtype, chunks=(min(max(n, 1), 1024), dim))
+        vds = (f.create_dataset("views", (n, views, dim), dtype=dtype, chunks=(min(max(n, 1), 64), views, dim))
+               if views else None)
+        start = 0
+        for block, view_block in chunks:
+            stop = start + len(block)
+            feats[start:stop] = block
+            if vds is not None:
+                vds[start:stop] = view_block
+            start = stop
+        if start != n:
+            raise ValueError(f"feature chunks hold {start} rows, expected {n}")
         f.create_dataset("image_id", data=_str_array(image_ids), dtype=string)
         f.create_dataset("label", data=np.asarray(labels, dtype=np.int8))
         f.create_dataset("lesion_id", data=_str_array(lesion_ids), dtype=string)
@@ -89,7 +101,20 @@ def write_feature_file(path, *, features, image_ids, labels, lesion_ids, metadat
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["classes"] = json.dumps(CLASSES)
         for name, value in (attrs or {}).items():
-            f.attrs[name] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+            if isinstance(value, (list, tuple, dict)) or value is None:
+                value = json.dumps(value)
+            f.attrs[name] = value
+
+
+def write_features(path, features, image_ids, labels, lesion_ids, views=None, **kwargs):
+    """Write in-memory arrays as a feature file (for small sets and tests)."""
+    features = np.asarray(features)
+    n, dim = features.shape
+    return write_feature_file(path, chunks=[(features, views)], n=n, dim=dim, image_ids=image_ids,
+                              labels=labels, lesion_ids=lesion_ids,
+                              views=0 if views is None else np.shape(views)[1],
+                              dtype=str(features.dtype) if features.dtype == np.float16 else "float32",
+                              **kwargs)
 
 
 def read_attrs(path):
