@@ -1,0 +1,55 @@
+"""``skinfeat extract``: run a backbone over a dataset once into the feature cache."""
+
+import click
+
+from skinfeat.commands.data import dataset_options, load_from_options
+from skinfeat.extract import DEFAULT_RESIZE, DTYPES, ON_ERROR, RESIZE_POLICIES
+
+
+@click.command()
+@dataset_options
+@click.option("--module", "-m", default=None, metavar="NAME|HANDLE|PATH",
+              help="Backbone: a built-in name (see `skinfeat modules list`), a TF-Hub handle, "
+                   "or a SavedModel directory / .tar.gz. Default: the built-in efficientnet-lite0.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Feature file to write. Default: features/<dataset>__<module>__<resize>__<key>.h5")
+@click.option("--resize", type=click.Choice(RESIZE_POLICIES), default=DEFAULT_RESIZE, show_default=True,
+              help="How images reach the module's input size: squash (stretch), crop (centre crop) "
+                   "or pad (letterbox).")
+@click.option("--views", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also store N augmented views per image (rotation, flip, zoom, shift, colour "
+                   "jitter) for training heads with augmentation and test-time averaging.")
+@click.option("--seed", "augment_seed", type=int, default=0, show_default=True,
+              help="Seed of the augmented views.")
+@click.option("--size", "image_size", type=(int, int), default=None, metavar="H W",
+              help="Input size for modules that accept any size (default 224 224).")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
+              help="Storage type of the features.")
+@click.option("--on-error", type=click.Choice(ON_ERROR), default="skip", show_default=True,
+              help="An unreadable image: skip it (recorded in the file) or stop.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def extract(data, images, labels, module, out, resize, views, augment_seed, image_size, dtype,
+            on_error, progress):
+    """Extract bottleneck features of every image ONCE and cache them in HDF5.
+
+    The file is keyed by everything that changes its contents (module and its
+    fingerprint, input size, resize policy, views, the images' ids and bytes):
+    rerunning with the same inputs does nothing, changing any makes a new file.
+    An interrupted run resumes where it stopped. Prints the file's path.
+    """
+    from skinfeat.extract import extract_features
+
+    manifest, name = load_from_options(data, images, labels)
+    result = extract_features(manifest, module, out=out, resize=resize, views=views,
+                              augment_seed=augment_seed, image_size=image_size, dtype=dtype,
+                              on_error=on_error, dataset_name=name, progress=progress)
+    if result.reused:
+        click.echo(f"up to date: {result.n_images} images already extracted, nothing to do", err=True)
+    else:
+        click.echo(f"extracted {result.n_images} images in {result.seconds:.1f} s "
+                   f"({result.images_per_second:.1f} images/s)", err=True)
+    if result.skipped:
+        click.echo(f"skipped {len(result.skipped)} unreadable images:", err=True)
+        for image_id, reason in result.skipped:
+            click.echo(f"  {image_id}: {reason}", err=True)
+    click.echo(str(result.path))

@@ -1,0 +1,405 @@
+"""Stream a dataset through a backbone once into a content-keyed HDF5 feature file.
+
+How it stays fast, flat in memory and safe to kill:
+
+* Images are read, decoded and resized by a tf.data pipeline running in
+  parallel with the network; only one chunk of rows (``CHUNK`` images) is ever
+  held in memory.
+* Each finished chunk is saved atomically as ``<file>.parts/chunk-NNNNN.npz``.
+  A killed run resumes from the chunks it has; a batch never spans two chunks,
+  so a resumed run computes exactly what an uninterrupted one does.
+* When all chunks are there, the HDF5 file is assembled under a temporary name
+  and renamed into place: a file under the final name is always complete.
+* A lock file keeps two processes from extracting the same key at once; the
+  second waits, then finds the finished file and does nothing.
+"""
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skinfeat import __version__
+from skinfeat.errors import CacheError, DataError, UsageError
+from skinfeat.features import FORMAT_VERSION, read_attrs, write_feature_file
+from skinfeat.paths import features_dir
+
+RESIZE_POLICIES = ("squash", "crop", "pad")
+DEFAULT_RESIZE = "squash"
+ON_ERROR = ("skip", "fail")
+DTYPES = ("float32", "float16")
+BATCH_SIZE = 32
+CHUNK = 1024  # rows per resumable part; a multiple of BATCH_SIZE
+DEFAULT_SIZE = (224, 224)  # for modules that accept any size
+
+
+@dataclass
+class ExtractResult:
+    path: Path
+    key: str
+    reused: bool
+    n_images: int
+    skipped: list = field(default_factory=list)  # [(image_id, reason)]
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+# ----------------------------------------------------------------------------- keys
+
+def manifest_digest(manifest):
+    """sha256 over every row: id, label, lesion, metadata and the file's bytes."""
+    h = hashlib.sha256()
+    columns = sorted(manifest.metadata)
+    for i, (image_id, path) in enumerate(zip(manifest.image_ids, manifest.paths)):
+        try:
+            content = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError as exc:
+            content = f"unreadable:{exc.errno}"
+        meta = [str(manifest.metadata[c][i]) for c in columns]
+        row = [image_id, int(manifest.labels[i]), manifest.lesion_ids[i], content, *meta]
+        h.update(json.dumps(row).encode())
+    h.update(json.dumps(columns).encode())
+    return h.hexdigest()
+
+
+def feature_key(parts):
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _slug(text):
+    text = re.sub(r"^[a-z]+://", "", str(text).rstrip("/"))
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text)[-40:].strip("-.") or "module"
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+def _resize(image, size, policy):
+    import tensorflow as tf
+
+    if policy == "squash":
+        return tf.image.resize(image, size, antialias=True)
+    if policy == "pad":
+        return tf.image.resize_with_pad(image, size[0], size[1], antialias=True)
+    # crop: scale the shorter side to fit, then take the centre.
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.reduce_max(tf.constant(size, tf.float32) / shape)
+    scaled = tf.cast(tf.math.ceil(shape * scale), tf.int32)
+    image = tf.image.resize(image, scaled, antialias=True)
+    return tf.image.resize_with_crop_or_pad(image, size[0], size[1])
+
+
+def _augment(image, seed):
+    """One label-preserving dermoscopy view: any rotation and flip, mild zoom,
+    shift and colour jitter. ``seed`` is a [2] int tensor: same seed, same view."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(seed, 8)
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    fh, fw = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    angle = tf.random.stateless_uniform([], seeds[1], -np.pi, np.pi)
+    zoom = tf.random.stateless_uniform([], seeds[2], 0.9, 1.1)
+    shift = tf.random.stateless_uniform([2], seeds[3], -0.05, 0.05) * tf.stack([fw, fh])
+    # Output pixel (x, y) samples the input at A·(x - c) + c - shift (rotation+zoom about the centre).
+    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    cx, cy = (fw - 1) / 2, (fh - 1) / 2
+    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy - shift[0],
+                          sin, cos, cy - sin * cx - cos * cy - shift[1], 0.0, 0.0])
+    image = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform[None], output_shape=tf.stack([h, w]),
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")[0]
+    image = tf.image.stateless_random_brightness(image, 0.08, seeds[4])
+    image = tf.image.stateless_random_contrast(image, 0.9, 1.1, seeds[5])
+    image = tf.image.stateless_random_saturation(image, 0.9, 1.1, seeds[6])
+    image = tf.image.stateless_random_hue(image, 0.02, seeds[7])
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def _chunk_dataset(paths, rows, size, resize, views, augment_seed):
+    """Batches of (row index, images [B,H,W,3], views [B,V,H,W,3]) for one chunk;
+    images that fail to decode are dropped (their rows are missing from the output)."""
+    import tensorflow as tf
+
+    def load(row, path):
+        data = tf.io.read_file(path)
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = tf.image.convert_image_dtype(image, tf.float32)
+        clean = _resize(image, size, resize)
+        clean.set_shape([size[0], size[1], 3])
+        if not views:
+            return row, clean, tf.zeros([0], tf.float32)
+        seeds = tf.stack([tf.fill([views], tf.cast(augment_seed, tf.int64) * 1_000_003 + row),
+                          tf.range(views, dtype=tf.int64)], axis=1)
+        extra = tf.map_fn(lambda s: _resize(_augment(image, s), size, resize), seeds,
+                          fn_output_signature=tf.TensorSpec([size[0], size[1], 3], tf.float32))
+        return row, clean, extra
+
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, np.int64), np.asarray(paths)))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.ignore_errors().batch(BATCH_SIZE)
+
+
+def _why_unreadable(path):
+    """A short reason an image failed to decode (only called for failures)."""
+    p = Path(path)
+    if not p.exists():
+        return "file not found"
+    if p.stat().st_size == 0:
+        return "zero-byte file"
+    from PIL import Image
+
+    try:
+        with Image.open(p) as im:
+            im.load()
+    except Exception as exc:  # PIL raises many types; we only report the text
+        return f"unreadable image ({type(exc).__name__}: {exc})"
+    return "could not be decoded by TensorFlow (not JPEG/PNG/BMP/GIF?)"
+
+
+# ----------------------------------------------------------------------------- files
+
+@contextmanager
+def _locked(lock_path, progress):
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"another skinfeat process is extracting {lock_path[:-5]}; waiting for it...",
+                      file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _writable_error(path, exc):
+    what = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
+    reason = what.get(exc.errno, exc.strerror or str(exc))
+    return CacheError(f"cannot write features to {path}: {reason}; free space or pass "
+                      "--out on a writable disk (nothing finished was changed)")
+
+
+def _save_npz(path, **arrays):
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _assemble(out, parts, manifest, key_parts, attrs, dim):
+    """Write the final HDF5 file from the chunk parts, one chunk in memory at a time."""
+    def load(p):
+        return np.load(p, allow_pickle=False)
+
+    index = [load(p) for p in parts]  # npz files open lazily: arrays load on access
+    rows = np.concatenate([c["rows"] for c in index]).astype(np.int64)
+    skipped = [(manifest.image_ids[r], str(reason)) for c in index
+               for r, reason in zip(c["skipped_rows"], c["skipped_reasons"])]
+    seconds = float(sum(float(c["seconds"]) for c in index))
+    views = key_parts["views"]
+    chunks = ((c["features"], c["views"] if views else None) for c in index)
+    all_attrs = {**attrs, **key_parts, "n_images": len(rows), "feature_dim": int(dim),
+                 "extract_seconds": round(seconds, 3),
+                 "images_per_second": round(len(rows) / seconds, 2) if seconds else 0.0}
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        write_feature_file(
+            tmp, chunks=chunks, n=len(rows), dim=dim, views=views, dtype=key_parts["dtype"],
+            image_ids=np.asarray(manifest.image_ids)[rows], labels=np.asarray(manifest.labels)[rows],
+            lesion_ids=np.asarray(manifest.lesion_ids)[rows],
+            metadata={k: np.asarray(v, dtype=object)[rows] for k, v in manifest.metadata.items()},
+            skipped=skipped, attrs=all_attrs)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return skipped, seconds, len(rows)
+
+
+# ----------------------------------------------------------------------------- main entry
+
+def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, views=0,
+                     augment_seed=0, image_size=None, dtype="float32", on_error="skip",
+                     dataset_name="dataset", progress=True, chunk_size=CHUNK):
+    """Extract features of every image in ``manifest`` with ``module`` (a spec for
+    ``skinfeat.backbones.resolve_module`` or a resolved module) into an HDF5 file.
+
+    Returns an ExtractResult. Rerunning with the same inputs reuses the file.
+    ``chunk_size`` (a multiple of BATCH_SIZE) is how many rows a resumable part holds.
+    """
+    if resize not in RESIZE_POLICIES:
+        raise UsageError(f"--resize {resize!r} is not a resize policy; expected one of {', '.join(RESIZE_POLICIES)}")
+    if on_error not in ON_ERROR:
+        raise UsageError(f"--on-error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if views < 0:
+        raise UsageError(f"--views {views}: expected 0 or a positive number of augmented views")
+    if chunk_size <= 0 or chunk_size % BATCH_SIZE:
+        raise UsageError(f"chunk_size {chunk_size}: expected a positive multiple of {BATCH_SIZE}")
+    if len(manifest) == 0:
+        raise DataError("the dataset has no images; point --data at a folder with JPEG or PNG files")
+
+    if hasattr(module, "load"):
+        mod = module
+    else:
+        from skinfeat.backbones import resolve_module
+
+        mod = resolve_module(module)
+    size = _image_size(mod, image_size)
+    key_parts = {
+        "module": mod.name, "module_fingerprint": mod.fingerprint, "input_size": list(size),
+        "resize": resize, "views": int(views), "augment_seed": int(augment_seed) if views else None,
+        "dtype": dtype, "manifest_sha256": manifest_digest(manifest), "format_version": FORMAT_VERSION,
+    }
+    key = feature_key(key_parts)
+    out = Path(out) if out else features_dir() / (
+        f"{_slug(dataset_name)}__{_slug(mod.name)}__{resize}{f'-v{views}' if views else ''}__{key[:12]}.h5")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        reuse = _reusable(out, key)
+        if reuse:
+            return reuse
+        with _locked(str(out) + ".lock", progress):
+            reuse = _reusable(out, key)  # another process may have finished it meanwhile
+            if reuse:
+                return reuse
+            return _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress,
+                                   dataset_name, chunk_size)
+    except OSError as exc:
+        raise _writable_error(out, exc) from None
+
+
+def _image_size(mod, image_size):
+    if image_size is None:
+        return tuple(mod.input_size or DEFAULT_SIZE)
+    image_size = tuple(image_size)
+    if mod.input_size and tuple(mod.input_size) != image_size:
+        raise UsageError(f"module {mod.name} expects images of {mod.input_size[0]}x{mod.input_size[1]}, "
+                         f"but --size {image_size[0]}x{image_size[1]} was requested; drop --size")
+    return image_size
+
+
+def _reusable(out, key):
+    if not out.exists():
+        return None
+    attrs = read_attrs(out)
+    if attrs.get("key") != key:
+        raise CacheError(f"{out} holds features for other inputs (key {str(attrs.get('key'))[:12]}, "
+                         f"expected {key[:12]}); choose another --out or delete that file")
+    import h5py
+
+    with h5py.File(out, "r") as f:
+        skipped = list(zip(f["skipped/image_id"].asstr()[:], f["skipped/reason"].asstr()[:]))
+    return ExtractResult(out, key, True, int(attrs["n_images"]), skipped,
+                         float(attrs.get("extract_seconds", 0)), float(attrs.get("images_per_second", 0)))
+
+
+def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk):
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    parts_dir = out.with_name(out.name + ".parts")
+    stamp = parts_dir / "key.txt"
+    if parts_dir.exists() and (not stamp.exists() or stamp.read_text() != f"{key} {chunk}"):
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir(exist_ok=True)
+    stamp.write_text(f"{key} {chunk}")
+
+    n = len(manifest)
+    starts = list(range(0, n, chunk))
+    part = [parts_dir / f"chunk-{i:05d}.npz" for i in range(len(starts))]
+    todo = [i for i in range(len(starts)) if not part[i].exists()]
+    if todo:
+        fn = mod.load()
+        views = key_parts["views"]
+        done_before = n - sum(min(chunk, n - starts[i]) for i in todo)
+        bar = tqdm(total=n, initial=done_before, unit="img", disable=not progress, file=sys.stderr,
+                   desc=f"extract {mod.name}", dynamic_ncols=True)
+        seed = key_parts["augment_seed"] or 0
+
+        def chunk_ds(i):
+            rows = np.arange(starts[i], min(starts[i] + chunk, n))
+            return _chunk_dataset([manifest.paths[r] for r in rows], rows, size, key_parts["resize"],
+                                  views, seed)
+
+        # One pipeline over every missing chunk, so decoding of chunk i+1 overlaps
+        # the network on chunk i; batches still never span two chunks.
+        pipeline = chunk_ds(todo[0])
+        for i in todo[1:]:
+            pipeline = pipeline.concatenate(chunk_ds(i))
+        pipeline = pipeline.prefetch(2)
+
+        it = iter(pipeline)
+        pending = list(todo)
+        buf_rows, buf_feats, buf_views = [], [], []
+        t0 = time.perf_counter()
+        while pending:
+            batch = next(it, None)
+            first_row = int(batch[0][0]) if batch is not None else n
+            # Flush every chunk that ended before this batch's first row.
+            while pending and (batch is None or first_row >= starts[pending[0]] + chunk):
+                i = pending.pop(0)
+                seconds = time.perf_counter() - t0
+                _flush_chunk(part[i], manifest, starts[i], min(starts[i] + chunk, n), buf_rows,
+                             buf_feats, buf_views, views, mod.feature_dim, seconds, on_error)
+                buf_rows, buf_feats, buf_views = [], [], []
+                t0 = time.perf_counter()
+            if batch is None:
+                break
+            rows, images, extra = batch
+            buf_rows.append(rows.numpy())
+            buf_feats.append(fn(images).numpy())
+            if views:
+                b = images.shape[0]
+                flat = tf.reshape(tf.transpose(extra, [1, 0, 2, 3, 4]), [views * b, *images.shape[1:]])
+                vf = [fn(flat[v * b:(v + 1) * b]).numpy() for v in range(views)]
+                buf_views.append(np.stack(vf, axis=1))
+            bar.update(int(rows.shape[0]))
+        bar.close()
+
+    attrs = {"key": key, "dataset": dataset_name, "module_source": mod.describe().get("source", ""),
+             "module_info": mod.describe(), "skinfeat_version": __version__,
+             "tensorflow_version": _tf_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    skipped, seconds, count = _assemble(out, part, manifest, key_parts, attrs, mod.feature_dim)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    Path(str(out) + ".lock").unlink(missing_ok=True)
+    return ExtractResult(out, key, False, count, skipped, seconds, count / seconds if seconds else 0.0)
+
+
+def _flush_chunk(path, manifest, start, stop, rows, feats, views_buf, views, dim, seconds, on_error):
+    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    missing = np.setdiff1d(np.arange(start, stop), rows)
+    reasons = [_why_unreadable(manifest.paths[r]) for r in missing]
+    if len(missing) and on_error == "fail":
+        r = missing[0]
+        raise DataError(f"cannot read image {manifest.image_ids[r]} ({manifest.paths[r]}): {reasons[0]}; "
+                        "fix or remove it, or pass --on-error skip to leave it out")
+    arrays = dict(rows=rows, features=np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
+                  skipped_rows=missing.astype(np.int64), skipped_reasons=np.asarray(reasons, dtype=str),
+                  seconds=np.float64(seconds))
+    if views:
+        arrays["views"] = np.concatenate(views_buf) if views_buf else np.zeros((0, views, dim), np.float32)
+    _save_npz(path, **arrays)
+
+
+def _tf_version():
+    import tensorflow as tf
+
+    return tf.__version__
