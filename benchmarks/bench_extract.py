@@ -1,0 +1,122 @@
+"""Extraction speed and memory, measured side by side in one run.
+
+    python benchmarks/bench_extract.py [--module efficientnet-lite0] [--n 2000] [--memory]
+
+Prints, for the module:
+  forward   images/s of the network alone on already-decoded batches of 32
+  pipeline  images/s of `skinfeat extract` end to end (read, decode, resize, network, write)
+  naive     images/s of open + resize + run one image at a time (TF's old retrain.py)
+and the ratios to the targets: pipeline >= 0.90 x forward, pipeline >= 3 x naive.
+With --memory, peak resident memory of extracting all 10,015 HAM10000 images vs
+1,000 of them (each in a fresh process); target: within 10 %.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000"
+
+
+def forward_only(fn, images, seconds=20.0):
+    import tensorflow as tf
+
+    batch = tf.constant(images)
+    fn(batch)  # warm up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn(batch).numpy()
+        n += len(images)
+    return n / (time.perf_counter() - start)
+
+
+def naive(fn, paths, size):
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    start = time.perf_counter()
+    for path in paths:
+        image = Image.open(path).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+        fn(tf.constant(np.asarray(image, np.float32)[None] / 255.0)).numpy()
+    return len(paths) / (time.perf_counter() - start)
+
+
+def pipeline(manifest, module, out):
+    from skinfeat.extract import extract_features
+
+    start = time.perf_counter()
+    result = extract_features(manifest, module, out=out, progress=False)
+    assert not result.reused
+    return len(manifest) / (time.perf_counter() - start)
+
+
+def memory_child(n, module, out):
+    """Run one extraction of the first n images in this process; print peak RSS in MiB."""
+    from skinfeat.data import load_dataset
+    from skinfeat.extract import extract_features
+
+    manifest = load_dataset(data=HAM)
+    manifest = manifest.subset(range(min(n, len(manifest))))
+    extract_features(manifest, module, out=out, progress=False)
+    print(json.dumps({"n": len(manifest), "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--module", default=None, help="default: the built-in default backbone")
+    ap.add_argument("--n", type=int, default=2000, help="images for the end-to-end run")
+    ap.add_argument("--naive-n", type=int, default=300, help="images for the naive run")
+    ap.add_argument("--memory", action="store_true", help="also run the peak-memory comparison")
+    ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child, args.module, args.out)
+
+    import numpy as np
+    import tensorflow as tf
+    from skinfeat.backbones import resolve_module
+    from skinfeat.data import load_dataset
+    from skinfeat.extract import _resize
+
+    mod = resolve_module(args.module)
+    fn = mod.load()
+    size = tuple(mod.input_size or (224, 224))
+    manifest = load_dataset(data=HAM).subset(range(args.n))
+    images = np.stack([_resize(tf.image.convert_image_dtype(tf.io.decode_jpeg(tf.io.read_file(p)), tf.float32),
+                               size, "squash").numpy() for p in manifest.paths[:32]])
+    print(f"module {mod.name}, input {size[0]}x{size[1]}, {os.cpu_count()} CPUs, TF {tf.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        fwd = forward_only(fn, images)
+        print(f"forward   {fwd:7.1f} images/s  (network only, batch 32, decoded tensors)")
+        pipe = pipeline(manifest, mod, Path(tmp) / "f.h5")
+        print(f"pipeline  {pipe:7.1f} images/s  (skinfeat extract, {args.n} images end to end)")
+        nai = naive(fn, manifest.paths[: args.naive_n], size)
+        print(f"naive     {nai:7.1f} images/s  (one image at a time, PIL + network)")
+    print(f"pipeline / forward = {pipe / fwd:.2f}  (target >= 0.90) {'OK' if pipe / fwd >= 0.9 else 'MISSED'}")
+    print(f"pipeline / naive   = {pipe / nai:.2f}  (target >= 3.0) {'OK' if pipe / nai >= 3 else 'MISSED'}")
+
+    if args.memory:
+        peaks = {}
+        for n in (1000, 10015):
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = [sys.executable, __file__, "--memory-child", str(n), "--out", str(Path(tmp) / "m.h5")]
+                if args.module:
+                    cmd += ["--module", args.module]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                peaks[n] = json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
+            print(f"peak RSS  {peaks[n]:7.0f} MiB  extracting {n} images")
+        ratio = peaks[10015] / peaks[1000]
+        print(f"peak 10,015 / peak 1,000 = {ratio:.3f}  (target <= 1.10) {'OK' if ratio <= 1.10 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
