@@ -1,0 +1,152 @@
+"""Lesion-grouped, class-stratified folds, and the folds file every later
+command reads so that all backbones and heads are scored on the same split.
+
+Why not sklearn's ``StratifiedGroupKFold``: it has no held-out part. The greedy
+assignment below puts each lesion (largest first, ties in seeded random order)
+into the part that lacks most of the lesion's class, relative to that part's
+share; on HAM10000 every class of 100+ images stays within a fraction of a
+percentage point of its overall proportion in every part.
+
+The folds file is a CSV ``image_id,lesion_id,label,fold``: ``label`` is the
+class name (empty when unlabelled), ``fold`` is ``0..K-1``, or ``-1`` for the
+held-out part.
+"""
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from skinfeat.classes import CLASSES
+from skinfeat.data.csvfile import read_table
+from skinfeat.errors import DataError, UsageError
+
+HOLDOUT = -1
+FOLDS_COLUMNS = ("image_id", "lesion_id", "label", "fold")
+
+
+def lesion_labels(manifest):
+    """``(lesion ids, their label, image indices of each)``: a lesion whose images
+    disagree takes its majority label (ties: the first class in CLASSES order)."""
+    members = {}
+    for i, lesion in enumerate(manifest.lesion_ids):
+        members.setdefault(lesion, []).append(i)
+    lesions = list(members)
+    labels = np.array([np.bincount(manifest.labels[members[les]] + 1).argmax() - 1 for les in lesions], dtype=int)
+    return lesions, labels, [members[les] for les in lesions]
+
+
+def make_folds(manifest, k=5, seed=0, holdout=0.0):
+    """A part per image: ``0..k-1``, or ``-1`` for the held-out fraction
+    ``holdout`` of the images. All images of a lesion share a part, and each
+    part holds about its share of every class. Same inputs, same folds."""
+    if not isinstance(k, (int, np.integer)) or k < 1 or (k < 2 and not holdout):
+        raise UsageError(f"--folds {k}: expected an integer of at least 2 (or 1 together with --holdout)")
+    if not 0.0 <= holdout < 1.0:
+        raise UsageError(f"--holdout {holdout}: expected a fraction in [0, 1), e.g. 0.2")
+    lesions, labels, members = lesion_labels(manifest)
+    shares = np.full(k, (1.0 - holdout) / k)
+    if holdout:
+        shares = np.append(shares, holdout)
+    if len(lesions) < len(shares):
+        raise DataError(f"{len(lesions)} lesions cannot fill {len(shares)} parts; use fewer --folds")
+    sizes = np.array([len(m) for m in members])
+    rng = np.random.default_rng(seed)
+    part_of_lesion = np.empty(len(lesions), dtype=int)
+    totals = np.zeros(len(shares))
+    for label in sorted(set(labels.tolist()), key=lambda c: -sizes[labels == c].sum()):
+        idx = np.flatnonzero(labels == label)
+        idx = idx[rng.permutation(len(idx))]
+        idx = idx[np.argsort(-sizes[idx], kind="stable")]
+        counts = np.zeros(len(shares))
+        want = shares * sizes[idx].sum()
+        rank = rng.permutation(len(shares))  # breaks exact ties without favouring part 0
+        for lesion in idx:
+            part = _neediest(want - counts, shares * sizes.sum() - totals, rank)
+            part_of_lesion[lesion] = part
+            counts[part] += sizes[lesion]
+            totals[part] += sizes[lesion]
+    folds = np.empty(len(manifest), dtype=int)
+    for lesion, idx in enumerate(members):
+        folds[idx] = part_of_lesion[lesion]
+    folds[folds == k] = HOLDOUT
+    return folds
+
+
+def _neediest(gap, overall, rank):
+    """The part with the largest gap for this class; then the largest overall gap; then the lowest rank."""
+    best = np.flatnonzero(gap >= gap.max() - 1e-9)
+    if len(best) > 1:
+        best = best[overall[best] >= overall[best].max() - 1e-9]
+    return best[np.argmin(rank[best])]
+
+
+def fold_balance(labels, folds, min_count=100):
+    """The largest gap, in percentage points, between a class's share of a part
+    and its share of the whole, over classes with at least ``min_count`` images."""
+    labels, folds = np.asarray(labels), np.asarray(folds)
+    worst = 0.0
+    for c in np.unique(labels):
+        if (labels == c).sum() < min_count:
+            continue
+        whole = (labels == c).mean()
+        for part in np.unique(folds):
+            worst = max(worst, abs((labels[folds == part] == c).mean() - whole) * 100)
+    return worst
+
+
+def leaking_lesions(lesion_ids, folds):
+    """Lesions whose images sit in more than one part (none, for folds made here)."""
+    parts = {}
+    for lesion, fold in zip(lesion_ids, folds):
+        parts.setdefault(lesion, set()).add(int(fold))
+    return sorted(lesion for lesion, p in parts.items() if len(p) > 1)
+
+
+def write_folds(path, manifest, folds):
+    """Write the folds file atomically: a half-written file never appears under ``path``."""
+    folds = np.asarray(folds)
+    if len(folds) != len(manifest):
+        raise DataError(f"got {len(folds)} folds for {len(manifest)} images; expected one fold per image")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(FOLDS_COLUMNS)
+            for image_id, lesion, label, fold in zip(manifest.image_ids, manifest.lesion_ids, manifest.labels, folds):
+                writer.writerow((image_id, lesion, CLASSES[label] if label >= 0 else "", int(fold)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_folds(path):
+    """``{image id: fold}`` from a folds file written by :func:`write_folds` (``-1``: held out)."""
+    table = read_table(path)
+    errors = [p for p in table.problems if p.level == "error"]
+    if errors:
+        raise DataError(f"{errors[0]}; expected a folds file written by 'skinfeat data split'")
+    image_col = table.require("image_id", "written by 'skinfeat data split'")
+    fold_col = table.require("fold", "written by 'skinfeat data split'")
+    folds = {}
+    for line, row in table.rows:
+        image_id, value = row[image_col], row[fold_col]
+        try:
+            fold = int(value)
+        except ValueError:
+            raise DataError(f"{path}:{line}: fold '{value}' is not an integer; expected 0..K-1 or -1 "
+                            "(held out): rewrite the file with 'skinfeat data split'") from None
+        if image_id in folds:
+            raise DataError(f"{path}:{line}: image {image_id} is listed twice; expected one row per image: "
+                            "rewrite the file with 'skinfeat data split'")
+        folds[image_id] = fold
+    if not folds:
+        raise DataError(f"{path}: no rows; expected one row per image: run 'skinfeat data split'")
+    return folds
