@@ -36,7 +36,7 @@ def scan_image(path):
     except Image.UnidentifiedImageError:
         return digest, "not an image PIL can read (unknown format)"
     except Exception as exc:  # noqa: BLE001 - any decoder failure means the file is unusable
-        kind = "truncated image" if "truncated" in str(exc) else "unreadable image"
+        kind = "truncated image" if "truncated" in str(exc).lower() else "unreadable image"
         return digest, f"{kind} ({exc})"
     return digest, None
 

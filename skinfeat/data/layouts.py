@@ -293,6 +293,8 @@ def load_dataset(data=None, images=None, labels=None):
     or a labels file lacks a required column."""
     if data is not None and (images is not None or labels is not None):
         raise UsageError("give either --data PATH or --images DIR [--labels CSV], not both")
+    if labels is not None and images is None:
+        raise UsageError("--labels needs --images DIR, the folder holding the image files")
     if data is None and images is None:
         raise UsageError("no dataset given; use --data PATH (layout auto-detected) or --images DIR [--labels CSV]")
     if images is not None and not Path(images).is_dir():
