@@ -79,13 +79,14 @@ def read_table(path):
     columns = [h.strip() for h in header]
     rows = []
     for values in reader:
-        if not any(v.strip() for v in values):
+        values = [v.strip() for v in values]
+        if not any(values):
             continue
         if len(values) != len(columns):
             problems.append(error(f"row has {len(values)} fields but the header has {len(columns)}; "
                                   "row skipped: fix the quoting or the number of fields", f"{path}:{reader.line_num}"))
             continue
-        rows.append((reader.line_num, dict(zip(columns, (v.strip() for v in values)))))
+        rows.append((reader.line_num, dict(zip(columns, values))))
     return Table(str(path), columns, rows, problems)
 
 

@@ -17,22 +17,29 @@ from skinfeat.data.csvfile import close_matches, read_header, read_table
 from skinfeat.data.manifest import METADATA_COLUMNS, Manifest, error, warning
 from skinfeat.errors import DataError, UsageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"))
 CLASS_LIST = ", ".join(CLASSES)
 _SHOWN = 5  # ids listed in a message that summarises many images
 
 
 def find_images(root):
-    """``{image id: [paths]}`` of the image files under ``root``, recursively,
-    skipping hidden files and ``__MACOSX`` folders; paths are absolute and sorted."""
+    """``{image id: [paths]}`` of the image files under ``root``, recursively, in
+    name order, skipping hidden files and ``__MACOSX`` folders; paths are absolute."""
     found = {}
-    for dirpath, dirnames, filenames in os.walk(os.path.abspath(root)):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
-        for name in sorted(filenames):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
-                found.setdefault(stem, []).append(os.path.join(dirpath, name))
+    _find_images(os.path.abspath(root), found)
     return found
+
+
+def _find_images(folder, found):
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.name == "__MACOSX":
+            continue
+        if entry.is_dir():
+            _find_images(entry.path, found)
+            continue
+        stem, dot, ext = entry.name.rpartition(".")
+        if dot and f".{ext.lower()}" in IMAGE_EXTENSIONS:
+            found.setdefault(stem, []).append(entry.path)
 
 
 def suggest_class(label):
@@ -44,8 +51,8 @@ def suggest_class(label):
 
 def _image_id(value):
     """The id in an image column: ``ISIC_0024306`` also when written ``ISIC_0024306.jpg``."""
-    stem, ext = os.path.splitext(value)
-    return stem if ext.lower() in IMAGE_EXTENSIONS else value
+    stem, dot, ext = value.rpartition(".")
+    return stem if dot and f".{ext.lower()}" in IMAGE_EXTENSIONS else value
 
 
 def _unique_paths(files, problems):
@@ -175,10 +182,13 @@ def read_isic2018(labels, images, groupings=None):
     return _assemble(records, find_images(images), "isic2018", problems, sources, images)
 
 
+_BINARY = {"0": 0.0, "0.0": 0.0, "1": 1.0, "1.0": 1.0}
+
+
 def _one_hot(row, class_cols):
     """``(class index, None)`` for a valid one-hot row, else ``(None, what is wrong)``."""
     try:
-        values = [float(row[c] or "nan") for c in class_cols]
+        values = [_BINARY[v] if v in _BINARY else float(v or "nan") for v in (row[c] for c in class_cols)]
     except ValueError:
         shown = ",".join(row[c] for c in class_cols)
         return None, f"non-numeric one-hot values ({shown})"
@@ -326,5 +336,5 @@ def _empty_message(manifest, where):
     errors = manifest.errors()
     if errors:
         return f"no usable images in {where}: {len(errors)} errors, the first: {errors[0]}"
-    return (f"no images found in {where} (looked recursively for {', '.join(IMAGE_EXTENSIONS)}); "
+    return (f"no images found in {where} (looked recursively for {', '.join(sorted(IMAGE_EXTENSIONS))}); "
             "point --data at the folder holding the dataset")
