@@ -102,6 +102,7 @@ def test_subset_keeps_every_column_aligned(tmp_path):
     assert sub.labels.tolist() == [m.labels[4], m.labels[0]]
     assert sub.metadata["sex"] == [m.metadata["sex"][4], m.metadata["sex"][0]]
     assert len(m.subset(m.labels == MEL)) == int((m.labels == MEL).sum())
+    assert len(m.subset([])) == 0 and m.subset([]).labels.dtype == np.int8
 
 
 def test_a_folds_file_beside_the_data_is_not_taken_for_labels(tmp_path):

@@ -200,6 +200,14 @@ def test_class_folder_that_is_not_a_class_is_an_error(tmp_path):
     assert "outside the class folders" in only(m.problems, "warning").message
 
 
+def test_one_id_in_two_class_folders_is_a_conflict_and_left_out(tmp_path):
+    make_class_folders(tmp_path, {"MEL": 2, "NV": 1})
+    write_image(tmp_path / "NV" / "MEL_1.png")
+    m = load_dataset(data=tmp_path)
+    assert m.image_ids == ["MEL_0", "NV_0"]
+    assert "MEL_1 is listed again with a different label" in only(m.problems, "error").message
+
+
 def test_nothing_usable_is_a_data_error_quoting_the_first_problem(tmp_path):
     make_ham(tmp_path, [("HAM_1", "ISIC_1", "cancer")])
     with pytest.raises(DataError, match="no usable images.*label 'cancer'"):

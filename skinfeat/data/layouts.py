@@ -55,12 +55,13 @@ def _image_id(value):
     return stem if dot and f".{ext.lower()}" in IMAGE_EXTENSIONS else value
 
 
-def _unique_paths(files, problems):
-    """One path per image id; an id found as several files is an error (the first is used)."""
+def _unique_paths(files, problems, skipped=()):
+    """One path per image id; an id found as several files is an error (the first
+    is used), unless the id is ``skipped`` anyway."""
     chosen = {}
     for image_id, paths in files.items():
         chosen[image_id] = paths[0]
-        if len(paths) > 1:
+        if len(paths) > 1 and image_id not in skipped:
             problems.append(error(f"image id {image_id} has {len(paths)} files: {', '.join(paths)}; "
                                   f"using the first: delete or rename the others", paths[1]))
     return chosen
@@ -83,7 +84,7 @@ def _assemble(records, files, layout, problems, sources, where_images):
         else:
             problems.append(warning(f"image {image_id} is listed again with the same label "
                                     f"(first at {first[image_id][0]}); the repeat is ignored: delete it", where))
-    paths = _unique_paths(files, problems)
+    paths = _unique_paths(files, problems, skipped=conflicting)
     keep, seen = [], set()
     for record in records:
         where, image_id = record[0], record[1]
@@ -276,17 +277,23 @@ def _has_class_folders(root):
     return any(e.is_dir() and class_index(e.name) is not None for e in os.scandir(root))
 
 
+def _read_isic2018_with_groupings(labels, images):
+    """The ISIC 2018 layout, with the groupings CSV found beside ``labels`` or in ``images``."""
+    places = [Path(labels).parent, Path(images)]
+    groupings = next((p for d in places for p in _csvs(d, 1) if csv_kind(p) == "groupings"), None)
+    return read_isic2018(labels, images, groupings)
+
+
+LABEL_READERS = {"ham10000": read_ham10000, "isic2018": _read_isic2018_with_groupings}
+
+
 def _from_labels(labels, images):
-    kind = csv_kind(labels)
-    if kind == "ham10000":
-        return read_ham10000(labels, images)
-    if kind == "isic2018":
-        places = [Path(labels).parent, Path(images)]
-        groupings = next((p for d in places for p in _csvs(d, 1) if csv_kind(p) == "groupings"), None)
-        return read_isic2018(labels, images, groupings)
-    columns = ", ".join(read_header(labels)) or "(none)"
-    raise DataError(f"{labels}: columns {columns}; expected HAM10000 metadata (lesion_id,image_id,dx,...) "
-                    f"or ISIC 2018 one-hot ground truth (image,{','.join(CLASSES)}): fix the header")
+    reader = LABEL_READERS.get(csv_kind(labels))
+    if reader is None:
+        columns = ", ".join(read_header(labels)) or "(none)"
+        raise DataError(f"{labels}: columns {columns}; expected HAM10000 metadata (lesion_id,image_id,dx,...) "
+                        f"or ISIC 2018 one-hot ground truth (image,{','.join(CLASSES)}): fix the header")
+    return reader(labels, images)
 
 
 def _from_folder(root):
@@ -325,7 +332,7 @@ def _load(data, images, labels):
         return _from_labels(data, path.parent)
     if not path.is_dir():
         raise DataError(f"--data {data}: no such file or folder; expected a dataset folder or a labels CSV")
-    candidates = [p for p in _csvs(path) if csv_kind(p) in ("ham10000", "isic2018")]
+    candidates = [p for p in _csvs(path) if csv_kind(p) in LABEL_READERS]
     if len(candidates) > 1:
         raise DataError(f"--data {data}: found {len(candidates)} label files ({', '.join(candidates)}); "
                         "choose one with --images DIR --labels CSV")

@@ -71,7 +71,8 @@ class Manifest:
 
     def subset(self, indices):
         """The manifest of the images at ``indices`` (ints or a boolean mask), in that order."""
-        idx = np.arange(len(self))[np.asarray(indices)] if len(self) else np.asarray(indices, dtype=int)
+        idx = np.asarray(indices)
+        idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(int).reshape(-1)
         pick = lambda values: [values[i] for i in idx]  # noqa: E731
         return Manifest(
             image_ids=pick(self.image_ids),
