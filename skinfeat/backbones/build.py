@@ -1,0 +1,56 @@
+"""Convert a built-in catalog entry into a SavedModel in the module cache."""
+
+import importlib
+import time
+
+from skinfeat import __version__
+from skinfeat.backbones import cache
+from skinfeat.errors import ModuleError
+
+# Converters by the catalog's ``builder`` name: skinfeat.backbones.<name>.build(weights_path)
+BUILDERS = ("efficientnet_lite", "mobilenet_v1")
+# Bump when a converter changes what it writes: cached builds of another version are rebuilt.
+BUILD_VERSION = 1
+
+
+def builtin_dir(entry):
+    return cache.modules_dir() / entry.name
+
+
+def is_built(entry):
+    """True if the cache holds a complete build of ``entry`` by this converter version."""
+    descriptor = cache.read_descriptor(builtin_dir(entry))
+    return (descriptor is not None and descriptor.get("build_version") == BUILD_VERSION
+            and descriptor.get("weights") == entry.weights)
+
+
+def build_builtin(entry, force=False):
+    """Build ``entry`` once (atomically) and return its SavedModel directory."""
+    if entry.builder not in BUILDERS:
+        raise ModuleError(f"backbone {entry.name!r}: unknown builder {entry.builder!r} "
+                          f"(known: {', '.join(BUILDERS)})")
+    if not force and is_built(entry):
+        return builtin_dir(entry)
+    weights = entry.weights_path()
+
+    def produce(tmp):
+        import tensorflow as tf
+
+        from skinfeat.backbones.layers import export_saved_model
+
+        converter = importlib.import_module(f"skinfeat.backbones.{entry.builder}")
+        net = converter.build(weights)
+        height, width = entry.input_size
+        feature_dim = int(net.features(tf.zeros([1, height, width, 3])).shape[-1])
+        if feature_dim != entry.feature_dim:
+            raise ModuleError(f"backbone {entry.name!r} gives {feature_dim} features, but the catalog "
+                              f"declares {entry.feature_dim}; fix configs/backbones.toml")
+        export_saved_model(net, tmp)
+        return {"name": entry.name, "builder": entry.builder, "build_version": BUILD_VERSION,
+                "weights": entry.weights, "source": entry.source,
+                "input_size": list(entry.input_size), "feature_dim": feature_dim,
+                "skinfeat_version": __version__, "tensorflow_version": tf.__version__,
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    return cache.atomic_build(builtin_dir(entry), produce, is_complete=lambda d: is_built(entry),
+                              force=force)

@@ -1,0 +1,99 @@
+"""Turn what the user typed after ``--module`` into a ``Module``."""
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from skinfeat.backbones import cache
+from skinfeat.backbones.build import build_builtin, is_built
+from skinfeat.backbones.catalog import load_catalog
+from skinfeat.backbones.module import Module
+from skinfeat.errors import ModuleError
+
+DEFAULT_MODULE = "efficientnet-lite0"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+def resolve_module(spec=None, *, input_size=None):
+    """The backbone named by ``spec``:
+
+    - a catalog name (``efficientnet-lite0``; built-ins are converted into the
+      module cache on first use, offline);
+    - a TF-Hub / Kaggle Models handle (``https://...``), downloaded and cached by
+      ``tensorflow_hub`` (``TFHUB_CACHE_DIR`` honoured);
+    - a local SavedModel directory, or a ``.tar.gz`` of one.
+
+    ``None`` means ``DEFAULT_MODULE``. ``input_size`` (height, width) overrides
+    the module's size; it is refused for a module whose signature fixes another.
+    Modules that skinfeat did not build are loaded and checked here, so a bad
+    one fails now with a ModuleError that says why.
+    """
+    spec = DEFAULT_MODULE if spec is None else str(spec)
+    catalog = load_catalog()
+    if spec in catalog.entries:
+        entry = catalog.entries[spec]
+        if entry.builtin:
+            return Module(spec, build_builtin(entry), "builtin", entry, input_size)
+        return Module(spec, _fetch(entry.handle, catalog), "handle", entry, input_size).check()
+    if "://" in spec:
+        return Module(spec, _fetch(spec, catalog), "handle", input_size=input_size).check()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
+            raise ModuleError(f"{path} is a directory but not a SavedModel (no saved_model.pb in it); "
+                              "give the directory that tf.saved_model.save wrote")
+        return Module(str(path.resolve()), path.resolve(), "directory", input_size=input_size).check()
+    if path.is_file():
+        if not spec.endswith(ARCHIVE_SUFFIXES):
+            raise ModuleError(f"{path} is a file; expected a SavedModel directory or a .tar.gz of one")
+        directory = cache.extract_tarball(path)
+        return Module(str(path.resolve()), directory, "archive", input_size=input_size).check()
+    if "/" in spec or spec.startswith((".", "~")) or spec.endswith(ARCHIVE_SUFFIXES):
+        raise ModuleError(f"{spec}: no such SavedModel directory or archive")
+    catalog.get(spec)  # raises: unknown name, with close matches
+    raise AssertionError("unreachable")
+
+
+def _fetch(handle, catalog):
+    """Local directory of a TF-Hub / Kaggle handle, via tensorflow_hub's resolver and cache."""
+    import tensorflow_hub as hub
+
+    try:
+        return hub.resolve(handle)
+    except Exception as exc:  # urllib, tarfile and TF file errors: all mean "could not fetch"
+        offline = ", ".join(e.name for e in catalog.builtins())
+        raise ModuleError(
+            f"could not fetch {handle}: {exc}. Handles need network access the first time "
+            f"(then they are cached in TFHUB_CACHE_DIR); with no network, use a built-in "
+            f"offline backbone: {offline}") from None
+
+
+def build_module(name, force=False):
+    """Build a built-in catalog backbone (or fetch a handle into the TF-Hub cache);
+    return its SavedModel directory."""
+    entry = load_catalog().get(name)
+    if entry.builtin:
+        return build_builtin(entry, force=force)
+    return Path(resolve_module(name).path)
+
+
+def availability(entry):
+    """A word for ``modules list``: can this catalog entry be used right now?"""
+    if entry.builtin:
+        if is_built(entry):
+            return "built"
+        try:
+            entry.weights_path()
+        except ModuleError:
+            return "weights missing"
+        return "offline"
+    return "cached" if _hub_cached(entry.handle) else "network"
+
+
+def _hub_cached(handle):
+    """Whether tensorflow_hub's cache holds ``handle`` (its layout: sha1 of the handle,
+    plus a descriptor file written after a complete download)."""
+    root = Path(os.environ.get("TFHUB_CACHE_DIR") or Path(tempfile.gettempdir()) / "tfhub_modules")
+    name = hashlib.sha1(handle.encode("utf8")).hexdigest()
+    return (root / name).is_dir() and (root / f"{name}.descriptor.txt").is_file()
