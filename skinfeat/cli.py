@@ -37,10 +37,11 @@ def cli():
 
 
 def _register():
-    from skinfeat.commands import data, modules
+    from skinfeat.commands import data, extract, modules
 
     cli.add_command(data.data)
     cli.add_command(modules.modules)
+    cli.add_command(extract.extract)
 
 
 _register()

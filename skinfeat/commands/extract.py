@@ -1,8 +1,10 @@
 """``skinfeat extract``: run a backbone over a dataset once into the feature cache."""
 
+from pathlib import Path
+
 import click
 
-from skinfeat.commands.data import dataset_options, load_from_options
+from skinfeat.commands.data import dataset_options, load_manifest
 from skinfeat.extract import DEFAULT_RESIZE, DTYPES, ON_ERROR, RESIZE_POLICIES
 
 
@@ -39,7 +41,8 @@ def extract(data, images, labels, module, out, resize, views, augment_seed, imag
     """
     from skinfeat.extract import extract_features
 
-    manifest, name = load_from_options(data, images, labels)
+    manifest = load_manifest(data, images, labels)
+    name = Path(data or images).resolve().name
     result = extract_features(manifest, module, out=out, resize=resize, views=views,
                               augment_seed=augment_seed, image_size=image_size, dtype=dtype,
                               on_error=on_error, dataset_name=name, progress=progress)
