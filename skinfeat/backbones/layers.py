@@ -96,17 +96,10 @@ def export_saved_model(net, path):
     def call(images, training=False):
         return net.features(images, training=training)
 
-    @tf.function(input_signature=[IMAGES])
-    def imagenet_logits(images):
-        return net.head(net.features(images, training=False))
-
-    @tf.function(input_signature=[IMAGES])
-    def serving(images):
-        return {"feature_vector": net.features(images, training=False)}
-
-    call.get_concrete_function(IMAGES, training=False)
+    features = call.get_concrete_function(IMAGES, training=False)
     call.get_concrete_function(IMAGES, training=True)
+    # These call the traced feature function instead of tracing the network again.
+    root.imagenet_logits = tf.function(lambda images: net.head(features(images)), input_signature=[IMAGES])
+    serving = tf.function(lambda images: {"feature_vector": features(images)}, input_signature=[IMAGES])
     root.__call__ = call
-    root.imagenet_logits = imagenet_logits
     tf.saved_model.save(root, str(path), signatures={"serving_default": serving})
-

@@ -149,6 +149,10 @@ class Module:
             cache.verify(self.path)
         return self._inspect().fn
 
+    def saved_model(self):
+        """The loaded SavedModel object (e.g. ``.imagenet_logits`` of a built-in)."""
+        return self._inspect().fn.saved_model
+
     def check(self):
         """Load and validate now (raises ModuleError); returns self."""
         self._inspect()
