@@ -1,0 +1,69 @@
+"""``skinfeat fit``: cross-validate a head on cached features, record it, save it."""
+
+import json
+
+import click
+
+from skinfeat.heads import HEADS
+from skinfeat.heads.imbalance import ADJUSTS, CLASS_WEIGHTS, SAMPLINGS
+
+
+def _parse_params(values):
+    """``KEY=VALUE`` strings to a dict; VALUE is read as JSON when it can be (0.1, 256, null)."""
+    params = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"got {item!r}; expected KEY=VALUE, e.g. -p hidden=512",
+                                     param_hint="--param")
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value
+    return params
+
+
+@click.command()
+@click.option("--head", required=True, metavar="NAME", help=f"Head to fit: {', '.join(HEADS)}.")
+@click.option("--features", "features", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Features file written by `skinfeat extract`.")
+@click.option("--folds", "folds_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Folds file from `skinfeat data split` (the same for every backbone and head).")
+@click.option("--cv", type=int, metavar="K",
+              help="Without --folds: K lesion-grouped folds made with seed 0 (default 5).")
+@click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=None,
+              help="Class weights: none, balanced (n / (K n_c)) or sqrt (square root of balanced). "
+                   "Default: balanced.")
+@click.option("--sampling", type=click.Choice(SAMPLINGS), default=None,
+              help="balanced: resample training rows so every class is drawn equally often.")
+@click.option("--adjust", type=click.Choice(ADJUSTS), default=None,
+              help="Shift class priors after training: prior (flatten the training prior) or bmca "
+                   "(also tune per-class offsets for balanced accuracy on the inner validation part).")
+@click.option("--param", "-p", "param", multiple=True, metavar="KEY=VALUE",
+              help="Any other head parameter, e.g. -p hidden=512 -p loss=focal (repeatable).")
+@click.option("--views/--no-views", default=True, show_default=True,
+              help="Train on every augmented view in the file and average predictions over views (TTA).")
+@click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
+              help="Also fit on all CV images and save the model here.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-fold progress on stderr.")
+def fit(head, features, folds_path, cv, class_weight, sampling, adjust, param, views, out, quiet):
+    """Fit a head on cached features with lesion-grouped cross-validation.
+
+    Prints BMCA (balanced multiclass accuracy, the ISIC metric), accuracy,
+    top-2/3, macro F1, macro AUC, log-loss and calibration error, mean ± std over
+    folds, next to the always-NV baseline; per-class recall and the confusion
+    matrix. Writes one JSON record into runs/ ($SKINFEAT_RUNS) for `skinfeat compare`.
+    """
+    from skinfeat.evaluate import run_fit
+    from skinfeat.records import summary_lines
+
+    params = _parse_params(param)
+    params.update({k: v for k, v in (("class_weight", class_weight), ("sampling", sampling),
+                                      ("adjust", adjust)) if v is not None})
+    log = None if quiet else (lambda line: click.echo(line, err=True))
+    record = run_fit(features, head, params, folds_path=folds_path, cv=cv, use_views=views, out=out,
+                     log=log)
+    click.echo("\n".join(summary_lines(record)))
+    click.echo(f"record: {record['record_path']}")
+    if record["model_dir"]:
+        click.echo(f"model: {record['model_dir']}")

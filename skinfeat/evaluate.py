@@ -1,0 +1,286 @@
+"""Lesion-grouped cross-validation of a head on a features file, and the run that
+records it.
+
+- Folds come from a folds file (``skinfeat data split``) or, by default, from
+  ``make_folds(k=5, seed=0)``: the same for every backbone and head of a dataset.
+  Rows with fold -1 (held out) and unlabelled rows take no part.
+- When the file holds augmented views, a head trains on every view of its
+  training images (the clean one and the augmented ones, each keeping its
+  lesion as group) and scores a test image by the mean of its views'
+  probabilities (test-time augmentation).
+"""
+
+import hashlib
+import time
+from datetime import datetime, timezone
+from dataclasses import dataclass
+
+import numpy as np
+
+from skinfeat.classes import CLASSES
+from skinfeat.errors import DataError, UsageError
+from skinfeat.heads import make_head
+from skinfeat.metrics import classification_metrics, prior_baseline, summarize_folds
+
+DEFAULT_K = 5
+DEFAULT_SEED = 0
+
+
+@dataclass
+class Folds:
+    """A fold per row of a FeatureSet (-1: not used), and where it came from."""
+
+    fold: np.ndarray
+    source: str
+    k: int
+    sha256: str
+
+    def describe(self):
+        return {"source": self.source, "k": self.k, "sha256": self.sha256,
+                "n_used": int((self.fold >= 0).sum()), "n_unused": int((self.fold < 0).sum())}
+
+
+def _folds_hash(image_ids, fold):
+    lines = sorted(f"{i}\t{int(f)}" for i, f in zip(image_ids, fold) if f >= 0)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def resolve_folds(fs, folds_path=None, k=None, seed=DEFAULT_SEED):
+    """Folds for the labelled rows of ``fs``: read from ``folds_path`` or made with
+    ``make_folds(k or 5, seed)``. Raises DataError when the file does not cover the
+    features' images, splits a lesion, or a class has fewer images than folds."""
+    from skinfeat.data import make_folds, read_folds
+
+    labelled = fs.labels >= 0
+    if folds_path is not None:
+        mapping = read_folds(folds_path)
+        missing = [i for i in fs.image_ids[labelled] if i not in mapping]
+        if missing:
+            raise DataError(
+                f"folds file {folds_path} has no fold for {len(missing)} of the {int(labelled.sum())} "
+                f"labelled images in {fs.path} (e.g. {', '.join(missing[:3])}); expected a folds file "
+                "of the same dataset: write one with `skinfeat data split --out FILE` for it, "
+                "or leave out --folds")
+        fold = np.array([mapping.get(i, -1) for i in fs.image_ids], dtype=int)
+        fold[~labelled] = -1
+        source = str(folds_path)
+        _check_lesions(fs, fold, folds_path)
+    else:
+        k = DEFAULT_K if k is None else int(k)
+        fold = np.full(len(fs), -1, dtype=int)
+        fold[labelled] = make_folds(_Labelled(fs, labelled), k=k, seed=seed)
+        source = f"make_folds(k={k}, seed={seed})"
+    used = np.unique(fold[fold >= 0])
+    folds = Folds(fold, source, len(used), _folds_hash(fs.image_ids, fold))
+    check_class_counts(fs.labels[fold >= 0], folds.k, folds_path is not None)
+    return folds
+
+
+class _Labelled:
+    """The labelled rows of a FeatureSet, shaped as make_folds expects a manifest."""
+
+    def __init__(self, fs, rows):
+        self.labels, self.lesion_ids, self.image_ids = fs.labels[rows], fs.lesion_ids[rows], fs.image_ids[rows]
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def _check_lesions(fs, fold, path):
+    seen = {}
+    for lesion, f in zip(fs.lesion_ids, fold):
+        if f >= 0 and seen.setdefault(lesion, f) != f:
+            raise DataError(f"folds file {path} puts lesion {lesion} in folds {seen[lesion]} and {f}; "
+                            "expected every lesion in one fold (a split leak inflates scores): "
+                            "rewrite it with `skinfeat data split`")
+
+
+def check_class_counts(labels, k, from_file=False):
+    """DataError when a class has images but fewer than ``k`` (some folds would lack it)."""
+    if k < 2:
+        raise DataError(f"the folds hold {k} fold; cross-validation needs at least 2: "
+                        "pass --cv 5 or a folds file from `skinfeat data split --folds 5`")
+    counts = np.bincount(labels.astype(int), minlength=len(CLASSES))
+    few = [(CLASSES[c], int(n)) for c, n in enumerate(counts) if 0 < n < k]
+    if few:
+        listed = ", ".join(f"{name} has {n}" for name, n in few)
+        fix = ("write a folds file with fewer --folds" if from_file else
+               f"use --cv {max(2, min(n for _, n in few))} or fewer")
+        raise DataError(f"{listed} labelled image(s), fewer than the {k} folds, so some test folds "
+                        f"would have none; {fix}, or add images of that class")
+
+
+def training_rows(fs, rows, use_views):
+    """(X, y, groups) for ``rows``: each row's clean features, then each augmented view."""
+    X = fs.features[rows]
+    if use_views and fs.views is not None:
+        X = np.concatenate([X] + [fs.views[rows, v] for v in range(fs.views.shape[1])])
+    repeat = len(X) // len(rows)
+    return X, np.tile(fs.labels[rows].astype(int), repeat), np.tile(fs.lesion_ids[rows], repeat)
+
+
+def predict_tta(head, features, views=None):
+    """Probabilities [n, len(CLASSES)] in CLASSES order: the mean over the clean view
+    and every augmented view in ``views`` [n, V, d] (None: clean view only)."""
+    arrays = [features] + ([] if views is None else [views[:, v] for v in range(views.shape[1])])
+    proba = np.zeros((len(features), len(CLASSES)))
+    for x in arrays:
+        proba[:, np.asarray(head.classes_, dtype=int)] += head.predict_proba(x)
+    return proba / len(arrays)
+
+
+@dataclass
+class CVResult:
+    fold_metrics: list
+    baseline_metrics: list
+    oof_proba: np.ndarray  # [N, K], NaN for rows outside the folds
+    fit_seconds: list
+    predict_seconds: list
+
+
+def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=None):
+    """Fit ``head_name`` once per fold on the other folds and score it on that fold."""
+    folds = folds or resolve_folds(fs)
+    use_views = use_views and fs.views is not None
+    oof = np.full((len(fs), len(CLASSES)), np.nan)
+    result = CVResult([], [], oof, [], [])
+    for i, f in enumerate(np.unique(folds.fold[folds.fold >= 0])):
+        train, test = np.flatnonzero((folds.fold >= 0) & (folds.fold != f)), np.flatnonzero(folds.fold == f)
+        X, y, groups = training_rows(fs, train, use_views)
+        start = time.perf_counter()
+        head = make_head(head_name, **(params or {})).fit(X, y, groups=groups)
+        result.fit_seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        oof[test] = predict_tta(head, fs.features[test], fs.views[test] if use_views else None)
+        result.predict_seconds.append(time.perf_counter() - start)
+        y_test = fs.labels[test].astype(int)
+        result.fold_metrics.append(classification_metrics(y_test, oof[test]))
+        result.baseline_metrics.append(prior_baseline(fs.labels[train], y_test))
+        if log:
+            m = result.fold_metrics[-1]
+            log(f"fold {i + 1}/{folds.k}: BMCA {m['bmca']:.3f}  accuracy {m['accuracy']:.3f}  "
+                f"top-3 {m['top3']:.3f}  ({result.fit_seconds[-1]:.1f} s)")
+    return result
+
+
+def fit_final(fs, head_name, params=None, folds=None, use_views=True):
+    """The head fitted on every row that took part in the CV (held-out rows stay out)."""
+    rows = np.flatnonzero(folds.fold >= 0) if folds is not None else np.flatnonzero(fs.labels >= 0)
+    X, y, groups = training_rows(fs, rows, use_views and fs.views is not None)
+    return make_head(head_name, **(params or {})).fit(X, y, groups=groups)
+
+
+def summarize(result):
+    """The CV summary stored in a record: metrics and the always-NV baseline."""
+    summary = summarize_folds(result.fold_metrics)
+    base = summarize_folds(result.baseline_metrics)["scalars"]
+    summary["baseline"] = {"name": "always NV (training prior)",
+                           **{name: base[name]["mean"] for name in ("bmca", "accuracy", "top3", "macro_auc")}}
+    return summary
+
+
+def _settings_label(cls, params):
+    defaults = cls().get_params()
+    changed = {k: v for k, v in params.items() if defaults.get(k) != v}
+    return ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
+
+
+def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=True, out=None,
+            log=None, runs=None):
+    """Cross-validate ``head`` on the features file ``features``, write the run record
+    (returned, with its path under ``record_path``) and, with ``out``, save the head
+    fitted on every CV row as a model directory."""
+    from skinfeat import __version__
+    from skinfeat.features import read_features
+    from skinfeat.heads import head_class
+    from skinfeat.model_io import save_model
+    from skinfeat.records import new_run_id, settings_hash, write_record
+
+    if folds_path is not None and cv is not None:
+        raise UsageError("--folds and --cv both given; expected one: a folds file, or K for default folds")
+    cls = head_class(head)
+    all_params = make_head(cls.name, **(params or {})).get_params()
+    start = time.perf_counter()
+    fs = read_features(features, with_views=use_views)
+    load_seconds = time.perf_counter() - start
+    use_views = bool(use_views and fs.views is not None)
+    folds = resolve_folds(fs, folds_path, cv)
+    if log:
+        views = f", training on {fs.views.shape[1] + 1} views, TTA" if use_views else ""
+        log(f"{cls.name} on {fs.path}: {fs.module}, {int((folds.fold >= 0).sum())} images, "
+            f"{fs.feature_dim}-D{views}; folds {folds.source} ({folds.sha256[:8]})")
+    start = time.perf_counter()
+    result = cross_validate(fs, cls.name, all_params, folds, use_views, log)
+    cv_seconds = time.perf_counter() - start
+    attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
+    record = {
+        "run_id": new_run_id(cls.name, attrs.get("key")),
+        "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        "skinfeat_version": __version__,
+        "backbone": {k: attrs.get(k) for k in ("module", "module_source", "module_fingerprint",
+                                                "input_size", "resize", "feature_dim", "views",
+                                                "images_per_second", "dataset")},
+        "features": {"path": str(fs.path), "key": attrs.get("key"), "n_images": len(fs),
+                     "n_labelled": int((fs.labels >= 0).sum())},
+        "head": cls.name, "params": all_params, "use_views": use_views,
+        "settings": settings_hash(cls.name, all_params, use_views),
+        "settings_label": _settings_label(cls, all_params) + (",no-views" if fs.views is not None
+                                                              and not use_views else ""),
+        "folds": folds.describe(),
+        **_summary_fields(result),
+        "timings": {"load_seconds": load_seconds, "fit_seconds": result.fit_seconds,
+                    "fit_seconds_total": sum(result.fit_seconds),
+                    "predict_seconds_total": sum(result.predict_seconds),
+                    "cv_seconds": cv_seconds, "final_fit_seconds": None},
+        "model_dir": None,
+    }
+    if out is not None:
+        start = time.perf_counter()
+        final = fit_final(fs, cls.name, all_params, folds, use_views)
+        record["timings"]["final_fit_seconds"] = time.perf_counter() - start
+        training = {"n_images": int((folds.fold >= 0).sum()), "use_views": use_views,
+                    "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"],
+                    "run_id": record["run_id"]}
+        record["model_dir"] = str(save_model(out, final, cls.name, attrs, training))
+    record["record_path"] = str(write_record(record, runs))
+    return record
+
+
+def _summary_fields(result):
+    summary = summarize(result)
+    return {"metrics": summary["scalars"], "per_class": summary["per_class"],
+            "confusion": summary["confusion"], "baseline": summary["baseline"]}
+
+
+def missing_runs(feature_files, heads, records, params=None, use_views=True):
+    """(features file, head) pairs with no record at the same features key, head and settings."""
+    from skinfeat.features import read_attrs
+    from skinfeat.records import settings_hash
+
+    done = {(r["features"].get("key"), r["head"], r.get("settings")) for r in records}
+    missing = []
+    for path in feature_files:
+        attrs = read_attrs(path)
+        for head in heads:
+            all_params = make_head(head, **(params or {})).get_params()
+            views = bool(use_views and attrs.get("views"))
+            if (attrs.get("key"), head, settings_hash(head, all_params, views)) not in done:
+                missing.append((path, head))
+    return missing
+
+
+def fit_missing(feature_files, heads, folds_path=None, cv=None, use_views=True, log=None, runs=None):
+    """Run every (features file, head) combination not recorded yet with these settings;
+    returns the new records. Used by ``skinfeat compare --fit``."""
+    from skinfeat.heads import head_class
+    from skinfeat.records import read_records
+
+    heads = [head_class(h).name for h in heads]
+    todo = missing_runs(feature_files, heads, read_records(runs), use_views=use_views)
+    records = []
+    for i, (path, head) in enumerate(todo):
+        if log:
+            log(f"[{i + 1}/{len(todo)}] fitting {head} on {path}")
+        records.append(run_fit(path, head, folds_path=folds_path, cv=cv, use_views=use_views,
+                               log=log, runs=runs))
+    return records

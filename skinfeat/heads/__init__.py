@@ -1,0 +1,46 @@
+"""Heads: light classifiers trained on cached backbone features.
+
+Each head is a scikit-learn classifier (``__init__`` stores parameters, ``fit``
+sets ``classes_`` and returns self, ``predict_proba`` checks it is fitted) that
+also accepts ``groups`` (lesion ids) for its inner validation split. The
+registry maps the names used on the command line to the classes::
+
+    from skinfeat.heads import make_head
+    head = make_head("logreg", class_weight="sqrt").fit(X, y, groups=lesion_ids)
+"""
+
+import difflib
+
+from skinfeat.errors import UsageError
+from skinfeat.heads.lgbm import LightGBMHead
+from skinfeat.heads.logreg import LogRegHead
+from skinfeat.heads.softmax import SoftmaxHead
+
+HEADS = {cls.name: cls for cls in (SoftmaxHead, LogRegHead, LightGBMHead)}
+ALIASES = {"lgbm": "lightgbm", "logistic": "logreg", "mlp": "softmax"}
+
+
+def head_class(name):
+    """The head class registered as ``name``; UsageError naming close matches otherwise."""
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key in HEADS:
+        return HEADS[key]
+    close = difflib.get_close_matches(key, list(HEADS) + list(ALIASES), n=3, cutoff=0.5)
+    close = list(dict.fromkeys(ALIASES.get(c, c) for c in close))
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    raise UsageError(f"unknown head {name!r}; {hint}expected one of: {', '.join(HEADS)}")
+
+
+def make_head(name, **params):
+    """A new, unfitted head ``name`` with ``params`` (unknown parameters raise UsageError)."""
+    cls = head_class(name)
+    valid = cls().get_params()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise UsageError(f"head {cls.name!r} has no parameter {', '.join(unknown)}; "
+                         f"its parameters are: {', '.join(sorted(valid))}")
+    return cls(**params)
+
+
+__all__ = ["HEADS", "LightGBMHead", "LogRegHead", "SoftmaxHead", "head_class", "make_head"]

@@ -1,0 +1,197 @@
+"""Run records (one JSON file per fit, in ``skinfeat.paths.runs_dir()``) and the
+leaderboard built from them. The leaderboard only reads records; it never
+recomputes a metric.
+
+Record schema (``schema: "skinfeat-run"``, ``schema_version: 1``)::
+
+    run_id, created, skinfeat_version
+    backbone:  module, module_source, module_fingerprint, input_size, resize,
+               feature_dim, views, images_per_second, dataset
+    features:  path, key, n_images, n_labelled
+    head, params (every parameter of the head), use_views, settings (hash of head+params+use_views)
+    folds:     source, k, sha256, n_used, n_unused
+    metrics:   {bmca|accuracy|top2|top3|macro_f1|macro_auc|log_loss|ece: {mean, std, folds: [...]}}
+    per_class: {MEL: {precision|recall|f1: {mean, std}, support}, ...}
+    confusion: [[...]] summed over folds, rows = true class (CLASSES order)
+    baseline:  {name, bmca, accuracy, top3, macro_auc}   (always NV)
+    timings:   load_seconds, fit_seconds [per fold], fit_seconds_total, predict_seconds_total,
+               cv_seconds, final_fit_seconds (None without --out)
+    model_dir: where --out saved the fitted model, or None
+"""
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from skinfeat.paths import runs_dir
+
+SCHEMA = "skinfeat-run"
+SCHEMA_VERSION = 1
+FORMATS = ("table", "csv", "json", "markdown")
+# sort key -> (row field, descending)
+SORTS = {"bmca": ("bmca", True), "accuracy": ("accuracy", True), "top3": ("top3", True),
+         "auc": ("auc", True), "fit_time": ("fit_s", False), "images_per_second": ("images_per_s", True),
+         "backbone": ("backbone", False), "head": ("head", False), "created": ("created", True)}
+
+
+def settings_hash(head, params, use_views):
+    text = json.dumps({"head": head, "params": params, "use_views": bool(use_views)}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def json_safe(value):
+    """JSON-safe copy: NaN/inf become None, numpy scalars plain numbers, tuples lists."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def new_run_id(head, features_key):
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stamp}-{str(features_key)[:8]}-{head}"
+
+
+def write_record(record, directory=None):
+    """Write ``record`` as ``<run_id>.json`` atomically; returns the path."""
+    directory = Path(directory or runs_dir())
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **json_safe(record)}
+    path = directory / f"{record['run_id']}.json"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".record-", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, allow_nan=False)
+    os.replace(tmp, path)
+    return path
+
+
+def read_records(directory=None):
+    """Every skinfeat run record under ``directory`` (files of other shapes are skipped)."""
+    directory = Path(directory or runs_dir())
+    records = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("schema") == SCHEMA:
+            records.append(record)
+    return records
+
+
+def latest_per_setting(records):
+    """The newest record for each (features key, head, settings)."""
+    latest = {}
+    for r in sorted(records, key=lambda r: r.get("created", "")):
+        latest[(r["features"].get("key"), r["head"], r.get("settings"))] = r
+    return list(latest.values())
+
+
+def _mean(record, name):
+    return (record.get("metrics", {}).get(name) or {}).get("mean")
+
+
+def leaderboard_rows(records, sort="bmca", latest=True):
+    """One row (dict) per record, sorted by ``sort`` (a key of SORTS; missing values last)."""
+    if latest:
+        records = latest_per_setting(records)
+    rows = []
+    for r in records:
+        bmca = r.get("metrics", {}).get("bmca", {})
+        rows.append({
+            "backbone": r["backbone"].get("module"), "head": r["head"],
+            "settings": r.get("settings_label", ""), "dim": r["backbone"].get("feature_dim"),
+            "views": r["backbone"].get("views") if r.get("use_views") else 0,
+            "bmca": bmca.get("mean"), "bmca_std": bmca.get("std"),
+            "accuracy": _mean(r, "accuracy"), "top3": _mean(r, "top3"), "auc": _mean(r, "macro_auc"),
+            "fit_s": r.get("timings", {}).get("cv_seconds"),
+            "images_per_s": r["backbone"].get("images_per_second"),
+            "folds": str(r.get("folds", {}).get("sha256", ""))[:8], "created": r.get("created"),
+            "features_key": r["features"].get("key"), "run_id": r.get("run_id"),
+        })
+    field, descending = SORTS[sort]
+    present = [row for row in rows if row[field] is not None]
+    missing = [row for row in rows if row[field] is None]
+    return sorted(present, key=lambda row: row[field], reverse=descending) + missing
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+TABLE_COLUMNS = ("backbone", "head", "settings", "dim", "BMCA", "accuracy", "top-3", "AUC",
+                 "fit s", "extract img/s", "folds")
+
+
+def _cells(row):
+    bmca = "-" if row["bmca"] is None else f"{row['bmca']:.3f}±{row['bmca_std'] or 0:.3f}"
+    return [str(row["backbone"]), row["head"] + (f"+tta{row['views']}" if row["views"] else ""),
+            row["settings"] or "default", _fmt(row["dim"], "d"), bmca, _fmt(row["accuracy"], ".3f"),
+            _fmt(row["top3"], ".3f"), _fmt(row["auc"], ".3f"), _fmt(row["fit_s"], ".1f"),
+            _fmt(row["images_per_s"], ".1f"), row["folds"]]
+
+
+def format_leaderboard(rows, fmt="table"):
+    """The rows as ``table`` (aligned text), ``markdown``, ``csv`` or ``json``."""
+    if fmt == "json":
+        return json.dumps(rows, indent=1)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["backbone"],
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    cells = [list(TABLE_COLUMNS)] + [_cells(row) for row in rows]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(c) + " |" for c in cells]
+        lines.insert(1, "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|")
+        return "\n".join(lines)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(TABLE_COLUMNS))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def baseline_note(records):
+    """A line with the always-NV baseline of the shown records, so 0.67 accuracy reads as no skill."""
+    bases = [r.get("baseline") for r in records if r.get("baseline")]
+    if not bases:
+        return ""
+    b = bases[0]
+    return (f"baseline (always NV): BMCA {_fmt(b.get('bmca'), '.3f')}, accuracy "
+            f"{_fmt(b.get('accuracy'), '.3f')}, top-3 {_fmt(b.get('top3'), '.3f')}")
+
+
+def summary_lines(record):
+    """The result of one fit as text lines: metrics mean ± std next to the always-NV
+    baseline, per-class recall, and the confusion matrix summed over folds."""
+    from skinfeat.classes import CLASSES
+    from skinfeat.metrics import LABELS, SCALARS
+
+    base = record.get("baseline", {})
+    lines = [f"{'metric':<10} {'mean':>6} ± {'std':<6} always-NV"]
+    for name in SCALARS:
+        m = record["metrics"][name]
+        b = f"{base[name]:.3f}" if base.get(name) is not None else ""
+        lines.append(f"{LABELS[name]:<10} {_fmt(m['mean'], '6.3f')} ± {_fmt(m['std'], '<6.3f')} {b}")
+    recall = record["per_class"]
+    lines.append("recall     " + "  ".join(f"{c} {_fmt(recall[c]['recall']['mean'], '.2f')}"
+                                           for c in CLASSES))
+    lines.append("confusion (rows: true, columns: predicted, summed over folds)")
+    lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
+    for c, row in zip(CLASSES, record["confusion"]):
+        lines.append(f"{c:<7}" + "".join(f"{v:>7}" for v in row))
+    return lines
