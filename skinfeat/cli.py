@@ -37,11 +37,13 @@ def cli():
 
 
 def _register():
-    from skinfeat.commands import data, extract, modules
+    from skinfeat.commands import compare, data, extract, fit, modules
 
     cli.add_command(data.data)
     cli.add_command(modules.modules)
     cli.add_command(extract.extract)
+    cli.add_command(fit.fit)
+    cli.add_command(compare.compare)
 
 
 _register()
