@@ -1,0 +1,269 @@
+"""Figures: feature-space maps and the diagnostics of a model's out-of-fold predictions.
+
+Every function returns a ``matplotlib.figure.Figure`` built without pyplot (no
+display, no global figure list to leak: PNGs are drawn by Agg) and
+:func:`save_figure` writes it atomically. Class colours are fixed (Okabe-Ito,
+colour-blind safe) and the same in every figure::
+
+    from skinfeat.viz.plots import plot_confusion, plot_roc_pr, plot_reliability, save_figure
+    save_figure(plot_confusion(y_true, proba), "runs/confusion.png")
+
+``y_true`` is ``[N]`` class indices in CLASSES order (rows with -1, unlabelled,
+are left out); ``proba`` is ``[N, 7]``.
+"""
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from skinfeat.classes import CLASSES, FULL_NAMES, UNLABELLED
+
+DPI = 100
+# Okabe & Ito (2008), colour-blind safe; melanoma gets the warm, alarming one.
+CLASS_COLORS = {"MEL": "#D55E00", "NV": "#0072B2", "BCC": "#E69F00", "AKIEC": "#CC79A7",
+                "BKL": "#009E73", "DF": "#56B4E9", "VASC": "#000000"}
+CATEGORY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+MISSING_COLOR = "#BBBBBB"
+MISSING_VALUES = {"", "unknown", "nan", "none", "na", "n/a", "unlabelled", "not in folds"}
+SIZES = {"embedding": (12, 7.5), "confusion": (14, 6.2), "roc_pr": (14, 6.2), "reliability": (7, 8)}
+
+
+def _figure(kind, **kwargs):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=SIZES[kind], dpi=DPI, layout="constrained", **kwargs)
+
+
+def save_figure(fig, path, dpi=DPI):
+    """Write ``fig`` to ``path`` (format from the suffix, PNG by default) atomically; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix[1:].lower() or "png"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format=fmt, dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- maps
+
+def _natural_key(value):
+    """Sort '2' before '10', 'fold 2' before 'fold 10', and missing values last."""
+    missing = str(value).strip().lower() in MISSING_VALUES
+    parts = re.split(r"(\d+(?:\.\d+)?)", str(value))
+    return missing, [(0, float(p), "") if i % 2 else (1, 0.0, p.lower()) for i, p in enumerate(parts)]
+
+
+def _groups(values, kind):
+    """[(label, colour, mask)] for the legend, in legend order."""
+    values = np.asarray(values)
+    if kind == "class":
+        groups = [(f"{name} · {FULL_NAMES[name]}", CLASS_COLORS[name], values == i)
+                  for i, name in enumerate(CLASSES)]
+        groups.append(("unlabelled", MISSING_COLOR, values == UNLABELLED))
+    elif kind == "category":
+        values = values.astype(str)
+        levels = sorted(set(values), key=_natural_key)
+        palette = CATEGORY_COLORS if len(levels) <= len(CATEGORY_COLORS) else _tab20()
+        colours = iter(palette)
+        groups = [(level or "(empty)", MISSING_COLOR if _natural_key(level)[0] else next(colours),
+                   values == level) for level in levels]
+    else:
+        raise ValueError(f"kind must be 'class' or 'category', got {kind!r}")
+    return [(label, colour, mask) for label, colour, mask in groups if mask.any()]
+
+
+def _tab20():
+    import matplotlib
+
+    colours = [c for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i not in (14, 15)]
+    return colours[::2] + colours[1::2]  # dark shades first; no greys: grey means "missing" here
+
+
+def plot_embedding(coords, labels_or_values, kind="class", title=None, axis_labels=("1", "2"),
+                   legend_title=None):
+    """Scatter of 2-D ``coords [N, 2]`` coloured by class index (``kind="class"``, -1
+    unlabelled) or by any category (``kind="category"``, e.g. sex or localization).
+    Larger groups are drawn first so that rare classes stay visible."""
+    coords = np.asarray(coords)
+    if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) != len(labels_or_values):
+        raise ValueError(f"expected coords [N, 2] and N values, got coords {coords.shape} and "
+                         f"{len(labels_or_values)} values")
+    groups = _groups(labels_or_values, kind)
+    fig = _figure("embedding")
+    ax = fig.add_subplot()
+    size = float(np.clip(30000 / max(len(coords), 1), 2, 30))
+    artists = {}
+    for label, colour, mask in sorted(groups, key=lambda g: -g[2].sum()):
+        artists[label] = ax.scatter(coords[mask, 0], coords[mask, 1], s=size, color=colour, alpha=0.75,
+                                    linewidths=0, rasterized=True)
+    legend = fig.legend([artists[label] for label, _, _ in groups],
+               [f"{label} ({mask.sum():,})" for label, _, mask in groups],
+               loc="outside right upper", title=legend_title, markerscale=max(1.0, 9 / np.sqrt(size)),
+               frameon=False, fontsize=10, title_fontsize=11, alignment="left")
+    for handle in legend.legend_handles:
+        handle.set_alpha(1)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or f"{len(coords):,} points")
+    return fig
+
+
+# ----------------------------------------------------------------------------- predictions
+
+def _check_predictions(y_true, proba, two_d=True):
+    """(y_true, proba) as arrays without unlabelled rows; ValueError on shapes that do not fit."""
+    y_true = np.asarray(y_true).astype(int).ravel()
+    proba = np.asarray(proba)
+    if len(proba) != len(y_true):
+        raise ValueError(f"y_true has {len(y_true)} rows but the predictions have {len(proba)}; "
+                         "expected one prediction per image")
+    if two_d and (proba.ndim != 2 or proba.shape[1] != len(CLASSES)):
+        raise ValueError(f"expected probabilities [N, {len(CLASSES)}] in CLASSES order "
+                         f"({' '.join(CLASSES)}), got shape {proba.shape}")
+    if y_true.size and (y_true.max() >= len(CLASSES) or y_true.min() < UNLABELLED):
+        raise ValueError(f"y_true holds {y_true.min()}..{y_true.max()}; expected class indices "
+                         f"0..{len(CLASSES) - 1} (-1 for unlabelled rows, which are left out)")
+    keep = y_true != UNLABELLED
+    if not keep.any():
+        raise ValueError("y_true holds no labelled rows (all -1); nothing to plot")
+    return y_true[keep], proba[keep]
+
+
+def confusion_counts(y_true, y_pred):
+    """[7, 7] counts: rows true class, columns predicted class (CLASSES order)."""
+    counts = np.zeros((len(CLASSES), len(CLASSES)), dtype=int)
+    np.add.at(counts, (y_true, y_pred), 1)
+    return counts
+
+
+def _heatmap(ax, matrix, text, vmax, title, cmap="Blues"):
+    ax.imshow(matrix, cmap=cmap, vmin=0, vmax=vmax)
+    ticks = np.arange(len(CLASSES))
+    ax.set_xticks(ticks, CLASSES)
+    ax.set_yticks(ticks, CLASSES)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    for (i, j), value in np.ndenumerate(matrix):
+        dark = np.isfinite(value) and value > 0.55 * vmax
+        ax.text(j, i, text(i, j), ha="center", va="center", fontsize=10,
+                color="white" if dark else "black")
+
+
+def plot_confusion(y_true, proba_or_pred, title=None):
+    """Confusion matrix, raw counts (left) and each true class's row as fractions
+    (right: the diagonal are the per-class recalls, their mean is the balanced accuracy)."""
+    proba_or_pred = np.asarray(proba_or_pred)
+    y_true, pred = _check_predictions(y_true, proba_or_pred, two_d=proba_or_pred.ndim == 2)
+    pred = pred.argmax(axis=1) if pred.ndim == 2 else pred.astype(int)
+    counts = confusion_counts(y_true, pred)
+    support = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = counts / support[:, None]  # NaN rows: class absent from y_true
+    recall = np.diag(rates)[support > 0]
+    fig = _figure("confusion")
+    left, right = fig.subplots(1, 2)
+    _heatmap(left, counts, lambda i, j: f"{counts[i, j]:,}", max(counts.max(), 1), "counts")
+    _heatmap(right, np.nan_to_num(rates), lambda i, j: "–" if support[i] == 0 else f"{rates[i, j]:.2f}",
+             1.0, "fraction of each true class (row)")
+    right.set_yticks(np.arange(len(CLASSES)), [f"{c} ({n:,})" for c, n in zip(CLASSES, support)])
+    fig.suptitle(f"{title + ': ' if title else ''}balanced accuracy {recall.mean():.3f}, "
+                 f"accuracy {(pred == y_true).mean():.3f}, n = {len(y_true):,}", fontsize=13)
+    return fig
+
+
+def plot_roc_pr(y_true, proba, title=None):
+    """One-vs-rest ROC (left, AUC in the legend) and precision-recall (right, average
+    precision) curves per class. Classes with no case, or only cases, in y_true are skipped."""
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+    y_true, proba = _check_predictions(y_true, proba)
+    fig = _figure("roc_pr")
+    roc_ax, pr_ax = fig.subplots(1, 2)
+    aucs, aps, skipped = [], [], []
+    for i, name in enumerate(CLASSES):
+        positive = y_true == i
+        if positive.all() or not positive.any():
+            skipped.append(name)
+            continue
+        fpr, tpr, _ = roc_curve(positive, proba[:, i])
+        precision, recall, _ = precision_recall_curve(positive, proba[:, i])
+        aucs.append(auc(fpr, tpr))
+        aps.append(average_precision_score(positive, proba[:, i]))
+        colour = CLASS_COLORS[name]
+        roc_ax.plot(fpr, tpr, color=colour, lw=1.8, label=f"{name}  AUC {aucs[-1]:.3f}")
+        pr_ax.plot(recall, precision, color=colour, lw=1.8, drawstyle="steps-post",
+                   label=f"{name}  AP {aps[-1]:.3f} (base {positive.mean():.3f})")
+    if not aucs:
+        raise ValueError("y_true holds a single class; ROC and precision-recall need cases and non-cases")
+    roc_ax.plot([0, 1], [0, 1], ls="--", color=MISSING_COLOR, lw=1)
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
+               title=f"ROC, one class vs rest (macro AUC {np.mean(aucs):.3f})")
+    pr_ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01),
+              title=f"precision-recall (macro AP {np.mean(aps):.3f})")
+    roc_ax.legend(loc="lower right", fontsize=10)
+    pr_ax.legend(loc="lower left", fontsize=9)
+    for ax in (roc_ax, pr_ax):
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+    note = f"; not in y_true (skipped): {', '.join(skipped)}" if skipped else ""
+    fig.suptitle(f"{title + ': ' if title else ''}n = {len(y_true):,}{note}", fontsize=13)
+    return fig
+
+
+def calibration_bins(y_true, proba, n_bins=10):
+    """Per equal-width bin of max-probability confidence: count, mean confidence, accuracy
+    (NaN in empty bins), and the expected calibration error (ECE)."""
+    y_true, proba = _check_predictions(y_true, proba)
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true
+    which = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, confidence, n_bins) / count
+        accuracy = np.bincount(which, correct, n_bins) / count
+    ece = float(np.nansum(count / count.sum() * np.abs(accuracy - mean_conf)))
+    return {"edges": np.linspace(0, 1, n_bins + 1), "count": count, "confidence": mean_conf,
+            "accuracy": accuracy, "ece": ece}
+
+
+def expected_calibration_error(y_true, proba, n_bins=10):
+    """ECE of the max-probability confidence over ``n_bins`` equal-width bins."""
+    return calibration_bins(y_true, proba, n_bins)["ece"]
+
+
+def plot_reliability(y_true, proba, n_bins=10, title=None):
+    """Reliability diagram: accuracy against confidence (the top class's probability) per
+    bin, the gap to the diagonal shaded, and how many images fall in each bin below."""
+    bins = calibration_bins(y_true, proba, n_bins)
+    edges, count = bins["edges"], bins["count"]
+    centres, width = (edges[:-1] + edges[1:]) / 2, 1 / n_bins
+    filled = count > 0
+    fig = _figure("reliability")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.bar(centres[filled], bins["accuracy"][filled], width=width, color=CLASS_COLORS["NV"],
+            edgecolor="white", label="accuracy")
+    gap = bins["confidence"][filled] - bins["accuracy"][filled]
+    top.bar(centres[filled], gap, bottom=bins["accuracy"][filled], width=width, facecolor="none",
+            edgecolor=CLASS_COLORS["MEL"], hatch="///", lw=1.2, label="gap to mean confidence")
+    top.plot([0, 1], [0, 1], ls="--", color="black", lw=1, label="perfect calibration")
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+            title=f"{title + ': ' if title else ''}reliability, ECE {bins['ece']:.3f} "
+                  f"({n_bins} bins, n = {count.sum():,})")
+    top.legend(loc="upper left", fontsize=10)
+    top.grid(alpha=0.3)
+    bottom.bar(centres, count, width=width, color=MISSING_COLOR, edgecolor="white")
+    bottom.set(xlabel="confidence (probability of the predicted class)", ylabel="images")
+    bottom.grid(alpha=0.3)
+    return fig
