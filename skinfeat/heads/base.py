@@ -15,7 +15,7 @@ are too small to split), ``full`` every row (resampled when ``sampling="balanced
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from skinfeat.heads import imbalance
 
@@ -66,17 +66,25 @@ class BaseHead(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, groups=None, sample_weight=None):
         """Fit on features ``X`` [n, d] and labels ``y``. ``groups`` (e.g. lesion ids)
         keeps related rows on one side of the inner validation split."""
-        imbalance.check_choice("class_weight", self.class_weight, imbalance.CLASS_WEIGHTS)
+        if not isinstance(self.class_weight, dict):
+            imbalance.check_choice("class_weight", self.class_weight, imbalance.CLASS_WEIGHTS)
         imbalance.check_choice("sampling", self.sampling, imbalance.SAMPLINGS)
         imbalance.check_choice("adjust", self.adjust, imbalance.ADJUSTS)
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+            if not sample_weight.any():
+                raise ValueError(f"sample_weight is zero for all {len(y)} rows; expected some positive weights")
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got 1 class: "
                              f"{self.classes_[0]!r}")
         k = len(self.classes_)
-        w = imbalance.sample_weights(y_enc, k, self.class_weight, sample_weight)
+        mode = self.class_weight
+        if isinstance(mode, dict):  # {label: weight}, as in scikit-learn
+            mode = np.array([mode.get(c, 1.0) for c in self.classes_], dtype=np.float64)
+        w = imbalance.sample_weights(y_enc, k, mode, sample_weight)
         rng = np.random.default_rng(self.random_state)
         split = inner_split(y_enc, groups, self.val_fraction, self.random_state)
         train, val = split if split else (np.arange(len(y_enc)), None)
@@ -104,7 +112,8 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         return np.log(np.clip(self.predict_proba(X), 1e-12, None))
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # --- saving (see skinfeat.model_io): plain arrays and safe files only ---
     def get_state(self):

@@ -30,13 +30,17 @@ def check_choice(name, value, choices):
 
 
 def class_weights(y, n_classes, mode="balanced"):
-    """Weight per class (array of n_classes) for encoded labels ``y`` in 0..n_classes-1.
+    """Weight per class (array of n_classes) for encoded labels ``y`` in 0..n_classes-1;
+    ``mode`` is one of CLASS_WEIGHTS or an array of explicit weights per class.
 
     The weights are scaled so that the mean weight of a training row is 1,
     which keeps learning rates and regularisation comparable across modes.
     """
-    check_choice("class_weight", mode, CLASS_WEIGHTS)
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    if not isinstance(mode, str):  # explicit weights per class
+        weights = np.asarray(mode, dtype=np.float64)
+        return weights / (weights[y].mean() if len(y) else 1.0)
+    check_choice("class_weight", mode, CLASS_WEIGHTS)
     weights = np.ones(n_classes)
     if mode != "none":
         present = counts > 0

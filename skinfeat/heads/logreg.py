@@ -72,6 +72,7 @@ class LogRegHead(BaseHead):
         model = LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol)
         model.fit(Z[full], y[full], sample_weight=w[full])
         self.C_ = float(C)
+        self.n_iter_ = model.n_iter_
         self.coef_, self.intercept_ = self._softmax_params(model, k)
         if val_log_proba is None and val is not None:
             val_log_proba = self._log_proba(X[val])
