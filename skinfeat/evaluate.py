@@ -224,8 +224,9 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                      "n_labelled": int((fs.labels >= 0).sum())},
         "head": cls.name, "params": all_params, "use_views": use_views,
         "settings": settings_hash(cls.name, all_params, use_views),
-        "settings_label": _settings_label(cls, all_params) + (",no-views" if fs.views is not None
-                                                              and not use_views else ""),
+        "settings_label": ",".join(filter(None, [_settings_label(cls, all_params),
+                                                 "no-views" if fs.attrs.get("views") and not use_views
+                                                 else ""])),
         "folds": folds.describe(),
         **_summary_fields(result),
         "timings": {"load_seconds": load_seconds, "fit_seconds": result.fit_seconds,

@@ -19,8 +19,9 @@ LOSSES = ("crossentropy", "focal")
 class SoftmaxHead(BaseHead):
     """Standardise -> [Dense(hidden, relu, L2) -> Dropout] -> Dense(K) -> softmax.
 
-    ``hidden=0`` makes it a linear softmax. Trains with Adam in large batches
-    for at most ``max_epochs`` epochs, stopping when the class-weighted
+    ``hidden=0`` makes it a linear softmax. Trains with Adam in batches of
+    ``batch_size`` (smaller on small sets, so that an epoch takes at least 16
+    steps) for at most ``max_epochs`` epochs, stopping when the class-weighted
     validation loss has not improved for ``patience`` epochs and restoring the
     best weights. ``loss="focal"`` down-weights easy rows by ``(1 - p)**focal_gamma``.
     Without an inner validation part (tiny data) it trains ``max_epochs`` epochs.
@@ -58,6 +59,7 @@ class SoftmaxHead(BaseHead):
         Z = ((X - self.mean_) / self.scale_).astype(np.float32)
         rng = np.random.default_rng(self.random_state)
         trainer = _Trainer(self, Z.shape[1], k, rng)
+        trainer.batch_for(len(train))
         data = trainer.tensors(Z[train], y[train], w[train])
         val_data = None if val is None else trainer.tensors(Z[val], y[val], w[val])
         best, best_loss, waited = trainer.weights(), np.inf, 0
@@ -119,6 +121,10 @@ class _Trainer:
         self._epoch = tf.function(self._epoch_graph, reduce_retracing=True)
         self._loss = tf.function(self._loss_graph, reduce_retracing=True)
 
+    def batch_for(self, n):
+        """``batch_size``, or smaller for small sets so that an epoch takes at least 16 steps."""
+        self.batch_size = int(min(self.head.batch_size, max(16, n // 16)))
+
     def tensors(self, Z, y, w):
         tf = self.tf
         return tf.constant(Z), tf.constant(y, tf.int32), tf.constant(w, tf.float32)
@@ -159,10 +165,11 @@ class _Trainer:
     def _epoch_graph(self, Z, y, w, perm):
         tf, head = self.tf, self.head
         n = tf.shape(perm)[0]
-        batches = (n + head.batch_size - 1) // head.batch_size
+        size = self.batch_size
+        batches = (n + size - 1) // size
         b1, b2, lr = 0.9, 0.999, head.learning_rate
         for i in tf.range(batches):
-            idx = perm[i * head.batch_size:(i + 1) * head.batch_size]
+            idx = perm[i * size:(i + 1) * size]
             with tf.GradientTape() as tape:
                 loss = self._data_loss(self._forward(tf.gather(Z, idx), True), tf.gather(y, idx),
                                        tf.gather(w, idx))

@@ -1,0 +1,212 @@
+"""``skinfeat fit`` as a user runs it: records, saved models, and bad input."""
+
+import json
+
+import click
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from skinfeat.data import write_folds
+from skinfeat.errors import ModelError
+from skinfeat.heads.synthetic import synthetic_feature_set, write_synthetic
+from skinfeat.model_io import load_model
+from skinfeat.paths import runs_dir
+
+SMALL = (30, 150, 20, 15, 30, 10, 10)  # 265 images, HAM10000-like imbalance
+
+
+def cli():
+    """The skinfeat CLI, with fit and compare added to a local group until cli.py registers them."""
+    from skinfeat.cli import SkinfeatGroup, cli as main
+
+    if {"fit", "compare"} <= set(main.commands):
+        return main
+    from skinfeat.commands.compare import compare
+    from skinfeat.commands.fit import fit
+
+    group = SkinfeatGroup(name="skinfeat", commands=[fit, compare])
+    return group
+
+
+def run(*args):
+    return CliRunner().invoke(cli(), [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def features(tmp_path):
+    return write_synthetic(tmp_path / "syn.h5", counts=SMALL, dim=16, separation=2.0, seed=1), tmp_path / "syn.h5"
+
+
+def one_error_line(result):
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: "), result.output
+    return lines[-1]
+
+
+def test_fit_prints_metrics_with_baseline_and_writes_one_record(features):
+    _, path = features
+    result = run("fit", "--head", "logreg", "--features", path, "--cv", "3")
+    assert result.exit_code == 0, result.output
+    out = result.stdout.splitlines()
+    assert out[0] == "metric       mean ± std    always-NV"
+    bmca = next(line for line in out if line.startswith("BMCA"))
+    assert float(bmca.split()[1]) > 0.9 and bmca.endswith("0.143")
+    assert "fold 3/3: BMCA" in result.stderr
+    records = list(runs_dir().glob("*.json"))
+    assert len(records) == 1 and out[-1] == f"record: {records[0]}"
+    record = json.loads(records[0].read_text())
+    assert record["schema"] == "skinfeat-run" and record["head"] == "logreg"
+    assert record["backbone"]["module"] == "synthetic" and record["backbone"]["feature_dim"] == 16
+    assert record["params"]["class_weight"] == "balanced"
+    assert record["folds"]["source"] == "make_folds(k=3, seed=0)" and len(record["folds"]["sha256"]) == 64
+    assert set(record["metrics"]["bmca"]) == {"mean", "std", "folds"} and len(record["metrics"]["bmca"]["folds"]) == 3
+    assert record["baseline"]["accuracy"] == pytest.approx(150 / 265, abs=0.02)
+    assert len(record["timings"]["fit_seconds"]) == 3 and record["model_dir"] is None
+
+
+def test_same_folds_for_the_same_images_by_default(features):
+    _, path = features
+    run("fit", "--head", "logreg", "--features", path, "-q")
+    run("fit", "--head", "lightgbm", "--features", path, "-q", "-p", "n_estimators=20")
+    folds = {json.loads(p.read_text())["folds"]["sha256"] for p in runs_dir().glob("*.json")}
+    assert len(folds) == 1
+
+
+def test_folds_file_is_used(features, tmp_path):
+    fs, path = features
+    write_folds(tmp_path / "folds.csv", fs, np.arange(len(fs)) % 1 + _lesion_folds(fs, 4))
+    result = run("fit", "--head", "logreg", "--features", path, "--folds", tmp_path / "folds.csv", "-q")
+    assert result.exit_code == 0, result.output
+    record = json.loads(next(runs_dir().glob("*.json")).read_text())
+    assert record["folds"]["source"] == str(tmp_path / "folds.csv") and record["folds"]["k"] == 4
+
+
+def _lesion_folds(fs, k):
+    _, index = np.unique(fs.lesion_ids, return_inverse=True)
+    return index % k
+
+
+def test_views_train_on_every_view_and_average_at_test_time(tmp_path):
+    path = tmp_path / "views.h5"
+    write_synthetic(path, counts=SMALL, dim=16, separation=2.0, views=2, seed=2)
+    result = run("fit", "--head", "softmax", "--features", path, "--cv", "3", "-p", "max_epochs=15")
+    assert result.exit_code == 0, result.output
+    assert "training on 3 views, TTA" in result.stderr
+    record = json.loads(next(runs_dir().glob("*.json")).read_text())
+    assert record["use_views"] is True and record["metrics"]["bmca"]["mean"] > 0.9
+    run("fit", "--head", "softmax", "--features", path, "--cv", "3", "-p", "max_epochs=15", "--no-views")
+    labels = {json.loads(p.read_text())["settings_label"] for p in runs_dir().glob("*.json")}
+    assert labels == {"max_epochs=15", "max_epochs=15,no-views"}
+
+
+@pytest.mark.parametrize("head", ["logreg", "lightgbm", "softmax"])
+def test_out_saves_a_model_that_reloads_and_predicts(features, tmp_path, head):
+    fs, path = features
+    result = run("fit", "--head", head, "--features", path, "--cv", "2", "--out", tmp_path / "model",
+                 "-p", "max_epochs=15" if head == "softmax" else "random_state=0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == f"model: {tmp_path / 'model'}"
+    model = load_model(tmp_path / "model", current_fingerprint=fs.attrs["module_fingerprint"])
+    manifest = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert manifest["classes"] == ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    assert manifest["backbone"]["module_fingerprint"] == fs.attrs["module_fingerprint"]
+    assert manifest["backbone"]["input_size"] == 224 and manifest["backbone"]["resize"] == "bilinear"
+    assert not list((tmp_path / "model").glob("*.pkl")) and not list((tmp_path / "model").glob("*.joblib"))
+    proba = model.predict_proba(fs.features)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    assert np.mean(proba.argmax(1) == fs.labels) > 0.9
+
+
+def test_loading_refuses_a_changed_backbone_fingerprint(features, tmp_path):
+    _, path = features
+    run("fit", "--head", "logreg", "--features", path, "--cv", "2", "--out", tmp_path / "m", "-q")
+    with pytest.raises(ModelError, match=r"fitted on features of module 'synthetic' with fingerprint "
+                                         r"\w{12}, but that module now has fingerprint 0123456789ab; .*re-fit"):
+        load_model(tmp_path / "m", current_fingerprint="0123456789abcdef")
+    (tmp_path / "m" / "state.npz").unlink()
+    with pytest.raises(ModelError, match="incomplete or damaged"):
+        load_model(tmp_path / "m")
+    with pytest.raises(ModelError, match="holds no model.json"):
+        load_model(tmp_path)
+
+
+# --- bad input: one clear line each ---------------------------------------------------
+
+def test_foreign_hdf5_file(tmp_path):
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    result = run("fit", "--head", "logreg", "--features", tmp_path / "other.h5")
+    assert result.exit_code == 1
+    assert "is an HDF5 file but not a skinfeat features file" in one_error_line(result)
+
+
+def test_features_from_another_version(features):
+    _, path = features
+    with h5py.File(path, "a") as f:
+        f.attrs["format_version"] = 99
+    result = run("fit", "--head", "logreg", "--features", path)
+    assert result.exit_code == 1
+    assert "has features format version 99" in one_error_line(result)
+
+
+def test_nan_features(features):
+    _, path = features
+    with h5py.File(path, "a") as f:
+        f["features"][3, 0] = np.nan
+    result = run("fit", "--head", "logreg", "--features", path)
+    assert result.exit_code == 1
+    assert "holds NaN or inf features for 1 images" in one_error_line(result)
+
+
+def test_class_with_fewer_images_than_folds(tmp_path):
+    write_synthetic(tmp_path / "few.h5", counts=(30, 150, 20, 15, 30, 3, 10), dim=8, seed=3)
+    result = run("fit", "--head", "logreg", "--features", tmp_path / "few.h5", "--cv", "5")
+    assert result.exit_code == 1
+    assert one_error_line(result) == (
+        "Error: DF has 3 labelled image(s), fewer than the 5 folds, so some test folds would have "
+        "none; use --cv 3 or fewer, or add images of that class")
+
+
+def test_folds_for_other_images(features, tmp_path):
+    other = synthetic_feature_set(counts=SMALL, dim=4, seed=9)
+    other.image_ids = np.array([f"OTHER_{i}" for i in range(len(other))], dtype=object)
+    write_folds(tmp_path / "folds.csv", other, np.arange(len(other)) % 5)
+    result = run("fit", "--head", "logreg", "--features", features[1], "--folds", tmp_path / "folds.csv")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "has no fold for 265 of the 265 labelled images" in line and "skinfeat data split" in line
+
+
+def test_folds_that_split_a_lesion(features, tmp_path):
+    fs, path = features
+    write_folds(tmp_path / "leaky.csv", fs, np.arange(len(fs)) % 5)  # ignores lesions
+    result = run("fit", "--head", "logreg", "--features", path, "--folds", tmp_path / "leaky.csv")
+    assert result.exit_code == 1
+    assert "expected every lesion in one fold" in one_error_line(result)
+
+
+def test_unknown_head_suggests_a_close_name(features):
+    result = run("fit", "--head", "logrek", "--features", features[1])
+    assert result.exit_code == 2
+    assert one_error_line(result) == ("Error: unknown head 'logrek'; did you mean 'logreg'? "
+                                      "expected one of: softmax, logreg, lightgbm")
+
+
+def test_folds_and_cv_together(features, tmp_path):
+    result = run("fit", "--head", "logreg", "--features", features[1], "--cv", "3", "--folds", tmp_path / "f.csv")
+    assert result.exit_code == 2
+    assert "--folds and --cv both given" in one_error_line(result)
+
+
+def test_bad_param_syntax(features):
+    result = run("fit", "--head", "logreg", "--features", features[1], "-p", "C")
+    assert result.exit_code == 2
+    assert "expected KEY=VALUE" in result.output
+
+
+def test_fit_has_help():
+    result = run("fit", "--help")
+    assert result.exit_code == 0 and "lesion-grouped cross-validation" in result.output
+    assert isinstance(cli(), click.Group)
