@@ -186,11 +186,11 @@ def test_absent_classes_and_unlabelled_rows_are_skipped(tmp_path):
     y, proba = predictions()
     y = np.where(y == CLASSES.index("DF"), -1, y)  # no DF case, and unlabelled rows
     fig = plot_roc_pr(y, proba)
-    assert "not in y_true (skipped): DF" in fig._suptitle.get_text()
+    assert "not in y_true (skipped): DF" in fig.get_suptitle()
     legend = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
     assert len(legend) == 12 and not any(t.startswith("DF") for t in legend)
     fig = plot_confusion(y, proba)
-    assert "n = 360" in fig._suptitle.get_text()
+    assert "n = 360" in fig.get_suptitle()
     save_figure(fig, tmp_path / "c.png")
     save_figure(plot_reliability(y, proba), tmp_path / "r.png")
 
@@ -198,7 +198,7 @@ def test_absent_classes_and_unlabelled_rows_are_skipped(tmp_path):
 def test_confusion_title_holds_balanced_accuracy():
     y = np.array([0, 0, 0, 1, 1, 2])
     pred = np.array([0, 0, 1, 1, 1, 0])  # recalls 2/3, 1, 0
-    assert "balanced accuracy 0.556, accuracy 0.667, n = 6" in plot_confusion(y, pred)._suptitle.get_text()
+    assert "balanced accuracy 0.556, accuracy 0.667, n = 6" in plot_confusion(y, pred).get_suptitle()
 
 
 def test_expected_calibration_error():

@@ -25,7 +25,7 @@ DPI = 100
 # Okabe & Ito (2008), colour-blind safe; melanoma gets the warm, alarming one.
 CLASS_COLORS = {"MEL": "#D55E00", "NV": "#0072B2", "BCC": "#E69F00", "AKIEC": "#CC79A7",
                 "BKL": "#009E73", "DF": "#56B4E9", "VASC": "#000000"}
-CATEGORY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+CATEGORY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
 MISSING_COLOR = "#BBBBBB"
 MISSING_VALUES = {"", "unknown", "nan", "none", "na", "n/a", "unlabelled", "not in folds"}
 SIZES = {"embedding": (12, 7.5), "confusion": (14, 6.2), "roc_pr": (14, 6.2), "reliability": (7, 8)}
@@ -100,7 +100,7 @@ def plot_embedding(coords, labels_or_values, kind="class", title=None, axis_labe
     groups = _groups(labels_or_values, kind)
     fig = _figure("embedding")
     ax = fig.add_subplot()
-    size = float(np.clip(30000 / max(len(coords), 1), 2, 30))
+    size = float(np.clip(50000 / max(len(coords), 1), 3, 30))
     artists = {}
     for label, colour, mask in sorted(groups, key=lambda g: -g[2].sum()):
         artists[label] = ax.scatter(coords[mask, 0], coords[mask, 1], s=size, color=colour, alpha=0.75,
