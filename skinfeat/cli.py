@@ -37,13 +37,14 @@ def cli():
 
 
 def _register():
-    from skinfeat.commands import compare, data, extract, fit, modules
+    from skinfeat.commands import compare, data, extract, fit, modules, viz
 
     cli.add_command(data.data)
     cli.add_command(modules.modules)
     cli.add_command(extract.extract)
     cli.add_command(fit.fit)
     cli.add_command(compare.compare)
+    cli.add_command(viz.viz)
 
 
 _register()
