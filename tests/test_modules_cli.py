@@ -50,9 +50,9 @@ def test_build_then_path_gives_a_keras_layer_module():
     built = run("build", "efficientnet-lite0")
     assert built.exit_code == 0
     result = run("path", "efficientnet-lite0")
-    assert result.exit_code == 0
-    path = result.output.strip()
-    assert built.output.strip() == f"efficientnet-lite0: {path}"
+    assert result.exit_code == 0 and result.stderr == ""  # built: nothing to announce
+    path = result.stdout.strip()
+    assert built.stdout.strip() == f"efficientnet-lite0: {path}"
     assert "efficientnet-lite0 (default)  1280  224x224  built" in run("list").output
     image = np.asarray(Image.open(HAM_IMAGE).convert("RGB").resize((224, 224)), np.float32)[None] / 255
     features = hub.KerasLayer(path)(tf.constant(image)).numpy()
@@ -87,9 +87,19 @@ def test_unwritable_cache_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("SKINFEAT_HOME", str(tmp_path / "file" / "home"))
     result = run("build", "efficientnet-lite2")
     assert result.exit_code == 1
-    assert result.output.startswith("Error: cannot write the module cache") and "SKINFEAT_HOME" in result.output
+    error = result.output.splitlines()[-1]
+    assert error.startswith("Error: cannot write the module cache") and "SKINFEAT_HOME" in error
 
 
 def test_build_needs_names():
     result = run("build")
     assert result.exit_code == 2 and "give backbone NAMES or --all" in result.output
+
+
+@pytest.mark.slow
+def test_forced_rebuild_is_reproducible():
+    assert run("build", "mobilenet-v1").exit_code == 0
+    before = json.loads(run("info", "mobilenet-v1", "--json").stdout)["fingerprint"]
+    rebuilt = run("build", "mobilenet-v1", "--force")
+    assert rebuilt.exit_code == 0 and "converting" in rebuilt.stderr
+    assert json.loads(run("info", "mobilenet-v1", "--json").stdout)["fingerprint"] == before

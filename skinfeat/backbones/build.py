@@ -1,10 +1,22 @@
-"""Convert a built-in catalog entry into a SavedModel in the module cache."""
+"""Convert a built-in catalog entry into a SavedModel in the module cache.
+
+The conversion runs in a fresh Python process (``python -m
+skinfeat.backbones.build NAME DIR``): TensorFlow names traced functions with
+process-wide counters, so only a fresh process writes the same
+``saved_model.pb``, and so the same fingerprint, whatever the caller did
+before. It also keeps the tracing memory out of the caller.
+"""
 
 import importlib
+import json
+import os
+import subprocess
+import sys
 import time
 
-from skinfeat import __version__
+from skinfeat import __version__, paths
 from skinfeat.backbones import cache
+from skinfeat.backbones.catalog import load_catalog
 from skinfeat.errors import ModuleError
 
 # Converters by the catalog's ``builder`` name: skinfeat.backbones.<name>.build(weights_path)
@@ -31,26 +43,46 @@ def build_builtin(entry, force=False):
                           f"(known: {', '.join(BUILDERS)})")
     if not force and is_built(entry):
         return builtin_dir(entry)
-    weights = entry.weights_path()
+    entry.weights_path()  # a missing package is a clear error before any work
 
     def produce(tmp):
-        import tensorflow as tf
-
-        from skinfeat.backbones.layers import export_saved_model
-
-        converter = importlib.import_module(f"skinfeat.backbones.{entry.builder}")
-        net = converter.build(weights)
-        height, width = entry.input_size
-        feature_dim = int(net.features(tf.zeros([1, height, width, 3])).shape[-1])
-        if feature_dim != entry.feature_dim:
-            raise ModuleError(f"backbone {entry.name!r} gives {feature_dim} features, but the catalog "
-                              f"declares {entry.feature_dim}; fix configs/backbones.toml")
-        export_saved_model(net, tmp)
-        return {"name": entry.name, "builder": entry.builder, "build_version": BUILD_VERSION,
-                "weights": entry.weights, "source": entry.source,
-                "input_size": list(entry.input_size), "feature_dim": feature_dim,
-                "skinfeat_version": __version__, "tensorflow_version": tf.__version__,
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.PROJECT_ROOT), env.get("PYTHONPATH")]))
+        done = subprocess.run([sys.executable, "-m", "skinfeat.backbones.build", entry.name, str(tmp)],
+                              capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            raise ModuleError(f"building {entry.name} failed: {lines[-1] if lines else done.returncode}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     return cache.atomic_build(builtin_dir(entry), produce, is_complete=lambda d: is_built(entry),
                               force=force)
+
+
+def convert(entry, directory):
+    """Write ``entry`` as a SavedModel into ``directory``; return its descriptor."""
+    import tensorflow as tf
+
+    from skinfeat.backbones.layers import export_saved_model
+
+    converter = importlib.import_module(f"skinfeat.backbones.{entry.builder}")
+    net = converter.build(entry.weights_path())
+    height, width = entry.input_size
+    feature_dim = int(net.features(tf.zeros([1, height, width, 3])).shape[-1])
+    if feature_dim != entry.feature_dim:
+        raise ModuleError(f"backbone {entry.name!r} gives {feature_dim} features, but the catalog "
+                          f"declares {entry.feature_dim}; fix configs/backbones.toml")
+    export_saved_model(net, directory)
+    return {"name": entry.name, "builder": entry.builder, "build_version": BUILD_VERSION,
+            "weights": entry.weights, "source": entry.source,
+            "input_size": list(entry.input_size), "feature_dim": feature_dim,
+            "skinfeat_version": __version__, "tensorflow_version": tf.__version__,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+if __name__ == "__main__":
+    name, directory = sys.argv[1:]
+    try:
+        print(json.dumps(convert(load_catalog().get(name), directory)))
+    except ModuleError as exc:
+        sys.exit(str(exc))

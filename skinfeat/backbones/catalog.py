@@ -62,9 +62,13 @@ class Catalog:
         """The entry called ``name``; a ModuleError listing close matches otherwise."""
         if name in self.entries:
             return self.entries[name]
+        raise self.unknown(name)
+
+    def unknown(self, name):
+        """The error for a name that is none of the things ``--module`` accepts."""
         close = difflib.get_close_matches(name, list(self.entries), n=4, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ModuleError(
+        return ModuleError(
             f"unknown backbone {name!r}: not a catalog name, a TF-Hub/Kaggle handle (https://...), "
             f"a SavedModel directory or a .tar.gz.{hint} `skinfeat modules list` shows the catalog.")
 

@@ -95,6 +95,7 @@ class Module:
         self.name, self.path, self.kind, self.entry = name, str(path), kind, entry
         self._requested_size = tuple(input_size) if input_size else None
         self._function = None
+        self._descriptor = None
         self._fingerprint = None
 
     def __repr__(self):
@@ -112,10 +113,19 @@ class Module:
             return tuple(self.entry.input_size)
         return self._inspect().fixed_size
 
+    def _built(self):
+        """The descriptor written when skinfeat built this module."""
+        if self._descriptor is None:
+            self._descriptor = cache.read_descriptor(self.path)
+            if self._descriptor is None:
+                raise ModuleError(f"{self.path} lost its descriptor; rebuild with "
+                                  f"`skinfeat modules build {self.name} --force`")
+        return self._descriptor
+
     @property
     def feature_dim(self):
         if self.builtin:
-            return int(cache.read_descriptor(self.path)["feature_dim"])
+            return int(self._built()["feature_dim"])
         if self.entry is not None:
             return self.entry.feature_dim
         function = self._inspect()
@@ -127,9 +137,12 @@ class Module:
 
     @property
     def fingerprint(self):
+        """sha256 of the SavedModel's files: recorded at build time for built-ins,
+        computed (once per Module) for the others."""
+        if self.builtin:
+            return self._built()["fingerprint"]
         if self._fingerprint is None:
-            descriptor = cache.read_descriptor(self.path) if self.builtin else None
-            self._fingerprint = descriptor["fingerprint"] if descriptor else cache.fingerprint(self.path)
+            self._fingerprint = cache.fingerprint(self.path)
         return self._fingerprint
 
     def describe(self):

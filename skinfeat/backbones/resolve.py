@@ -51,8 +51,7 @@ def resolve_module(spec=None, *, input_size=None):
         return Module(str(path.resolve()), directory, "archive", input_size=input_size).check()
     if "/" in spec or spec.startswith((".", "~")) or spec.endswith(ARCHIVE_SUFFIXES):
         raise ModuleError(f"{spec}: no such SavedModel directory or archive")
-    catalog.get(spec)  # raises: unknown name, with close matches
-    raise AssertionError("unreachable")
+    raise catalog.unknown(spec)
 
 
 def _fetch(handle, catalog):

@@ -103,7 +103,7 @@ def _plain_load(f):
 def load_state_dict(path):
     """Return ``{name: numpy array}`` from a legacy torch state-dict file."""
     with open(path, "rb") as f:
-        if f.read(2)[:1] == b"PK":
+        if f.read(2) == b"PK":
             raise LegacyTorchError(f"{path} is a zip-format torch file, not the legacy format")
         f.seek(0)
         if _plain_load(f) != MAGIC_NUMBER:

@@ -13,6 +13,13 @@ def modules():
     """List, build and inspect backbones (TF-Hub image feature-vector modules)."""
 
 
+def _announce_build(name, force=False):
+    """Tell the user (on stderr) when a built-in is about to be converted: it takes a while."""
+    entry = backbones.load_catalog().entries.get(name)
+    if entry is not None and entry.builtin and (force or not backbones.is_built(entry)):
+        click.echo(f"{name}: converting {entry.source} into a SavedModel (once; ~10-30 s)", err=True)
+
+
 @modules.command("list")
 def list_():
     """Catalog backbones: feature dimension, input size, license, source, and
@@ -41,6 +48,7 @@ def build(names, all_builtins, force):
     if not names:
         raise click.UsageError("give backbone NAMES or --all")
     for name in dict.fromkeys(names):
+        _announce_build(name, force)
         click.echo(f"{name}: {build_module(name, force=force)}")
 
 
@@ -50,6 +58,7 @@ def build(names, all_builtins, force):
 def info(module, as_json):
     """Metadata of MODULE (catalog name, TF-Hub handle or SavedModel path),
     as recorded with the features it computes. Builds or fetches it if needed."""
+    _announce_build(module)
     description = backbones.resolve_module(module).describe()
     if as_json:
         click.echo(json.dumps(description, indent=2))
@@ -62,4 +71,5 @@ def info(module, as_json):
 @click.argument("module")
 def path(module):
     """Print the SavedModel directory of MODULE (building or fetching it if needed)."""
+    _announce_build(module)
     click.echo(backbones.resolve_module(module).path)
