@@ -65,10 +65,10 @@ def inspect_saved_model(path, where):
     for fn, spec, outputs in _candidates(obj):
         key, out = _single_output(outputs)
         if spec.shape.rank != 4 or spec.dtype != tf.float32 or spec.shape[-1] not in (3, None):
-            problems.append(f"takes {spec.dtype.name} {spec.shape}, not float32 images [batch, height, width, 3]")
+            problems.append(f"takes {_show(spec)}, not float32 images [batch, height, width, 3]")
             continue
-        if not isinstance(out, tf.TensorSpec) or out.shape.rank != 2 or out.dtype != tf.float32:
-            problems.append(f"returns {out}, not a float32 feature vector [batch, D]")
+        if getattr(out, "dtype", None) != tf.float32 or out.shape.rank != 2:
+            problems.append(f"returns {_show(out)}, not a float32 feature vector [batch, D]")
             continue
         if key is not None:
             fn = (lambda images, f=fn, k=key: f(images)[k])
@@ -77,7 +77,15 @@ def inspect_saved_model(path, where):
         return FeatureFunction(_keep_alive(fn, obj), fixed, out.shape[-1])
     if not problems:
         problems.append("has neither a __call__ nor a serving signature taking one image batch")
-    raise ModuleError(f"{where} is not an image feature-vector module: it {'; '.join(problems)}")
+    raise ModuleError(f"{where} is not an image feature-vector module: it {'; '.join(dict.fromkeys(problems))}")
+
+
+def _show(spec):
+    """``float32 [None, 224, 224, 3]`` for a TensorSpec; anything else as it prints."""
+    try:
+        return f"{spec.dtype.name} {spec.shape.as_list()}"
+    except (AttributeError, ValueError):
+        return repr(spec)
 
 
 def _keep_alive(fn, obj):
