@@ -4,4 +4,11 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/bootstrap.sh"
 cd "$root"
+# The reference PyTorch EfficientNet-Lite, to check our TF ports against (tests only).
+# torch 2.13.0 is a CPU build; setuptools stays < 81 for tensorflow_hub.
+if ! python -c "import torch, efficientnet_lite_pytorch" 2>/dev/null; then
+  echo "skinfeat: installing the PyTorch reference for the port tests" >&2
+  python -m pip install -q torch==2.13.0 "setuptools<81"
+  python -m pip install -q --no-deps efficientnet-lite-pytorch==0.1.0
+fi
 python -m pytest -q "$@"
