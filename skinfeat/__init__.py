@@ -4,3 +4,9 @@ The library owns the logic and the defaults; ``skinfeat.cli`` only parses.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# TensorFlow's C++ start-up chatter (oneDNN notes, "no CUDA driver") is noise for
+# users of a command-line tool; real errors still raise. Users can override it.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -54,7 +54,8 @@ def inspect_saved_model(path, where):
     """Load the SavedModel at ``path`` and return its ``FeatureFunction``; a
     ModuleError that says what is wrong when it is not an image feature vector."""
     import tensorflow as tf
-    import tensorflow_hub as hub
+    from skinfeat.backbones.hub import import_hub
+    hub = import_hub()
 
     try:
         obj = hub.load(str(path))
