@@ -8,9 +8,13 @@ Layout of a model directory::
                   params (every head parameter), classes (output columns, CLASSES names),
                   backbone (module, module_source, module_fingerprint, input_size, resize,
                   feature_dim, views), features (key, path), training (images, views used,
-                  folds, CV metrics), skinfeat_version, created, files
+                  folds, CV metrics), skinfeat_version, created, files, numpy_head (the
+                  check of the head's fast numpy evaluation), export (backbone.tflite)
     state.npz     the head's fitted arrays (scaler, PCA, weights, class offsets, classes_)
     lightgbm.txt  LightGBM's text model (lightgbm head only)
+    backbone.tflite  the backbone as TFLite, when it could be exported (``skinfeat.export``;
+                  model.json ``export`` says how, or why it was skipped): prediction
+                  from images then needs nothing outside the directory
 
 The backbone block holds what prediction from images needs to reproduce the
 features: which module, its fingerprint, input size and resize method.
@@ -28,7 +32,6 @@ import numpy as np
 
 from skinfeat.classes import CLASSES
 from skinfeat.errors import ModelError, SkinfeatError
-from skinfeat.heads import head_class
 
 FORMAT = "skinfeat-model"
 FORMAT_VERSION = 1
@@ -63,10 +66,12 @@ class FittedModel:
                              f"fingerprint {str(want)[:12]}); extract features with the model's backbone")
 
 
-def save_model(directory, head, head_name, attrs, training=None):
+def save_model(directory, head, head_name, attrs, training=None, export=True):
     """Save fitted ``head`` (registered as ``head_name``) trained on features whose file
     attributes are ``attrs`` into ``directory``, replacing a previous model there.
-    Written to a temporary directory first, then renamed into place."""
+    Written to a temporary directory first, then renamed into place. With ``export``,
+    the backbone goes in too (``skinfeat.export``) when it is available here, and the
+    head's numpy evaluation for fast prediction is checked (``skinfeat.numpy_heads``)."""
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()) and not (directory / MANIFEST).is_file():
         raise ModelError(f"{directory} exists and is not a skinfeat model directory; "
@@ -85,6 +90,13 @@ def save_model(directory, head, head_name, attrs, training=None):
     try:
         np.savez(tmp / STATE, **state)
         manifest["files"] = [STATE] + head.save_files(tmp)
+        if export:  # what prediction from images needs (skinfeat.predict)
+            from skinfeat.export import try_export
+            from skinfeat.numpy_heads import check_numpy_head
+
+            manifest["numpy_head"] = check_numpy_head(tmp, manifest, head)
+            manifest["export"] = try_export(tmp, manifest["backbone"])
+            manifest["files"] += [manifest["export"]["file"]] if "file" in manifest["export"] else []
         from skinfeat.records import json_safe
 
         (tmp / MANIFEST).write_text(json.dumps(json_safe(manifest), indent=1), encoding="utf-8")
@@ -128,6 +140,8 @@ def load_model(directory, current_fingerprint=None):
             f"fingerprint {str(saved)[:12]}, but that module now has fingerprint "
             f"{str(current_fingerprint)[:12]}; its features changed, so the head no longer fits them: "
             f"re-extract features and re-fit with `skinfeat fit --head {manifest.get('head')} --out {directory}`")
+    from skinfeat.heads import head_class  # here: reading a manifest must stay light (predict)
+
     try:
         cls = head_class(manifest["head"])
         head = cls(**_params(manifest["params"]))

@@ -1,0 +1,90 @@
+"""``skinfeat predict`` (images -> classes with a model directory) and ``skinfeat
+export`` (put the backbone inside a model directory). Imports stay light: a new
+process predicting one image must not pay for TensorFlow."""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+FORMATS = ("table", "json", "csv", "isic")  # skinfeat.predict.FORMATS
+
+
+@click.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Model directory written by `skinfeat fit --out DIR`.")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="IMAGE|DIR...")
+@click.option("--top-k", type=click.IntRange(1, 7), default=3, show_default=True,
+              help="How many classes to show per image (table, json, csv).")
+@click.option("--tta/--no-tta", default=False, show_default=True,
+              help="Average over the clean image and augmented views (extraction's augmentation, "
+                   "fixed seed; as many views as the model was trained with, else 8). Imports TensorFlow.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table: one line per image; json; csv; isic: the ISIC 2018 submission CSV "
+                   "(image,MEL,NV,BCC,AKIEC,BKL,DF,VASC).")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Write here (replaced only when all images are done) instead of standard output.")
+def predict(model_dir, inputs, top_k, tta, fmt, out):
+    """Predict the lesion class of images (files, or folders searched recursively).
+
+    Prints the top classes with their full names and probabilities. Folders of
+    any size are streamed. An image that cannot be read is reported on stderr and
+    skipped; the others are predicted.
+    """
+    from skinfeat.errors import DataError
+    from skinfeat.predict import load_predictor, predict_paths, write_predictions
+
+    model = load_predictor(model_dir)
+    skipped = []
+
+    def skip(path, exc):
+        skipped.append(path)
+        click.echo(f"skipped {path}: {exc}", err=True)
+
+    predictions = predict_paths(model, inputs, tta=tta, on_skip=skip)
+    if out is None:
+        count = write_predictions(predictions, sys.stdout, fmt, top_k)
+    else:
+        count = _write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k))
+    if count == 0:
+        raise DataError(f"none of the {len(skipped)} images could be read; expected JPEG, PNG, BMP, GIF, "
+                        "TIFF or WebP images")
+    if out is not None:
+        click.echo(f"wrote {out}: {count} images" + (f", {len(skipped)} skipped" if skipped else ""), err=True)
+
+
+def _write_atomically(out, write):
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            count = write(f)
+        if count:
+            os.replace(tmp, out)
+        return count
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@click.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Model directory written by `skinfeat fit --out DIR`.")
+@click.option("--module", metavar="SPEC",
+              help="Where the model's backbone is now (catalog name, SavedModel folder, handle); "
+                   "default: the one recorded in the model. Its fingerprint must match.")
+def export(model_dir, module):
+    """Put the model's backbone inside its directory as backbone.tflite.
+
+    `skinfeat fit --out` does this already when the backbone is available;
+    use this for a model saved without it. The TFLite copy is checked against
+    the backbone on probe images. Prediction then needs only the directory.
+    """
+    from skinfeat.export import export_model
+
+    info = export_model(model_dir, module)
+    click.echo(f"exported {info['module']} into {Path(model_dir) / info['file']} "
+               f"({info['input_size'][0]}x{info['input_size'][1]}, {info['feature_dim']}-D, "
+               f"max difference to the SavedModel {info['max_abs_diff']:.1e})")

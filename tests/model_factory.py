@@ -1,0 +1,61 @@
+"""Fitted model directories for the predict / explain / report tests, made the way
+a user makes them (extract, then ``fit --out``, which exports the backbone) on a
+few real HAM10000 images. Each is built once per test session, under the
+session's SKINFEAT_HOME, and reused by every test module that asks for it."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from fakes import make_pooling_module
+
+PER_CLASS = 4  # 28 images: every class, enough for 2-fold CV
+
+
+def ham_subset(ham10000, per_class=PER_CLASS, skip=0):
+    """A manifest of the first ``per_class`` images of each class (after ``skip``)."""
+    from skinfeat.data import load_dataset
+
+    manifest = load_dataset(data=ham10000)
+    labels = np.asarray(manifest.labels)
+    rows = [i for c in range(7) for i in np.flatnonzero(labels == c)[skip:skip + per_class]]
+    return manifest.subset(sorted(rows))
+
+
+def build_model(root, ham10000, module, head="logreg", views=0, params=None):
+    """``root/model`` fitted with ``head`` on ``module`` features of a HAM subset
+    (``root/features.h5``); built once, then reused."""
+    from skinfeat.evaluate import run_fit
+    from skinfeat.extract import extract_features
+
+    root = Path(root)
+    done = root / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    result = extract_features(ham_subset(ham10000), module, out=root / "features.h5", views=views,
+                              progress=False)
+    record = run_fit(result.path, head, params, cv=2, out=root / "model", runs=root / "runs")
+    info = {"model": str(root / "model"), "features": str(result.path), "record": record["record_path"],
+            "module": str(module)}
+    done.write_text(json.dumps(info))
+    return info
+
+
+def pool_model(skinfeat_home, ham10000, head="logreg"):
+    """Fast: the fake pooling backbone (9 features), 2 augmented views per image."""
+    home = Path(skinfeat_home) / "test_models"
+    module = home / "pool_module"
+    if not module.exists():
+        make_pooling_module(module)
+    return build_model(home / f"pool-{head}", ham10000, str(module), head, views=2,
+                       params={"max_epochs": 5} if head == "softmax" else None)
+
+
+def lite0_model(skinfeat_home, ham10000, head="logreg"):
+    """Real: the built-in EfficientNet-Lite0 backbone."""
+    return build_model(Path(skinfeat_home) / "test_models" / f"lite0-{head}", ham10000,
+                       "efficientnet-lite0", head)

@@ -1,0 +1,274 @@
+"""``skinfeat predict`` and ``export``: images -> classes from a self-contained model
+directory, equal to what the same images' extracted features give."""
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from model_factory import ham_subset, lite0_model, pool_model
+from skinfeat.classes import CLASSES, FULL_NAMES
+from skinfeat.errors import DataError, ModelError
+from skinfeat.features import read_features
+from skinfeat.numpy_heads import HeadFunction
+from skinfeat.predict import Predictor, isic_row, load_predictor, predict_paths
+
+# Probabilities from images vs from the same images' extracted features.
+PROBA_TOLERANCE = 1e-4  # measured: 5e-6 (EfficientNet-Lite0 on 300 HAM images)
+FEATURE_TOLERANCE = 1e-4  # absolute; Lite0 features reach ~6
+
+
+def cli():
+    from skinfeat.cli import SkinfeatGroup, cli as main
+
+    if {"predict", "export"} <= set(main.commands):
+        return main
+    from skinfeat.commands.predict import export, predict
+
+    return SkinfeatGroup(name="skinfeat", commands=[predict, export])
+
+
+def run(*args):
+    return CliRunner().invoke(cli(), [str(a) for a in args], catch_exceptions=False)
+
+
+def error_line(result):
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and lines[-1].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def pool(skinfeat_home, ham10000):
+    return pool_model(skinfeat_home, ham10000)
+
+
+def _paths(info):
+    fs = read_features(info["features"], with_views=False)
+    return [_find(i) for i in fs.image_ids]
+
+
+def _find(image_id):
+    from conftest import HAM10000
+
+    return HAM10000 / "images" / f"{image_id}.jpg"
+
+
+def _copy_model(info, tmp_path):
+    return shutil.copytree(info["model"], tmp_path / "model")
+
+
+# ----------------------------------------------------------------------------- agreement
+
+def test_lite0_images_give_the_probabilities_of_their_extracted_features(skinfeat_home, ham10000):
+    info = lite0_model(skinfeat_home, ham10000)
+    model = load_predictor(info["model"])
+    fs = read_features(info["features"], with_views=False)
+    paths = [_find(i) for i in fs.image_ids]
+    images = np.stack([model.load_image(p) for p in paths])
+    features = model.backbone(images)
+    assert np.abs(features - fs.features).max() < FEATURE_TOLERANCE
+    from_images = np.stack([p.proba for p in predict_paths(model, paths)])
+    from_features = model.head(fs.features)
+    assert np.abs(from_images - from_features).max() < PROBA_TOLERANCE
+    assert model.manifest["export"]["max_abs_diff"] < 1e-3
+    assert model.input_size == (224, 224) and model.backbone.feature_dim == 1280
+
+
+def test_pool_images_give_the_probabilities_of_their_features(pool):
+    model = load_predictor(pool["model"])
+    fs = read_features(pool["features"], with_views=False)
+    proba = np.stack([p.proba for p in predict_paths(model, [_find(i) for i in fs.image_ids])])
+    assert np.abs(proba - model.head(fs.features)).max() < PROBA_TOLERANCE
+    assert np.allclose(proba.sum(axis=1), 1)
+    assert model.manifest["numpy_head"]["ok"] and model.head.exact  # the fast numpy head is used
+
+
+def test_tta_averages_extractions_own_augmented_views(pool, tmp_path, ham10000):
+    """--tta uses _augment with seeds (0, v): extraction's seeds for row 0 with seed 0."""
+    from skinfeat.extract import extract_features
+
+    one = ham_subset(ham10000, per_class=1).subset([0])
+    fs = read_features(extract_features(one, pool["module"], out=tmp_path / "one.h5", views=2,
+                                        progress=False).path)
+    model = load_predictor(pool["model"])
+    assert model.tta_views == 2  # the model was trained with 2 views
+    want = model.head(np.concatenate([fs.features, fs.views[0]])).mean(axis=0)
+    from skinfeat.images import decode
+
+    got = model.predict_tta(decode(one.paths[0]))
+    assert np.abs(got - want).max() < PROBA_TOLERANCE
+    assert np.abs(got - model.predict_proba(model.load_image(one.paths[0])[None])[0]).max() > 1e-4
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def test_table_shows_top_k_full_names_and_probabilities(pool):
+    path = _paths(pool)[0]
+    result = run("predict", "--model", pool["model"], path, "--top-k", "2")
+    assert result.exit_code == 0, result.output
+    line, = result.stdout.splitlines()
+    model = load_predictor(pool["model"])
+    proba = model.predict_proba(model.load_image(path)[None])[0]
+    top = np.argsort(-proba)[:2]
+    want = ", ".join(f"{FULL_NAMES[CLASSES[i]]} ({CLASSES[i]}) {proba[i]:.3f}" for i in top)
+    assert line == f"{path.stem:<14} {want}"
+
+
+def test_isic_csv_of_a_folder_streamed_with_a_bad_image_skipped(pool, tmp_path):
+    folder = tmp_path / "photos"
+    sub = folder / "more"
+    sub.mkdir(parents=True)
+    paths = _paths(pool)[:20]
+    for i, p in enumerate(paths):
+        shutil.copy(p, (folder if i % 2 else sub) / p.name)
+    (folder / "notes.txt").write_text("not an image, and not named like one: ignored")
+    (folder / "broken.jpg").write_bytes(paths[0].read_bytes()[:2000])  # truncated
+    out = tmp_path / "submission.csv"
+    result = run("predict", "--model", pool["model"], folder, "--format", "isic", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"skipped {folder / 'broken.jpg'}: " in result.stderr and "damaged image" in result.stderr
+    assert result.stderr.strip().endswith(f"wrote {out}: 20 images, 1 skipped")
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    assert sorted(r[0] for r in rows[1:]) == sorted(p.stem for p in paths)
+    for row in rows[1:]:
+        assert sum(float(v) for v in row[1:]) == pytest.approx(1, abs=1e-9)
+
+
+def test_json_and_csv_formats(pool):
+    paths = _paths(pool)[:3]
+    items = json.loads(run("predict", "--model", pool["model"], *paths, "--format", "json").stdout)
+    assert [i["image"] for i in items] == [p.stem for p in paths]
+    assert len(items[0]["top"]) == 3 and set(items[0]["probabilities"]) == set(CLASSES)
+    assert items[0]["top"][0]["probability"] == max(items[0]["probabilities"].values())
+    rows = list(csv.reader(io.StringIO(run("predict", "--model", pool["model"], *paths, "--format", "csv",
+                                           "--top-k", "1").stdout)))
+    assert rows[0] == ["image", "class_1", "name_1", "probability_1"] and len(rows) == 4
+    assert rows[1][1] == items[0]["top"][0]["class"]
+
+
+def test_isic_rows_sum_to_one_exactly_at_their_precision():
+    for p in np.random.default_rng(0).dirichlet(np.ones(7) * 0.3, 200):
+        assert sum(int(v.replace(".", "")) for v in isic_row(p)) == 10**6
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_not_an_image_and_truncated_image_alone_fail_with_one_line(pool, tmp_path):
+    text = tmp_path / "report.jpg"
+    text.write_text("hello")
+    line = error_line(run("predict", "--model", pool["model"], text))
+    assert line == "Error: none of the 1 images could be read; expected JPEG, PNG, BMP, GIF, TIFF or WebP images"
+    model = load_predictor(pool["model"])
+    with pytest.raises(DataError, match="is not an image"):
+        model.load_image(text)
+    png = tmp_path / "cut.png"
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 99, 199)).save(buffer, "PNG")
+    png.write_bytes(buffer.getvalue()[:60])
+    with pytest.raises(DataError, match=r"cut.png is a damaged image \(.*\); expected a complete image"):
+        model.load_image(png)
+
+
+def test_empty_folder_and_missing_path(pool, tmp_path):
+    (tmp_path / "empty").mkdir()
+    line = error_line(run("predict", "--model", pool["model"], tmp_path / "empty"))
+    assert line.startswith(f"Error: folder {tmp_path / 'empty'} holds no images (looked recursively for .bmp,")
+    line = error_line(run("predict", "--model", pool["model"], tmp_path / "nope.jpg"))
+    assert line == f"Error: {tmp_path / 'nope.jpg'}: no such file or folder; expected image files or folders of images"
+
+
+@pytest.mark.parametrize("remove, message", [
+    ("state.npz", "is missing state.npz (listed in its model.json); copy the whole directory"),
+    ("backbone.tflite", "is missing backbone.tflite (listed in its model.json)"),
+    ("model.json", "holds no model.json; expected a model directory written by `skinfeat fit --out DIR`"),
+])
+def test_model_directory_with_parts_missing(pool, tmp_path, remove, message):
+    model = _copy_model(pool, tmp_path)
+    (model / remove).unlink()
+    assert message in error_line(run("predict", "--model", model, _paths(pool)[0]))
+
+
+def test_model_whose_backbone_changed_since_it_was_fitted(pool, tmp_path, skinfeat_home, ham10000):
+    model = _copy_model(pool, tmp_path)
+    other = lite0_model(skinfeat_home, ham10000)["model"]
+    shutil.copy(f"{other}/backbone.tflite", model / "backbone.tflite")
+    line = error_line(run("predict", "--model", model, _paths(pool)[0]))
+    assert "backbone.tflite changed since it was exported" in line and "skinfeat export --model" in line
+    manifest = json.loads((model / "model.json").read_text())
+    manifest["backbone"]["module_fingerprint"] = "0" * 64  # fitted on another backbone's features
+    (model / "model.json").write_text(json.dumps(manifest))
+    line = error_line(run("predict", "--model", model, _paths(pool)[0]))
+    assert "the backbone changed since the model was fitted" in line
+    line = error_line(run("export", "--model", model))
+    assert "has fingerprint" in line and "but the model was fitted on features of fingerprint 000000000000" in line
+
+
+def test_model_without_exported_backbone_points_to_export(pool, tmp_path):
+    model = _copy_model(pool, tmp_path)
+    manifest = json.loads((model / "model.json").read_text())
+    manifest["export"] = {"skipped": "backbone 'x' could not be found"}
+    manifest["files"].remove("backbone.tflite")
+    (model / "model.json").write_text(json.dumps(manifest))
+    (model / "backbone.tflite").unlink()
+    line = error_line(run("predict", "--model", model, _paths(pool)[0]))
+    assert "has no exported backbone (backbone 'x' could not be found)" in line
+    assert f"run `skinfeat export --model {model}`" in line
+    result = run("export", "--model", model)
+    assert result.exit_code == 0 and result.stdout.startswith("exported ")
+    assert len(list(predict_paths(Predictor(model), _paths(pool)[:2]))) == 2
+
+
+def test_prediction_imports_neither_tensorflow_nor_scikit_learn(pool):
+    script = ("import sys; from click.testing import CliRunner; from skinfeat.commands.predict import predict; "
+              f"r = CliRunner().invoke(predict, ['--model', {pool['model']!r}, {str(_paths(pool)[0])!r}]); "
+              "assert r.exit_code == 0, r.output; "
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'sklearn', 'lightgbm', 'scipy'}))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- heads in numpy
+
+@pytest.mark.parametrize("head, params", [("logreg", {}), ("logreg", {"adjust": "prior", "n_components": 4}),
+                                          ("softmax", {"max_epochs": 3}), ("lightgbm", {"n_estimators": 15})])
+def test_numpy_heads_equal_the_fitted_heads(tmp_path, head, params):
+    from skinfeat.heads import make_head
+    from skinfeat.heads.synthetic import synthetic_feature_set
+    from skinfeat.model_io import load_model, read_manifest, save_model
+
+    fs = synthetic_feature_set(counts=(30, 60, 20, 0, 20, 10, 10), dim=12, seed=3)
+    X = fs.features.copy()
+    X[:20, 0] = 0.0  # exact zeros: LightGBM's zero handling
+    fitted = make_head(head, **params).fit(X, fs.labels)
+    save_model(tmp_path / "m", fitted, head, {"module": "synthetic"}, export=False)
+    got = HeadFunction(tmp_path / "m", read_manifest(tmp_path / "m"), checked=False)(X)
+    want = load_model(tmp_path / "m").predict_proba(X)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert got[:, 3].max() == 0  # AKIEC was not in the training data
+
+
+def test_lightgbm_text_model_with_missing_values(tmp_path):
+    import lightgbm as lgb
+
+    from skinfeat.numpy_heads import LightGBMText
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 6))
+    X[:60, 0], X[60:90, 1] = 0.0, np.nan
+    y = rng.integers(0, 3, 400)
+    for extra in ({}, {"zero_as_missing": True}, {"use_missing": False}):
+        booster = lgb.train({"objective": "multiclass", "num_class": 3, "num_leaves": 5, "verbosity": -1,
+                             **extra}, lgb.Dataset(X, y), 10)
+        booster.save_model(str(tmp_path / "m.txt"))
+        np.testing.assert_allclose(LightGBMText(tmp_path / "m.txt").raw_score(X),
+                                   booster.predict(X, raw_score=True), rtol=0, atol=1e-12)
