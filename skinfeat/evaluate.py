@@ -129,6 +129,20 @@ def predict_tta(head, features, views=None):
     return proba / len(arrays)
 
 
+def class_offsets(head):
+    """The head's decision offsets in CLASSES order (0 for classes it never saw)."""
+    offsets = np.zeros(len(CLASSES))
+    offsets[np.asarray(head.classes_, dtype=int)] = head.class_offsets_
+    return offsets
+
+
+def decide(head, proba):
+    """The head's decisions (CLASSES indices) for probabilities in CLASSES order:
+    argmax of the log-probabilities plus its prior-adjustment offsets."""
+    with np.errstate(divide="ignore"):
+        return np.argmax(np.log(proba) + class_offsets(head), axis=1)
+
+
 @dataclass
 class CVResult:
     fold_metrics: list
@@ -154,7 +168,7 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
         oof[test] = predict_tta(head, fs.features[test], fs.views[test] if use_views else None)
         result.predict_seconds.append(time.perf_counter() - start)
         y_test = fs.labels[test].astype(int)
-        result.fold_metrics.append(classification_metrics(y_test, oof[test]))
+        result.fold_metrics.append(classification_metrics(y_test, oof[test], decide(head, oof[test])))
         result.baseline_metrics.append(prior_baseline(fs.labels[train], y_test))
         if log:
             m = result.fold_metrics[-1]

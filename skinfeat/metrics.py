@@ -1,7 +1,11 @@
 """Classification metrics for one evaluation part, and their summary over folds.
 
 Every function takes integer labels ``y`` (0..K-1, CLASSES order) and
-probabilities ``proba`` [n, K] over all K classes. A class absent from ``y``
+probabilities ``proba`` [n, K] over all K classes. Decision metrics (BMCA,
+accuracy, macro F1, per-class precision and recall, the confusion matrix) score
+the predictions ``pred`` (default: the argmax of ``proba``; a head with a prior
+adjustment decides on shifted scores); ranking and calibration metrics (top-k,
+AUC, log-loss, ECE) score the probabilities. A class absent from ``y``
 (a fold's test part without DF, say) has no recall: it is left out of
 balanced accuracy, macro F1 and macro AUC and reported as None, never as 0.
 """
@@ -36,14 +40,14 @@ def expected_calibration_error(y, proba, n_bins=15):
     return float(ece)
 
 
-def classification_metrics(y, proba, class_names=CLASSES):
+def classification_metrics(y, proba, pred=None, class_names=CLASSES):
     """All metrics of one part: the scalars in SCALARS, ``per_class`` (precision,
     recall, f1, support; None where undefined), ``confusion`` (rows: true class,
     columns: predicted) and ``n``."""
     y = np.asarray(y, dtype=int)
     proba = np.asarray(proba, dtype=np.float64)
     k = len(class_names)
-    pred = np.argmax(proba, axis=1)
+    pred = np.argmax(proba, axis=1) if pred is None else np.asarray(pred, dtype=int)
     cm = confusion_matrix(y, pred, labels=range(k))
     present = cm.sum(axis=1) > 0
     per_class, f1s, aucs = {}, [], []
@@ -81,7 +85,7 @@ def prior_baseline(y_train, y_test, n_classes=len(CLASSES)):
     scores 1/K balanced accuracy and about 0.67 accuracy on HAM10000."""
     prior = np.bincount(np.asarray(y_train, dtype=int), minlength=n_classes) + 1e-6
     proba = np.tile(prior / prior.sum(), (len(y_test), 1))
-    return classification_metrics(y_test, proba, CLASSES[:n_classes])
+    return classification_metrics(y_test, proba, class_names=CLASSES[:n_classes])
 
 
 def _mean_std(values):

@@ -6,8 +6,9 @@ Layout of a model directory::
 
     model.json    format "skinfeat-model", format_version, head (registry name),
                   params (every head parameter), classes (output columns, CLASSES names),
-                  backbone (module, module_source, module_fingerprint, input_size, resize,
-                  feature_dim, views), features (key, path), training (images, views used,
+                  backbone (module, module_source, module_fingerprint, module_info (with
+                  the preprocessing and value range), input_size, resize, feature_dim,
+                  views, dtype), features (key, path), training (images, views used,
                   folds, CV metrics), skinfeat_version, created, files, numpy_head (the
                   check of the head's fast numpy evaluation), export (backbone.tflite)
     state.npz     the head's fitted arrays (scaler, PCA, weights, class offsets, classes_)
@@ -37,8 +38,8 @@ FORMAT = "skinfeat-model"
 FORMAT_VERSION = 1
 MANIFEST = "model.json"
 STATE = "state.npz"
-BACKBONE_KEYS = ("module", "module_source", "module_fingerprint", "input_size", "resize",
-                 "feature_dim", "views", "dtype")
+BACKBONE_KEYS = ("module", "module_source", "module_fingerprint", "module_info", "input_size",
+                 "resize", "feature_dim", "views", "dtype")
 
 
 @dataclass
@@ -52,10 +53,27 @@ class FittedModel:
     path: str = ""
 
     def predict_proba(self, features, views=None):
-        """Probabilities [n, len(CLASSES)], averaged over ``views`` [n, V, d] when given."""
+        """Probabilities [n, len(CLASSES)] in CLASSES order, averaged over ``views``
+        [n, V, d] when given (test-time augmentation)."""
         from skinfeat.evaluate import predict_tta
 
         return predict_tta(self.head, np.asarray(features, np.float32), views)
+
+    def predict(self, features, views=None):
+        """The decided class names (after the head's prior adjustment)."""
+        from skinfeat.evaluate import decide
+
+        return [CLASSES[i] for i in decide(self.head, self.predict_proba(features, views))]
+
+    def adjusted_proba(self, features, views=None):
+        """Probabilities shifted by the prior adjustment, whose argmax is ``predict``:
+        what an ISIC-style submission (scored by its argmax) should hold."""
+        from skinfeat.evaluate import class_offsets
+        from skinfeat.heads.base import log_softmax
+
+        with np.errstate(divide="ignore"):
+            scores = np.log(self.predict_proba(features, views)) + class_offsets(self.head)
+        return np.exp(log_softmax(np.where(np.isfinite(scores), scores, -1e30)))
 
     def check_features(self, attrs):
         """ModelError unless features with attributes ``attrs`` come from this model's backbone."""

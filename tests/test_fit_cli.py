@@ -59,7 +59,7 @@ def test_fit_prints_metrics_with_baseline_and_writes_one_record(features):
     record = json.loads(records[0].read_text())
     assert record["schema"] == "skinfeat-run" and record["head"] == "logreg"
     assert record["backbone"]["module"] == "synthetic" and record["backbone"]["feature_dim"] == 16
-    assert record["params"]["class_weight"] == "balanced"
+    assert record["params"]["class_weight"] == "none" and record["params"]["adjust"] == "prior"
     assert record["folds"]["source"] == "make_folds(k=3, seed=0)" and len(record["folds"]["sha256"]) == 64
     assert set(record["metrics"]["bmca"]) == {"mean", "std", "folds"} and len(record["metrics"]["bmca"]["folds"]) == 3
     assert record["baseline"]["accuracy"] == pytest.approx(150 / 265, abs=0.02)

@@ -91,8 +91,10 @@ def test_softmax_stops_early_and_is_repeatable():
 def test_logreg_tunes_regularisation_on_validation():
     fs = synthetic_feature_set(counts=SMALL, dim=32, separation=1.0, seed=5)
     head, _ = fit_score("logreg", fs)
-    assert head.C_ in head.Cs
-    assert fit_score("logreg", fs, C=0.1)[0].C_ == 0.1
+    assert head.alpha_ in head.alphas
+    fixed = fit_score("logreg", fs, alpha=0.1)[0]
+    n_train = len(split(fs)[0])
+    assert fixed.alpha_ == 0.1 and fixed.C_ == pytest.approx(1 / (0.1 * n_train))  # per-row strength
 
 
 def test_unknown_head_suggests_close_names():

@@ -61,21 +61,28 @@ def imbalanced():
 
 def _bmca(imbalanced, **params):
     fs, train, test = imbalanced
-    head = make_head("logreg", C=0.1, **params)
+    head = make_head("logreg", alpha=0.01, **params)
     head.fit(fs.features[train], fs.labels[train], groups=fs.lesion_ids[train])
     return balanced_accuracy_score(fs.labels[test], head.predict(fs.features[test]))
 
 
 def test_each_remedy_beats_no_remedy_on_imbalanced_data(imbalanced):
-    plain = _bmca(imbalanced, class_weight="none")
+    plain = _bmca(imbalanced, class_weight="none", adjust="none")
     for params in ({"class_weight": "balanced"}, {"sampling": "balanced"},
-                   {"adjust": "prior"}, {"adjust": "bmca"}):
-        remedied = _bmca(imbalanced, **{"class_weight": "none", **params})
+                   {"adjust": "prior", "adjust_strength": 1.0}, {"adjust": "bmca"}):
+        remedied = _bmca(imbalanced, **{"class_weight": "none", "adjust": "none", **params})
         assert remedied > plain + 0.03, params
+
+
+def test_partial_prior_adjustment_sits_between(imbalanced):
+    fs, train, _ = imbalanced
+    offsets = [make_head("logreg", alpha=0.01, adjust="prior", adjust_strength=s)
+               .fit(fs.features[train], fs.labels[train]).class_offsets_ for s in (0.5, 1.0)]
+    np.testing.assert_allclose(offsets[0], offsets[1] / 2)
 
 
 def test_prior_adjustment_is_a_no_op_after_balanced_weights(imbalanced):
     fs, train, _ = imbalanced
-    head = make_head("logreg", C=0.1, class_weight="balanced", adjust="prior")
+    head = make_head("logreg", alpha=0.01, class_weight="balanced", adjust="prior")
     head.fit(fs.features[train], fs.labels[train])
     np.testing.assert_allclose(head.class_offsets_, 0.0, atol=1e-9)

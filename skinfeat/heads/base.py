@@ -1,5 +1,12 @@
 """What every head shares: a scikit-learn classifier that trains on a lesion-grouped
-inner split, weights or resamples classes, and may shift its class priors.
+inner split, weights or resamples classes, and may shift its decisions' class priors.
+
+Probabilities and decisions are kept apart, as scikit-learn's threshold-tuning
+classifiers do: ``predict_proba`` gives the probabilities as trained (their
+ranking and calibration are what top-k accuracy, AUC, log-loss and ECE
+measure), while ``predict`` takes the argmax of the log-probabilities plus one
+offset per class (``class_offsets_``, from ``adjust``), which is where balanced
+accuracy is won on imbalanced data.
 
 A head subclass implements three methods::
 
@@ -52,6 +59,13 @@ def inner_split(y, groups, fraction, seed):
     return train, val
 
 
+def signed_power(X, power):
+    """``sign(x) * |x| ** power`` (power normalisation); ``power=1`` leaves X as is."""
+    if power == 1:
+        return X
+    return (np.sign(X) * np.abs(X) ** power).astype(np.float32)
+
+
 def log_softmax(z):
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -97,23 +111,34 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         effective = np.bincount(y_enc[full], weights=w[full], minlength=k)
         offsets = np.zeros(k)
         if self.adjust != "none":
-            offsets = imbalance.prior_offsets(effective)
+            offsets = self.adjust_strength * imbalance.prior_offsets(effective)
         if self.adjust == "bmca" and val_log_proba is not None:
             offsets = imbalance.fit_bmca_offsets(val_log_proba, y_enc[val], start=offsets)
         self.class_offsets_ = offsets
         return self
 
     def predict_proba(self, X):
+        """Class probabilities as trained (not shifted by the prior adjustment)."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float32)
-        return np.exp(log_softmax(self._log_proba(X) + self.class_offsets_))
+        return np.exp(self._log_proba(X))
 
     def predict_log_proba(self, X):
-        return np.log(np.clip(self.predict_proba(X), 1e-12, None))
+        return np.log(np.clip(self.predict_proba(X), 1e-300, None))
+
+    def decision_scores(self, X):
+        """Log-probabilities plus the class offsets of the prior adjustment: their
+        argmax is the head's decision (``predict``)."""
+        return self.predict_log_proba(X) + self.class_offsets_
+
+    def adjusted_proba(self, X):
+        """Softmax of ``decision_scores``: probabilities whose argmax is the decision,
+        for formats that score the argmax of submitted probabilities (ISIC)."""
+        return np.exp(log_softmax(self.decision_scores(X)))
 
     def predict(self, X):
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        scores = self.decision_scores(X)
+        return self.classes_[np.argmax(scores, axis=1)]
 
     # --- saving (see skinfeat.model_io): plain arrays and safe files only ---
     def get_state(self):

@@ -8,9 +8,11 @@ log-loss learns to answer NV. Three remedies, each a head parameter:
 - ``sampling="balanced"``: resample the training rows so that every class is
   drawn equally often (same total number of rows);
 - ``adjust``: after training, shift the log-probabilities by one offset per
-  class, fitted on the head's inner validation part: ``prior`` divides by the
-  training prior (the Bayes rule for balanced accuracy when the probabilities
-  are calibrated), ``bmca`` starts there and climbs balanced accuracy.
+  class: ``prior`` divides the probabilities by the (weighted) training prior
+  raised to ``adjust_strength`` (1: the Bayes rule for balanced accuracy when
+  the probabilities are calibrated; less keeps more of the ranking that top-k
+  accuracy and AUC measure); ``bmca`` starts there and climbs balanced accuracy
+  on the head's inner lesion-grouped validation part.
 """
 
 import numpy as np

@@ -24,8 +24,8 @@ class LightGBMHead(BaseHead):
 
     def __init__(self, n_estimators=300, learning_rate=0.15, num_leaves=8, min_child_samples=10,
                  feature_fraction=0.15, bagging_fraction=0.8, lambda_l2=1.0, max_bin=31,
-                 early_stopping_rounds=20, n_jobs=1, class_weight="balanced", sampling="none",
-                 adjust="none", val_fraction=0.15, random_state=0):
+                 early_stopping_rounds=20, n_jobs=1, class_weight="none", sampling="none",
+                 adjust="prior", adjust_strength=1.0, val_fraction=0.15, random_state=0):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -39,6 +39,7 @@ class LightGBMHead(BaseHead):
         self.class_weight = class_weight
         self.sampling = sampling
         self.adjust = adjust
+        self.adjust_strength = adjust_strength
         self.val_fraction = val_fraction
         self.random_state = random_state
 

@@ -1,37 +1,52 @@
-"""``logreg``: multinomial logistic regression (scikit-learn, lbfgs) on standardised,
-PCA-reduced features, with the L2 strength tuned on the inner validation part."""
+"""``logreg``: multinomial logistic regression (scikit-learn, lbfgs) on power-normalised,
+standardised features, with the L2 strength tuned on the inner validation part."""
+
+import warnings
 
 import numpy as np
 from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from skinfeat.heads.base import BaseHead, log_softmax
+from skinfeat.heads.base import BaseHead, log_softmax, signed_power
 
-DEFAULT_CS = (0.0005, 0.002, 0.008, 0.03)
+DEFAULT_ALPHAS = (0.15, 0.05, 0.015)
 
 
 class LogRegHead(BaseHead):
-    """Standardise, project on the top ``n_components`` principal components
-    (None keeps every feature), then multinomial logistic regression.
+    """Signed power (``power=0.5``: square root, which evens out the sparse,
+    skewed activations of ReLU backbones), standardise, optionally project on
+    the top ``n_components`` principal components (None keeps every feature),
+    then multinomial logistic regression.
 
-    ``C="auto"`` tries each of ``Cs`` (weakening the L2 penalty step by step,
-    warm-started) on the inner lesion-grouped split, keeps the one with the lowest
-    class-weighted validation log-loss, and refits on all rows. The PCA keeps the
-    lbfgs iterations cheap: a 10,015 x 1,280 fold fits in seconds. ``n_jobs``
-    caps the BLAS threads: on a busy 2-core machine one thread is several times
-    faster than two spinning against other processes.
+    ``alpha`` is the L2 strength per training row (scikit-learn's ``C`` is
+    ``1 / (alpha * n_rows)``), so one setting means the same for 300 images,
+    10,000, or 10,000 times their augmented views. ``alpha="auto"`` fits each of
+    ``alphas`` in turn on the inner lesion-grouped split (weakening the penalty
+    step by step, each fit warm-started from the last), keeps the one with the
+    lowest class-weighted validation log-loss, and refits on all rows from that
+    solution. ``n_jobs`` caps the BLAS threads: on a busy
+    2-core machine one thread is several times faster than two spinning
+    against other processes.
+
+    Defaults (checked by 5-fold lesion-grouped CV on HAM10000 features of
+    EfficientNet-Lite0): no class weights, which keeps the probabilities
+    calibrated and their ranking (AUC, top-3) best, and decisions corrected by
+    the full training prior (``adjust="prior"``), the Bayes rule for balanced
+    accuracy, which scores higher than class-weighted training there.
     """
 
     name = "logreg"
 
-    def __init__(self, C="auto", Cs=DEFAULT_CS, n_components=256, max_iter=200, tol=1e-4,
-                 n_jobs=1, class_weight="balanced", sampling="none", adjust="none",
-                 val_fraction=0.15, random_state=0):
-        self.C = C
-        self.Cs = Cs
+    def __init__(self, alpha="auto", alphas=DEFAULT_ALPHAS, power=0.5, n_components=None, max_iter=200,
+                 tol=1e-3, n_jobs=1, class_weight="none", sampling="none", adjust="prior",
+                 adjust_strength=1.0, val_fraction=0.15, random_state=0):
+        self.alpha = alpha
+        self.alphas = alphas
+        self.power = power
         self.n_components = n_components
         self.max_iter = max_iter
         self.tol = tol
@@ -39,15 +54,18 @@ class LogRegHead(BaseHead):
         self.class_weight = class_weight
         self.sampling = sampling
         self.adjust = adjust
+        self.adjust_strength = adjust_strength
         self.val_fraction = val_fraction
         self.random_state = random_state
 
     def _fit(self, X, y, w, train, val, full):
-        with threadpool_limits(self.n_jobs):
+        with threadpool_limits(self.n_jobs), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter also regularises
             return self._fit_limited(X, y, w, train, val, full)
 
-    def _fit_limited(self, X, y, w, train, val, full):
+    def _fit_limited(self, X_raw, y, w, train, val, full):
         k = int(y.max()) + 1
+        X = signed_power(X_raw, self.power)
         self.mean_ = X[full].mean(axis=0)
         std = X[full].std(axis=0)
         self.scale_ = np.where(std > 1e-12, std, 1.0).astype(np.float32)
@@ -55,27 +73,25 @@ class LogRegHead(BaseHead):
         self.components_ = self._pca(Z[full])
         if self.components_ is not None:
             Z = Z @ self.components_.T
-        Cs = [self.C] if self.C != "auto" else list(self.Cs)
-        val_log_proba = None
+        alphas = [self.alpha] if self.alpha != "auto" else sorted(self.alphas, reverse=True)
         model = LogisticRegression(max_iter=self.max_iter, tol=self.tol, warm_start=True)
-        if len(Cs) > 1 and val is not None:
-            best = (np.inf, None, None)
-            for C in Cs:
-                model.set_params(C=C).fit(Z[train], y[train], sample_weight=w[train])
+        val_log_proba, alpha = None, alphas[len(alphas) // 2]
+        if len(alphas) > 1 and val is not None:
+            best = (np.inf,)
+            for a in alphas:
+                model.set_params(C=1.0 / (a * len(train))).fit(Z[train], y[train], sample_weight=w[train])
                 logp = self._decision_log_proba(model, Z[val], k)
                 loss = log_loss(y[val], np.exp(logp), sample_weight=w[val], labels=range(k))
                 if loss < best[0]:
-                    best = (loss, C, logp)
-            _, C, val_log_proba = best
-        else:
-            C = Cs[0] if len(Cs) == 1 else Cs[len(Cs) // 2]
-        model = LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol)
+                    best = (loss, a, logp, model.coef_.copy(), model.intercept_.copy())
+            _, alpha, val_log_proba, model.coef_, model.intercept_ = best
+        model.set_params(C=1.0 / (alpha * len(full)))
         model.fit(Z[full], y[full], sample_weight=w[full])
-        self.C_ = float(C)
+        self.alpha_, self.C_ = float(alpha), float(model.C)
         self.n_iter_ = model.n_iter_
         self.coef_, self.intercept_ = self._softmax_params(model, k)
         if val_log_proba is None and val is not None:
-            val_log_proba = self._log_proba(X[val])
+            val_log_proba = self._log_proba(X_raw[val])
         return val_log_proba
 
     def _pca(self, Z):
@@ -103,14 +119,15 @@ class LogRegHead(BaseHead):
 
     def _log_proba(self, X):
         check_is_fitted(self, "coef_")
-        Z = (X - self.mean_) / self.scale_
+        Z = (signed_power(X, self.power) - self.mean_) / self.scale_
         if self.components_ is not None:
             Z = Z @ self.components_.T
         return log_softmax(Z @ self.coef_.T + self.intercept_)
 
     def _arrays(self):
         arrays = {"mean_": self.mean_, "scale_": self.scale_, "coef_": self.coef_,
-                  "intercept_": self.intercept_, "C_": np.asarray(self.C_)}
+                  "intercept_": self.intercept_, "C_": np.asarray(self.C_),
+                  "alpha_": np.asarray(self.alpha_)}
         if self.components_ is not None:
             arrays["components_"] = self.components_
         return arrays
@@ -119,4 +136,4 @@ class LogRegHead(BaseHead):
         self.mean_, self.scale_ = state["mean_"], state["scale_"]
         self.coef_, self.intercept_ = state["coef_"], state["intercept_"]
         self.components_ = state.get("components_")
-        self.C_ = float(state["C_"])
+        self.C_, self.alpha_ = float(state["C_"]), float(state["alpha_"])

@@ -11,13 +11,14 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from skinfeat.errors import UsageError
-from skinfeat.heads.base import BaseHead, log_softmax
+from skinfeat.heads.base import BaseHead, log_softmax, signed_power
 
 LOSSES = ("crossentropy", "focal")
 
 
 class SoftmaxHead(BaseHead):
-    """Standardise -> [Dense(hidden, relu, L2) -> Dropout] -> Dense(K) -> softmax.
+    """Signed power (``power=0.5``: square root) -> standardise ->
+    [Dense(hidden, relu, L2) -> Dropout] -> Dense(K) -> softmax.
 
     ``hidden=0`` makes it a linear softmax. Trains with Adam in batches of
     ``batch_size`` (smaller on small sets, so that an epoch takes at least 16
@@ -31,9 +32,9 @@ class SoftmaxHead(BaseHead):
     name = "softmax"
 
     def __init__(self, hidden=256, dropout=0.4, l2=1e-4, loss="crossentropy", focal_gamma=2.0,
-                 learning_rate=1e-3, batch_size=256, max_epochs=60, patience=6,
-                 class_weight="balanced", sampling="none", adjust="none", val_fraction=0.15,
-                 random_state=0):
+                 learning_rate=1e-3, batch_size=256, max_epochs=60, patience=6, power=0.5,
+                 class_weight="none", sampling="none", adjust="prior", adjust_strength=1.0,
+                 val_fraction=0.15, random_state=0):
         self.hidden = hidden
         self.dropout = dropout
         self.l2 = l2
@@ -43,9 +44,11 @@ class SoftmaxHead(BaseHead):
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.power = power
         self.class_weight = class_weight
         self.sampling = sampling
         self.adjust = adjust
+        self.adjust_strength = adjust_strength
         self.val_fraction = val_fraction
         self.random_state = random_state
 
@@ -53,10 +56,11 @@ class SoftmaxHead(BaseHead):
         if self.loss not in LOSSES:
             raise UsageError(f"loss={self.loss!r} is not one of {', '.join(LOSSES)}")
         k = int(y.max()) + 1
-        self.mean_ = X[train].mean(axis=0)
-        std = X[train].std(axis=0)
+        P = signed_power(X, self.power)
+        self.mean_ = P[train].mean(axis=0)
+        std = P[train].std(axis=0)
         self.scale_ = np.where(std > 1e-12, std, 1.0).astype(np.float32)
-        Z = ((X - self.mean_) / self.scale_).astype(np.float32)
+        Z = ((P - self.mean_) / self.scale_).astype(np.float32)
         rng = np.random.default_rng(self.random_state)
         trainer = _Trainer(self, Z.shape[1], k, rng)
         trainer.batch_for(len(train))
@@ -81,7 +85,7 @@ class SoftmaxHead(BaseHead):
 
     def _log_proba(self, X):
         check_is_fitted(self, "weights_")
-        z = (np.asarray(X, np.float32) - self.mean_) / self.scale_
+        z = (signed_power(np.asarray(X, np.float32), self.power) - self.mean_) / self.scale_
         weights = list(self.weights_)
         while len(weights) > 2:  # hidden layers: relu(z W + b); dropout is off at inference
             W, b, *weights = weights
