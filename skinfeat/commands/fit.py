@@ -32,13 +32,14 @@ def _parse_params(values):
 @click.option("--cv", type=int, metavar="K",
               help="Without --folds: K lesion-grouped folds made with seed 0 (default 5).")
 @click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=None,
-              help="Class weights: none, balanced (n / (K n_c)) or sqrt (square root of balanced). "
-                   "Default: balanced.")
+              help="Class weights in training: none, balanced (n / (K n_c)) or sqrt (square root "
+                   "of balanced). Default: none (the prior adjustment corrects the decisions).")
 @click.option("--sampling", type=click.Choice(SAMPLINGS), default=None,
               help="balanced: resample training rows so every class is drawn equally often.")
 @click.option("--adjust", type=click.Choice(ADJUSTS), default=None,
-              help="Shift class priors after training: prior (flatten the training prior) or bmca "
-                   "(also tune per-class offsets for balanced accuracy on the inner validation part).")
+              help="How decisions correct for class imbalance: none, prior (divide the probabilities "
+                   "by the training prior: the Bayes rule for balanced accuracy; default) or bmca (then "
+                   "tune per-class offsets for balanced accuracy on the inner validation part).")
 @click.option("--param", "-p", "param", multiple=True, metavar="KEY=VALUE",
               help="Any other head parameter, e.g. -p hidden=512 -p loss=focal (repeatable).")
 @click.option("--views/--no-views", default=True, show_default=True,
@@ -52,7 +53,10 @@ def fit(head, features, folds_path, cv, class_weight, sampling, adjust, param, v
     Prints BMCA (balanced multiclass accuracy, the ISIC metric), accuracy,
     top-2/3, macro F1, macro AUC, log-loss and calibration error, mean ± std over
     folds, next to the always-NV baseline; per-class recall and the confusion
-    matrix. Writes one JSON record into runs/ ($SKINFEAT_RUNS) for `skinfeat compare`.
+    matrix. BMCA, accuracy, F1, recall and the confusion matrix score the
+    decisions (after --adjust); top-k, AUC, log-loss and ECE score the
+    probabilities. Writes one JSON record into runs/ ($SKINFEAT_RUNS) for
+    `skinfeat compare`.
     """
     from skinfeat.evaluate import run_fit
     from skinfeat.records import summary_lines
