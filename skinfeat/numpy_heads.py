@@ -3,10 +3,12 @@ fast prediction: no scikit-learn, LightGBM or TensorFlow import (each costs
 seconds here).
 
 Each evaluator reproduces its head's ``_log_proba`` from its parameters
-(model.json), the arrays in ``state.npz`` and, for LightGBM, its text model;
-``HeadFunction`` then adds the class offsets and maps the head's classes onto
-the CLASSES columns, as ``BaseHead.predict_proba`` and
-``skinfeat.evaluate.predict_tta`` do.
+(model.json), the arrays in ``state.npz`` and, for LightGBM, its text model.
+``HeadFunction`` maps the head's classes onto the CLASSES columns, as
+``skinfeat.evaluate.predict_tta`` does, and keeps probabilities and decisions
+apart as the heads do: ``HeadFunction(X)`` is ``predict_proba`` (as trained),
+``adjust(proba)`` adds the prior-adjustment offsets (``adjusted_proba``: its
+argmax is the head's decision).
 
 The heads keep evolving, so this copy is checked, twice: the tests hold every
 evaluator against the real head, and ``save_model`` runs ``check_numpy_head``
@@ -32,10 +34,10 @@ def log_softmax(z):
 
 
 def signed_power(X, power):
-    """``skinfeat.heads.base.signed_power``: sign(x) |x|^power."""
+    """``skinfeat.heads.base.signed_power``: sign(x) |x|^power (float64 stays float64)."""
     if power == 1:
         return X
-    return (np.sign(X) * np.abs(X) ** power).astype(np.float32)
+    return (np.sign(X) * np.abs(X) ** power).astype(np.float64 if X.dtype == np.float64 else np.float32)
 
 
 def _logreg(state, directory, params):
@@ -55,7 +57,7 @@ def _softmax(state, directory, params):
     weights = [state[f"weight_{i}"] for i in range(sum(name.startswith("weight_") for name in state))]
 
     def log_proba(X):
-        z = (signed_power(np.asarray(X, np.float32), power) - mean) / scale
+        z = (signed_power(X, power) - mean) / scale
         for i in range(0, len(weights) - 2, 2):  # hidden layers: relu(z W + b)
             z = np.maximum(z @ weights[i] + weights[i + 1], 0.0)
         return log_softmax(z @ weights[-2] + weights[-1])
@@ -82,7 +84,8 @@ class HeadFunction:
             with np.load(directory / STATE, allow_pickle=False) as npz:
                 state = {key: npz[key] for key in npz.files}
             self.columns = np.asarray(state["classes_"], dtype=int)
-            self.offsets = state["class_offsets_"]
+            self.offsets = np.zeros(len(CLASSES))  # in CLASSES order, 0 for classes never seen
+            self.offsets[self.columns] = state["class_offsets_"]
             self.n_features = int(state["n_features_in_"])
             self.exact = name in EVALUATORS and (not checked or (manifest.get("numpy_head") or {}).get("ok"))
             if self.exact:
@@ -98,17 +101,26 @@ class HeadFunction:
         from skinfeat.model_io import load_model
 
         head = load_model(directory).head
-        return lambda X: head.predict_log_proba(X) - head.class_offsets_
+        return head.predict_log_proba
 
     def __call__(self, features):
-        X = np.asarray(features, np.float32)
+        """Probabilities [n, 7] as trained (CLASSES columns, 0 for classes never seen).
+        float32 features are evaluated in float32 like the head; float64 ones (for
+        finite differences) in float64."""
+        X = np.asarray(features)
+        X = X if X.dtype == np.float64 and self.exact else X.astype(np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ModelError(f"the head expects {self.n_features} features per image, got shape "
                              f"{X.shape}; the backbone and head of this model do not belong together")
-        p = np.exp(log_softmax(self._log_proba(X) + self.offsets))
         proba = np.zeros((len(X), len(CLASSES)))
-        proba[:, self.columns] = p
+        proba[:, self.columns] = np.exp(self._log_proba(X))
         return proba
+
+    def adjust(self, proba):
+        """Probabilities [n, 7] with the head's prior adjustment: softmax(log p + offsets)."""
+        with np.errstate(divide="ignore"):
+            scores = np.log(proba) + self.offsets
+        return np.exp(log_softmax(scores))
 
 
 def check_numpy_head(directory, manifest, head, n=64, tolerance=1e-6):
@@ -119,10 +131,12 @@ def check_numpy_head(directory, manifest, head, n=64, tolerance=1e-6):
     rng = np.random.default_rng(0)
     X = (np.abs(rng.normal(size=(n, int(head.n_features_in_)))) * rng.random((n, 1)) * 4).astype(np.float32)
     X[: n // 4] *= rng.random((n // 4, X.shape[1])) < 0.5  # exact zeros, as after ReLU
-    want = np.zeros((n, len(CLASSES)))
-    want[:, np.asarray(head.classes_, dtype=int)] = head.predict_proba(X)
-    got = HeadFunction(directory, manifest, checked=False)(X)
-    diff = float(np.abs(got - want).max())
+    columns = np.asarray(head.classes_, dtype=int)
+    fast = HeadFunction(directory, manifest, checked=False)
+    got = fast(X)
+    diff = float(np.abs(got[:, columns] - head.predict_proba(X)).max())
+    if hasattr(head, "adjusted_proba"):
+        diff = max(diff, float(np.abs(fast.adjust(got)[:, columns] - head.adjusted_proba(X)).max()))
     return {"ok": diff <= tolerance, "max_abs_diff": diff, "probe_rows": n}
 
 

@@ -93,16 +93,19 @@ class TFLiteBackbone:
 
 @dataclass
 class Prediction:
-    """Probabilities of one image, in CLASSES order."""
+    """Probabilities of one image, in CLASSES order: ``proba`` as the head was
+    trained, ``adjusted`` with its prior adjustment (``fit --adjust``; the same when
+    the model has none), whose argmax is the model's decision."""
 
     image: str  # the file name without extension (the ISIC image id)
     path: str
     proba: np.ndarray
+    adjusted: np.ndarray
 
     def top(self, k=DEFAULT_TOP_K):
-        """The ``k`` most probable classes: [(code, full name, probability)]."""
-        order = np.argsort(-self.proba, kind="stable")[:k]
-        return [(CLASSES[i], FULL_NAMES[CLASSES[i]], float(self.proba[i])) for i in order]
+        """The model's ``k`` first choices: [(code, full name, adjusted probability)]."""
+        order = np.argsort(-self.adjusted, kind="stable")[:k]
+        return [(CLASSES[i], FULL_NAMES[CLASSES[i]], float(self.adjusted[i])) for i in order]
 
 
 def read_model_manifest(directory):
@@ -179,10 +182,13 @@ class Predictor:
             return resize(image, self.input_size, self.resize)
 
     def predict_proba(self, images):
-        """Probabilities [n, 7] (CLASSES order) of resized images [n, H, W, 3]."""
+        """Probabilities [n, 7] (CLASSES order, as trained) of resized images [n, H, W, 3]."""
         features = self.backbone(images)
         with _one_blas_thread():
             return self.head(features)
+
+    def prediction(self, path, proba):
+        return Prediction(Path(path).stem, str(path), proba, self.head.adjust(proba[None])[0])
 
     def predict_tta(self, image, views=None):
         """Mean probabilities [7] over the clean view and ``views`` augmented views of a
@@ -261,7 +267,7 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None)
             on_skip(path, exc)
             continue
         if tta:
-            yield Prediction(path.stem, str(path), model.predict_tta(image))
+            yield model.prediction(path, model.predict_tta(image))
             continue
         batch.append((path, model.resized(image)))
         if len(batch) == batch_size:
@@ -275,7 +281,7 @@ def _flush(model, batch):
         return
     proba = model.predict_proba(np.stack([image for _, image in batch]))
     for (path, _), p in zip(batch, proba):
-        yield Prediction(path.stem, str(path), p)
+        yield model.prediction(path, p)
 
 
 # ----------------------------------------------------------------------------- output
@@ -296,9 +302,13 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
     ``stream`` in ``fmt`` (one of FORMATS); returns how many were written.
 
     - table: one line per image, ``id  name (CODE) p, ...`` for the top k
-    - json: a JSON array of {image, path, top: [{class, name, probability}], probabilities}
+    - json: a JSON array of {image, path, top: [{class, name, probability}],
+      probabilities, probabilities_as_trained}
     - csv: image, then class, name and probability of each of the top k
     - isic: the ISIC 2018 Task 3 submission, ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``
+
+    Probabilities are the adjusted ones (``Prediction.adjusted``: the top class is
+    the model's decision), except ``probabilities_as_trained``.
     """
     if fmt not in FORMATS:
         raise DataError(f"format {fmt!r} is unknown; expected one of {', '.join(FORMATS)}")
@@ -321,11 +331,12 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
         elif fmt == "csv":
             writer.writerow([p.image] + [v for code, name, prob in top for v in (code, name, f"{prob:.6f}")])
         elif fmt == "isic":
-            writer.writerow([p.image, *isic_row(p.proba)])
+            writer.writerow([p.image, *isic_row(p.adjusted)])
         else:
             item = {"image": p.image, "path": p.path,
                     "top": [{"class": c, "name": n, "probability": round(q, 6)} for c, n, q in top],
-                    "probabilities": {c: round(float(q), 6) for c, q in zip(CLASSES, p.proba)}}
+                    "probabilities": {c: round(float(q), 6) for c, q in zip(CLASSES, p.adjusted)},
+                    "probabilities_as_trained": {c: round(float(q), 6) for c, q in zip(CLASSES, p.proba)}}
             stream.write(("," if count else "") + "\n " + json.dumps(item))
         count += 1
     if fmt == "json":

@@ -32,6 +32,10 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     Prints the top classes with their full names and probabilities. Folders of
     any size are streamed. An image that cannot be read is reported on stderr and
     skipped; the others are predicted.
+
+    Probabilities include the model's prior adjustment (`fit --adjust`), so the
+    top class is the model's decision, the one balanced accuracy scores; --format
+    json also lists them as trained. Only the model directory is needed.
     """
     from skinfeat.errors import DataError
     from skinfeat.predict import load_predictor, predict_paths, write_predictions

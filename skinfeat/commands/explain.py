@@ -1,0 +1,35 @@
+"""``skinfeat explain``: where the model looked in one image."""
+
+from pathlib import Path
+
+import click
+
+METHODS = ("occlusion", "gradient")  # skinfeat.explain.METHODS; listed here so --help stays instant
+CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+
+
+@click.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Model directory written by `skinfeat fit --out DIR`.")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--method", type=click.Choice(METHODS), default="occlusion", show_default=True,
+              help="occlusion: how much grey patches lower the class's probability (any head); "
+                   "gradient: SmoothGrad input gradients (softmax and logreg heads; imports TensorFlow "
+                   "and needs the model's backbone).")
+@click.option("--target", metavar="CLASS",
+              help=f"Class to explain: {', '.join(CLASSES)}  [default: the predicted class]")
+@click.option("--grid", type=click.IntRange(2, 64), default=16, show_default=True,
+              help="Occlusion: positions per side (grid x grid forward passes).")
+@click.option("--out", type=click.Path(dir_okay=False), metavar="PNG",
+              help="Picture to write  [default: <image name>__<method>.png]")
+def explain(model_dir, image, method, target, grid, out):
+    """Show where the model looked: the image, a saliency map over it, and the
+    predicted classes with their probabilities, as a PNG."""
+    from skinfeat.classes import CLASSES as ORDER, FULL_NAMES
+    from skinfeat.explain import explain as run
+
+    out = out or f"{Path(image).stem}__{method}.png"
+    result = run(model_dir, image, method=method, target=target, grid=grid, out=out)
+    best = int(result.proba.argmax())
+    click.echo(f"wrote {result.out}: {method} map of {ORDER[result.target]} for {result.image_id} "
+               f"(predicted {FULL_NAMES[ORDER[best]]} ({ORDER[best]}) {result.proba[best]:.3f})")
