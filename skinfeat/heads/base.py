@@ -86,6 +86,8 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         imbalance.check_choice("adjust", self.adjust, imbalance.ADJUSTS)
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
+        if groups is not None and len(groups) != len(y):
+            raise ValueError(f"got {len(groups)} groups for {len(y)} rows; expected one group per row")
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
             if not sample_weight.any():

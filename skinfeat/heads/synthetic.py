@@ -11,7 +11,6 @@ import hashlib
 
 import numpy as np
 
-from skinfeat.classes import CLASSES
 from skinfeat.features import FeatureSet, write_features
 
 # Images per class in HAM10000 (CLASSES order: MEL NV BCC AKIEC BKL DF VASC).
@@ -60,4 +59,4 @@ def write_synthetic(path, **kwargs):
     return fs
 
 
-__all__ = ["HAM10000_COUNTS", "CLASSES", "synthetic_feature_set", "write_synthetic"]
+__all__ = ["HAM10000_COUNTS", "synthetic_feature_set", "write_synthetic"]
