@@ -257,8 +257,27 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                     "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"],
                     "run_id": record["run_id"]}
         record["model_dir"] = str(save_model(out, final, cls.name, attrs, training))
+    record["predictions_file"] = write_oof(record, fs, folds, result.oof_proba, runs)
     record["record_path"] = str(write_record(record, runs))
     return record
+
+
+def write_oof(record, fs, folds, oof_proba, runs=None):
+    """The CV's out-of-fold probabilities (as trained) next to the record, as
+    ``<run_id>.oof.npz`` (image_id, label, fold, proba [N, 7]; NaN rows outside the
+    folds), for ``skinfeat report``'s plots. Returns the file name."""
+    from pathlib import Path
+
+    from skinfeat.paths import runs_dir
+
+    name = f"{record['run_id']}.oof.npz"
+    directory = Path(runs or runs_dir())
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{name}.tmp.npz"
+    np.savez_compressed(tmp, image_id=np.asarray(fs.image_ids, dtype=str), label=fs.labels,
+                        fold=folds.fold, proba=oof_proba.astype(np.float32))
+    tmp.replace(directory / name)
+    return name
 
 
 def _summary_fields(result):

@@ -1,0 +1,28 @@
+"""``skinfeat report``: one self-contained HTML page of the results."""
+
+import click
+
+MAPS = ("umap", "tsne", "pca", "none")  # skinfeat.report.MAP_METHODS; listed here so --help stays instant
+
+
+@click.command()
+@click.option("--out", type=click.Path(dir_okay=False), default="report.html", show_default=True,
+              metavar="HTML", help="Where to write the report.")
+@click.option("--map", "map_method", type=click.Choice(MAPS), default="umap", show_default=True,
+              help="2-D map of the best run's features (cached after the first time), or none.")
+def report(out, map_method):
+    """Write one HTML file with the leaderboard of every run in runs/ ($SKINFEAT_RUNS),
+    the best run's confusion matrix, ROC / precision-recall and reliability plots,
+    a map of its features and a summary of its dataset.
+
+    The file holds everything (pictures embedded), so it opens offline and can be
+    mailed as is. Nothing is refitted: it reads the records `skinfeat fit` wrote.
+    """
+    from skinfeat.report import write_report
+
+    result = write_report(out, map_method=map_method)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    best = result.best
+    click.echo(f"wrote {result.path}: {result.n_runs} run{'' if result.n_runs == 1 else 's'}, best {best['backbone'].get('module')} + "
+               f"{best['head']} (BMCA {best['metrics']['bmca']['mean']:.3f}), {len(result.figures)} figures")

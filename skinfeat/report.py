@@ -1,0 +1,247 @@
+"""One self-contained HTML report of what has been fitted: the leaderboard, the best
+run's diagnostics, a map of its features and a summary of its dataset.
+
+    from skinfeat.report import write_report
+    result = write_report("report.html")
+
+Everything is inside the file (figures as base64 PNG, inline CSS, a content
+security policy that forbids any fetch), so it opens offline in any browser.
+It only reads what is recorded: run records (``skinfeat.records``), the
+out-of-fold probabilities that ``fit`` stores next to them (``<run_id>.oof.npz``)
+and the best run's features file; nothing is refitted.
+
+- Confusion matrix: from the record (the head's decisions, summed over folds).
+- ROC / precision-recall and reliability: from the out-of-fold probabilities,
+  when stored (runs recorded before skinfeat stored them have none: the report
+  says so).
+- Feature map: ``skinfeat.viz.feature_map`` (coordinates cached), by class.
+"""
+
+import base64
+import html
+import io
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skinfeat.classes import CLASSES, FULL_NAMES
+from skinfeat.errors import DataError
+
+MAP_METHODS = ("umap", "tsne", "pca", "none")
+DEFAULT_MAP = "umap"
+MAP_SUBSAMPLE = None  # all images (UMAP of 10,015 takes ~25 s once; the coordinates are cached)
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    n_runs: int
+    best: dict  # the best run's record
+    figures: list = field(default_factory=list)  # titles of the embedded figures
+    notes: list = field(default_factory=list)  # what could not be shown, and why
+
+
+def write_report(out="report.html", runs=None, map_method=DEFAULT_MAP, map_subsample=MAP_SUBSAMPLE):
+    """Write the HTML report of the runs recorded in ``runs`` (default
+    ``skinfeat.paths.runs_dir()``) to ``out``; returns a ReportResult."""
+    from skinfeat.paths import runs_dir
+    from skinfeat.records import leaderboard_rows, read_records
+
+    runs = Path(runs or runs_dir())
+    records = read_records(runs)
+    rows = leaderboard_rows(records)
+    if not rows:
+        raise DataError(f"no runs recorded in {runs}; fit a head first (`skinfeat fit --head logreg "
+                        "--features FILE`) or point $SKINFEAT_RUNS at the runs folder")
+    best = next(r for r in records if r.get("run_id") == rows[0]["run_id"])
+    result = ReportResult(Path(out), len(rows), best)
+    sections = [_leaderboard_section(rows, records), _best_run_section(best, runs, result)]
+    fs = _features(best, result)
+    if fs is not None:
+        sections.append(_map_section(fs, map_method, map_subsample, result))
+        sections.append(_dataset_section(fs))
+    _write_atomically(result.path, _page(sections, runs, result))
+    return result
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _leaderboard_section(rows, records):
+    from skinfeat.records import baseline_note, format_leaderboard
+
+    lines = [line for line in format_leaderboard(rows, "markdown").splitlines() if not line.startswith("|---")]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+    return (f"<h2>Leaderboard</h2><p>{_count(len(rows), 'run')}: the newest per features file, head and settings, "
+            "best balanced multiclass accuracy (BMCA, the ISIC metric) first; mean ± std over "
+            f"lesion-grouped folds.</p><table id='leaderboard'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table><p class='note'>{html.escape(baseline_note(records))}</p>")
+
+
+def _best_run_section(record, runs, result):
+    from skinfeat.viz import plot_confusion, plot_reliability, plot_roc_pr
+
+    name = f"{record['backbone'].get('module')} + {record['head']}"
+    metrics = record.get("metrics", {})
+    summary = ", ".join(f"{label} {metrics[key]['mean']:.3f}" for key, label in
+                        (("bmca", "BMCA"), ("accuracy", "accuracy"), ("top3", "top-3"), ("macro_auc", "macro AUC"))
+                        if (metrics.get(key) or {}).get("mean") is not None)
+    parts = [f"<h2>Best run: {html.escape(name)}</h2>",
+             f"<p>{html.escape(summary)}. Run {html.escape(str(record.get('run_id')))}, "
+             f"settings {html.escape(record.get('settings_label') or 'default')}, "
+             f"{_count(record['features'].get('n_labelled') or 0, 'labelled image')}, folds "
+             f"{html.escape(str(record.get('folds', {}).get('source')))}.</p>", _per_class_table(record)]
+    y, pred = _pairs_from_confusion(record["confusion"])
+    parts.append(_figure(plot_confusion(y, pred, title=name), "confusion matrix", result))
+    oof = _load_oof(record, runs, result)
+    if oof is not None:
+        y, proba = oof
+        parts.append(_figure(plot_roc_pr(y, proba, title=name), "ROC and precision-recall", result))
+        parts.append(_figure(plot_reliability(y, proba, title=name), "reliability", result))
+    return "<section>" + "".join(parts) + "</section>"
+
+
+def _per_class_table(record):
+    per_class = record.get("per_class", {})
+    head = "<tr><th>class</th><th>support</th><th>precision</th><th>recall</th><th>F1</th></tr>"
+    rows = []
+    for c in CLASSES:
+        m = per_class.get(c, {})
+        cells = [_mean(m.get(k)) for k in ("precision", "recall", "f1")]
+        rows.append(f"<tr><td>{c} · {html.escape(FULL_NAMES[c])}</td><td>{m.get('support', '-')}</td>"
+                    + "".join(f"<td>{v}</td>" for v in cells) + "</tr>")
+    return f"<table class='small'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _count(n, noun):
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _mean(value):
+    mean = value.get("mean") if isinstance(value, dict) else value
+    return "-" if mean is None else f"{mean:.3f}"
+
+
+def _pairs_from_confusion(confusion):
+    """(true, predicted) index arrays with exactly the counts of a confusion matrix."""
+    counts = np.asarray(confusion, dtype=int)
+    true, pred = np.nonzero(counts)
+    reps = counts[true, pred]
+    return np.repeat(true, reps), np.repeat(pred, reps)
+
+
+def _load_oof(record, runs, result):
+    name = record.get("predictions_file")
+    path = runs / name if name else None
+    if path is None or not path.is_file():
+        result.notes.append("the best run has no stored out-of-fold probabilities (it was recorded "
+                            "before skinfeat stored them, or the file was removed), so its ROC, "
+                            "precision-recall and reliability plots are left out; re-run its "
+                            "`skinfeat fit` to get them")
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        label, fold, proba = npz["label"].astype(int), npz["fold"], npz["proba"].astype(np.float64)
+    keep = (fold >= 0) & (label >= 0) & np.isfinite(proba).all(axis=1)
+    return label[keep], proba[keep]
+
+
+def _features(record, result):
+    from skinfeat.features import read_features
+
+    path = record["features"].get("path")
+    if not path or not Path(path).is_file():
+        result.notes.append(f"the best run's features file {path} is not here, so the feature map and "
+                            "the dataset summary are left out")
+        return None
+    return read_features(path, with_views=False)
+
+
+def _map_section(fs, method, subsample, result):
+    if method == "none":
+        return ""
+    from skinfeat.viz import feature_map
+
+    mapped = feature_map(fs, method=method, color="class", subsample=subsample)
+    result.notes.extend(mapped.notes)
+    return ("<section><h2>Feature map</h2><p>Each point is an image, placed by its backbone features "
+            "(2-D map of the best run's features file), coloured by class.</p>"
+            + _figure(mapped.figure, f"{method} feature map", result) + "</section>")
+
+
+def _dataset_section(fs):
+    counts = np.bincount(fs.labels[fs.labels >= 0].astype(int), minlength=len(CLASSES))
+    n_lab = int(counts.sum())
+    rows = "".join(f"<tr><td>{c} · {html.escape(FULL_NAMES[c])}</td><td>{n:,}</td>"
+                   f"<td>{n / max(n_lab, 1):.1%}</td></tr>" for c, n in zip(CLASSES, counts))
+    facts = [f"{len(fs):,} images ({n_lab:,} labelled) of {len(set(fs.lesion_ids)):,} lesions",
+             f"backbone {fs.module}, {fs.feature_dim}-D features, resize {fs.attrs.get('resize')}, "
+             f"input {fs.attrs.get('input_size')}",
+             f"features file {fs.path}"]
+    skipped = _skipped(fs.path)
+    if skipped:
+        facts.append(f"{skipped} unreadable images skipped at extraction")
+    for column in ("dx_type", "sex", "localization"):
+        if column in fs.metadata:
+            values, n = np.unique(np.asarray(fs.metadata[column], dtype=str), return_counts=True)
+            top = ", ".join(f"{v} {c:,}" for v, c in sorted(zip(values, n), key=lambda t: -t[1])[:6])
+            facts.append(f"{column}: {top}")
+    items = "".join(f"<li>{html.escape(f)}</li>" for f in facts)
+    return (f"<section><h2>Dataset</h2><ul>{items}</ul><table class='small'><thead><tr><th>class</th>"
+            f"<th>images</th><th>share</th></tr></thead><tbody>{rows}</tbody></table></section>")
+
+
+def _skipped(path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return len(f["skipped/image_id"]) if "skipped/image_id" in f else 0
+
+
+# ----------------------------------------------------------------------------- page
+
+def _figure(fig, title, result):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    result.figures.append(title)
+    return f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'></figure>"
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1400px;margin:1.5em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.8em 0}th,td{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:left}
+th{background:#f3f3f3}table.small{font-size:.92em}figure{margin:1em 0}img{max-width:100%;height:auto}
+.note{color:#555}h2{margin-top:1.6em;border-bottom:2px solid #0072B2}"""
+# When every picture has decoded, the page says so (used by the headless-browser test).
+SCRIPT = """addEventListener('load',()=>{const i=[...document.images];
+document.body.dataset.images=i.length;document.body.dataset.rendered=i.filter(x=>x.complete&&x.naturalWidth>0).length;});"""
+
+
+def _page(sections, runs, result):
+    from skinfeat import __version__
+
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    notes = f"<section><h2>Notes</h2><ul class='note'>{notes}</ul></section>" if notes else ""
+    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"{csp}\">"
+            f"<title>skinfeat report</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>"
+            f"<h1>skinfeat report</h1><p class='note'>{_count(result.n_runs, 'run')} from {html.escape(str(runs))}; "
+            f"written {time.strftime('%Y-%m-%d %H:%M')} by skinfeat {__version__}.</p>"
+            + "".join(sections) + notes + "</body></html>\n")
+
+
+def _write_atomically(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
