@@ -148,6 +148,7 @@ class CVResult:
     fold_metrics: list
     baseline_metrics: list
     oof_proba: np.ndarray  # [N, K], NaN for rows outside the folds
+    oof_pred: np.ndarray  # [N] decided class (CLASSES index, after the prior adjustment), -1 outside
     fit_seconds: list
     predict_seconds: list
 
@@ -157,7 +158,7 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
     folds = folds or resolve_folds(fs)
     use_views = use_views and fs.views is not None
     oof = np.full((len(fs), len(CLASSES)), np.nan)
-    result = CVResult([], [], oof, [], [])
+    result = CVResult([], [], oof, np.full(len(fs), -1), [], [])
     for i, f in enumerate(np.unique(folds.fold[folds.fold >= 0])):
         train, test = np.flatnonzero((folds.fold >= 0) & (folds.fold != f)), np.flatnonzero(folds.fold == f)
         X, y, groups = training_rows(fs, train, use_views)
@@ -168,7 +169,8 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
         oof[test] = predict_tta(head, fs.features[test], fs.views[test] if use_views else None)
         result.predict_seconds.append(time.perf_counter() - start)
         y_test = fs.labels[test].astype(int)
-        result.fold_metrics.append(classification_metrics(y_test, oof[test], decide(head, oof[test])))
+        result.oof_pred[test] = decide(head, oof[test])
+        result.fold_metrics.append(classification_metrics(y_test, oof[test], result.oof_pred[test]))
         result.baseline_metrics.append(prior_baseline(fs.labels[train], y_test))
         if log:
             m = result.fold_metrics[-1]
@@ -257,15 +259,16 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                     "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"],
                     "run_id": record["run_id"]}
         record["model_dir"] = str(save_model(out, final, cls.name, attrs, training))
-    record["predictions_file"] = write_oof(record, fs, folds, result.oof_proba, runs)
+    record["predictions_file"] = write_oof(record, fs, folds, result, runs)
     record["record_path"] = str(write_record(record, runs))
     return record
 
 
-def write_oof(record, fs, folds, oof_proba, runs=None):
-    """The CV's out-of-fold probabilities (as trained) next to the record, as
-    ``<run_id>.oof.npz`` (image_id, label, fold, proba [N, 7]; NaN rows outside the
-    folds), for ``skinfeat report``'s plots. Returns the file name."""
+def write_oof(record, fs, folds, result, runs=None):
+    """The CV's out-of-fold probabilities (as trained) and decisions next to the record,
+    as ``<run_id>.oof.npz`` (image_id, label, fold, proba [N, 7], NaN rows outside the
+    folds; pred [N], the decided class index, -1 outside), for ``skinfeat report``'s
+    plots. Returns the file name."""
     from pathlib import Path
 
     from skinfeat.paths import runs_dir
@@ -275,7 +278,8 @@ def write_oof(record, fs, folds, oof_proba, runs=None):
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{name}.tmp.npz"
     np.savez_compressed(tmp, image_id=np.asarray(fs.image_ids, dtype=str), label=fs.labels,
-                        fold=folds.fold, proba=oof_proba.astype(np.float32))
+                        fold=folds.fold, proba=result.oof_proba.astype(np.float32),
+                        pred=result.oof_pred)
     tmp.replace(directory / name)
     return name
 
