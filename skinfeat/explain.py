@@ -142,13 +142,13 @@ def input_gradient(backbone, head, images, target):
     vector-Jacobian product of the ``backbone`` function with the head's gradient."""
     import tensorflow as tf
 
-    from skinfeat.predict import _one_blas_thread
+    from skinfeat.predict import one_blas_thread
 
     x = tf.constant(np.asarray(images, np.float32))
     with tf.GradientTape() as tape:
         tape.watch(x)
         features = backbone(x)
-    with _one_blas_thread():
+    with one_blas_thread():
         g = head_gradient(head, features.numpy(), target).astype(np.float32)
     return tape.gradient(features, x, output_gradients=tf.constant(g)).numpy()
 

@@ -18,13 +18,14 @@ import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from skinfeat.classes import CLASSES, FULL_NAMES
 from skinfeat.errors import DataError, ModelError
-from skinfeat.images import decode, is_image_name, resize
+from skinfeat.images import IMAGE_EXTENSIONS, decode, is_image_name, resize
 
 TFLITE = "backbone.tflite"  # skinfeat.export.TFLITE
 DEFAULT_TOP_K = 3
@@ -50,17 +51,18 @@ def _quiet_stderr():
         os.close(saved)
 
 
-_BLAS = []
+@lru_cache(maxsize=None)
+def _blas():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
-def _one_blas_thread():
-    """numpy's BLAS limited to one thread: the small matrix products here run ~10x
-    slower with two OpenBLAS threads spinning on a busy 2-core machine."""
-    if not _BLAS:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
+def one_blas_thread():
+    """A context in which numpy's BLAS uses one thread: the small matrix products of
+    resizing and heads run ~10x slower with two OpenBLAS threads spinning on a busy
+    2-core machine."""
+    return _blas().limit(limits=1, user_api="blas")
 
 
 class TFLiteBackbone:
@@ -178,13 +180,13 @@ class Predictor:
         return self.resized(decode(source))
 
     def resized(self, image):
-        with _one_blas_thread():
+        with one_blas_thread():
             return resize(image, self.input_size, self.resize)
 
     def predict_proba(self, images):
         """Probabilities [n, 7] (CLASSES order, as trained) of resized images [n, H, W, 3]."""
         features = self.backbone(images)
-        with _one_blas_thread():
+        with one_blas_thread():
             return self.head(features)
 
     def prediction(self, path, proba):
@@ -229,17 +231,11 @@ def iter_image_paths(inputs):
                 yield path
             if not found:
                 raise DataError(f"folder {item} holds no images (looked recursively for "
-                                f"{', '.join(sorted(_extensions()))}); give a folder of images or image files")
+                                f"{', '.join(sorted(IMAGE_EXTENSIONS))}); give a folder of images or image files")
         elif item.exists():
             yield item
         else:
             raise DataError(f"{item}: no such file or folder; expected image files or folders of images")
-
-
-def _extensions():
-    from skinfeat.images import IMAGE_EXTENSIONS
-
-    return IMAGE_EXTENSIONS
 
 
 def _walk(folder):

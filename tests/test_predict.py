@@ -166,8 +166,12 @@ def test_isic_rows_sum_to_one_exactly_at_their_precision():
 def test_not_an_image_and_truncated_image_alone_fail_with_one_line(pool, tmp_path):
     text = tmp_path / "report.jpg"
     text.write_text("hello")
-    line = error_line(run("predict", "--model", pool["model"], text))
-    assert line == "Error: none of the 1 images could be read; expected JPEG, PNG, BMP, GIF, TIFF or WebP images"
+    result = run("predict", "--model", pool["model"], text)
+    assert error_line(result) == (f"Error: {text} is not an image (not JPEG, PNG, BMP, GIF, TIFF or WebP); "
+                                  "expected an image file: remove it or pass images only")
+    assert result.output.count("not an image") == 1 and result.stdout == ""
+    two = run("predict", "--model", pool["model"], text, text)
+    assert error_line(two).startswith("Error: none of the 2 images could be read (e.g. ")
     model = load_predictor(pool["model"])
     with pytest.raises(DataError, match="is not an image"):
         model.load_image(text)

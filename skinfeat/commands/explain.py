@@ -4,8 +4,9 @@ from pathlib import Path
 
 import click
 
+from skinfeat.classes import CLASSES
+
 METHODS = ("occlusion", "gradient")  # skinfeat.explain.METHODS; listed here so --help stays instant
-CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 
 
 @click.command()
@@ -25,11 +26,11 @@ CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 def explain(model_dir, image, method, target, grid, out):
     """Show where the model looked: the image, a saliency map over it, and the
     predicted classes with their probabilities, as a PNG."""
-    from skinfeat.classes import CLASSES as ORDER, FULL_NAMES
+    from skinfeat.classes import FULL_NAMES
     from skinfeat.explain import explain as run
 
     out = out or f"{Path(image).stem}__{method}.png"
     result = run(model_dir, image, method=method, target=target, grid=grid, out=out)
-    best = int(result.proba.argmax())
-    click.echo(f"wrote {result.out}: {method} map of {ORDER[result.target]} for {result.image_id} "
-               f"(predicted {FULL_NAMES[ORDER[best]]} ({ORDER[best]}) {result.proba[best]:.3f})")
+    best = CLASSES[int(result.proba.argmax())]
+    click.echo(f"wrote {result.out}: {method} map of {CLASSES[result.target]} for {result.image_id} "
+               f"(predicted {FULL_NAMES[best]} ({best}) {result.proba.max():.3f})")

@@ -37,26 +37,54 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     top class is the model's decision, the one balanced accuracy scores; --format
     json also lists them as trained. Only the model directory is needed.
     """
-    from skinfeat.errors import DataError
     from skinfeat.predict import load_predictor, predict_paths, write_predictions
 
     model = load_predictor(model_dir)
-    skipped = []
-
-    def skip(path, exc):
-        skipped.append(path)
-        click.echo(f"skipped {path}: {exc}", err=True)
-
-    predictions = predict_paths(model, inputs, tta=tta, on_skip=skip)
+    skips = _Skips()
+    predictions = skips.reported(predict_paths(model, inputs, tta=tta, on_skip=skips.add))
     if out is None:
         count = write_predictions(predictions, sys.stdout, fmt, top_k)
     else:
         count = _write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k))
-    if count == 0:
-        raise DataError(f"none of the {len(skipped)} images could be read; expected JPEG, PNG, BMP, GIF, "
-                        "TIFF or WebP images")
+    skips.finish(count)
     if out is not None:
-        click.echo(f"wrote {out}: {count} images" + (f", {len(skipped)} skipped" if skipped else ""), err=True)
+        click.echo(f"wrote {out}: {count} images" + (f", {len(skips.done)} skipped" if skips.done else ""), err=True)
+
+
+class _Skips:
+    """Unreadable images: each reported on stderr once some image was predicted; when
+    none could be, one error (the image's own message when it was the only one)."""
+
+    def __init__(self):
+        self.pending, self.done, self.started = [], [], False
+
+    def add(self, path, exc):
+        self.pending.append((path, exc))
+        if self.started:
+            self._flush()
+
+    def _flush(self):
+        for path, exc in self.pending:
+            click.echo(f"skipped {path}: {exc}", err=True)
+        self.done += self.pending
+        self.pending = []
+
+    def reported(self, predictions):
+        for prediction in predictions:
+            self.started = True
+            self._flush()
+            yield prediction
+
+    def finish(self, count):
+        from skinfeat.errors import DataError
+
+        if count:
+            self._flush()
+        elif len(self.pending) == 1:
+            raise self.pending[0][1]
+        else:
+            raise DataError(f"none of the {len(self.pending)} images could be read (e.g. {self.pending[0][1]}); "
+                            "expected JPEG, PNG, BMP, GIF, TIFF or WebP images")
 
 
 def _write_atomically(out, write):
