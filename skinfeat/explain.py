@@ -92,10 +92,13 @@ def _normalise(saliency, percentile=100):
 # ----------------------------------------------------------------------------- occlusion
 
 def occlusion_windows(size, grid):
-    """(top, left, height, width) of the ``grid`` x ``grid`` occluding squares."""
+    """(top, left, height, width) of the ``grid`` x ``grid`` occluding squares: each
+    about 2/grid of the image side, evenly spaced from edge to edge (they overlap)."""
     h, w = size
-    step_h, step_w = max(1, h // grid), max(1, w // grid)
-    return [(i * step_h, j * step_w, 2 * step_h, 2 * step_w) for i in range(grid) for j in range(grid)]
+    wh, ww = min(h, max(2, 2 * h // grid)), min(w, max(2, 2 * w // grid))
+    tops = np.linspace(0, h - wh, grid).round().astype(int)
+    lefts = np.linspace(0, w - ww, grid).round().astype(int)
+    return [(int(t), int(left), wh, ww) for t in tops for left in lefts]
 
 
 def occlusion_map(model, image, target, grid=DEFAULT_GRID, batch_size=32):
@@ -113,8 +116,7 @@ def occlusion_map(model, image, target, grid=DEFAULT_GRID, batch_size=32):
         for (top, left, h, w), p in zip(part, probs):
             drop[top:top + h, left:left + w] += base - p
             cover[top:top + h, left:left + w] += 1
-    step = image.shape[0] // grid
-    return _normalise(_blur(np.clip(drop / np.maximum(cover, 1), 0, None), radius=max(1, step // 2)))
+    return _normalise(_blur(np.clip(drop / np.maximum(cover, 1), 0, None), radius=max(1, image.shape[0] // grid // 2)))
 
 
 # ----------------------------------------------------------------------------- gradient

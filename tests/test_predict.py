@@ -107,6 +107,8 @@ def test_tta_averages_extractions_own_augmented_views(pool, tmp_path, ham10000):
     got = model.predict_tta(decode(one.paths[0]))
     assert np.abs(got - want).max() < PROBA_TOLERANCE
     assert np.abs(got - model.predict_proba(model.load_image(one.paths[0])[None])[0]).max() > 1e-4
+    item, = json.loads(run("predict", "--model", pool["model"], one.paths[0], "--tta", "--format", "json").stdout)
+    assert np.abs(np.array([item["probabilities_as_trained"][c] for c in CLASSES]) - want).max() < 1e-5
 
 
 # ----------------------------------------------------------------------------- CLI

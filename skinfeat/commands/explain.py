@@ -19,7 +19,7 @@ METHODS = ("occlusion", "gradient")  # skinfeat.explain.METHODS; listed here so 
                    "and needs the model's backbone).")
 @click.option("--target", metavar="CLASS",
               help=f"Class to explain: {', '.join(CLASSES)}  [default: the predicted class]")
-@click.option("--grid", type=click.IntRange(2, 64), default=16, show_default=True,
+@click.option("--grid", type=click.IntRange(4, 64), default=16, show_default=True,
               help="Occlusion: positions per side (grid x grid forward passes).")
 @click.option("--out", type=click.Path(dir_okay=False), metavar="PNG",
               help="Picture to write  [default: <image name>__<method>.png]")
