@@ -35,7 +35,10 @@ from skinfeat.features import FORMAT_VERSION, read_attrs, write_feature_file
 from skinfeat.paths import features_dir
 
 RESIZE_POLICIES = ("squash", "crop", "pad")
-DEFAULT_RESIZE = "squash"
+# Measured on HAM10000 (200x150 images), EfficientNet-Lite0, logreg head, 5-fold
+# lesion-grouped CV: BMCA pad 0.598, crop 0.595, squash 0.594; top-3 0.954 / 0.952 /
+# 0.950. The differences are within one fold std (0.01-0.03); pad scored best.
+DEFAULT_RESIZE = "pad"
 ON_ERROR = ("skip", "fail")
 DTYPES = ("float32", "float16")
 BATCH_SIZE = 32
