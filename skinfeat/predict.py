@@ -16,6 +16,7 @@ TensorFlow, for extraction's own augmentation (``skinfeat.extract._augment``).
 
 import json
 import os
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -338,3 +339,23 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
     if fmt == "json":
         stream.write("\n]\n")
     return count
+
+
+def write_atomically(path, write, keep=bool):
+    """Call ``write(text file)`` on a temporary file beside ``path`` and rename it into
+    place when ``keep(result)``; a reader never sees a half-written file. The file
+    gets the usual permissions (umask), not mkstemp's private ones."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            result = write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if keep(result):
+            os.replace(tmp, path)
+        return result
+    finally:
+        Path(tmp).unlink(missing_ok=True)

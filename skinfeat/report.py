@@ -20,8 +20,6 @@ and the best run's features file; nothing is refitted.
 import base64
 import html
 import io
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +62,9 @@ def write_report(out="report.html", runs=None, map_method=DEFAULT_MAP, map_subsa
     if fs is not None:
         sections.append(_map_section(fs, map_method, map_subsample, result))
         sections.append(_dataset_section(fs))
-    _write_atomically(result.path, _page(sections, runs, result))
+    from skinfeat.predict import write_atomically
+
+    write_atomically(result.path, lambda f: f.write(_page(sections, runs, result)))
     return result
 
 
@@ -113,7 +113,8 @@ def _per_class_table(record):
     for c in CLASSES:
         m = per_class.get(c, {})
         cells = [_mean(m.get(k)) for k in ("precision", "recall", "f1")]
-        rows.append(f"<tr><td>{c} · {html.escape(FULL_NAMES[c])}</td><td>{m.get('support', '-')}</td>"
+        support = m.get("support")
+        rows.append(f"<tr><td>{c} · {html.escape(FULL_NAMES[c])}</td><td>{'-' if support is None else f'{support:,}'}</td>"
                     + "".join(f"<td>{v}</td>" for v in cells) + "</tr>")
     return f"<table class='small'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -233,15 +234,3 @@ def _page(sections, runs, result):
             f"<h1>skinfeat report</h1><p class='note'>{_count(result.n_runs, 'run')} from {html.escape(str(runs))}; "
             f"written {time.strftime('%Y-%m-%d %H:%M')} by skinfeat {__version__}.</p>"
             + "".join(sections) + notes + "</body></html>\n")
-
-
-def _write_atomically(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

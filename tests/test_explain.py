@@ -78,7 +78,7 @@ def test_input_gradient_is_the_derivative_of_the_model(pool):
     target = int(model.predict_proba(image[None])[0].argmax())
     grad = input_gradient(savedmodel_backbone(model), model.head, image[None], target)[0]
     v = np.broadcast_to(np.float32([-0.6, -1.0, -0.3]), image.shape)
-    eps = 2e-3
+    eps = 1e-2  # smaller steps drown in float32 rounding of the pooled features
     logp = [np.log(model.predict_proba((image + s * eps * v)[None])[0, target]) for s in (1, -1)]
     directional = (logp[0] - logp[1]) / (2 * eps)
     assert abs(directional) > 1e-2

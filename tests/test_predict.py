@@ -15,7 +15,7 @@ from PIL import Image
 
 from model_factory import ham_subset, lite0_model, pool_model
 from skinfeat.classes import CLASSES, FULL_NAMES
-from skinfeat.errors import DataError, ModelError
+from skinfeat.errors import DataError
 from skinfeat.features import read_features
 from skinfeat.numpy_heads import HeadFunction
 from skinfeat.predict import Predictor, isic_row, load_predictor, predict_paths

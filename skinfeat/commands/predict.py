@@ -2,9 +2,7 @@
 export`` (put the backbone inside a model directory). Imports stay light: a new
 process predicting one image must not pay for TensorFlow."""
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -37,7 +35,7 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     top class is the model's decision, the one balanced accuracy scores; --format
     json also lists them as trained. Only the model directory is needed.
     """
-    from skinfeat.predict import load_predictor, predict_paths, write_predictions
+    from skinfeat.predict import load_predictor, predict_paths, write_atomically, write_predictions
 
     model = load_predictor(model_dir)
     skips = _Skips()
@@ -45,7 +43,7 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     if out is None:
         count = write_predictions(predictions, sys.stdout, fmt, top_k)
     else:
-        count = _write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k))
+        count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k))
     skips.finish(count)
     if out is not None:
         click.echo(f"wrote {out}: {count} images" + (f", {len(skips.done)} skipped" if skips.done else ""), err=True)
@@ -85,20 +83,6 @@ class _Skips:
         else:
             raise DataError(f"none of the {len(self.pending)} images could be read (e.g. {self.pending[0][1]}); "
                             "expected JPEG, PNG, BMP, GIF, TIFF or WebP images")
-
-
-def _write_atomically(out, write):
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            count = write(f)
-        if count:
-            os.replace(tmp, out)
-        return count
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 @click.command()
