@@ -68,6 +68,37 @@ def _copy_model(info, tmp_path):
 
 # ----------------------------------------------------------------------------- agreement
 
+def _encoded(array, fmt, **options):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def test_decode_and_resize_equal_extractions_tensorflow_pipeline():
+    """PIL/simplejpeg + numpy against tf.io.decode_image and skinfeat.extract._resize:
+    JPEG pixels exactly (TensorFlow's fast IDCT), every resize policy to ~1e-6."""
+    import tensorflow as tf
+
+    from skinfeat.extract import _resize
+    from skinfeat.images import decode, resize
+
+    rng = np.random.default_rng(0)
+    files = [_find(i).read_bytes() for i in ("ISIC_0024306", "ISIC_0024310")]
+    for h, w in [(150, 200), (450, 600), (224, 224), (37, 500), (1000, 333)]:
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        files += [_encoded(pixels, "PNG"), _encoded(pixels, "JPEG", quality=90),
+                  _encoded(pixels[..., 0], "JPEG"), _encoded(pixels, "JPEG", subsampling=0)]
+    for data in files:
+        want = tf.image.convert_image_dtype(tf.io.decode_image(data, channels=3, expand_animations=False),
+                                            tf.float32)
+        got = decode(data)
+        np.testing.assert_array_equal(got, want.numpy())
+        for policy in ("squash", "crop", "pad"):
+            for size in [(224, 224), (260, 240)]:
+                np.testing.assert_allclose(resize(got, size, policy), _resize(want, size, policy).numpy(),
+                                           rtol=0, atol=2e-6)
+
+
 def test_lite0_images_give_the_probabilities_of_their_extracted_features(skinfeat_home, ham10000):
     info = lite0_model(skinfeat_home, ham10000)
     model = load_predictor(info["model"])
