@@ -11,4 +11,10 @@ if ! python -c "import torch, efficientnet_lite_pytorch" 2>/dev/null; then
   python -m pip install -q torch==2.13.0 "setuptools<81"
   python -m pip install -q --no-deps efficientnet-lite-pytorch==0.1.0
 fi
+# A real headless browser for the HTML report test (Debian's chromium).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "skinfeat: installing Debian's chromium for the report test" >&2
+  { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+    || echo "skinfeat: could not install chromium; the report test will fail" >&2
+fi
 python -m pytest -q "$@"

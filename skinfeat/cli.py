@@ -37,7 +37,7 @@ def cli():
 
 
 def _register():
-    from skinfeat.commands import compare, data, extract, fit, modules, viz
+    from skinfeat.commands import compare, data, explain, extract, fit, modules, predict, report, viz
 
     cli.add_command(data.data)
     cli.add_command(modules.modules)
@@ -45,6 +45,10 @@ def _register():
     cli.add_command(fit.fit)
     cli.add_command(compare.compare)
     cli.add_command(viz.viz)
+    cli.add_command(predict.predict)
+    cli.add_command(predict.export)
+    cli.add_command(explain.explain)
+    cli.add_command(report.report)
 
 
 _register()

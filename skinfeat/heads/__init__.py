@@ -10,13 +10,18 @@ registry maps the names used on the command line to the classes::
 """
 
 import difflib
+import importlib
 
 from skinfeat.errors import UsageError
-from skinfeat.heads.lgbm import LightGBMHead
-from skinfeat.heads.logreg import LogRegHead
-from skinfeat.heads.softmax import SoftmaxHead
 
-HEADS = {cls.name: cls for cls in (SoftmaxHead, LogRegHead, LightGBMHead)}
+# Name -> "module:class". Classes load on first use, so the CLI starts without
+# importing scikit-learn, LightGBM or TensorFlow.
+_REGISTRY = {
+    "softmax": "skinfeat.heads.softmax:SoftmaxHead",
+    "logreg": "skinfeat.heads.logreg:LogRegHead",
+    "lightgbm": "skinfeat.heads.lgbm:LightGBMHead",
+}
+HEADS = tuple(_REGISTRY)
 ALIASES = {"lgbm": "lightgbm", "logistic": "logreg", "mlp": "softmax"}
 
 
@@ -24,8 +29,9 @@ def head_class(name):
     """The head class registered as ``name``; UsageError naming close matches otherwise."""
     key = str(name).strip().lower()
     key = ALIASES.get(key, key)
-    if key in HEADS:
-        return HEADS[key]
+    if key in _REGISTRY:
+        module, cls = _REGISTRY[key].split(":")
+        return getattr(importlib.import_module(module), cls)
     close = difflib.get_close_matches(key, list(HEADS) + list(ALIASES), n=3, cutoff=0.5)
     close = list(dict.fromkeys(ALIASES.get(c, c) for c in close))
     hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
@@ -44,3 +50,11 @@ def make_head(name, **params):
 
 
 __all__ = ["HEADS", "LightGBMHead", "LogRegHead", "SoftmaxHead", "head_class", "make_head"]
+
+
+def __getattr__(attr):
+    """``from skinfeat.heads import LogRegHead`` still works, loading it then."""
+    for name, path in _REGISTRY.items():
+        if path.endswith(":" + attr):
+            return head_class(name)
+    raise AttributeError(f"module 'skinfeat.heads' has no attribute {attr!r}")
