@@ -91,7 +91,7 @@ def test_out_holding_other_inputs_is_refused(class_dir, pool_module, tmp_path):
     out = tmp_path / "f.h5"
     extract_features(manifest, pool_module, out=out, progress=False)
     with pytest.raises(CacheError, match="holds features for other inputs"):
-        extract_features(manifest, pool_module, out=out, resize="pad", progress=False)
+        extract_features(manifest, pool_module, out=out, resize="crop", progress=False)
 
 
 def test_views_are_seeded_and_differ_from_clean(class_dir, pool_module, tmp_path):
