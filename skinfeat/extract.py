@@ -139,9 +139,11 @@ def _augment(image, seed):
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
-def _chunk_dataset(paths, rows, size, resize, views, augment_seed):
-    """Batches of (row index, images [B,H,W,3], views [B,V,H,W,3]) for one chunk;
-    images that fail to decode are dropped (their rows are missing from the output)."""
+def _pipeline(paths, spans, size, resize, views, augment_seed):
+    """Batches of (row index, images [B,H,W,3], views [B,V,H,W,3]) over the rows of
+    every ``(start, stop)`` span, in order. A batch never spans two spans. Images
+    that fail to decode are dropped (their rows are missing from the output).
+    The whole pipeline is traced once, whatever the number of spans."""
     import tensorflow as tf
 
     def load(row, path):
@@ -158,9 +160,16 @@ def _chunk_dataset(paths, rows, size, resize, views, augment_seed):
                           fn_output_signature=tf.TensorSpec([size[0], size[1], 3], tf.float32))
         return row, clean, extra
 
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, np.int64), np.asarray(paths)))
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.ignore_errors().batch(BATCH_SIZE)
+    all_paths = tf.constant(np.asarray(paths, dtype=object).astype(str))
+
+    def span(bounds):
+        rows = tf.range(bounds[0], bounds[1])
+        ds = tf.data.Dataset.from_tensor_slices((rows, tf.gather(all_paths, rows)))
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.ignore_errors().batch(BATCH_SIZE)
+
+    spans = tf.constant(np.asarray(spans, np.int64).reshape(-1, 2))
+    return tf.data.Dataset.from_tensor_slices(spans).flat_map(span).prefetch(2)
 
 
 def _why_unreadable(path):
@@ -348,17 +357,10 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
                    desc=f"extract {mod.name}", dynamic_ncols=True)
         seed = key_parts["augment_seed"] or 0
 
-        def chunk_ds(i):
-            rows = np.arange(starts[i], min(starts[i] + chunk, n))
-            return _chunk_dataset([manifest.paths[r] for r in rows], rows, size, key_parts["resize"],
-                                  views, seed)
-
-        # One pipeline over every missing chunk, so decoding of chunk i+1 overlaps
-        # the network on chunk i; batches still never span two chunks.
-        pipeline = chunk_ds(todo[0])
-        for i in todo[1:]:
-            pipeline = pipeline.concatenate(chunk_ds(i))
-        pipeline = pipeline.prefetch(2)
+        # One pipeline over every missing chunk, so decoding overlaps the network;
+        # batches never span two chunks, so a resumed run computes what a whole one does.
+        pipeline = _pipeline(manifest.paths, [(starts[i], min(starts[i] + chunk, n)) for i in todo],
+                             size, key_parts["resize"], views, seed)
 
         it = iter(pipeline)
         pending = list(todo)

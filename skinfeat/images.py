@@ -1,5 +1,5 @@
 """Decode and resize one image with PIL and numpy, as extraction's TensorFlow
-pipeline does (``skinfeat.extract._chunk_dataset``), without importing TensorFlow.
+pipeline does (``skinfeat.extract._pipeline``), without importing TensorFlow.
 
 - Decoding, like ``tf.io.decode_image(channels=3)``: JPEG with libjpeg-turbo
   through ``simplejpeg`` with TensorFlow's settings (fast integer IDCT, fancy
