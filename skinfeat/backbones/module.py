@@ -29,7 +29,11 @@ def _candidates(obj):
     for concrete in getattr(call, "concrete_functions", []):
         args, kwargs = concrete.structured_input_signature
         if args and isinstance(args[0], tf.TensorSpec) and not _is_training_variant(args, kwargs):
-            yield concrete, args[0], concrete.structured_outputs
+            # Pass the traced extra arguments (e.g. training=False) too: a call that
+            # does not bind formats every input tensor into an error before falling back.
+            fn = concrete if len(args) == 1 and not kwargs else (
+                lambda images, c=concrete, a=args[1:], k=kwargs: c(images, *a, **k))
+            yield fn, args[0], concrete.structured_outputs
     signatures = getattr(obj, "signatures", {}) or {}
     for key in ("serving_default", "default", "image_feature_vector"):
         if key in signatures and len(signatures[key].structured_input_signature[1]) == 1:
