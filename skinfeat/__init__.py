@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 import os as _os
 
-# TensorFlow's C++ start-up chatter (oneDNN notes, "no CUDA driver") is noise for
-# users of a command-line tool; real errors still raise. Users can override it.
+# TensorFlow's C++ info and warning logs are noise for users of a command-line
+# tool; real errors still raise. Users can override it. (TF 2.21 still prints
+# its two oneDNN/CUDA start-up lines, written before its logging reads this.)
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
