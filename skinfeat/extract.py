@@ -238,10 +238,7 @@ def _save_npz(path, **arrays):
 
 def _assemble(out, parts, manifest, key_parts, attrs, dim):
     """Write the final HDF5 file from the chunk parts, one chunk in memory at a time."""
-    def load(p):
-        return np.load(p, allow_pickle=False)
-
-    index = [load(p) for p in parts]  # npz files open lazily: arrays load on access
+    index = [np.load(p, allow_pickle=False) for p in parts]  # npz arrays load on access
     rows = np.concatenate([c["rows"] for c in index]).astype(np.int64)
     skipped = [(manifest.image_ids[r], str(reason)) for c in index
                for r, reason in zip(c["skipped_rows"], c["skipped_reasons"])]
@@ -401,8 +398,9 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
             bar.update(int(rows.shape[0]))
         bar.close()
 
-    attrs = {"key": key, "dataset": dataset_name, "module_source": mod.describe().get("source", ""),
-             "module_info": mod.describe(), "skinfeat_version": __version__,
+    info = mod.describe()
+    attrs = {"key": key, "dataset": dataset_name, "module_source": info.get("source", ""),
+             "module_info": info, "skinfeat_version": __version__,
              "tensorflow_version": _tf_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     skipped, seconds, count = _assemble(out, part, manifest, key_parts, attrs, mod.feature_dim)
     shutil.rmtree(parts_dir, ignore_errors=True)
