@@ -142,7 +142,8 @@ def head_gradient(head, features, target, step=1e-4):
 def input_gradient(backbone, head, images, target):
     """d log P(target) / d pixels [n, H, W, 3] of ``images`` [n, H, W, 3]: TensorFlow's
     vector-Jacobian product of the ``backbone`` function with the head's gradient."""
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
 
     from skinfeat.predict import one_blas_thread
 

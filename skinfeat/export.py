@@ -122,7 +122,8 @@ def convert(module, fingerprint, input_size, out):
             f"features of fingerprint {fingerprint[:12]}: the backbone changed since, so its features no "
             "longer fit the head; re-extract features and re-fit, or pass --module with the original backbone")
     import numpy as np
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
 
     from skinfeat.predict import TFLiteBackbone
 

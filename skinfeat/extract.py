@@ -97,14 +97,16 @@ def _antialiased(resize_fn, image, size):
     """``resize_fn(image, antialias)`` with an antialiasing filter only where some
     side shrinks: enlarging with it gives the same pixels as plain bilinear (a
     triangle filter of width one either way) at 3-5x the cost."""
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
 
     shrinks = tf.reduce_any(tf.shape(image)[:2] > tf.constant(size, tf.int32))
     return tf.cond(shrinks, lambda: resize_fn(image, True), lambda: resize_fn(image, False))
 
 
 def _resize(image, size, policy):
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
 
     if policy == "squash":
         return _antialiased(lambda im, aa: tf.image.resize(im, size, antialias=aa), image, size)
@@ -122,7 +124,8 @@ def _resize(image, size, policy):
 def _augment(image, seed):
     """One label-preserving dermoscopy view: any rotation and flip, mild zoom,
     shift and colour jitter. ``seed`` is a [2] int tensor: same seed, same view."""
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
 
     seeds = tf.random.experimental.stateless_split(seed, 8)
     h, w = tf.shape(image)[0], tf.shape(image)[1]
@@ -151,7 +154,8 @@ def _pipeline(paths, spans, size, resize, views, augment_seed):
     every ``(start, stop)`` span, in order. A batch never spans two spans. Images
     that fail to decode are dropped (their rows are missing from the output).
     The whole pipeline is traced once, whatever the number of spans."""
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
 
     # Plain TF ops, no tensor-dependent Python control flow: autograph has nothing
     # to convert (and only warns when it tries).
@@ -377,7 +381,8 @@ def _reusable(out, key):
 
 
 def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk):
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
     from tqdm import tqdm
 
     parts_dir = out.with_name(out.name + ".parts")
@@ -460,6 +465,7 @@ def _flush_chunk(path, manifest, start, stop, rows, feats, views_buf, views, dim
 
 
 def _tf_version():
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
 
     return tf.__version__

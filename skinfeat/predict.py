@@ -208,7 +208,8 @@ def load_predictor(directory, verify_hash=True):
 def augmented_views(image, n_views, size, policy, seed=TTA_SEED):
     """``n_views`` views [V, H, W, 3] of a decoded image, by ``skinfeat.extract._augment``
     with seeds (seed, 0..V-1), resized as extraction does. Imports TensorFlow."""
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
 
     from skinfeat.extract import _augment, _resize
 

@@ -61,7 +61,8 @@ def build_builtin(entry, force=False):
 
 def convert(entry, directory):
     """Write ``entry`` as a SavedModel into ``directory``; return its descriptor."""
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
 
     from skinfeat.backbones.layers import export_saved_model
 

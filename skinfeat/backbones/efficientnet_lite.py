@@ -12,10 +12,12 @@ takes images in [0, 1].
 import re
 
 import numpy as np
-import tensorflow as tf
 
 from skinfeat.backbones.layers import ConvBN, Dense, global_average_pool
 from skinfeat.backbones.torch_legacy import load_state_dict
+from skinfeat.runtime import tensorflow
+
+tf = tensorflow()
 
 # Stride of each of EfficientNet-B0's seven stages (the first block of a stage
 # carries it); a block whose input and output widths differ starts a stage.

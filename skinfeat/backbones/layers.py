@@ -9,7 +9,9 @@ them; with ``training=True`` BatchNorm uses batch statistics and updates its
 moving averages, as Keras layers do.
 """
 
-import tensorflow as tf
+from skinfeat.runtime import tensorflow
+
+tf = tensorflow()
 
 BN_MOMENTUM = 0.99
 IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")

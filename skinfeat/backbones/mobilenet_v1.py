@@ -10,9 +10,10 @@ logits convolution. The 2-class layer retrained on top is ignored.
 Preprocessing ``x*2 - 1`` is part of the network, so it takes images in [0, 1].
 """
 
-import tensorflow as tf
-
 from skinfeat.backbones.layers import ConvBN, Dense, global_average_pool
+from skinfeat.runtime import tensorflow
+
+tf = tensorflow()
 
 PREFIX = "MobilenetV1"
 # Stride of the depthwise convolution of blocks 1..13.

@@ -23,7 +23,8 @@ def _is_training_variant(args, kwargs):
 
 def _candidates(obj):
     """(callable, input spec, output structure) of ``__call__`` or a serving signature."""
-    import tensorflow as tf
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
 
     call = getattr(obj, "__call__", None)
     for concrete in getattr(call, "concrete_functions", []):
@@ -57,9 +58,10 @@ def _single_output(outputs):
 def inspect_saved_model(path, where):
     """Load the SavedModel at ``path`` and return its ``FeatureFunction``; a
     ModuleError that says what is wrong when it is not an image feature vector."""
-    import tensorflow as tf
-    from skinfeat.backbones.hub import import_hub
-    hub = import_hub()
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
+    from skinfeat.runtime import tensorflow_hub
+    hub = tensorflow_hub()
 
     try:
         obj = hub.load(str(path))
@@ -143,7 +145,8 @@ class Module:
             return self.entry.feature_dim
         function = self._inspect()
         if function.feature_dim is None:  # not declared by the signature: run it once
-            import tensorflow as tf
+            from skinfeat.runtime import tensorflow
+            tf = tensorflow()
             height, width = self.input_size or PROBE_SIZE
             function.feature_dim = int(function.fn(tf.zeros([1, height, width, 3])).shape[-1])
         return function.feature_dim

@@ -56,8 +56,8 @@ def resolve_module(spec=None, *, input_size=None):
 
 def _fetch(handle, catalog):
     """Local directory of a TF-Hub / Kaggle handle, via tensorflow_hub's resolver and cache."""
-    from skinfeat.backbones.hub import import_hub
-    hub = import_hub()
+    from skinfeat.runtime import tensorflow_hub
+    hub = tensorflow_hub()
 
     try:
         return hub.resolve(handle)

@@ -109,7 +109,8 @@ class _Trainer:
     """Mini-batch Adam on a dense network in TensorFlow; one graph call per epoch."""
 
     def __init__(self, head, dim, k, rng):
-        import tensorflow as tf
+        from skinfeat.runtime import tensorflow
+        tf = tensorflow()
 
         self.tf, self.head = tf, head
         sizes = [dim] + ([head.hidden] if head.hidden else []) + [k]
