@@ -12,9 +12,6 @@ How it stays fast, flat in memory and safe to kill:
   and renamed into place: a file under the final name is always complete.
 * A lock file keeps two processes from extracting the same key at once; the
   second waits, then finds the finished file and does nothing.
-* When the network runs on the CPU, the pipeline's threads run at the lowest
-  CPU priority, so decoding uses the cycles the network leaves instead of
-  stalling its threads (see ``_behind_compute``).
 """
 
 import errno
@@ -188,37 +185,6 @@ def _pipeline(paths, spans, size, resize, views, augment_seed):
     options = tf.data.Options()
     options.threading.private_threadpool_size = DECODE_THREADS
     return ds.with_options(options)
-
-
-def _thread_ids():
-    """Kernel ids of this process's threads (Linux); empty where /proc has none."""
-    try:
-        return {int(t) for t in os.listdir("/proc/self/task")}
-    except OSError:
-        return set()
-
-
-def _behind_compute(dataset, lower_priority):
-    """Iterate ``dataset``; with ``lower_priority``, the threads it starts (reading,
-    decoding, resizing) run at nice 19 from its first batch on.
-
-    On a CPU the network's threads keep every core busy. A decoding thread of equal
-    priority preempts one of them, and the whole layer waits for that thread: on
-    2 cores this cost ~10 % of throughput, more than decoding's own ~6 % of the CPU.
-    At nice 19 the decoder runs when a core would otherwise idle, and whenever the
-    network waits for data. Measured on 2 cores, 5 interleaved rounds of 768
-    HAM10000 images: pipeline/forward 0.895 at nice 0, 0.953 at nice 19 (median).
-    Not with a GPU: there the CPU only feeds it, so decoding is the critical path.
-    """
-    before = _thread_ids()  # the network's thread pools exist once its module is loaded
-    for i, batch in enumerate(dataset):
-        if i == 0 and lower_priority:
-            for tid in _thread_ids() - before:
-                try:
-                    os.setpriority(os.PRIO_PROCESS, tid, 19)
-                except OSError:  # the thread has ended
-                    pass
-        yield batch
 
 
 def _why_unreadable(path):
@@ -409,8 +375,7 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
         pipeline = _pipeline(manifest.paths, [(starts[i], min(starts[i] + chunk, n)) for i in todo],
                              size, key_parts["resize"], views, seed)
 
-        gpu = bool(tf.config.list_physical_devices("GPU"))
-        it = _behind_compute(pipeline, lower_priority=not gpu)
+        it = iter(pipeline)
         pending = list(todo)
         buf_rows, buf_feats, buf_views = [], [], []
         t0 = time.perf_counter()

@@ -224,37 +224,3 @@ def test_cli_extract_prints_path_and_says_when_up_to_date(class_dir, pool_module
     second = runner.invoke(cli, args, catch_exceptions=False)
     assert second.exit_code == 0 and "up to date" in second.stderr
     assert second.stdout.strip().splitlines()[-1] == str(path)
-
-
-def _nice(tid):
-    try:
-        return os.getpriority(os.PRIO_PROCESS, tid)
-    except OSError:  # the thread has ended
-        return None
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread priorities are read from Linux /proc")
-@pytest.mark.parametrize("lower", [True, False])
-def test_input_pipeline_threads_yield_the_cpu_but_the_network_keeps_it(ham10000, pool_module, lower):
-    import tensorflow as tf
-
-    from skinfeat.backbones import resolve_module
-    from skinfeat.extract import _behind_compute, _pipeline, _thread_ids
-
-    fn = resolve_module(pool_module).load()
-    fn(tf.zeros([2, 224, 224, 3]))
-    before = {tid: _nice(tid) for tid in _thread_ids()}
-    paths = load_dataset(data=ham10000).paths[:96]
-    batches = 0
-    for rows, images, _ in _behind_compute(_pipeline(paths, [(0, 96)], (224, 224), "pad", 0, 0), lower):
-        fn(images).numpy()
-        batches += 1
-        now = {tid: _nice(tid) for tid in _thread_ids()}
-        # The main thread and the network's thread pools keep their priority...
-        assert {t: n for t, n in now.items() if t in before and n is not None} == \
-            {t: before[t] for t, n in now.items() if t in before and n is not None}
-        # ...and the threads the pipeline started run at nice 19, only when asked.
-        started = [n for t, n in now.items() if t not in before and n is not None]
-        assert started, "the pipeline started no threads of its own"
-        assert (19 in started) == lower
-    assert batches == 3 and os.getpriority(os.PRIO_PROCESS, 0) == before[os.getpid()]
