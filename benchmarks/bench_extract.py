@@ -43,10 +43,6 @@ def forward_only(fn, images, seconds=20.0):
     return n / (time.perf_counter() - start)
 
 
-def forward_single(fn, images, seconds=5.0):
-    return forward_only(fn, images[:1], seconds)
-
-
 def naive(fn, paths, size):
     import numpy as np
     import tensorflow as tf
@@ -118,7 +114,7 @@ def main():
             pipe = pipeline(manifest, mod, Path(tmp) / f"f{r}.h5")
             fwd = (before + forward_only(fn, images, seconds=10)) / 2
             nai = naive(fn, manifest.paths[: args.naive_n], size)
-            one = forward_single(fn, images)
+            one = forward_only(fn, images[:1], seconds=5)
             rows.append((fwd, pipe, nai, one))
             print(f"round {r + 1}: forward {fwd:6.1f}  pipeline {pipe:6.1f}  naive {nai:6.1f}  forward1 {one:6.1f}"
                   f" images/s  -> pipeline/forward {pipe / fwd:.2f}, pipeline/naive {pipe / nai:.2f},"

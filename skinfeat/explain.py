@@ -142,11 +142,10 @@ def head_gradient(head, features, target, step=1e-4):
 def input_gradient(backbone, head, images, target):
     """d log P(target) / d pixels [n, H, W, 3] of ``images`` [n, H, W, 3]: TensorFlow's
     vector-Jacobian product of the ``backbone`` function with the head's gradient."""
-    from skinfeat.runtime import tensorflow
-    tf = tensorflow()
-
     from skinfeat.predict import one_blas_thread
+    from skinfeat.runtime import tensorflow
 
+    tf = tensorflow()
     x = tf.constant(np.asarray(images, np.float32))
     with tf.GradientTape() as tape:
         tape.watch(x)

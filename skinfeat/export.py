@@ -122,11 +122,10 @@ def convert(module, fingerprint, input_size, out):
             f"features of fingerprint {fingerprint[:12]}: the backbone changed since, so its features no "
             "longer fit the head; re-extract features and re-fit, or pass --module with the original backbone")
     import numpy as np
-    from skinfeat.runtime import tensorflow
-    tf = tensorflow()
-
     from skinfeat.predict import TFLiteBackbone
+    from skinfeat.runtime import tensorflow
 
+    tf = tensorflow()
     size = tuple(input_size or mod.input_size or (224, 224))
     fn = mod.load()
     spec = tf.TensorSpec([None, size[0], size[1], 3], tf.float32, name="images")

@@ -347,9 +347,11 @@ def _reusable(out, key):
 
 
 def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk):
-    from skinfeat.runtime import tensorflow
-    tf = tensorflow()
     from tqdm import tqdm
+
+    from skinfeat.runtime import tensorflow
+
+    tf = tensorflow()
 
     parts_dir = out.with_name(out.name + ".parts")
     stamp = parts_dir / "key.txt"

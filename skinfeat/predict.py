@@ -17,7 +17,6 @@ TensorFlow, for extraction's own augmentation (``skinfeat.extract._augment``).
 import json
 import os
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,29 +26,13 @@ import numpy as np
 from skinfeat.classes import CLASSES, FULL_NAMES
 from skinfeat.errors import DataError, ModelError
 from skinfeat.images import IMAGE_EXTENSIONS, decode, is_image_name, resize
+from skinfeat.runtime import stderr_without
 
 TFLITE = "backbone.tflite"  # skinfeat.export.TFLITE
 DEFAULT_TOP_K = 3
 DEFAULT_TTA_VIEWS = 8
 TTA_SEED = 0
 BATCH_SIZE = 16
-
-
-@contextmanager
-def _quiet_stderr():
-    """Silence the C++ runtime's "INFO: Created TensorFlow Lite XNNPACK delegate" line."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 @lru_cache(maxsize=None)
@@ -72,7 +55,8 @@ class TFLiteBackbone:
     def __init__(self, path, threads=None):
         from ai_edge_litert.interpreter import Interpreter
 
-        with _quiet_stderr():
+        # Drops the C++ runtime's "INFO: Created TensorFlow Lite XNNPACK delegate" line.
+        with stderr_without(lambda line: True):
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
             self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
@@ -208,11 +192,10 @@ def load_predictor(directory, verify_hash=True):
 def augmented_views(image, n_views, size, policy, seed=TTA_SEED):
     """``n_views`` views [V, H, W, 3] of a decoded image, by ``skinfeat.extract._augment``
     with seeds (seed, 0..V-1), resized as extraction does. Imports TensorFlow."""
-    from skinfeat.runtime import tensorflow
-    tf = tensorflow()
-
     from skinfeat.extract import _augment, _resize
+    from skinfeat.runtime import tensorflow
 
+    tf = tensorflow()
     x = tf.constant(image)
     return np.stack([_resize(_augment(x, tf.constant([seed, v], tf.int64)), size, policy).numpy()
                      for v in range(n_views)])

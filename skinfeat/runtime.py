@@ -24,7 +24,7 @@ def _is_startup_noise(line):
 
 
 @contextmanager
-def _stderr_without(drop):
+def stderr_without(drop):
     """Capture file descriptor 2 (C++ writes too) and replay the lines ``drop`` rejects."""
     sys.stderr.flush()
     try:
@@ -61,7 +61,7 @@ def tensorflow():
         import tensorflow as tf
 
         return tf
-    with _stderr_without(_is_startup_noise):
+    with stderr_without(_is_startup_noise):
         import tensorflow as tf
     return tf
 

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from skinfeat.runtime import _is_startup_noise, _stderr_without
+from skinfeat.runtime import _is_startup_noise, stderr_without
 
 SCRIPT = """
 import sys
@@ -31,7 +31,7 @@ def test_tensorflow_import_is_quiet_unless_info_logs_are_asked_for():
 
 
 def test_only_startup_noise_is_dropped_from_captured_stderr(capfd):
-    with _stderr_without(_is_startup_noise):
+    with stderr_without(_is_startup_noise):
         os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\n")
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
         os.write(2, b"E0000 something real went wrong\n")

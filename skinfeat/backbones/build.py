@@ -61,11 +61,10 @@ def build_builtin(entry, force=False):
 
 def convert(entry, directory):
     """Write ``entry`` as a SavedModel into ``directory``; return its descriptor."""
-    from skinfeat.runtime import tensorflow
-    tf = tensorflow()
-
     from skinfeat.backbones.layers import export_saved_model
+    from skinfeat.runtime import tensorflow
 
+    tf = tensorflow()
     converter = importlib.import_module(f"skinfeat.backbones.{entry.builder}")
     net = converter.build(entry.weights_path())
     height, width = entry.input_size

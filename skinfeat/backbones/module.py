@@ -58,10 +58,9 @@ def _single_output(outputs):
 def inspect_saved_model(path, where):
     """Load the SavedModel at ``path`` and return its ``FeatureFunction``; a
     ModuleError that says what is wrong when it is not an image feature vector."""
-    from skinfeat.runtime import tensorflow
-    tf = tensorflow()
-    from skinfeat.runtime import tensorflow_hub
-    hub = tensorflow_hub()
+    from skinfeat.runtime import tensorflow, tensorflow_hub
+
+    tf, hub = tensorflow(), tensorflow_hub()
 
     try:
         obj = hub.load(str(path))
