@@ -12,7 +12,7 @@ from skinfeat.errors import ModuleError
 
 CATALOG_FILE = "backbones.toml"
 _FIELDS = {"builder", "weights", "handle", "source", "input_size", "value_range",
-           "preprocessing", "feature_dim", "pretraining", "license"}
+           "preprocessing", "feature_dim", "pretraining", "license", "pooling"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Entry:
     builder: str | None = None   # built-in: converted offline by skinfeat.backbones.<builder>
     weights: str | None = None   # built-in: "<package>:<file inside it>"
     handle: str | None = None    # or a TF-Hub / Kaggle handle
+    pooling: str | None = None   # built-in: which layers the feature vector pools (builder's choice)
 
     @property
     def builtin(self):
@@ -51,7 +52,7 @@ class Entry:
                 "input_size": list(self.input_size) if self.input_size else None,
                 "value_range": list(self.value_range), "feature_dim": self.feature_dim,
                 "preprocessing": self.preprocessing, "pretraining": self.pretraining,
-                "license": self.license}
+                "license": self.license, **({"pooling": self.pooling} if self.pooling else {})}
 
 
 @dataclass(frozen=True)

