@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from skinfeat.commands.data import dataset_options, load_manifest
-from skinfeat.extract import DEFAULT_RESIZE, DTYPES, ON_ERROR, RESIZE_POLICIES
+from skinfeat.extract import AUGMENTS, DEFAULT_AUGMENT, DEFAULT_RESIZE, DTYPES, ON_ERROR, RESIZE_POLICIES
 
 
 @click.command()
@@ -21,6 +21,10 @@ from skinfeat.extract import DEFAULT_RESIZE, DTYPES, ON_ERROR, RESIZE_POLICIES
 @click.option("--views", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also store N augmented views per image (rotation, flip, zoom, shift, colour "
                    "jitter) for training heads with augmentation and test-time averaging.")
+@click.option("--augment", type=click.Choice(AUGMENTS), default=DEFAULT_AUGMENT, show_default=True,
+              help="How the views are made: robust (random crops zoomed 1-3x, letterbox and "
+                   "dermatoscope-circle framings, any rotation, flips, colour, blur and "
+                   "resolution jitter) or mild (rotation, flip, 0.9-1.1x zoom, light colour jitter).")
 @click.option("--seed", "augment_seed", type=int, default=0, show_default=True,
               help="Seed of the augmented views.")
 @click.option("--size", "image_size", type=(int, int), default=None, metavar="H W",
@@ -30,7 +34,7 @@ from skinfeat.extract import DEFAULT_RESIZE, DTYPES, ON_ERROR, RESIZE_POLICIES
 @click.option("--on-error", type=click.Choice(ON_ERROR), default="skip", show_default=True,
               help="An unreadable image: skip it (recorded in the file) or stop.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def extract(data, images, labels, module, out, resize, views, augment_seed, image_size, dtype,
+def extract(data, images, labels, module, out, resize, views, augment, augment_seed, image_size, dtype,
             on_error, progress):
     """Extract bottleneck features of every image ONCE and cache them in HDF5.
 
@@ -43,7 +47,7 @@ def extract(data, images, labels, module, out, resize, views, augment_seed, imag
 
     manifest = load_manifest(data, images, labels)
     name = Path(data or images).resolve().name
-    result = extract_features(manifest, module, out=out, resize=resize, views=views,
+    result = extract_features(manifest, module, out=out, resize=resize, views=views, augment=augment,
                               augment_seed=augment_seed, image_size=image_size, dtype=dtype,
                               on_error=on_error, dataset_name=name, progress=progress)
     if result.reused:

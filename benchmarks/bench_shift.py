@@ -1,0 +1,179 @@
+"""Which training recipe holds up under framing, zoom and colour shifts?
+
+For each recipe (backbone pooling, resize policy, augmented views, head and its
+settings, decision adjustment, test-time augmentation) it trains on folds 1-4
+of ``make_folds(k=5, seed=0)`` of HAM10000 and scores fold 0 clean and under
+every shift of ``skinfeat.shifts.STANDARD``, the images going through the
+TFLite backbone exactly as ``skinfeat evaluate`` sends them. Prints one row
+per recipe: clean BMCA / accuracy, each shift's, and the worst shift's.
+
+    python benchmarks/bench_shift.py                       # every recipe
+    python benchmarks/bench_shift.py --recipe robust --recipe baseline
+
+Training features come from ``skinfeat extract`` (cached in features/);
+fold-0 features of every shift are cached in features/shifted/ by backbone,
+resize policy, shift and TTA set, so a second run only refits the heads.
+Targets (issue 18): worst-shift BMCA >= 0.64 and accuracy >= 0.62, clean fold-0
+BMCA >= 0.70.
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from skinfeat.classes import CLASSES  # noqa: E402
+from skinfeat.data import load_dataset, make_folds  # noqa: E402
+from skinfeat.evaluate import decide, training_rows  # noqa: E402
+from skinfeat.external import image_features, tta_views  # noqa: E402
+from skinfeat.features import read_features  # noqa: E402
+from skinfeat.heads import make_head  # noqa: E402
+from skinfeat.metrics import classification_metrics  # noqa: E402
+from skinfeat.shifts import STANDARD, parse_shifts  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "ham10000"
+FINAL = 1280  # the first 1280 features of efficientnet-lite0-stages are efficientnet-lite0's
+
+# name: extraction (module, resize, views, augment), columns, head params, views used, TTA set
+RECIPES = {
+    "baseline": dict(module="efficientnet-lite0", resize="pad", views=0, augment=None, columns=None,
+                     head="logreg", params={}, tta="none"),
+    "crop": dict(module="efficientnet-lite0-stages", resize="crop", views=4, augment="robust",
+                 columns=FINAL, use_views=0, head="logreg", params={}, tta="none"),
+    "robust-final": dict(module="efficientnet-lite0-stages", resize="crop", views=4, augment="robust",
+                         columns=FINAL, head="logreg", params={}, tta="none"),
+    "robust": dict(module="efficientnet-lite0-stages", resize="crop", views=4, augment="robust",
+                   columns=None, head="logreg", params={}, tta="none"),
+    "robust-flips": dict(module="efficientnet-lite0-stages", resize="crop", views=4, augment="robust",
+                         columns=None, head="logreg", params={}, tta="flips"),
+    "robust-multiscale": dict(module="efficientnet-lite0-stages", resize="crop", views=4, augment="robust",
+                              columns=None, head="logreg", params={}, tta="multiscale"),
+}
+
+
+def train_features(manifest, recipe, progress=True):
+    from skinfeat.extract import extract_features
+
+    kwargs = dict(resize=recipe["resize"], views=recipe["views"], dataset_name="ham10000", progress=progress)
+    if recipe["augment"]:
+        kwargs["augment"] = recipe["augment"]
+    return extract_features(manifest, recipe["module"], **kwargs).path
+
+
+def exported_backbone(module, cache):
+    """The module as TFLite (``skinfeat.export``), built once into ``cache``."""
+    from skinfeat.backbones import resolve_module
+    from skinfeat.export import export_backbone
+    from skinfeat.predict import TFLiteBackbone
+
+    mod = resolve_module(module)
+    path = cache / f"{module}__{mod.fingerprint[:12]}.tflite"
+    if not path.exists():
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            export_backbone(tmp, {"module": module, "module_fingerprint": mod.fingerprint,
+                                  "input_size": list(mod.input_size)})
+            (Path(tmp) / "backbone.tflite").replace(path)
+    return TFLiteBackbone(path), mod.fingerprint
+
+
+def shifted_features(manifest, rows, recipe, shift, cache, log):
+    """Fold-0 features [n, 1 + TTA, D] under ``shift`` (None: clean), cached."""
+    backbone, fingerprint = exported_backbone(recipe["module"], cache)
+    ids = hashlib.sha256("\n".join(np.asarray(manifest.image_ids)[rows]).encode()).hexdigest()[:12]
+    name = shift.name.replace(":", "") if shift else "clean"
+    path = cache / f"{recipe['module']}__{fingerprint[:8]}__{recipe['resize']}__{recipe['tta']}__{name}__{ids}.npy"
+    if path.exists():
+        return np.load(path)
+    start = time.perf_counter()
+    paths = [manifest.paths[i] for i in rows]
+    feats = image_features(backbone, paths, recipe["resize"], shift, tta_views(recipe["tta"]))
+    np.save(path, feats)
+    log(f"  features of {len(rows)} fold-0 images, {name}, TTA {recipe['tta']}: "
+        f"{time.perf_counter() - start:.0f} s")
+    return feats
+
+
+def score(head, feats, y, columns):
+    """BMCA and accuracy of ``head`` on features [n, V, D] (mean probabilities over V)."""
+    proba = np.zeros((len(feats), len(CLASSES)))
+    for v in range(feats.shape[1]):
+        x = feats[:, v, :columns] if columns else feats[:, v]
+        proba[:, np.asarray(head.classes_, dtype=int)] += head.predict_proba(x)
+    proba /= feats.shape[1]
+    m = classification_metrics(y, proba, decide(head, proba))
+    return m["bmca"], m["accuracy"]
+
+
+def run_recipe(name, recipe, manifest, fold, shifts, cache, log):
+    fs = read_features(train_features(manifest, recipe), with_views=bool(recipe["views"]))
+    index = {i: r for r, i in enumerate(fs.image_ids)}
+    train = np.flatnonzero(fold != 0)
+    test = np.flatnonzero(fold == 0)
+    use_views = recipe.get("use_views", recipe["views"])
+    rows = np.array([index[manifest.image_ids[i]] for i in train])
+    if use_views and use_views < recipe["views"]:
+        fs.views = fs.views[:, :use_views]
+    X, y, groups = training_rows(fs, rows, bool(use_views))
+    if recipe["columns"]:
+        X = X[:, :recipe["columns"]]
+    start = time.perf_counter()
+    head = make_head(recipe["head"], **recipe["params"]).fit(X, y, groups=groups)
+    fit_seconds = time.perf_counter() - start
+    y_test = np.asarray(manifest.labels)[test].astype(int)
+    results = {"clean": score(head, shifted_features(manifest, test, recipe, None, cache, log),
+                              y_test, recipe["columns"])}
+    for shift in shifts:
+        results[shift.name] = score(head, shifted_features(manifest, test, recipe, shift, cache, log),
+                                    y_test, recipe["columns"])
+    worst_bmca = min(v[0] for k, v in results.items() if k != "clean")
+    worst_acc = min(v[1] for k, v in results.items() if k != "clean")
+    return {"recipe": name, "train_rows": len(X), "dim": X.shape[1], "fit_seconds": fit_seconds,
+            "results": results, "worst": (worst_bmca, worst_acc)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", action="append", choices=sorted(RECIPES), help="recipes to run (default all)")
+    parser.add_argument("--shift", action="append", help="shifts (default: the standard set)")
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    manifest = load_dataset(data=args.data)
+    fold = np.asarray(make_folds(manifest, k=5, seed=0))
+    shifts = parse_shifts(args.shift or list(STANDARD))
+    cache = ROOT / "features" / "shifted"
+    cache.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.recipe or list(RECIPES):
+        log(f"recipe {name}: {json.dumps(RECIPES[name])}")
+        rows.append(run_recipe(name, RECIPES[name], manifest, fold, shifts, cache, log))
+        r = rows[-1]
+        log(f"  {name}: clean {r['results']['clean'][0]:.3f}/{r['results']['clean'][1]:.3f}  "
+            f"worst {r['worst'][0]:.3f}/{r['worst'][1]:.3f}  (fit {r['fit_seconds']:.0f} s)")
+    names = ["clean"] + [s.name for s in shifts]
+    print("BMCA / accuracy on fold 0 (trained on folds 1-4), worst over the shifts")
+    print(f"{'recipe':<18} " + " ".join(f"{n:>13}" for n in names + ["WORST"]))
+    for r in rows:
+        cells = [f"{r['results'][n][0]:.3f}/{r['results'][n][1]:.3f}" for n in names]
+        cells.append(f"{r['worst'][0]:.3f}/{r['worst'][1]:.3f}")
+        print(f"{r['recipe']:<18} " + " ".join(f"{c:>13}" for c in cells))
+    print("targets: worst >= 0.640/0.620, clean BMCA >= 0.700")
+    for r in rows:
+        print(f"{r['recipe']}: worst BMCA {r['worst'][0]:.3f} ({r['worst'][0] / 0.64:.2f} of target), "
+              f"worst accuracy {r['worst'][1]:.3f} ({r['worst'][1] / 0.62:.2f}), "
+              f"clean BMCA {r['results']['clean'][0]:.3f} ({r['results']['clean'][0] / 0.70:.2f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
