@@ -35,7 +35,8 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     top class is the model's decision, the one balanced accuracy scores; --format
     json also lists them as trained. Only the model directory is needed.
     """
-    from skinfeat.predict import load_predictor, predict_paths, write_atomically, write_predictions
+    from skinfeat.atomic import write_atomically
+    from skinfeat.predict import load_predictor, predict_paths, write_predictions
 
     model = load_predictor(model_dir)
     skips = _Skips()
@@ -98,7 +99,7 @@ def export(model_dir, module):
     use this for a model saved without it. The TFLite copy is checked against
     the backbone on probe images. Prediction then needs only the directory.
     """
-    from skinfeat.export import export_model
+    from skinfeat.model.export import export_model
 
     info = export_model(model_dir, module)
     click.echo(f"exported {info['module']} into {Path(model_dir) / info['file']} "
