@@ -38,10 +38,10 @@ class _Discard(Exception):
     pass
 
 
-def write_atomically(path, write, keep=bool, binary=False):
+def write_atomically(path, write, keep=None, binary=False):
     """Call ``write(file)`` on a temporary file beside ``path`` (text, UTF-8, no
-    newline translation; bytes with ``binary``) and rename it into place when
-    ``keep(result)``; returns ``write``'s result."""
+    newline translation; bytes with ``binary``) and rename it into place, unless
+    ``keep`` is given and ``keep(result)`` is false; returns ``write``'s result."""
     result = None
     try:
         with atomic_path(path) as tmp:
@@ -49,7 +49,7 @@ def write_atomically(path, write, keep=bool, binary=False):
                 result = write(f)
                 f.flush()
                 os.fsync(f.fileno())
-            if not keep(result):
+            if keep is not None and not keep(result):
                 raise _Discard
     except _Discard:
         pass

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat.classes import CLASSES, FULL_NAMES, class_index
-from skinfeat.errors import ModelError, UsageError
+from skinfeat.errors import UsageError
 
 METHODS = ("occlusion", "gradient")
 DEFAULT_GRID = 16

@@ -20,8 +20,10 @@ import numpy as np
 from skinfeat.classes import CLASSES
 from skinfeat.errors import DataError
 from skinfeat.images import IMAGE_EXTENSIONS, decode, walk_images
-from skinfeat.model.predictor import DEFAULT_TOP_K, Prediction, Predictor, load_predictor  # noqa: F401 (the API)
+from skinfeat.model.predictor import DEFAULT_TOP_K, Prediction, Predictor, load_predictor
 
+__all__ = ["FORMATS", "Prediction", "Predictor", "isic_row", "iter_image_paths", "load_predictor",
+           "predict_paths", "write_predictions"]
 BATCH_SIZE = 16
 
 

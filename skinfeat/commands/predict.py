@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-FORMATS = ("table", "json", "csv", "isic")  # skinfeat.predict.FORMATS
+from skinfeat.predict import FORMATS  # light to import (no TensorFlow, scikit-learn, LiteRT)
 
 
 @click.command()
@@ -44,7 +44,7 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     if out is None:
         count = write_predictions(predictions, sys.stdout, fmt, top_k)
     else:
-        count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k))
+        count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k), keep=bool)
     skips.finish(count)
     if out is not None:
         click.echo(f"wrote {out}: {count} images" + (f", {len(skips.done)} skipped" if skips.done else ""), err=True)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from skinfeat.atomic import write_atomically
 from skinfeat.errors import ModelError
-from skinfeat.heads.inference import LIGHTGBM_MODEL  # noqa: F401 (a file of the format, named by the head)
 
 FORMAT = "skinfeat-model"
 FORMAT_VERSION = 1
