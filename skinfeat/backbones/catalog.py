@@ -12,7 +12,7 @@ from skinfeat.errors import ModuleError
 
 CATALOG_FILE = "backbones.toml"
 _FIELDS = {"builder", "weights", "handle", "source", "input_size", "value_range",
-           "preprocessing", "feature_dim", "pretraining", "license", "install"}
+           "preprocessing", "feature_dim", "pretraining", "license"}
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,6 @@ class Entry:
     builder: str | None = None   # built-in: converted offline by skinfeat.backbones.<builder>
     weights: str | None = None   # built-in: "<package>:<file inside it>"
     handle: str | None = None    # or a TF-Hub / Kaggle handle
-    install: str | None = None   # built-in: the command that installs the weights' package
 
     @property
     def builtin(self):
@@ -41,8 +40,7 @@ class Entry:
         if spec is None or not spec.submodule_search_locations:
             raise ModuleError(
                 f"backbone {self.name!r} needs the Python package {package!r} ({self.source}); "
-                f"install it{f' with `{self.install}`' if self.install else ''} (scripts/bootstrap.sh does) "
-                "and retry")
+                "install it (scripts/bootstrap.sh does) and retry")
         path = Path(list(spec.submodule_search_locations)[0]) / relative
         if not path.is_file():
             raise ModuleError(f"backbone {self.name!r}: weights file {path} is missing; reinstall {package!r}")
@@ -108,5 +106,5 @@ def _load(path):
 
 
 def load_catalog():
-    """The catalog in ``$SKINFEAT_CONFIGS/backbones.toml`` (default: ``configs/`` inside the installed package)."""
+    """The catalog in ``$SKINFEAT_CONFIGS/backbones.toml`` (default: ``skinfeat/configs/``, installed with the package)."""
     return _load(str(paths.CONFIGS_DIR / CATALOG_FILE))
