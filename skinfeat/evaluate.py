@@ -20,7 +20,7 @@ import numpy as np
 from skinfeat.classes import CLASSES
 from skinfeat.errors import DataError, UsageError
 from skinfeat.heads import make_head
-from skinfeat.heads.inference import class_offsets, decide, mean_over_views
+from skinfeat.heads import inference
 from skinfeat.metrics import classification_metrics, prior_baseline, summarize_folds
 
 DEFAULT_K = 5
@@ -120,6 +120,12 @@ def training_rows(fs, rows, use_views):
     return X, np.tile(fs.labels[rows].astype(int), repeat), np.tile(fs.lesion_ids[rows], repeat)
 
 
+def decide(head, proba):
+    """The fitted ``head``'s decisions (CLASSES indices) for probabilities in CLASSES
+    order: argmax of the log-probabilities plus its prior-adjustment offsets."""
+    return inference.decide(proba, inference.class_offsets(head.classes_, head.class_offsets_))
+
+
 @dataclass
 class CVResult:
     fold_metrics: list
@@ -143,11 +149,11 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
         head = make_head(head_name, **(params or {})).fit(X, y, groups=groups)
         result.fit_seconds.append(time.perf_counter() - start)
         start = time.perf_counter()
-        oof[test] = mean_over_views(head.predict_proba, head.classes_, fs.features[test],
-                                    fs.views[test] if use_views else None)
+        oof[test] = inference.mean_over_views(head.predict_proba, head.classes_, fs.features[test],
+                                              fs.views[test] if use_views else None)
         result.predict_seconds.append(time.perf_counter() - start)
         y_test = fs.labels[test].astype(int)
-        result.oof_pred[test] = decide(oof[test], class_offsets(head.classes_, head.class_offsets_))
+        result.oof_pred[test] = decide(head, oof[test])
         result.fold_metrics.append(classification_metrics(y_test, oof[test], result.oof_pred[test]))
         result.baseline_metrics.append(prior_baseline(fs.labels[train], y_test))
         if log:

@@ -21,9 +21,10 @@ from skinfeat.classes import CLASSES
 from skinfeat.errors import DataError
 from skinfeat.images import IMAGE_EXTENSIONS, decode, walk_images
 from skinfeat.model.predictor import DEFAULT_TOP_K, Prediction, Predictor, load_predictor
+from skinfeat.model.tflite import TFLiteBackbone
 
-__all__ = ["FORMATS", "Prediction", "Predictor", "isic_row", "iter_image_paths", "load_predictor",
-           "predict_paths", "write_predictions"]
+__all__ = ["FORMATS", "Prediction", "Predictor", "TFLiteBackbone", "isic_row", "iter_image_paths",
+           "load_predictor", "predict_paths", "write_predictions"]
 BATCH_SIZE = 16
 
 

@@ -42,7 +42,6 @@ def export_backbone(directory, backbone, module=None, model=None):
     if not spec:
         raise ModelError("the model does not record which backbone produced its features; re-fit it "
                          "with `skinfeat fit --out` on features from `skinfeat extract`")
-    resize = resize_policy(model or directory, backbone)
     out = Path(directory) / TFLITE
     args = {"module": spec, "fingerprint": backbone.get("module_fingerprint"),
             "input_size": backbone.get("input_size"), "out": str(out), "model": str(model or directory)}
@@ -51,7 +50,7 @@ def export_backbone(directory, backbone, module=None, model=None):
     except ModelError:
         out.unlink(missing_ok=True)
         raise
-    info.update(file=TFLITE, sha256=sha256_file(out), resize=resize, module=backbone.get("module"))
+    info.update(file=TFLITE, sha256=sha256_file(out), module=backbone.get("module"))
     return info
 
 
@@ -66,7 +65,9 @@ def export_model(directory, module=None, skip_unavailable=False):
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".export."))
     try:
         try:
-            info = export_backbone(tmp, manifest.get("backbone", {}), module, model=directory)
+            backbone = manifest.get("backbone", {})
+            resize = resize_policy(directory, backbone)  # prediction resizes images as extraction did
+            info = dict(export_backbone(tmp, backbone, module, model=directory), resize=resize)
         except SkinfeatError as exc:
             if not skip_unavailable:
                 raise
