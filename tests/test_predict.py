@@ -301,3 +301,15 @@ def test_lightgbm_text_model_with_missing_values(tmp_path):
         booster.save_model(str(tmp_path / "m.txt"))
         np.testing.assert_allclose(LightGBMText(tmp_path / "m.txt").raw_score(X),
                                    booster.predict(X, raw_score=True), rtol=0, atol=1e-12)
+
+
+def test_model_that_does_not_record_its_resize_policy_is_refused(pool, tmp_path):
+    model = _copy_model(pool, tmp_path)
+    manifest = json.loads((model / "model.json").read_text())
+    del manifest["export"]["resize"]
+    (model / "model.json").write_text(json.dumps(manifest))
+    line = error_line(run("predict", "--model", model, _paths(pool)[0]))
+    assert f"model {model} does not record the resize policy its features were extracted with" in line
+    manifest["backbone"]["resize"] = None
+    (model / "model.json").write_text(json.dumps(manifest))
+    assert "does not record the resize policy" in error_line(run("export", "--model", model))
