@@ -25,13 +25,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic fixture
 
 TIME_TARGETS = {"logreg": 60.0, "softmax": 60.0, "lightgbm": 180.0}
 BMCA_TARGET, TOP3_TARGET = 0.55, 0.93
 
 
 def synthetic_file(directory, views):
-    from skinfeat.heads.synthetic import write_synthetic
+    from synthetic import write_synthetic
 
     path = Path(directory) / "synthetic_10015x1280.h5"
     start = time.perf_counter()

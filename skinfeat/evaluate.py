@@ -20,6 +20,7 @@ import numpy as np
 from skinfeat.classes import CLASSES
 from skinfeat.errors import DataError, UsageError
 from skinfeat.heads import make_head
+from skinfeat.heads import inference
 from skinfeat.metrics import classification_metrics, prior_baseline, summarize_folds
 
 DEFAULT_K = 5
@@ -119,28 +120,10 @@ def training_rows(fs, rows, use_views):
     return X, np.tile(fs.labels[rows].astype(int), repeat), np.tile(fs.lesion_ids[rows], repeat)
 
 
-def predict_tta(head, features, views=None):
-    """Probabilities [n, len(CLASSES)] in CLASSES order: the mean over the clean view
-    and every augmented view in ``views`` [n, V, d] (None: clean view only)."""
-    arrays = [features] + ([] if views is None else [views[:, v] for v in range(views.shape[1])])
-    proba = np.zeros((len(features), len(CLASSES)))
-    for x in arrays:
-        proba[:, np.asarray(head.classes_, dtype=int)] += head.predict_proba(x)
-    return proba / len(arrays)
-
-
-def class_offsets(head):
-    """The head's decision offsets in CLASSES order (0 for classes it never saw)."""
-    offsets = np.zeros(len(CLASSES))
-    offsets[np.asarray(head.classes_, dtype=int)] = head.class_offsets_
-    return offsets
-
-
 def decide(head, proba):
-    """The head's decisions (CLASSES indices) for probabilities in CLASSES order:
-    argmax of the log-probabilities plus its prior-adjustment offsets."""
-    with np.errstate(divide="ignore"):
-        return np.argmax(np.log(proba) + class_offsets(head), axis=1)
+    """The fitted ``head``'s decisions (CLASSES indices) for probabilities in CLASSES
+    order: argmax of the log-probabilities plus its prior-adjustment offsets."""
+    return inference.decide(proba, inference.class_offsets(head.classes_, head.class_offsets_))
 
 
 @dataclass
@@ -166,7 +149,8 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
         head = make_head(head_name, **(params or {})).fit(X, y, groups=groups)
         result.fit_seconds.append(time.perf_counter() - start)
         start = time.perf_counter()
-        oof[test] = predict_tta(head, fs.features[test], fs.views[test] if use_views else None)
+        oof[test] = inference.mean_over_views(head.predict_proba, head.classes_, fs.features[test],
+                                              fs.views[test] if use_views else None)
         result.predict_seconds.append(time.perf_counter() - start)
         y_test = fs.labels[test].astype(int)
         result.oof_pred[test] = decide(head, oof[test])
@@ -203,13 +187,15 @@ def _settings_label(cls, params):
 
 def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=True, out=None,
             log=None, runs=None):
-    """Cross-validate ``head`` on the features file ``features``, write the run record
-    (returned, with its path under ``record_path``) and, with ``out``, save the head
-    fitted on every CV row as a model directory."""
+    """Cross-validate ``head`` on the features file ``features``; with ``out``, fit the
+    head on every CV row, save it as a model directory and export its backbone into
+    it (recorded as skipped when the backbone is not available here); then write the
+    run record (returned, with its path under ``record_path``)."""
     from skinfeat import __version__
     from skinfeat.features import read_features
     from skinfeat.heads import head_class
-    from skinfeat.model_io import save_model
+    from skinfeat.model.export import export_model
+    from skinfeat.model.store import save_model
     from skinfeat.records import new_run_id, settings_hash, write_record
 
     if folds_path is not None and cv is not None:
@@ -259,6 +245,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                     "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"],
                     "run_id": record["run_id"]}
         record["model_dir"] = str(save_model(out, final, cls.name, attrs, training))
+        export_model(out, skip_unavailable=True)
     record["predictions_file"] = write_oof(record, fs, folds, result, runs)
     record["record_path"] = str(write_record(record, runs))
     return record
@@ -271,16 +258,14 @@ def write_oof(record, fs, folds, result, runs=None):
     plots. Returns the file name."""
     from pathlib import Path
 
+    from skinfeat.atomic import atomic_path
     from skinfeat.paths import runs_dir
 
     name = f"{record['run_id']}.oof.npz"
-    directory = Path(runs or runs_dir())
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{name}.tmp.npz"
-    np.savez_compressed(tmp, image_id=np.asarray(fs.image_ids, dtype=str), label=fs.labels,
-                        fold=folds.fold, proba=result.oof_proba.astype(np.float32),
-                        pred=result.oof_pred)
-    tmp.replace(directory / name)
+    with atomic_path(Path(runs or runs_dir()) / name, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, image_id=np.asarray(fs.image_ids, dtype=str), label=fs.labels,
+                            fold=folds.fold, proba=result.oof_proba.astype(np.float32),
+                            pred=result.oof_pred)
     return name
 
 

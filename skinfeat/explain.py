@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat.classes import CLASSES, FULL_NAMES, class_index
-from skinfeat.errors import ModelError, UsageError
+from skinfeat.errors import UsageError
 
 METHODS = ("occlusion", "gradient")
 DEFAULT_GRID = 16
@@ -54,7 +54,7 @@ def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT
     """Saliency of ``image_path`` for model ``model_dir``: for class ``target`` (a code
     such as ``MEL``; default the model's decision). The maps follow the class's
     probability as trained. Draws the figure and, with ``out``, writes it as PNG."""
-    from skinfeat.predict import load_predictor
+    from skinfeat.model.predictor import load_predictor
 
     if method not in METHODS:
         raise UsageError(f"--method {method!r} is unknown; expected one of {', '.join(METHODS)}")
@@ -142,7 +142,7 @@ def head_gradient(head, features, target, step=1e-4):
 def input_gradient(backbone, head, images, target):
     """d log P(target) / d pixels [n, H, W, 3] of ``images`` [n, H, W, 3]: TensorFlow's
     vector-Jacobian product of the ``backbone`` function with the head's gradient."""
-    from skinfeat.predict import one_blas_thread
+    from skinfeat.model.predictor import one_blas_thread
     from skinfeat.runtime import tensorflow
 
     tf = tensorflow()
@@ -174,15 +174,13 @@ def gradient_map(model, image, target, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHG
 def savedmodel_backbone(model):
     """The backbone's SavedModel function, refused if its fingerprint changed since fitting."""
     from skinfeat.backbones import resolve_module
+    from skinfeat.model.format import check_fingerprint
 
-    backbone = model.manifest.get("backbone") or {}
-    mod = resolve_module(backbone.get("module"))
-    if mod.fingerprint != backbone.get("module_fingerprint"):
-        raise ModelError(
-            f"backbone {backbone.get('module')} has fingerprint {mod.fingerprint[:12]} now, but model "
-            f"{model.directory} was fitted on features of fingerprint {str(backbone.get('module_fingerprint'))[:12]}: "
-            "the backbone changed since the model was fitted; use --method occlusion (it runs the model's "
-            "own backbone.tflite), or re-extract features and re-fit")
+    module = (model.manifest.get("backbone") or {}).get("module")
+    mod = resolve_module(module)
+    check_fingerprint(model.directory, model.manifest, mod.fingerprint, f"backbone {module}",
+                      "use --method occlusion (it runs the model's own backbone.tflite), or re-extract "
+                      "features and re-fit")
     return mod.load()
 
 

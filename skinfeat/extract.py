@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat import __version__
+from skinfeat.atomic import atomic_path
 from skinfeat.errors import CacheError, DataError, UsageError
 from skinfeat.features import FORMAT_VERSION, read_attrs, write_feature_file
 from skinfeat.paths import features_dir
@@ -343,13 +344,8 @@ def _writable_error(path, exc):
 
 
 def _save_npz(path, **arrays):
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _assemble(out, parts, manifest, key_parts, attrs, dim):
@@ -364,18 +360,13 @@ def _assemble(out, parts, manifest, key_parts, attrs, dim):
     all_attrs = {**attrs, **key_parts, "n_images": len(rows), "feature_dim": int(dim),
                  "extract_seconds": round(seconds, 3),
                  "images_per_second": round(len(rows) / seconds, 2) if seconds else 0.0}
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         write_feature_file(
             tmp, chunks=chunks, n=len(rows), dim=dim, views=views, dtype=key_parts["dtype"],
             image_ids=np.asarray(manifest.image_ids)[rows], labels=np.asarray(manifest.labels)[rows],
             lesion_ids=np.asarray(manifest.lesion_ids)[rows],
             metadata={k: np.asarray(v, dtype=object)[rows] for k, v in manifest.metadata.items()},
             skipped=skipped, attrs=all_attrs)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return skipped, seconds, len(rows)
 
 

@@ -17,6 +17,7 @@ The tests hold the result against the TensorFlow pipeline (max difference ~1e-6)
 
 import io
 from functools import lru_cache
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,15 @@ def load_image(source, size, policy="squash"):
 
 def is_image_name(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS and not Path(path).name.startswith(".")
+
+
+def walk_images(folder):
+    """Paths of the image files under ``folder``, recursively, in name order,
+    skipping hidden entries and ``__MACOSX`` folders; one at a time."""
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.name == "__MACOSX":
+            continue
+        if entry.is_dir():
+            yield from walk_images(entry.path)
+        elif is_image_name(entry.name):
+            yield Path(entry.path)

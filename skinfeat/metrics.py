@@ -11,7 +11,6 @@ balanced accuracy, macro F1 and macro AUC and reported as None, never as 0.
 """
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from skinfeat.classes import CLASSES
 
@@ -27,7 +26,10 @@ def top_k_accuracy(y, proba, k):
     return float(np.mean(np.any(top == np.asarray(y)[:, None], axis=1)))
 
 
-def expected_calibration_error(y, proba, n_bins=15):
+ECE_BINS = 15  # the one ECE: fit's records and the report's reliability diagram
+
+
+def expected_calibration_error(y, proba, n_bins=ECE_BINS):
     """Top-label ECE: the row-weighted gap between confidence and accuracy over
     ``n_bins`` equal-width confidence bins."""
     confidence = proba.max(axis=1)
@@ -44,6 +46,8 @@ def classification_metrics(y, proba, pred=None, class_names=CLASSES):
     """All metrics of one part: the scalars in SCALARS, ``per_class`` (precision,
     recall, f1, support; None where undefined), ``confusion`` (rows: true class,
     columns: predicted) and ``n``."""
+    from sklearn.metrics import confusion_matrix, roc_auc_score  # here: importing the ECE stays light
+
     y = np.asarray(y, dtype=int)
     proba = np.asarray(proba, dtype=np.float64)
     k = len(class_names)

@@ -1,10 +1,10 @@
-"""Where skinfeat keeps things: the project root, configs, caches."""
+"""Where skinfeat keeps things: its configs (shipped inside the package), caches."""
 
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIGS_DIR = Path(os.environ.get("SKINFEAT_CONFIGS", PROJECT_ROOT / "configs"))
+PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"  # installed with the package
+CONFIGS_DIR = Path(os.environ.get("SKINFEAT_CONFIGS", PACKAGE_CONFIGS))
 
 
 def skinfeat_home():

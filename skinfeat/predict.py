@@ -6,199 +6,26 @@
         print(p.image, p.top(3))
 
 The model directory is all it needs: the backbone as ``backbone.tflite``
-(written by ``skinfeat.export``), the head's arrays and model.json. A new
-process imports neither TensorFlow nor scikit-learn: images are decoded and
-resized with PIL/simplejpeg and numpy exactly as extraction does
-(``skinfeat.images``), the backbone runs in the ``ai-edge-litert`` interpreter
-and the head in numpy (``skinfeat.numpy_heads``). Only ``tta=True`` imports
-TensorFlow, for extraction's own augmentation (``skinfeat.extract._augment``).
+(written by ``skinfeat.model.export``), the head's arrays and model.json. A new
+process imports neither TensorFlow nor scikit-learn (``skinfeat.model.predictor``
+says how). Only ``tta=True`` imports TensorFlow, for extraction's own augmentation.
+This module streams the inputs through the predictor and writes the results.
 """
 
 import json
-import os
-import tempfile
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from skinfeat.classes import CLASSES, FULL_NAMES
-from skinfeat.errors import DataError, ModelError
-from skinfeat.images import IMAGE_EXTENSIONS, decode, is_image_name, resize
-from skinfeat.runtime import stderr_without
+from skinfeat.classes import CLASSES
+from skinfeat.errors import DataError
+from skinfeat.images import IMAGE_EXTENSIONS, decode, walk_images
+from skinfeat.model.predictor import DEFAULT_TOP_K, Prediction, Predictor, load_predictor
+from skinfeat.model.tflite import TFLiteBackbone
 
-TFLITE = "backbone.tflite"  # skinfeat.export.TFLITE
-DEFAULT_TOP_K = 3
-DEFAULT_TTA_VIEWS = 8
-TTA_SEED = 0
+__all__ = ["FORMATS", "Prediction", "Predictor", "TFLiteBackbone", "isic_row", "iter_image_paths",
+           "load_predictor", "predict_paths", "write_predictions"]
 BATCH_SIZE = 16
-
-
-@lru_cache(maxsize=None)
-def _blas():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def one_blas_thread():
-    """A context in which numpy's BLAS uses one thread: the small matrix products of
-    resizing and heads run ~10x slower with two OpenBLAS threads spinning on a busy
-    2-core machine."""
-    return _blas().limit(limits=1, user_api="blas")
-
-
-class TFLiteBackbone:
-    """A TFLite image feature-vector model: float32 [B, H, W, 3] in [0, 1] -> [B, D]."""
-
-    def __init__(self, path, threads=None):
-        from ai_edge_litert.interpreter import Interpreter
-
-        # Drops the C++ runtime's "INFO: Created TensorFlow Lite XNNPACK delegate" line.
-        with stderr_without(lambda line: True):
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
-            self.interpreter.allocate_tensors()
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
-        self.input_size = tuple(int(s) for s in self._input["shape"][1:3])
-        self.feature_dim = int(self._output["shape"][-1])
-        self._batch = int(self._input["shape"][0])
-
-    def __call__(self, images):
-        images = np.ascontiguousarray(images, np.float32)
-        if images.shape[1:] != (*self.input_size, 3):
-            raise ValueError(f"images of shape {images.shape[1:]}, expected {(*self.input_size, 3)}")
-        if len(images) != self._batch:
-            self.interpreter.resize_tensor_input(self._input["index"], [len(images), *self.input_size, 3])
-            self.interpreter.allocate_tensors()
-            self._batch = len(images)
-        self.interpreter.set_tensor(self._input["index"], images)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output["index"]).copy()
-
-
-@dataclass
-class Prediction:
-    """Probabilities of one image, in CLASSES order: ``proba`` as the head was
-    trained, ``adjusted`` with its prior adjustment (``fit --adjust``; the same when
-    the model has none), whose argmax is the model's decision."""
-
-    image: str  # the file name without extension (the ISIC image id)
-    path: str
-    proba: np.ndarray
-    adjusted: np.ndarray
-
-    def top(self, k=DEFAULT_TOP_K):
-        """The model's ``k`` first choices: [(code, full name, adjusted probability)]."""
-        order = np.argsort(-self.adjusted, kind="stable")[:k]
-        return [(CLASSES[i], FULL_NAMES[CLASSES[i]], float(self.adjusted[i])) for i in order]
-
-
-def read_model_manifest(directory):
-    """model.json of ``directory`` (``skinfeat.model_io.read_manifest``), with every
-    file it lists present; ModelError saying what is wrong."""
-    from skinfeat.model_io import MANIFEST, read_manifest
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ModelError(f"model directory {directory} does not exist; expected a folder written by "
-                         "`skinfeat fit --out DIR`")
-    manifest = read_manifest(directory)
-    missing = [name for name in manifest.get("files", []) if not (directory / name).is_file()]
-    if missing:
-        raise ModelError(f"model {directory} is missing {', '.join(missing)} (listed in its {MANIFEST}); "
-                         f"copy the whole directory, or re-fit with `skinfeat fit --out {directory}`")
-    return manifest
-
-
-def _check_export(directory, manifest, verify_hash):
-    export, backbone = manifest.get("export") or {}, manifest.get("backbone") or {}
-    fix = f"run `skinfeat export --model {directory}` where backbone {backbone.get('module')!r} is available"
-    if not export.get("file"):
-        why = f" ({export['skipped']})" if export.get("skipped") else ""
-        raise ModelError(f"model {directory} has no exported backbone{why}; prediction from images needs "
-                         f"{TFLITE} inside the model: {fix}")
-    path = Path(directory) / export["file"]
-    if not path.is_file():
-        raise ModelError(f"model {directory} is missing {export['file']} (its backbone); {fix}")
-    if export.get("module_fingerprint") != backbone.get("module_fingerprint"):
-        raise ModelError(
-            f"model {directory}: its {export['file']} was exported from backbone fingerprint "
-            f"{str(export.get('module_fingerprint'))[:12]}, but the head was fitted on features of fingerprint "
-            f"{str(backbone.get('module_fingerprint'))[:12]}: the backbone changed since the model was fitted; {fix}")
-    if verify_hash:
-        from skinfeat.export import sha256_file
-
-        if sha256_file(path) != export.get("sha256"):
-            raise ModelError(f"model {directory}: {export['file']} changed since it was exported (sha256 "
-                             f"differs from model.json); {fix}")
-    return path, export
-
-
-class Predictor:
-    """A model directory loaded for prediction: TFLite backbone plus numpy head."""
-
-    def __init__(self, directory, verify_hash=True, threads=None):
-        from skinfeat.numpy_heads import HeadFunction
-
-        self.directory = Path(directory)
-        self.manifest = read_model_manifest(directory)
-        path, export = _check_export(directory, self.manifest, verify_hash)
-        self.head = HeadFunction(directory, self.manifest)
-        try:
-            self.backbone = TFLiteBackbone(path, threads)
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"model {directory}: {export['file']} cannot be loaded ({exc}); "
-                             f"re-export it with `skinfeat export --model {directory}`") from None
-        if self.backbone.feature_dim != self.head.n_features:
-            raise ModelError(f"model {directory}: the backbone gives {self.backbone.feature_dim} features, "
-                             f"the head expects {self.head.n_features}; re-export with `skinfeat export`")
-        self.input_size = self.backbone.input_size
-        self.resize = export.get("resize") or "squash"
-        backbone = self.manifest.get("backbone") or {}
-        trained_views = int(backbone.get("views") or 0) if self.manifest.get("training", {}).get("use_views") else 0
-        self.tta_views = trained_views or DEFAULT_TTA_VIEWS
-
-    def load_image(self, source):
-        """Decoded and resized like extraction: float32 [H, W, 3] in [0, 1]."""
-        return self.resized(decode(source))
-
-    def resized(self, image):
-        with one_blas_thread():
-            return resize(image, self.input_size, self.resize)
-
-    def predict_proba(self, images):
-        """Probabilities [n, 7] (CLASSES order, as trained) of resized images [n, H, W, 3]."""
-        features = self.backbone(images)
-        with one_blas_thread():
-            return self.head(features)
-
-    def prediction(self, path, proba):
-        return Prediction(Path(path).stem, str(path), proba, self.head.adjust(proba[None])[0])
-
-    def predict_tta(self, image, views=None):
-        """Mean probabilities [7] over the clean view and ``views`` augmented views of a
-        decoded (not resized) image, augmented as extraction does."""
-        batch = np.concatenate([self.resized(image)[None],
-                                augmented_views(image, views or self.tta_views, self.input_size, self.resize)])
-        return self.predict_proba(batch).mean(axis=0)
-
-
-def load_predictor(directory, verify_hash=True):
-    return Predictor(directory, verify_hash)
-
-
-def augmented_views(image, n_views, size, policy, seed=TTA_SEED):
-    """``n_views`` views [V, H, W, 3] of a decoded image, by ``skinfeat.extract._augment``
-    with seeds (seed, 0..V-1), resized as extraction does. Imports TensorFlow."""
-    from skinfeat.extract import _augment, _resize
-    from skinfeat.runtime import tensorflow
-
-    tf = tensorflow()
-    x = tf.constant(image)
-    return np.stack([_resize(_augment(x, tf.constant([seed, v], tf.int64)), size, policy).numpy()
-                     for v in range(n_views)])
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -211,7 +38,7 @@ def iter_image_paths(inputs):
         item = Path(item)
         if item.is_dir():
             found = False
-            for path in _walk(item):
+            for path in walk_images(item):
                 found = True
                 yield path
             if not found:
@@ -221,17 +48,6 @@ def iter_image_paths(inputs):
             yield item
         else:
             raise DataError(f"{item}: no such file or folder; expected image files or folders of images")
-
-
-def _walk(folder):
-    entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    for entry in entries:
-        if entry.name.startswith(".") or entry.name == "__MACOSX":
-            continue
-        if entry.is_dir():
-            yield from _walk(entry.path)
-        elif is_image_name(entry.name):
-            yield Path(entry.path)
 
 
 def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None):
@@ -323,23 +139,3 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
     if fmt == "json":
         stream.write("\n]\n")
     return count
-
-
-def write_atomically(path, write, keep=bool):
-    """Call ``write(text file)`` on a temporary file beside ``path`` and rename it into
-    place when ``keep(result)``; a reader never sees a half-written file. The file
-    gets the usual permissions (umask), not mkstemp's private ones."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            result = write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        if keep(result):
-            os.replace(tmp, path)
-        return result
-    finally:
-        Path(tmp).unlink(missing_ok=True)

@@ -24,11 +24,10 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from skinfeat.atomic import write_atomically
 from skinfeat.paths import runs_dir
 
 SCHEMA = "skinfeat-run"
@@ -70,10 +69,7 @@ def write_record(record, directory=None):
     directory.mkdir(parents=True, exist_ok=True)
     record = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **json_safe(record)}
     path = directory / f"{record['run_id']}.json"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".record-", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, allow_nan=False)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: json.dump(record, f, indent=1, allow_nan=False))
     return path
 
 

@@ -62,7 +62,7 @@ def write_report(out="report.html", runs=None, map_method=DEFAULT_MAP, map_subsa
     if fs is not None:
         sections.append(_map_section(fs, map_method, map_subsample, result))
         sections.append(_dataset_section(fs))
-    from skinfeat.predict import write_atomically
+    from skinfeat.atomic import write_atomically
 
     write_atomically(result.path, lambda f: f.write(_page(sections, runs, result)))
     return result

@@ -1,4 +1,5 @@
-"""Import TensorFlow and TF-Hub quietly: ``tf = tensorflow()``, ``hub = tensorflow_hub()``.
+"""Import TensorFlow and TF-Hub quietly: ``tf = tensorflow()``, ``hub = tensorflow_hub()``;
+run a step in a fresh Python process: ``run_fresh(module, args, error)``.
 
 TensorFlow's C++ runtime writes start-up lines to stderr ("oneDNN custom
 operations are on", "Could not find cuda drivers", "All log messages before
@@ -9,7 +10,9 @@ TF_CPP_MIN_LOG_LEVEL asks for no info logs (skinfeat's default, level 3);
 everything else (Python warnings, errors) passes through unchanged.
 """
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -75,3 +78,21 @@ def tensorflow_hub():
         import tensorflow_hub
 
     return tensorflow_hub
+
+
+def run_fresh(module, args, error, prefix=""):
+    """Run ``python -m module *args`` in a fresh process and return its last stdout
+    line, decoded from JSON. A fresh process keeps TensorFlow's import, logs,
+    tracing memory and process-wide name counters out of the caller (so a build
+    writes the same bytes whatever the caller did before). skinfeat stays
+    importable there; TensorFlow's info logs are off unless TF_CPP_MIN_LOG_LEVEL
+    says otherwise. On failure raises ``error(prefix + the last stderr line)``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder holding skinfeat/
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          env=env)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise error(prefix + (lines[-1] if lines else f"python -m {module} exited with status {done.returncode}"))
+    return json.loads(done.stdout.strip().splitlines()[-1])

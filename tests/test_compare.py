@@ -7,14 +7,14 @@ import json
 
 from click.testing import CliRunner
 
-from skinfeat.heads.synthetic import write_synthetic
+from skinfeat.cli import cli
 from skinfeat.paths import features_dir, runs_dir
 from skinfeat.records import leaderboard_rows, read_records, write_record
-from test_fit_cli import cli
+from synthetic import write_synthetic
 
 
 def run(*args):
-    return CliRunner().invoke(cli(), [str(a) for a in args], catch_exceptions=False)
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def record(run_id, module, head, bmca, created, settings="s1", fit_s=10.0, folds="f" * 64):

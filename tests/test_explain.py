@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from model_factory import lite0_model, pool_model
+from skinfeat.cli import cli
 from skinfeat.errors import ModelError, UsageError
 from skinfeat.explain import (explain, head_gradient, input_gradient, occlusion_map,
                               savedmodel_backbone)
@@ -18,18 +19,8 @@ from conftest import HAM10000
 IMAGE = HAM10000 / "images" / "ISIC_0024310.jpg"
 
 
-def cli():
-    from skinfeat.cli import SkinfeatGroup, cli as main
-
-    if "explain" in main.commands:
-        return main
-    from skinfeat.commands.explain import explain as command
-
-    return SkinfeatGroup(name="skinfeat", commands=[command])
-
-
 def run(*args):
-    return CliRunner().invoke(cli(), [str(a) for a in args], catch_exceptions=False)
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

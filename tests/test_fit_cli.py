@@ -8,30 +8,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from skinfeat.cli import cli
 from skinfeat.data import write_folds
 from skinfeat.errors import ModelError
-from skinfeat.heads.synthetic import synthetic_feature_set, write_synthetic
-from skinfeat.model_io import load_model
+from skinfeat.model.store import load_model
 from skinfeat.paths import runs_dir
+from synthetic import synthetic_feature_set, write_synthetic
 
 SMALL = (30, 150, 20, 15, 30, 10, 10)  # 265 images, HAM10000-like imbalance
 
 
-def cli():
-    """The skinfeat CLI, with fit and compare added to a local group until cli.py registers them."""
-    from skinfeat.cli import SkinfeatGroup, cli as main
-
-    if {"fit", "compare"} <= set(main.commands):
-        return main
-    from skinfeat.commands.compare import compare
-    from skinfeat.commands.fit import fit
-
-    group = SkinfeatGroup(name="skinfeat", commands=[fit, compare])
-    return group
-
-
 def run(*args):
-    return CliRunner().invoke(cli(), [str(a) for a in args], catch_exceptions=False)
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture
@@ -209,4 +197,4 @@ def test_bad_param_syntax(features):
 def test_fit_has_help():
     result = run("fit", "--help")
     assert result.exit_code == 0 and "lesion-grouped cross-validation" in result.output
-    assert isinstance(cli(), click.Group)
+    assert isinstance(cli, click.Group)

@@ -11,7 +11,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skinfeat.errors import UsageError
 from skinfeat.heads import HEADS, LightGBMHead, LogRegHead, SoftmaxHead, head_class, make_head
 from skinfeat.heads.base import inner_split
-from skinfeat.heads.synthetic import synthetic_feature_set
+from synthetic import synthetic_feature_set
 
 SMALL = (60, 300, 40, 30, 60, 20, 20)  # HAM10000-like imbalance, 530 images
 FAST = {"softmax": {"max_epochs": 30}, "logreg": {}, "lightgbm": {"n_estimators": 100}}

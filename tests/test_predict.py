@@ -15,9 +15,10 @@ from PIL import Image
 
 from model_factory import ham_subset, lite0_model, pool_model
 from skinfeat.classes import CLASSES, FULL_NAMES
+from skinfeat.cli import cli
 from skinfeat.errors import DataError
 from skinfeat.features import read_features
-from skinfeat.numpy_heads import HeadFunction
+from skinfeat.model.predictor import HeadFunction
 from skinfeat.predict import Predictor, isic_row, load_predictor, predict_paths
 
 # Probabilities from images vs from the same images' extracted features.
@@ -25,18 +26,8 @@ PROBA_TOLERANCE = 1e-4  # measured: 5e-6 (EfficientNet-Lite0 on 300 HAM images)
 FEATURE_TOLERANCE = 1e-4  # absolute; Lite0 features reach ~6
 
 
-def cli():
-    from skinfeat.cli import SkinfeatGroup, cli as main
-
-    if {"predict", "export"} <= set(main.commands):
-        return main
-    from skinfeat.commands.predict import export, predict
-
-    return SkinfeatGroup(name="skinfeat", commands=[predict, export])
-
-
 def run(*args):
-    return CliRunner().invoke(cli(), [str(a) for a in args], catch_exceptions=False)
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def error_line(result):
@@ -280,15 +271,16 @@ def test_prediction_imports_neither_tensorflow_nor_scikit_learn(pool):
                                           ("softmax", {"max_epochs": 3}), ("lightgbm", {"n_estimators": 15})])
 def test_numpy_heads_equal_the_fitted_heads(tmp_path, head, params):
     from skinfeat.heads import make_head
-    from skinfeat.heads.synthetic import synthetic_feature_set
-    from skinfeat.model_io import load_model, read_manifest, save_model
+    from skinfeat.model.format import read_manifest
+    from skinfeat.model.store import load_model, save_model
+    from synthetic import synthetic_feature_set
 
     fs = synthetic_feature_set(counts=(30, 60, 20, 0, 20, 10, 10), dim=12, seed=3)
     X = fs.features.copy()
     X[:20, 0] = 0.0  # exact zeros: LightGBM's zero handling
     fitted = make_head(head, **params).fit(X, fs.labels)
-    save_model(tmp_path / "m", fitted, head, {"module": "synthetic"}, export=False)
-    got = HeadFunction(tmp_path / "m", read_manifest(tmp_path / "m"), checked=False)(X)
+    save_model(tmp_path / "m", fitted, head, {"module": "synthetic"})
+    got = HeadFunction(tmp_path / "m", read_manifest(tmp_path / "m"))(X)
     want = load_model(tmp_path / "m").predict_proba(X)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
     assert got[:, 3].max() == 0  # AKIEC was not in the training data
@@ -297,7 +289,7 @@ def test_numpy_heads_equal_the_fitted_heads(tmp_path, head, params):
 def test_lightgbm_text_model_with_missing_values(tmp_path):
     import lightgbm as lgb
 
-    from skinfeat.numpy_heads import LightGBMText
+    from skinfeat.heads.lgbm_text import LightGBMText
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 6))
@@ -309,3 +301,15 @@ def test_lightgbm_text_model_with_missing_values(tmp_path):
         booster.save_model(str(tmp_path / "m.txt"))
         np.testing.assert_allclose(LightGBMText(tmp_path / "m.txt").raw_score(X),
                                    booster.predict(X, raw_score=True), rtol=0, atol=1e-12)
+
+
+def test_model_that_does_not_record_its_resize_policy_is_refused(pool, tmp_path):
+    model = _copy_model(pool, tmp_path)
+    manifest = json.loads((model / "model.json").read_text())
+    del manifest["export"]["resize"]
+    (model / "model.json").write_text(json.dumps(manifest))
+    line = error_line(run("predict", "--model", model, _paths(pool)[0]))
+    assert f"model {model} does not record the resize policy its features were extracted with" in line
+    manifest["backbone"]["resize"] = None
+    (model / "model.json").write_text(json.dumps(manifest))
+    assert "does not record the resize policy" in error_line(run("export", "--model", model))

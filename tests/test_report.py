@@ -14,20 +14,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from model_factory import pool_model
+from skinfeat.cli import cli
 from skinfeat.errors import DataError
 from skinfeat.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def cli():
-    from skinfeat.cli import SkinfeatGroup, cli as main
-
-    if "report" in main.commands:
-        return main
-    from skinfeat.commands.report import report
-
-    return SkinfeatGroup(name="skinfeat", commands=[report])
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +45,7 @@ def browser_dom(page, tmp_path):
 def test_report_renders_offline_with_leaderboard_and_every_picture(runs, tmp_path, monkeypatch):
     monkeypatch.setenv("SKINFEAT_RUNS", str(runs))
     out = tmp_path / "report.html"
-    result = CliRunner().invoke(cli(), ["report", "--out", str(out), "--map", "pca"], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["report", "--out", str(out), "--map", "pca"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"wrote {out}: 1 run, best ") and result.stdout.rstrip().endswith("4 figures")
     text = out.read_text()
@@ -88,7 +79,7 @@ def test_runs_without_stored_predictions_or_features_say_what_is_missing(runs, t
 
 def test_no_runs_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SKINFEAT_RUNS", str(tmp_path / "empty"))
-    result = CliRunner().invoke(cli(), ["report", "--out", str(tmp_path / "r.html")], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["report", "--out", str(tmp_path / "r.html")], catch_exceptions=False)
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: no runs recorded in {tmp_path / 'empty'}; fit a head first "
                                      "(`skinfeat fit --head logreg --features FILE`) or point $SKINFEAT_RUNS "

@@ -4,7 +4,7 @@
     mod = resolve_module("efficientnet-lite0")   # or a handle, a SavedModel dir, a .tar.gz
     fn = mod.load()                              # [B, H, W, 3] float32 in [0, 1] -> [B, D]
 
-The catalog is ``configs/backbones.toml``; built-in backbones are converted
+The catalog is ``skinfeat/configs/backbones.toml``; built-in backbones are converted
 offline from weights that ship in registry packages, once, into the module
 cache (``$SKINFEAT_HOME/modules``).
 """

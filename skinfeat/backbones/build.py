@@ -1,7 +1,7 @@
 """Convert a built-in catalog entry into a SavedModel in the module cache.
 
 The conversion runs in a fresh Python process (``python -m
-skinfeat.backbones.build NAME DIR``): TensorFlow names traced functions with
+skinfeat.backbones.build NAME DIR``, through ``skinfeat.runtime.run_fresh``): TensorFlow names traced functions with
 process-wide counters, so only a fresh process writes the same
 ``saved_model.pb``, and so the same fingerprint, whatever the caller did
 before. It also keeps the tracing memory out of the caller.
@@ -9,15 +9,14 @@ before. It also keeps the tracing memory out of the caller.
 
 import importlib
 import json
-import os
-import subprocess
 import sys
 import time
 
-from skinfeat import __version__, paths
+from skinfeat import __version__
 from skinfeat.backbones import cache
 from skinfeat.backbones.catalog import load_catalog
 from skinfeat.errors import ModuleError
+from skinfeat.runtime import run_fresh
 
 # Converters by the catalog's ``builder`` name: skinfeat.backbones.<name>.build(weights_path)
 BUILDERS = ("efficientnet_lite", "mobilenet_v1")
@@ -47,14 +46,8 @@ def build_builtin(entry, force=False):
     entry.weights_path()  # a missing package is a clear error before any work
 
     def produce(tmp):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.PROJECT_ROOT), env.get("PYTHONPATH")]))
-        done = subprocess.run([sys.executable, "-m", "skinfeat.backbones.build", entry.name, str(tmp)],
-                              capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.splitlines() if line.strip()]
-            raise ModuleError(f"building {entry.name} failed: {lines[-1] if lines else done.returncode}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return run_fresh("skinfeat.backbones.build", [entry.name, tmp], ModuleError,
+                         prefix=f"building {entry.name} failed: ")
 
     return cache.atomic_build(builtin_dir(entry), produce, is_complete=lambda d: is_built(entry),
                               force=force)
@@ -73,7 +66,7 @@ def convert(entry, directory):
     feature_dim = int(net.features(tf.zeros([1, height, width, 3])).shape[-1])
     if feature_dim != entry.feature_dim:
         raise ModuleError(f"backbone {entry.name!r} gives {feature_dim} features, but the catalog "
-                          f"declares {entry.feature_dim}; fix configs/backbones.toml")
+                          f"declares {entry.feature_dim}; fix skinfeat/configs/backbones.toml")
     export_saved_model(net, directory)
     return {"name": entry.name, "builder": entry.builder, "build_version": BUILD_VERSION,
             "weights": entry.weights, "pooling": entry.pooling, "source": entry.source,

@@ -1,4 +1,4 @@
-"""The backbone catalog: ``configs/backbones.toml`` read into ``Entry`` records."""
+"""The backbone catalog: ``skinfeat/configs/backbones.toml`` read into ``Entry`` records."""
 
 import difflib
 import functools
@@ -107,5 +107,5 @@ def _load(path):
 
 
 def load_catalog():
-    """The catalog in ``$SKINFEAT_CONFIGS/backbones.toml`` (``configs/`` of the repo)."""
+    """The catalog in ``$SKINFEAT_CONFIGS/backbones.toml`` (default: ``skinfeat/configs/``, installed with the package)."""
     return _load(str(paths.CONFIGS_DIR / CATALOG_FILE))

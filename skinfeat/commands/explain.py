@@ -5,8 +5,7 @@ from pathlib import Path
 import click
 
 from skinfeat.classes import CLASSES
-
-METHODS = ("occlusion", "gradient")  # skinfeat.explain.METHODS; listed here so --help stays instant
+from skinfeat.explain import METHODS  # the library is light to import: --help stays instant
 
 
 @click.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-FORMATS = ("table", "json", "csv", "isic")  # skinfeat.predict.FORMATS
+from skinfeat.predict import FORMATS  # light to import (no TensorFlow, scikit-learn, LiteRT)
 
 
 @click.command()
@@ -35,7 +35,8 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     top class is the model's decision, the one balanced accuracy scores; --format
     json also lists them as trained. Only the model directory is needed.
     """
-    from skinfeat.predict import load_predictor, predict_paths, write_atomically, write_predictions
+    from skinfeat.atomic import write_atomically
+    from skinfeat.predict import load_predictor, predict_paths, write_predictions
 
     model = load_predictor(model_dir)
     skips = _Skips()
@@ -43,7 +44,7 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     if out is None:
         count = write_predictions(predictions, sys.stdout, fmt, top_k)
     else:
-        count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k))
+        count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k), keep=bool)
     skips.finish(count)
     if out is not None:
         click.echo(f"wrote {out}: {count} images" + (f", {len(skips.done)} skipped" if skips.done else ""), err=True)
@@ -98,7 +99,7 @@ def export(model_dir, module):
     use this for a model saved without it. The TFLite copy is checked against
     the backbone on probe images. Prediction then needs only the directory.
     """
-    from skinfeat.export import export_model
+    from skinfeat.model.export import export_model
 
     info = export_model(model_dir, module)
     click.echo(f"exported {info['module']} into {Path(model_dir) / info['file']} "

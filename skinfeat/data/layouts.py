@@ -16,8 +16,8 @@ from skinfeat.classes import CLASSES, FULL_NAMES, UNLABELLED, class_index
 from skinfeat.data.csvfile import close_matches, read_header, read_table
 from skinfeat.data.manifest import METADATA_COLUMNS, Manifest, error, warning
 from skinfeat.errors import DataError, UsageError
+from skinfeat.images import IMAGE_EXTENSIONS, is_image_name, walk_images
 
-IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"))
 CLASS_LIST = ", ".join(CLASSES)
 _SHOWN = 5  # ids listed in a message that summarises many images
 
@@ -26,20 +26,9 @@ def find_images(root):
     """``{image id: [paths]}`` of the image files under ``root``, recursively, in
     name order, skipping hidden files and ``__MACOSX`` folders; paths are absolute."""
     found = {}
-    _find_images(os.path.abspath(root), found)
+    for path in walk_images(os.path.abspath(root)):
+        found.setdefault(path.stem, []).append(str(path))
     return found
-
-
-def _find_images(folder, found):
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or entry.name == "__MACOSX":
-            continue
-        if entry.is_dir():
-            _find_images(entry.path, found)
-            continue
-        stem, dot, ext = entry.name.rpartition(".")
-        if dot and f".{ext.lower()}" in IMAGE_EXTENSIONS:
-            found.setdefault(stem, []).append(entry.path)
 
 
 def suggest_class(label):
@@ -52,7 +41,7 @@ def suggest_class(label):
 def _image_id(value):
     """The id in an image column: ``ISIC_0024306`` also when written ``ISIC_0024306.jpg``."""
     stem, dot, ext = value.rpartition(".")
-    return stem if dot and f".{ext.lower()}" in IMAGE_EXTENSIONS else value
+    return stem if dot and is_image_name(value) else value
 
 
 def _unique_paths(files, problems, skipped=()):
@@ -221,7 +210,7 @@ def read_class_folders(root):
         if entry.name.startswith(".") or entry.name == "__MACOSX":
             continue
         if not entry.is_dir():
-            if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            if is_image_name(entry.name):
                 problems.append(warning("image outside the class folders is left out: move it into one",
                                         os.path.join(root, entry.name)))
             continue

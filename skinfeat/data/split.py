@@ -13,12 +13,10 @@ held-out part.
 """
 
 import csv
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
+from skinfeat.atomic import write_atomically
 from skinfeat.classes import CLASSES
 from skinfeat.data.csvfile import read_table
 from skinfeat.errors import DataError, UsageError
@@ -110,21 +108,13 @@ def write_folds(path, manifest, folds):
     folds = np.asarray(folds)
     if len(folds) != len(manifest):
         raise DataError(f"got {len(folds)} folds for {len(manifest)} images; expected one fold per image")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(FOLDS_COLUMNS)
-            for image_id, lesion, label, fold in zip(manifest.image_ids, manifest.lesion_ids, manifest.labels, folds):
-                writer.writerow((image_id, lesion, CLASSES[label] if label >= 0 else "", int(fold)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def write(f):
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(FOLDS_COLUMNS)
+        for image_id, lesion, label, fold in zip(manifest.image_ids, manifest.lesion_ids, manifest.labels, folds):
+            writer.writerow((image_id, lesion, CLASSES[label] if label >= 0 else "", int(fold)))
+
+    write_atomically(path, write)
 
 
 def read_folds(path):

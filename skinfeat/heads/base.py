@@ -25,6 +25,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from skinfeat.heads import imbalance
+from skinfeat.heads.inference import log_softmax
 
 MIN_SPLIT_ROWS = 40  # below this, heads train on everything without an inner validation part
 
@@ -57,18 +58,6 @@ def inner_split(y, groups, fraction, seed):
     if len(val) == 0 or len(np.unique(y[train])) < k:
         return None
     return train, val
-
-
-def signed_power(X, power):
-    """``sign(x) * |x| ** power`` (power normalisation); ``power=1`` leaves X as is."""
-    if power == 1:
-        return X
-    return (np.sign(X) * np.abs(X) ** power).astype(np.float32)
-
-
-def log_softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 class BaseHead(ClassifierMixin, BaseEstimator):
@@ -142,7 +131,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         scores = self.decision_scores(X)
         return self.classes_[np.argmax(scores, axis=1)]
 
-    # --- saving (see skinfeat.model_io): plain arrays and safe files only ---
+    # --- saving (see skinfeat.model.store): plain arrays and safe files only ---
     def get_state(self):
         """Fitted state as a dict of numpy arrays (no objects), for np.savez."""
         check_is_fitted(self)

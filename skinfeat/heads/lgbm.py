@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from skinfeat.heads.base import BaseHead, log_softmax
-
-MODEL_FILE = "lightgbm.txt"
+from skinfeat.heads.base import BaseHead
+from skinfeat.heads.inference import LIGHTGBM_MODEL as MODEL_FILE, log_softmax
 
 
 class LightGBMHead(BaseHead):

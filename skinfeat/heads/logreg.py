@@ -11,7 +11,8 @@ from sklearn.metrics import log_loss
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from skinfeat.heads.base import BaseHead, log_softmax, signed_power
+from skinfeat.heads.base import BaseHead
+from skinfeat.heads.inference import linear_log_proba, log_softmax, signed_power
 
 DEFAULT_ALPHAS = (0.15, 0.05, 0.015)
 
@@ -119,10 +120,8 @@ class LogRegHead(BaseHead):
 
     def _log_proba(self, X):
         check_is_fitted(self, "coef_")
-        Z = (signed_power(X, self.power) - self.mean_) / self.scale_
-        if self.components_ is not None:
-            Z = Z @ self.components_.T
-        return log_softmax(Z @ self.coef_.T + self.intercept_)
+        return linear_log_proba(X, self.power, self.mean_, self.scale_, self.coef_, self.intercept_,
+                                self.components_)
 
     def _arrays(self):
         arrays = {"mean_": self.mean_, "scale_": self.scale_, "coef_": self.coef_,

@@ -11,7 +11,8 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from skinfeat.errors import UsageError
-from skinfeat.heads.base import BaseHead, log_softmax, signed_power
+from skinfeat.heads.base import BaseHead
+from skinfeat.heads.inference import dense_log_proba, signed_power
 
 LOSSES = ("crossentropy", "focal")
 
@@ -85,13 +86,7 @@ class SoftmaxHead(BaseHead):
 
     def _log_proba(self, X):
         check_is_fitted(self, "weights_")
-        z = (signed_power(np.asarray(X, np.float32), self.power) - self.mean_) / self.scale_
-        weights = list(self.weights_)
-        while len(weights) > 2:  # hidden layers: relu(z W + b); dropout is off at inference
-            W, b, *weights = weights
-            z = np.maximum(z @ W + b, 0.0)
-        W, b = weights
-        return log_softmax(z @ W + b)
+        return dense_log_proba(np.asarray(X, np.float32), self.power, self.mean_, self.scale_, list(self.weights_))
 
     def _arrays(self):
         arrays = {"mean_": self.mean_, "scale_": self.scale_, "n_epochs_": np.asarray(self.n_epochs_)}

@@ -9,10 +9,11 @@ file with a coordinate cache, and the diagnostics of out-of-fold predictions
 Imports of matplotlib, scikit-learn and umap happen on first use.
 """
 
+from skinfeat.metrics import expected_calibration_error
 from skinfeat.viz.embed import METHODS, Embedding, embed, embedding_for, subsample_indices
 from skinfeat.viz.maps import KNOWN_COLORS, MapResult, color_values, default_out, feature_map
-from skinfeat.viz.plots import (CLASS_COLORS, calibration_bins, expected_calibration_error, plot_confusion,
-                                plot_embedding, plot_reliability, plot_roc_pr, save_figure)
+from skinfeat.viz.plots import (CLASS_COLORS, calibration_bins, plot_confusion, plot_embedding, plot_reliability,
+                                plot_roc_pr, save_figure)
 
 __all__ = [
     "CLASS_COLORS",

@@ -14,9 +14,7 @@ re-styling a plot never recomputes and changing any input always does.
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from skinfeat.atomic import write_atomically
 from skinfeat.errors import UsageError
 from skinfeat.paths import skinfeat_home
 
@@ -240,12 +239,4 @@ def _load(path, image_ids):
 
 def _save(path, **arrays):
     """Write the cache file atomically: a temporary name in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda f: np.savez(f, **arrays), binary=True)

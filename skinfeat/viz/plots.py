@@ -12,14 +12,14 @@ colour-blind safe) and the same in every figure::
 are left out); ``proba`` is ``[N, 7]``.
 """
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from skinfeat.atomic import write_atomically
 from skinfeat.classes import CLASSES, FULL_NAMES, UNLABELLED
+from skinfeat.metrics import ECE_BINS, expected_calibration_error
 
 DPI = 100
 # Okabe & Ito (2008), colour-blind safe; melanoma gets the warm, alarming one.
@@ -40,16 +40,8 @@ def _figure(kind, **kwargs):
 def save_figure(fig, path, dpi=DPI):
     """Write ``fig`` to ``path`` (format from the suffix, PNG by default) atomically; return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix[1:].lower() or "png"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi), binary=True)
     return path
 
 
@@ -222,7 +214,7 @@ def plot_roc_pr(y_true, proba, title=None):
     return fig
 
 
-def calibration_bins(y_true, proba, n_bins=10):
+def calibration_bins(y_true, proba, n_bins=ECE_BINS):
     """Per equal-width bin of max-probability confidence: count, mean confidence, accuracy
     (NaN in empty bins), and the expected calibration error (ECE)."""
     y_true, proba = _check_predictions(y_true, proba)
@@ -233,17 +225,11 @@ def calibration_bins(y_true, proba, n_bins=10):
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(which, confidence, n_bins) / count
         accuracy = np.bincount(which, correct, n_bins) / count
-    ece = float(np.nansum(count / count.sum() * np.abs(accuracy - mean_conf)))
     return {"edges": np.linspace(0, 1, n_bins + 1), "count": count, "confidence": mean_conf,
-            "accuracy": accuracy, "ece": ece}
+            "accuracy": accuracy, "ece": expected_calibration_error(y_true, proba, n_bins)}
 
 
-def expected_calibration_error(y_true, proba, n_bins=10):
-    """ECE of the max-probability confidence over ``n_bins`` equal-width bins."""
-    return calibration_bins(y_true, proba, n_bins)["ece"]
-
-
-def plot_reliability(y_true, proba, n_bins=10, title=None):
+def plot_reliability(y_true, proba, n_bins=ECE_BINS, title=None):
     """Reliability diagram: accuracy against confidence (the top class's probability) per
     bin, the gap to the diagonal shaded, and how many images fall in each bin below."""
     bins = calibration_bins(y_true, proba, n_bins)

@@ -1,96 +1,83 @@
 """Put the backbone inside a model directory, so that prediction needs nothing else.
 
-``export_backbone`` converts the backbone SavedModel that produced a model's
+``export_model`` converts the backbone SavedModel that produced a model's
 features (preprocessing included: it is part of the module) into a float32
 TFLite flatbuffer, ``backbone.tflite``, checks it against the SavedModel on
-probe images, and returns what ``model.json`` records under ``export``::
+probe images, and records under ``export`` in ``model.json``::
 
     file, sha256, format "tflite", module, module_fingerprint, input_size, resize,
     feature_dim, max_abs_diff (TFLite vs SavedModel on the probes), tensorflow_version
 
-``skinfeat.predict`` runs the file with the light ``ai-edge-litert`` interpreter:
-a new process predicts without importing TensorFlow.
+``skinfeat.model.predictor`` runs the file with the light ``ai-edge-litert``
+interpreter: a new process predicts without importing TensorFlow.
 
-The conversion runs in a fresh Python process (``python -m skinfeat.export``),
-as backbone builds do: it keeps TensorFlow's import, logs and tracing memory
-out of the caller (``fit`` with a numpy head never imports TensorFlow).
+The conversion runs in a fresh Python process (``python -m skinfeat.model.export``,
+``skinfeat.runtime.run_fresh``), as backbone builds do: it keeps TensorFlow's
+import, logs and tracing memory out of the caller (``fit`` with a numpy head
+never imports TensorFlow).
 """
 
-import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from skinfeat import paths
 from skinfeat.errors import ModelError, SkinfeatError
+from skinfeat.model.format import TFLITE, check_fingerprint, read_manifest, resize_policy, sha256_file, \
+    write_manifest
+from skinfeat.runtime import run_fresh
 
-TFLITE = "backbone.tflite"
 MAX_RELATIVE_DIFF = 1e-3  # TFLite vs SavedModel, relative to the largest feature
 
 
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def export_backbone(directory, backbone, module=None):
+def export_backbone(directory, backbone, module=None, model=None):
     """Write ``directory/backbone.tflite`` for the model's ``backbone`` block (from
     model.json) and return the ``export`` record. ``module``: where the backbone
-    is now (a spec for ``resolve_module``), by default the one recorded. Raises
-    ModelError when it cannot be found or its fingerprint changed since the
-    features were extracted."""
+    is now (a spec for ``resolve_module``), by default the one recorded; ``model``:
+    the model directory, for messages. Raises ModelError when it cannot be found
+    or its fingerprint changed since the features were extracted."""
     spec = module or backbone.get("module")
     if not spec:
         raise ModelError("the model does not record which backbone produced its features; re-fit it "
                          "with `skinfeat fit --out` on features from `skinfeat extract`")
     out = Path(directory) / TFLITE
     args = {"module": spec, "fingerprint": backbone.get("module_fingerprint"),
-            "input_size": backbone.get("input_size"), "out": str(out)}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.PROJECT_ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-m", "skinfeat.export", json.dumps(args)],
-                          capture_output=True, text=True, env=env)
-    if done.returncode != 0:
+            "input_size": backbone.get("input_size"), "out": str(out), "model": str(model or directory)}
+    try:
+        info = run_fresh("skinfeat.model.export", [json.dumps(args)], ModelError)
+    except ModelError:
         out.unlink(missing_ok=True)
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        raise ModelError(lines[-1] if lines else f"exporting backbone {spec} failed ({done.returncode})")
-    info = json.loads(done.stdout.strip().splitlines()[-1])
-    info.update(file=TFLITE, sha256=sha256_file(out), resize=backbone.get("resize") or "squash",
-                module=backbone.get("module"))
+        raise
+    info.update(file=TFLITE, sha256=sha256_file(out), module=backbone.get("module"))
     return info
 
 
-def try_export(directory, backbone):
-    """``export_backbone``, or ``{"skipped": why}`` when the backbone is not available
-    here (a model is still saved; ``skinfeat export`` can add the backbone later)."""
-    try:
-        return export_backbone(directory, backbone)
-    except SkinfeatError as exc:
-        return {"skipped": str(exc)}
-
-
-def export_model(directory, module=None):
-    """Export the backbone into an existing model directory and record it in its
-    model.json (both replaced atomically); returns the ``export`` record."""
-    from skinfeat.model_io import MANIFEST, read_manifest
-
+def export_model(directory, module=None, skip_unavailable=False):
+    """Export the backbone into the model ``directory`` and record it in its
+    model.json (both replaced atomically); returns the ``export`` record. With
+    ``skip_unavailable``, a backbone that cannot be exported here is recorded as
+    ``{"skipped": why}`` instead (the model is still usable with features;
+    ``skinfeat export`` can add the backbone later)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".export."))
     try:
-        info = export_backbone(tmp, manifest.get("backbone", {}), module)
-        os.replace(tmp / TFLITE, directory / TFLITE)
+        try:
+            backbone = manifest.get("backbone", {})
+            resize = resize_policy(directory, backbone)  # prediction resizes images as extraction did
+            info = dict(export_backbone(tmp, backbone, module, model=directory), resize=resize)
+        except SkinfeatError as exc:
+            if not skip_unavailable:
+                raise
+            info = {"skipped": str(exc)}
+        else:
+            os.replace(tmp / TFLITE, directory / TFLITE)
+            files = manifest.get("files", [])
+            manifest["files"] = files + ([] if TFLITE in files else [TFLITE])
         manifest["export"] = info
-        manifest["files"] = sorted(set(manifest.get("files", [])) | {TFLITE})
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        os.replace(tmp / MANIFEST, directory / MANIFEST)
+        write_manifest(directory, manifest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return info
@@ -110,19 +97,18 @@ def _probe_images(size):
     return np.concatenate([noise, gradient, grey])
 
 
-def convert(module, fingerprint, input_size, out):
+def convert(module, fingerprint, input_size, out, model):
     """Resolve ``module``, check its fingerprint, convert it to TFLite at ``out`` and
     verify the flatbuffer on probe images. Returns the verified facts."""
     from skinfeat.backbones import resolve_module
 
     mod = resolve_module(module)
-    if fingerprint and mod.fingerprint != fingerprint:
-        raise ModelError(
-            f"backbone {module} has fingerprint {mod.fingerprint[:12]} now, but the model was fitted on "
-            f"features of fingerprint {fingerprint[:12]}: the backbone changed since, so its features no "
-            "longer fit the head; re-extract features and re-fit, or pass --module with the original backbone")
+    if fingerprint:
+        check_fingerprint(model, {"backbone": {"module_fingerprint": fingerprint}}, mod.fingerprint,
+                          f"backbone {module}", "re-extract features and re-fit, or pass --module with "
+                          "the original backbone")
     import numpy as np
-    from skinfeat.predict import TFLiteBackbone
+    from skinfeat.model.tflite import TFLiteBackbone
     from skinfeat.runtime import tensorflow
 
     tf = tensorflow()

@@ -1,0 +1,30 @@
+"""The fitted-model directory: its format, saving and loading, the TFLite
+backbone runner, export and the predictor. Safe formats only: loading parses
+JSON, numpy arrays (``allow_pickle=False``) and, for LightGBM, its text model;
+it never unpickles or runs code.
+
+Layout of a model directory (``skinfeat.model.format``)::
+
+    model.json    format "skinfeat-model", format_version, head (registry name),
+                  params (every head parameter), classes (output columns, CLASSES names),
+                  backbone (module, module_source, module_fingerprint, module_info (with
+                  the preprocessing and value range), input_size, resize, feature_dim,
+                  views, dtype), features (key, path), training (images, views used,
+                  folds, CV metrics), skinfeat_version, created, files, numpy_head (how
+                  the predictor evaluates the head without scikit-learn), export
+                  (backbone.tflite)
+    state.npz     the head's fitted arrays (scaler, PCA, weights, class offsets, classes_)
+    lightgbm.txt  LightGBM's text model (lightgbm head only)
+    backbone.tflite  the backbone as TFLite, when it could be exported (``skinfeat.model.export``;
+                  model.json ``export`` says how, or why it was skipped): prediction
+                  from images then needs nothing outside the directory
+
+The backbone block holds what prediction from images needs to reproduce the
+features: which module, its fingerprint, input size and resize method.
+
+Modules: ``format`` (names, version, manifest, hashes, the fingerprint check),
+``store`` (``save_model``, ``load_model``: the scikit-learn head), ``tflite``
+(``TFLiteBackbone``), ``export`` (the backbone into the directory, in a fresh
+process), ``predictor`` (``Predictor``: TFLite backbone plus the numpy head).
+Nothing here imports ``skinfeat.evaluate`` or ``skinfeat.predict``.
+"""

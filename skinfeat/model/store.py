@@ -1,0 +1,105 @@
+"""Saving and loading a fitted head as a model directory (``skinfeat.model``
+describes the layout). Loading gives the scikit-learn head itself
+(``FittedModel``); prediction without scikit-learn is ``skinfeat.model.predictor``."""
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from skinfeat.classes import CLASSES
+from skinfeat.errors import ModelError, SkinfeatError
+from skinfeat.heads.inference import LOG_PROBA, mean_over_views
+from skinfeat.model.format import BACKBONE_KEYS, FORMAT, FORMAT_VERSION, MANIFEST, REFIT, STATE, read_manifest, \
+    write_manifest
+
+
+@dataclass
+class FittedModel:
+    """A loaded model: the fitted head, its class names and the backbone it expects."""
+
+    head: object
+    classes: list
+    backbone: dict
+    info: dict
+    path: str = ""
+
+    def predict_proba(self, features, views=None):
+        """Probabilities [n, len(CLASSES)] in CLASSES order, averaged over ``views``
+        [n, V, d] when given (test-time augmentation)."""
+        return mean_over_views(self.head.predict_proba, self.head.classes_, np.asarray(features, np.float32), views)
+
+
+def save_model(directory, head, head_name, attrs, training=None):
+    """Save fitted ``head`` (registered as ``head_name``) trained on features whose file
+    attributes are ``attrs`` into ``directory``, replacing a previous model there.
+    Written to a temporary directory first, then renamed into place. The backbone
+    goes in afterwards (``skinfeat.model.export.export_model``)."""
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()) and not (directory / MANIFEST).is_file():
+        raise ModelError(f"{directory} exists and is not a skinfeat model directory; "
+                         "expected an empty or new directory for --out: pick another path")
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "head": head_name,
+        "params": head.get_params(), "classes": [CLASSES[int(c)] for c in head.classes_],
+        "backbone": {k: attrs.get(k) for k in BACKBONE_KEYS},
+        "features": {"key": attrs.get("key"), "path": attrs.get("path")},
+        "training": training or {}, "skinfeat_version": _version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # The predictor evaluates the head with the functions the head itself predicts with.
+        "numpy_head": {"ok": head_name in LOG_PROBA, "evaluator": "skinfeat.heads.inference"},
+    }
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        np.savez(tmp / STATE, **head.get_state())
+        manifest["files"] = [STATE] + head.save_files(tmp)
+        write_manifest(tmp, manifest)
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.replace(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_model(directory, current_fingerprint=None):
+    """Load a model directory. With ``current_fingerprint`` (of the backbone as it is
+    now), refuse a model fitted on features of a backbone whose fingerprint differs."""
+    manifest = read_manifest(directory)
+    backbone = manifest.get("backbone", {})
+    saved = backbone.get("module_fingerprint")
+    if current_fingerprint is not None and saved != current_fingerprint:
+        raise ModelError(
+            f"model {directory} was fitted on features of module {backbone.get('module')!r} with "
+            f"fingerprint {str(saved)[:12]}, but that module now has fingerprint "
+            f"{str(current_fingerprint)[:12]}; its features changed, so the head no longer fits them: "
+            f"re-extract features and re-fit with `skinfeat fit --head {manifest.get('head')} --out {directory}`")
+    from skinfeat.heads import head_class  # here: reading a manifest must stay light
+
+    try:
+        head = head_class(manifest["head"])(**_params(manifest["params"]))
+        with np.load(Path(directory) / STATE, allow_pickle=False) as npz:
+            head.set_state({name: npz[name] for name in npz.files})
+        head.load_files(directory)
+    except SkinfeatError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"model {directory} is incomplete or damaged ({type(exc).__name__}: {exc}); "
+                         f"{REFIT}") from None
+    return FittedModel(head, manifest["classes"], backbone, manifest, str(directory))
+
+
+def _params(params):
+    """JSON turned tuples into lists; give tuples back so get_params round-trips."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+
+def _version():
+    from skinfeat import __version__
+
+    return __version__
