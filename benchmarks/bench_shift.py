@@ -71,7 +71,7 @@ def train_features(manifest, recipe, progress=True):
 def exported_backbone(module, cache):
     """The module as TFLite (``skinfeat.export``), built once into ``cache``."""
     from skinfeat.backbones import resolve_module
-    from skinfeat.export import export_backbone
+    from skinfeat.model.export import export_backbone
     from skinfeat.predict import TFLiteBackbone
 
     mod = resolve_module(module)
