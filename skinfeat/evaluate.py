@@ -242,6 +242,8 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         final = fit_final(fs, cls.name, all_params, folds, use_views)
         record["timings"]["final_fit_seconds"] = time.perf_counter() - start
         training = {"n_images": int((folds.fold >= 0).sum()), "use_views": use_views,
+                    "class_counts": np.bincount(fs.labels[folds.fold >= 0].astype(int),
+                                                minlength=len(CLASSES)).tolist(),
                     "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"],
                     "run_id": record["run_id"]}
         record["model_dir"] = str(save_model(out, final, cls.name, attrs, training))

@@ -1,0 +1,199 @@
+"""``skinfeat evaluate``: a model scored on labelled images as ``predict`` runs it,
+clean and under shifts, and ISIC prediction files scored against labels; every
+bad input one line, nothing written."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from model_factory import ham_subset, pool_model
+from skinfeat.classes import CLASSES
+from skinfeat.cli import cli
+from skinfeat.features import read_features
+from skinfeat.heads.inference import decide
+from skinfeat.metrics import SCALARS, classification_metrics
+from skinfeat.model.store import load_model
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def error_line(result, code=1):
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def pool(skinfeat_home, ham10000):
+    return pool_model(skinfeat_home, ham10000)
+
+
+def image_folder(tmp_path, ham10000, per_class=4, skip=0, labels=True):
+    """The HAM subset as an ISIC-2018-style layout: images/ plus one-hot ground truth."""
+    manifest = ham_subset(ham10000, per_class, skip)
+    folder = tmp_path / "external"
+    (folder / "images").mkdir(parents=True)
+    for path in manifest.paths:
+        shutil.copy(path, folder / "images")
+    if labels:
+        with open(folder / "truth.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", *CLASSES])
+            for image_id, label in zip(manifest.image_ids, manifest.labels):
+                writer.writerow([image_id] + [int(c == label) for c in range(len(CLASSES))])
+    return folder, manifest
+
+
+def test_metrics_equal_fit_heads_on_the_same_rows(pool, ham10000, tmp_path):
+    """The model's own features of its training images, scored by the fitted head
+    (as `fit` scores), give the metrics evaluate computes from the images."""
+    folder, manifest = image_folder(tmp_path, ham10000)
+    out = run("evaluate", "--model", pool["model"], "--images", folder / "images", "--labels",
+              folder / "truth.csv", "--format", "json", "--no-progress")
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.stdout)
+    fs = read_features(pool["features"], with_views=False)
+    model = load_model(pool["model"])
+    order = [list(fs.image_ids).index(i) for i in sorted(manifest.image_ids)]
+    proba = model.predict_proba(fs.features[order])
+    offsets = np.zeros(len(CLASSES))
+    offsets[np.asarray(model.head.classes_, int)] = model.head.class_offsets_
+    want = classification_metrics(fs.labels[order].astype(int), proba, decide(proba, offsets))
+    assert got["n"] == len(order) == 28
+    for name in SCALARS:
+        assert got["clean"][name] == pytest.approx(want[name], abs=1e-4), name
+    assert got["clean"]["confusion"] == want["confusion"]
+    assert got["clean"]["baseline"]["bmca"] == pytest.approx(1 / 7)
+    record = json.loads(open(got["record_path"]).read())
+    assert record["clean"]["bmca"] == got["clean"]["bmca"] and record["model_dir"] == pool["model"]
+
+
+def test_table_with_shifts_and_the_worst_case(pool, ham10000, tmp_path):
+    folder, _ = image_folder(tmp_path, ham10000)
+    out = run("evaluate", "--model", pool["model"], "--images", folder / "images", "--labels",
+              folder / "truth.csv", "--shift", "zoom:2", "--shift", "pad", "--no-progress")
+    assert out.exit_code == 0, out.output
+    text = out.stdout
+    for needed in ("BMCA", "always-NV", "macro AUC", "recall", "confusion", "zoom:2", "pad", "worst"):
+        assert needed in text, needed
+    rows = {line.split()[0]: line.split()[1:3] for line in text.splitlines()
+            if line.split() and line.split()[0] in ("clean", "zoom:2", "pad", "worst")}
+    worst = min(float(rows[n][0]) for n in ("zoom:2", "pad"))
+    assert float(rows["worst"][0]) == worst
+    # The record goes where compare and report read runs; it names the data set.
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    assert len(records) == 1 and records[0]["kind"] == "skinfeat-evaluation"
+    assert records[0]["dataset"] == "images" and set(records[0]["shifts"]) == {"zoom:2", "pad"}
+
+
+def test_shifted_scores_are_deterministic(pool, ham10000, tmp_path):
+    from skinfeat.external import evaluate_model
+    from skinfeat.shifts import parse_shifts
+
+    _, manifest = image_folder(tmp_path, ham10000, per_class=2)
+    shifts = parse_shifts(["vignette", "jpeg:30"])
+    a = evaluate_model(pool["model"], manifest, shifts)
+    b = evaluate_model(pool["model"], manifest, shifts)
+    assert a["shifts"] == b["shifts"] and a["clean"] == b["clean"]
+
+
+# ----------------------------------------------------------------------------- prediction files
+
+def test_isic_prediction_file_is_scored_like_the_model(pool, ham10000, tmp_path):
+    folder, _ = image_folder(tmp_path, ham10000)
+    preds = tmp_path / "preds.csv"
+    out = run("predict", "--model", pool["model"], folder / "images", "--format", "isic", "--out", preds)
+    assert out.exit_code == 0, out.output
+    scored = json.loads(run("evaluate", "--predictions", preds, "--labels", folder / "truth.csv",
+                            "--format", "json", "--no-record").stdout)
+    model = json.loads(run("evaluate", "--model", pool["model"], "--images", folder / "images", "--labels",
+                           folder / "truth.csv", "--format", "json", "--no-progress", "--no-record").stdout)
+    # The ISIC file holds the adjusted probabilities: the same decisions, so the same BMCA.
+    assert scored["clean"]["bmca"] == pytest.approx(model["clean"]["bmca"])
+    assert scored["clean"]["confusion"] == model["clean"]["confusion"]
+
+
+def _rewrite(path, out, edit):
+    rows = list(csv.reader(open(path)))
+    rows = edit(rows)
+    with open(out, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda rows: rows[:-3], "has no row for 3 of the 28 labelled images"),
+    (lambda rows: rows + [["ISIC_9999999"] + rows[1][1:]], "has 1 images that --labels does not list (ISIC_9999999)"),
+    (lambda rows: [rows[0]] + [[rows[1][0], "0.5", "0.5", "0.5", "0", "0", "0", "0"]] + rows[2:],
+     "1 rows whose probabilities are not >= 0 or do not sum to 1"),
+    (lambda rows: [rows[0]] + [[rows[1][0], "x"] + rows[1][2:]] + rows[2:], "1 rows with values that are not numbers"),
+    (lambda rows: [rows[0][:-1]] + [r[:-1] for r in rows[1:]], "no column 'VASC'"),
+])
+def test_bad_prediction_files_are_one_line_errors(pool, ham10000, tmp_path, edit, message):
+    folder, _ = image_folder(tmp_path, ham10000)
+    preds = tmp_path / "preds.csv"
+    run("predict", "--model", pool["model"], folder / "images", "--format", "isic", "--out", preds)
+    bad = _rewrite(preds, tmp_path / "bad.csv", edit)
+    line = error_line(run("evaluate", "--predictions", bad, "--labels", folder / "truth.csv"))
+    assert message in line and "bad.csv" in line
+    assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_unlabelled_images_are_refused(pool, ham10000, tmp_path):
+    folder, _ = image_folder(tmp_path, ham10000, labels=False)
+    line = error_line(run("evaluate", "--model", pool["model"], "--images", folder / "images"))
+    assert "none of its 28 images has a label" in line and "skinfeat predict" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_labels_outside_the_seven_classes_are_refused(pool, ham10000, tmp_path):
+    folder, _ = image_folder(tmp_path, ham10000)
+    text = open(ham10000 / "HAM10000_metadata.csv").read().splitlines()
+    header, rows = text[0], text[1:]
+    ids = {p.stem for p in (folder / "images").iterdir()}
+    kept = [r for r in rows if r.split(",")[1] in ids]
+    kept[0] = kept[0].replace(",mel,", ",melanoma-ish,").replace(",nv,", ",melanoma-ish,").replace(
+        ",bkl,", ",melanoma-ish,")
+    (folder / "meta.csv").write_text("\n".join([header] + kept) + "\n")
+    line = error_line(run("evaluate", "--model", pool["model"], "--images", folder / "images",
+                          "--labels", folder / "meta.csv"))
+    assert "melanoma-ish" in line and "seven classes" in line
+    line = error_line(run("evaluate", "--predictions", folder / "truth.csv", "--labels", folder / "meta.csv"))
+    assert "melanoma-ish" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_model_without_its_backbone_is_refused(pool, ham10000, tmp_path):
+    folder, _ = image_folder(tmp_path, ham10000)
+    model = shutil.copytree(pool["model"], tmp_path / "model")
+    (model / "backbone.tflite").unlink()
+    line = error_line(run("evaluate", "--model", model, "--images", folder / "images", "--labels",
+                          folder / "truth.csv"))
+    assert "missing backbone.tflite" in line and ("skinfeat export" in line or "skinfeat fit --out" in line)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("shift, message", [("squint", "unknown shift 'squint'"),
+                                            ("zoom:0.5", "out of range"), ("rotate", "needs a level")])
+def test_unknown_shift_or_level_is_a_usage_error(pool, ham10000, tmp_path, shift, message):
+    folder, _ = image_folder(tmp_path, ham10000)
+    out = run("evaluate", "--model", pool["model"], "--images", folder / "images", "--labels",
+              folder / "truth.csv", "--shift", shift)
+    assert out.exit_code == 2 and message in out.output and "Traceback" not in out.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_tta_set_is_a_usage_error(pool, ham10000, tmp_path):
+    folder, _ = image_folder(tmp_path, ham10000)
+    out = run("evaluate", "--model", pool["model"], "--images", folder / "images", "--labels",
+              folder / "truth.csv", "--tta", "lots")
+    assert out.exit_code == 2 and "test-time augmentation 'lots' is unknown" in out.output
