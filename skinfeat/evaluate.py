@@ -134,6 +134,7 @@ class CVResult:
     oof_pred: np.ndarray  # [N] decided class (CLASSES index, after the prior adjustment), -1 outside
     fit_seconds: list
     predict_seconds: list
+    first: tuple = None  # (fold, test rows, fitted head) of the first fold, for the shift check
 
 
 def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=None):
@@ -156,6 +157,8 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
         result.oof_pred[test] = decide(head, oof[test])
         result.fold_metrics.append(classification_metrics(y_test, oof[test], result.oof_pred[test]))
         result.baseline_metrics.append(prior_baseline(fs.labels[train], y_test))
+        if i == 0:
+            result.first = (int(f), test, head)
         if log:
             m = result.fold_metrics[-1]
             log(f"fold {i + 1}/{folds.k}: BMCA {m['bmca']:.3f}  accuracy {m['accuracy']:.3f}  "
@@ -186,11 +189,16 @@ def _settings_label(cls, params):
 
 
 def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=True, out=None,
-            log=None, runs=None):
-    """Cross-validate ``head`` on the features file ``features``; with ``out``, fit the
-    head on every CV row, save it as a model directory and export its backbone into
-    it (recorded as skipped when the backbone is not available here); then write the
-    run record (returned, with its path under ``record_path``)."""
+            log=None, runs=None, shift_data=None, shifts=(), tta="none", test=None, test_name=None,
+            progress=False):
+    """Cross-validate ``head`` on the features file ``features``; with ``shifts`` (and
+    ``shift_data``, the Manifest of the images the features came from), score the
+    first fold's head on that fold's images under each shift (``skinfeat.shiftcheck``);
+    with ``out``, fit the head on every CV row, save it as a model directory and export
+    its backbone into it (recorded as skipped when the backbone is not available
+    here), and with ``test`` (a Manifest, called ``test_name``) score the saved model
+    on it (``skinfeat.external``); then write the run record (returned, with its
+    path under ``record_path``)."""
     from skinfeat import __version__
     from skinfeat.features import read_features
     from skinfeat.heads import head_class
@@ -237,6 +245,15 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                     "cv_seconds": cv_seconds, "final_fit_seconds": None},
         "model_dir": None,
     }
+    if shifts:
+        from skinfeat.shiftcheck import shift_check
+
+        fold, rows, fold_head = result.first
+        record["shift"] = shift_check(fs, fold_head, rows, shift_data, shifts, tta, fold, progress)
+        if log:
+            w = record["shift"]["worst"]
+            log(f"shift check on fold {fold}: clean BMCA {record['shift']['clean']['bmca']:.3f}, worst "
+                f"{w['bmca']:.3f} ({w['bmca_shift']}); accuracy worst {w['accuracy']:.3f} ({w['accuracy_shift']})")
     if out is not None:
         start = time.perf_counter()
         final = fit_final(fs, cls.name, all_params, folds, use_views)
@@ -247,7 +264,14 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                     "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"],
                     "run_id": record["run_id"]}
         record["model_dir"] = str(save_model(out, final, cls.name, attrs, training))
-        export_model(out, skip_unavailable=True)
+        export_model(out, skip_unavailable=test is None)
+        if test is not None:
+            from skinfeat.external import evaluate_images
+
+            evaluation = evaluate_images(out, test, where=test_name, runs=runs, progress=progress)
+            record["test"] = {"dataset": evaluation["dataset"], "n": evaluation["n"],
+                              "bmca": evaluation["clean"]["bmca"], "accuracy": evaluation["clean"]["accuracy"],
+                              "record": evaluation["record_path"]}
     record["predictions_file"] = write_oof(record, fs, folds, result, runs)
     record["record_path"] = str(write_record(record, runs))
     return record
@@ -277,12 +301,15 @@ def _summary_fields(result):
             "confusion": summary["confusion"], "baseline": summary["baseline"]}
 
 
-def missing_runs(feature_files, heads, records, params=None, use_views=True):
-    """(features file, head) pairs with no record at the same features key, head and settings."""
+def missing_runs(feature_files, heads, records, params=None, use_views=True, shifts=()):
+    """(features file, head) pairs with no record at the same features key, head and
+    settings (and, when ``shifts`` are asked for, a shift check of all of them)."""
     from skinfeat.features import read_attrs
     from skinfeat.records import settings_hash
 
-    done = {(r["features"].get("key"), r["head"], r.get("settings")) for r in records}
+    wanted = {s.name for s in shifts}
+    done = {(r["features"].get("key"), r["head"], r.get("settings")) for r in records
+            if wanted <= set((r.get("shift") or {}).get("shifts", {}))}
     missing = []
     for path in feature_files:
         attrs = read_attrs(path)
@@ -294,18 +321,48 @@ def missing_runs(feature_files, heads, records, params=None, use_views=True):
     return missing
 
 
-def fit_missing(feature_files, heads, folds_path=None, cv=None, use_views=True, log=None, runs=None):
+def fit_missing(feature_files, heads, folds_path=None, cv=None, use_views=True, log=None, runs=None,
+                shift_data=None, shifts=(), tta="none", progress=False):
     """Run every (features file, head) combination not recorded yet with these settings;
     returns the new records. Used by ``skinfeat compare --fit``."""
     from skinfeat.heads import head_class
     from skinfeat.records import read_records
 
     heads = [head_class(h).name for h in heads]
-    todo = missing_runs(feature_files, heads, read_records(runs), use_views=use_views)
+    todo = missing_runs(feature_files, heads, read_records(runs), use_views=use_views, shifts=shifts)
     records = []
     for i, (path, head) in enumerate(todo):
         if log:
             log(f"[{i + 1}/{len(todo)}] fitting {head} on {path}")
-        records.append(run_fit(path, head, folds_path=folds_path, cv=cv, use_views=use_views,
-                               log=log, runs=runs))
+        records.append(run_fit(path, head, folds_path=folds_path, cv=cv, use_views=use_views, log=log,
+                               runs=runs, shift_data=shift_data, shifts=shifts, tta=tta, progress=progress))
     return records
+
+
+def save_best(records, out, log=None):
+    """Fit the leaderboard's best run (``skinfeat.records.best_record``) on every CV
+    row, save it into ``out`` with its backbone, and return the model directory."""
+    from skinfeat.features import read_features
+    from skinfeat.model.export import export_model
+    from skinfeat.model.store import save_model
+    from skinfeat.records import best_record
+
+    best = best_record(records)
+    if best is None:
+        raise DataError("no fit recorded to choose the best model from; run `skinfeat compare --fit` first")
+    fs = read_features(best["features"]["path"], with_views=best["use_views"])
+    folds_path = best["folds"]["source"] if not best["folds"]["source"].startswith("make_folds") else None
+    folds = resolve_folds(fs, folds_path, None if folds_path else best["folds"]["k"])
+    if log:
+        log(f"saving the best run ({best['head']} on {best['backbone']['module']}) fitted on all "
+            f"{int((folds.fold >= 0).sum())} CV images into {out}")
+    final = fit_final(fs, best["head"], best["params"], folds, best["use_views"])
+    training = {"n_images": int((folds.fold >= 0).sum()), "use_views": best["use_views"],
+                "class_counts": np.bincount(fs.labels[folds.fold >= 0].astype(int),
+                                            minlength=len(CLASSES)).tolist(),
+                "folds": folds.describe(), "cv_bmca": best["metrics"]["bmca"], "run_id": best["run_id"],
+                "shift": best.get("shift")}
+    attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
+    directory = save_model(out, final, best["head"], attrs, training)
+    export_model(directory)
+    return directory, best

@@ -34,7 +34,8 @@ SCHEMA = "skinfeat-run"
 SCHEMA_VERSION = 1
 FORMATS = ("table", "csv", "json", "markdown")
 # sort key -> (row field, descending)
-SORTS = {"bmca": ("bmca", True), "accuracy": ("accuracy", True), "top3": ("top3", True),
+SORTS = {"bmca": ("bmca", True), "worst_shift": ("worst_bmca", True), "accuracy": ("accuracy", True),
+         "top3": ("top3", True), "test": ("test_bmca", True),
          "auc": ("auc", True), "fit_time": ("fit_s", False), "images_per_second": ("images_per_s", True),
          "backbone": ("backbone", False), "head": ("head", False), "created": ("created", True)}
 
@@ -99,18 +100,46 @@ def _mean(record, name):
     return (record.get("metrics", {}).get(name) or {}).get("mean")
 
 
-def leaderboard_rows(records, sort="bmca", latest=True):
-    """One row (dict) per record, sorted by ``sort`` (a key of SORTS; missing values last)."""
+def read_evaluations(directory=None):
+    """Every ``skinfeat evaluate`` record under ``directory``, oldest first."""
+    directory = Path(directory or runs_dir())
+    found = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("kind") == "skinfeat-evaluation":
+            found.append(record)
+    return sorted(found, key=lambda r: r.get("created", ""))
+
+
+def _test_result(record, evaluations):
+    """(BMCA, dataset) of the newest clean evaluation of the record's saved model."""
+    mine = [e for e in evaluations if e.get("model_run_id") == record.get("run_id")]
+    if mine:
+        return mine[-1]["clean"]["bmca"], mine[-1].get("dataset")
+    test = record.get("test") or {}
+    return test.get("bmca"), test.get("dataset")
+
+
+def leaderboard_rows(records, sort="bmca", latest=True, evaluations=()):
+    """One row (dict) per record, sorted by ``sort`` (a key of SORTS; missing values
+    last). ``evaluations``: ``skinfeat evaluate`` records, shown as the test column."""
     if latest:
         records = latest_per_setting(records)
     rows = []
     for r in records:
         bmca = r.get("metrics", {}).get("bmca", {})
+        worst = (r.get("shift") or {}).get("worst") or {}
+        test_bmca, test_data = _test_result(r, evaluations)
         rows.append({
             "backbone": r["backbone"].get("module"), "head": r["head"],
             "settings": r.get("settings_label", ""), "dim": r["backbone"].get("feature_dim"),
             "views": r["backbone"].get("views") if r.get("use_views") else 0,
             "bmca": bmca.get("mean"), "bmca_std": bmca.get("std"),
+            "worst_bmca": worst.get("bmca"), "worst_accuracy": worst.get("accuracy"),
+            "worst_shift": worst.get("bmca_shift"), "test_bmca": test_bmca, "test_data": test_data,
             "accuracy": _mean(r, "accuracy"), "top3": _mean(r, "top3"), "auc": _mean(r, "macro_auc"),
             "fit_s": r.get("timings", {}).get("cv_seconds"),
             "images_per_s": r["backbone"].get("images_per_second"),
@@ -127,14 +156,17 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-TABLE_COLUMNS = ("backbone", "head", "settings", "dim", "BMCA", "accuracy", "top-3", "AUC",
-                 "fit s", "extract img/s", "folds")
+TABLE_COLUMNS = ("backbone", "head", "settings", "dim", "BMCA", "worst shift", "test BMCA", "accuracy",
+                 "top-3", "AUC", "fit s", "extract img/s", "folds")
 
 
 def _cells(row):
     bmca = "-" if row["bmca"] is None else f"{row['bmca']:.3f}±{row['bmca_std'] or 0:.3f}"
+    worst = "-" if row["worst_bmca"] is None else (
+        f"{row['worst_bmca']:.3f}/{row['worst_accuracy']:.3f} {row['worst_shift']}")
+    test = "-" if row["test_bmca"] is None else f"{row['test_bmca']:.3f} {row['test_data']}"
     return [str(row["backbone"]), row["head"] + (f"+tta{row['views']}" if row["views"] else ""),
-            row["settings"] or "default", _fmt(row["dim"], "d"), bmca, _fmt(row["accuracy"], ".3f"),
+            row["settings"] or "default", _fmt(row["dim"], "d"), bmca, worst, test, _fmt(row["accuracy"], ".3f"),
             _fmt(row["top3"], ".3f"), _fmt(row["auc"], ".3f"), _fmt(row["fit_s"], ".1f"),
             _fmt(row["images_per_s"], ".1f"), row["folds"]]
 
@@ -159,6 +191,19 @@ def format_leaderboard(rows, fmt="table"):
     lines = ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def best_record(records):
+    """The run a user should take: the best worst-shift BMCA where runs were shift
+    checked, clean CV BMCA second (and alone where none was)."""
+    rows = latest_per_setting(records)
+    if not rows:
+        return None
+
+    def key(r):
+        worst = ((r.get("shift") or {}).get("worst") or {}).get("bmca")
+        return (worst if worst is not None else -1.0, _mean(r, "bmca") or 0.0)
+    return max(rows, key=key)
 
 
 def baseline_note(records):

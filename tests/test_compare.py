@@ -41,11 +41,11 @@ def test_table_sorted_by_bmca_with_baseline():
     result = run("compare")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["backbone", "head", "settings", "dim", "BMCA", "accuracy", "top-3", "AUC",
-                                "fit", "s", "extract", "img/s", "folds"]
+    assert lines[0].split() == ["backbone", "head", "settings", "dim", "BMCA", "worst", "shift", "test", "BMCA",
+                                "accuracy", "top-3", "AUC", "fit", "s", "extract", "img/s", "folds"]
     assert [line.split()[:2] for line in lines[2:5]] == [["lite0", "softmax"], ["lite0", "logreg"],
                                                          ["mobilenet", "logreg"]]
-    assert lines[2].split()[3:9] == ["1280", "0.641±0.010", "0.800", "0.950", "0.900", "30.0"]
+    assert lines[2].split()[3:11] == ["1280", "0.641±0.010", "-", "-", "0.800", "0.950", "0.900", "30.0"]
     assert "0.612" not in result.stdout  # the older lite0 x logreg record is superseded
     assert lines[3].split()[2] == "default" and lines[4].split()[2] == "class_weight=sqrt"
     assert lines[-1] == "baseline (always NV): BMCA 0.143, accuracy 0.669, top-3 0.890"

@@ -21,25 +21,37 @@ from skinfeat.records import FORMATS, SORTS
 @click.option("--folds", "folds_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="With --fit: folds file from `skinfeat data split` (default: 5 folds, seed 0).")
 @click.option("--cv", type=int, metavar="K", help="With --fit and no --folds: K default folds.")
-def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv):
+@click.option("--data", "shift_data", type=click.Path(), metavar="PATH",
+              help="With --fit --shift: the dataset the features were extracted from.")
+@click.option("--shift", "shifts", multiple=True, metavar="NAME[:LEVEL]",
+              help="With --fit: shift-check every fit (see `skinfeat fit --shift`); 'standard' for the set.")
+@click.option("--tta", default="none", show_default=True, metavar="SET",
+              help="With --shift: test-time augmentation of the shift check.")
+@click.option("--best", "best_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Then fit the best run (worst-shift BMCA first, CV BMCA second) on all CV images "
+                   "and save it here as a model directory, with its backbone.")
+def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, shifts, tta, best_dir):
     """Print the leaderboard of every backbone x head run recorded in runs/.
 
     Reads the JSON records written by `skinfeat fit`; it never recomputes a
     metric. Columns: backbone, head, settings, feature dimension, BMCA mean±std,
     accuracy, top-3, macro AUC, CV fit time, extraction images/s, folds hash.
     """
-    from skinfeat.evaluate import fit_missing
+    from skinfeat.commands.fit import shift_options
+    from skinfeat.evaluate import fit_missing, save_best
     from skinfeat.paths import features_dir, runs_dir
-    from skinfeat.records import baseline_note, format_leaderboard, leaderboard_rows, read_records
+    from skinfeat.records import baseline_note, format_leaderboard, leaderboard_rows, read_evaluations, read_records
 
+    manifest, parsed = shift_options(shift_data, shifts, tta)
     if fit_first:
         files = sorted(features_dir().glob("*.h5"))
         if not files:
             click.echo(f"no features files in {features_dir()}; run `skinfeat extract` first", err=True)
         fit_missing(files, [h for h in heads.split(",") if h.strip()], folds_path, cv,
-                    log=lambda line: click.echo(line, err=True))
+                    log=lambda line: click.echo(line, err=True), shift_data=manifest, shifts=parsed, tta=tta,
+                    progress=True)
     records = read_records()
-    rows = leaderboard_rows(records, sort=sort, latest=not show_all)
+    rows = leaderboard_rows(records, sort=sort, latest=not show_all, evaluations=read_evaluations())
     if not rows:
         click.echo(f"no runs recorded in {runs_dir()}; run `skinfeat fit` or `skinfeat compare --fit`",
                    err=True)
@@ -47,6 +59,13 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv):
     click.echo(format_leaderboard(rows, fmt))
     if fmt in ("table", "markdown"):
         click.echo(baseline_note(records))
+    if best_dir:
+        directory, best = save_best(records, best_dir, log=lambda line: click.echo(line, err=True))
+        worst = (best.get("shift") or {}).get("worst")
+        figures = f"CV BMCA {best['metrics']['bmca']['mean']:.3f}" + (
+            f", worst shift BMCA {worst['bmca']:.3f} ({worst['bmca_shift']}), accuracy {worst['accuracy']:.3f} "
+            f"({worst['accuracy_shift']})" if worst else "")
+        click.echo(f"best model: {directory} ({best['head']} on {best['backbone']['module']}; {figures})")
     if len({row["folds"] for row in rows}) > 1:
         click.echo("note: rows were scored on different folds; compare rows with the same folds hash",
                    err=True)

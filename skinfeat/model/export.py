@@ -54,6 +54,26 @@ def export_backbone(directory, backbone, module=None, model=None):
     return info
 
 
+def cached_backbone(backbone):
+    """The TFLite copy of the backbone block's module (``export_backbone``), converted
+    once into ``$SKINFEAT_HOME/tflite/`` keyed by module, fingerprint and input size;
+    returns its path. For scoring features of new images without a model directory
+    (``skinfeat.shiftcheck``)."""
+    import hashlib
+
+    from skinfeat.paths import skinfeat_home
+
+    key = hashlib.sha256(json.dumps([backbone.get("module"), backbone.get("module_fingerprint"),
+                                     backbone.get("input_size")]).encode()).hexdigest()[:16]
+    path = skinfeat_home() / "tflite" / f"{key}.tflite"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            export_backbone(tmp, backbone)
+            os.replace(Path(tmp) / TFLITE, path)
+    return path
+
+
 def export_model(directory, module=None, skip_unavailable=False):
     """Export the backbone into the model ``directory`` and record it in its
     model.json (both replaced atomically); returns the ``export`` record. With
