@@ -149,9 +149,6 @@ def worst_case(shift_metrics):
 
 # ----------------------------------------------------------------------------- records and text
 
-EVALUATION_SCHEMA = "skinfeat-evaluation"
-
-
 def _dataset_name(where):
     from pathlib import Path
 
@@ -160,11 +157,11 @@ def _dataset_name(where):
 
 def _write(result, write, runs=None):
     if write:
-        from skinfeat.records import new_run_id, write_record
+        from skinfeat.records import EVALUATION_SCHEMA, new_run_id, write_record
 
         result["run_id"] = new_run_id("evaluation", result.get("model_run_id") or result["dataset"])
         record = {k: v for k, v in result.items() if k != "image_ids"}
-        result["record_path"] = str(write_record(dict(record, kind=EVALUATION_SCHEMA), runs))
+        result["record_path"] = str(write_record(record, runs, schema=EVALUATION_SCHEMA))
     return result
 
 

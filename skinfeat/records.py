@@ -31,6 +31,7 @@ from skinfeat.atomic import write_atomically
 from skinfeat.paths import runs_dir
 
 SCHEMA = "skinfeat-run"
+EVALUATION_SCHEMA = "skinfeat-evaluation"  # records of `skinfeat evaluate`
 SCHEMA_VERSION = 1
 FORMATS = ("table", "csv", "json", "markdown")
 # sort key -> (row field, descending)
@@ -64,11 +65,11 @@ def new_run_id(head, features_key):
     return f"{stamp}-{str(features_key)[:8]}-{head}"
 
 
-def write_record(record, directory=None):
+def write_record(record, directory=None, schema=SCHEMA):
     """Write ``record`` as ``<run_id>.json`` atomically; returns the path."""
     directory = Path(directory or runs_dir())
     directory.mkdir(parents=True, exist_ok=True)
-    record = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **json_safe(record)}
+    record = {"schema": schema, "schema_version": SCHEMA_VERSION, **json_safe(record)}
     path = directory / f"{record['run_id']}.json"
     write_atomically(path, lambda f: json.dump(record, f, indent=1, allow_nan=False))
     return path
@@ -109,7 +110,7 @@ def read_evaluations(directory=None):
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and record.get("kind") == "skinfeat-evaluation":
+        if isinstance(record, dict) and record.get("schema") == EVALUATION_SCHEMA:
             found.append(record)
     return sorted(found, key=lambda r: r.get("created", ""))
 

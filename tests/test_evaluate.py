@@ -89,7 +89,7 @@ def test_table_with_shifts_and_the_worst_case(pool, ham10000, tmp_path):
     assert float(rows["worst"][0]) == worst
     # The record goes where compare and report read runs; it names the data set.
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
-    assert len(records) == 1 and records[0]["kind"] == "skinfeat-evaluation"
+    assert len(records) == 1 and records[0]["schema"] == "skinfeat-evaluation"
     assert records[0]["dataset"] == "images" and set(records[0]["shifts"]) == {"zoom:2", "pad"}
 
 
@@ -197,3 +197,51 @@ def test_unknown_tta_set_is_a_usage_error(pool, ham10000, tmp_path):
     out = run("evaluate", "--model", pool["model"], "--images", folder / "images", "--labels",
               folder / "truth.csv", "--tta", "lots")
     assert out.exit_code == 2 and "test-time augmentation 'lots' is unknown" in out.output
+
+
+# ----------------------------------------------------------------------------- shift check and best model
+
+def test_fit_shift_check_leaderboard_and_best_model(pool, ham10000, tmp_path):
+    from skinfeat.model.predictor import Predictor
+
+    args = ["--head", "logreg", "--features", pool["features"], "--cv", "2", "--data", ham10000,
+            "--shift", "zoom:2", "--shift", "pad", "-q"]
+    out = run("fit", *args)
+    assert out.exit_code == 0, out.output
+    record = json.loads(open(out.stdout.split("record: ")[1].split()[0]).read())
+    check = record["shift"]
+    assert check["n"] == 14 and set(check["shifts"]) == {"zoom:2", "pad"}
+    assert check["worst"]["bmca"] == min(m["bmca"] for m in check["shifts"].values())
+    assert "worst" in out.stdout and "zoom:2" in out.stdout
+    cached = sorted((tmp_path / "features" / "shifted").glob("*.npy"))
+    assert len(cached) == 3  # clean and the two shifts, shared by every head of this file
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    assert run("fit", *args).exit_code == 0
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # reused, not recomputed
+    board = run("compare").stdout
+    worst = f"{check['worst']['bmca']:.3f}/{check['worst']['accuracy']:.3f}"
+    assert worst in board and check["worst"]["bmca_shift"] in board
+    best = run("compare", "--best", tmp_path / "best")
+    assert best.exit_code == 0, best.output
+    assert f"best model: {tmp_path / 'best'}" in best.stdout and "worst shift BMCA" in best.stdout
+    predictor = Predictor(tmp_path / "best")
+    assert predictor.manifest["training"]["shift"]["worst"] == check["worst"]
+
+
+def test_shift_check_needs_the_dataset(pool):
+    out = run("fit", "--head", "logreg", "--features", pool["features"], "--cv", "2", "--shift", "zoom:2")
+    assert out.exit_code == 2 and "--shift needs --data PATH" in out.output
+
+
+def test_fit_test_scores_the_saved_model(pool, ham10000, tmp_path):
+    folder, _ = image_folder(tmp_path, ham10000, per_class=2, skip=4)
+    out = run("fit", "--head", "logreg", "--features", pool["features"], "--cv", "2", "-q", "--out",
+              tmp_path / "m", "--test", folder / "images")
+    assert out.exit_code == 1 and "none of its 14 images has a label" in out.output
+    assert not (tmp_path / "m").exists() and not (tmp_path / "runs").exists()
+    out = run("fit", "--head", "logreg", "--features", pool["features"], "--cv", "2", "-q", "--out",
+              tmp_path / "m", "--test", folder)
+    assert out.exit_code == 0, out.output
+    assert "test on external (14 images): BMCA" in out.stdout
+    board = run("compare").stdout
+    assert "external" in board

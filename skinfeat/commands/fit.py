@@ -80,6 +80,10 @@ def fit(head, features, folds_path, cv, class_weight, sampling, adjust, param, v
     if test_data and not out:
         raise click.UsageError("--test needs --out DIR: the saved model is what gets scored")
     test = load_manifest(test_data) if test_data else None
+    if test is not None:
+        from skinfeat.external import labelled
+
+        labelled(test, test_data)  # unlabelled test data fails before any fitting
     record = run_fit(features, head, params, folds_path=folds_path, cv=cv, use_views=views, out=out,
                      log=log, shift_data=shift_manifest, shifts=parsed, tta=tta, test=test,
                      test_name=test_data, progress=not quiet)
