@@ -18,37 +18,9 @@ import numpy as np
 from skinfeat.classes import CLASSES
 from skinfeat.errors import DataError, UsageError
 from skinfeat.heads.inference import decide
-from skinfeat.images import decode, resize, resize_exact
+from skinfeat.images import decode, resize
+from skinfeat.tta import TTA_SETS, tta_views, with_views  # noqa: F401 (re-exported)
 from skinfeat.metrics import classification_metrics, prior_baseline
-
-
-def _zoom(image, factor):
-    h, w = image.shape[:2]
-    ch, cw = int(round(h / factor)), int(round(w / factor))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return resize_exact(np.ascontiguousarray(image[top:top + ch, left:left + cw]), h, w)
-
-
-TTA_VIEWS = {
-    "hflip": lambda x: x[:, ::-1],
-    "vflip": lambda x: x[::-1],
-    "rot90": lambda x: np.rot90(x),
-    "rot270": lambda x: np.rot90(x, 3),
-    "zoom1.3": lambda x: _zoom(x, 1.3),
-    "zoom1.3-hflip": lambda x: _zoom(x, 1.3)[:, ::-1],
-}
-TTA_SETS = {
-    "none": (),
-    "flips": ("hflip", "vflip", "rot90"),
-    "multiscale": ("hflip", "vflip", "rot90", "zoom1.3", "zoom1.3-hflip"),
-}
-
-
-def tta_views(name):
-    """The view names of TTA set ``name``; UsageError for an unknown one."""
-    if name not in TTA_SETS:
-        raise UsageError(f"test-time augmentation {name!r} is unknown; expected one of {', '.join(TTA_SETS)}")
-    return TTA_SETS[name]
 
 
 def prepared(path, size, policy, shift=None, tta=()):
@@ -57,8 +29,7 @@ def prepared(path, size, policy, shift=None, tta=()):
     image = decode(path)
     if shift is not None:
         image = shift(image)
-    x = resize(image, size, policy)
-    return np.stack([x] + [np.ascontiguousarray(TTA_VIEWS[v](x)) for v in tta])
+    return with_views(resize(image, size, policy), tta)
 
 
 def image_features(backbone, paths, policy, shift=None, tta=(), batch_size=32, progress=None):

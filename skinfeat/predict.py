@@ -53,7 +53,14 @@ def iter_image_paths(inputs):
 def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None):
     """Predictions for every image under ``inputs``, streamed: ``batch_size`` images
     in memory at a time. An image that cannot be read is passed to
-    ``on_skip(path, DataError)`` (default: raise) and left out."""
+    ``on_skip(path, DataError)`` (default: raise) and left out. ``tta``: a set of
+    ``skinfeat.tta.TTA_SETS`` (fixed views, averaged), or True / "views" for
+    extraction's augmentation as the model was trained (imports TensorFlow)."""
+    from skinfeat.tta import tta_views, with_views
+
+    if tta == "views":
+        tta = True
+    views = tta_views(tta) if isinstance(tta, str) else ()
     batch = []
     for path in iter_image_paths(inputs):
         try:
@@ -63,10 +70,10 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None)
                 raise
             on_skip(path, exc)
             continue
-        if tta:
+        if tta is True:
             yield model.prediction(path, model.predict_tta(image))
             continue
-        batch.append((path, model.resized(image)))
+        batch.append((path, with_views(model.resized(image), views)))
         if len(batch) == batch_size:
             yield from _flush(model, batch)
             batch = []
@@ -76,7 +83,9 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None)
 def _flush(model, batch):
     if not batch:
         return
-    proba = model.predict_proba(np.stack([image for _, image in batch]))
+    n_views = len(batch[0][1])
+    proba = model.predict_proba(np.concatenate([views for _, views in batch]))
+    proba = proba.reshape(len(batch), n_views, -1).mean(axis=1)
     for (path, _), p in zip(batch, proba):
         yield model.prediction(path, p)
 

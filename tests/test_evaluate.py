@@ -245,3 +245,23 @@ def test_fit_test_scores_the_saved_model(pool, ham10000, tmp_path):
     assert "test on external (14 images): BMCA" in out.stdout
     board = run("compare").stdout
     assert "external" in board
+
+
+# ----------------------------------------------------------------------------- test-time augmentation
+
+def test_predict_tta_set_averages_the_fixed_views(pool, ham10000):
+    from skinfeat.images import decode
+    from skinfeat.predict import load_predictor
+    from skinfeat.tta import TTA_VIEWS
+
+    path = ham_subset(ham10000, per_class=1).paths[0]
+    model = load_predictor(pool["model"])
+    x = model.resized(decode(path))
+    views = [x] + [np.ascontiguousarray(TTA_VIEWS[v](x)) for v in ("hflip", "vflip", "rot90")]
+    want = model.predict_proba(np.stack(views)).mean(axis=0)
+    item, = json.loads(run("predict", "--model", pool["model"], path, "--tta", "flips", "--format", "json").stdout)
+    got = np.array([item["probabilities_as_trained"][c] for c in CLASSES])
+    assert np.abs(got - want).max() < 1e-5
+    assert all(not np.allclose(v, x) for v in views[1:])  # (the pooling backbone is blind to them)
+    out = run("predict", "--model", pool["model"], path, "--tta", "lots")
+    assert out.exit_code == 2 and "test-time augmentation 'lots' is unknown" in out.output

@@ -16,9 +16,11 @@ from skinfeat.predict import FORMATS  # light to import (no TensorFlow, scikit-l
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(), metavar="IMAGE|DIR...")
 @click.option("--top-k", type=click.IntRange(1, 7), default=3, show_default=True,
               help="How many classes to show per image (table, json, csv).")
-@click.option("--tta/--no-tta", default=False, show_default=True,
-              help="Average over the clean image and augmented views (extraction's augmentation, "
-                   "fixed seed; as many views as the model was trained with, else 8). Imports TensorFlow.")
+@click.option("--tta", default="none", show_default=True, is_flag=False, flag_value="views", metavar="SET",
+              help="Test-time augmentation, probabilities averaged over the views: none; flips (mirror, "
+                   "flip, rotate 90); multiscale (flips plus a 1.3x centre zoom); views, or --tta alone "
+                   "(extraction's augmentation with a fixed seed, as many views as the model was "
+                   "trained with, else 8; imports TensorFlow).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="table: one line per image; json; csv; isic: the ISIC 2018 submission CSV "
                    "(image,MEL,NV,BCC,AKIEC,BKL,DF,VASC).")

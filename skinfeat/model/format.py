@@ -15,7 +15,7 @@ MANIFEST = "model.json"
 STATE = "state.npz"
 TFLITE = "backbone.tflite"
 BACKBONE_KEYS = ("module", "module_source", "module_fingerprint", "module_info", "input_size",
-                 "resize", "feature_dim", "views", "dtype")
+                 "resize", "feature_dim", "views", "dtype", "augment")
 REFIT = "re-fit with `skinfeat fit --out`"
 
 

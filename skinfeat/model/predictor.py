@@ -134,6 +134,7 @@ class Predictor:
         backbone = self.manifest.get("backbone") or {}
         trained_views = int(backbone.get("views") or 0) if self.manifest.get("training", {}).get("use_views") else 0
         self.tta_views = trained_views or DEFAULT_TTA_VIEWS
+        self.augment = backbone.get("augment") or "mild"  # the preset its views were made with
 
     def load_image(self, source):
         """Decoded and resized like extraction: float32 [H, W, 3] in [0, 1]."""
@@ -156,7 +157,8 @@ class Predictor:
         """Mean probabilities [7] over the clean view and ``views`` augmented views of a
         decoded (not resized) image, augmented as extraction does."""
         batch = np.concatenate([self.resized(image)[None],
-                                augmented_views(image, views or self.tta_views, self.input_size, self.resize)])
+                                augmented_views(image, views or self.tta_views, self.input_size, self.resize,
+                                                preset=self.augment)])
         return self.predict_proba(batch).mean(axis=0)
 
 
@@ -164,7 +166,7 @@ def load_predictor(directory, verify_hash=True):
     return Predictor(directory, verify_hash)
 
 
-def augmented_views(image, n_views, size, policy, seed=TTA_SEED):
+def augmented_views(image, n_views, size, policy, seed=TTA_SEED, preset="mild"):
     """``n_views`` views [V, H, W, 3] of a decoded image, by ``skinfeat.extract._augment``
     with seeds (seed, 0..V-1), resized as extraction does. Imports TensorFlow."""
     from skinfeat.extract import _augment, _resize
@@ -172,5 +174,5 @@ def augmented_views(image, n_views, size, policy, seed=TTA_SEED):
 
     tf = tensorflow()
     x = tf.constant(image)
-    return np.stack([_resize(_augment(x, tf.constant([seed, v], tf.int64)), size, policy).numpy()
+    return np.stack([_resize(_augment(x, tf.constant([seed, v], tf.int64), preset), size, policy).numpy()
                      for v in range(n_views)])
