@@ -43,19 +43,22 @@ DATA = ROOT.parent / "shared" / "data" / "ham10000"
 FINAL = 1280  # the first 1280 features of efficientnet-lite0-stages are efficientnet-lite0's
 
 # name: extraction (module, resize, views, augment), columns, head params, views used, TTA set
+SOG = dict(module="efficientnet-lite0-stages-sog", resize="crop", views=2, augment="robust", columns=None,
+           head="logreg", params={}, tta="none")
 RECIPES = {
+    # skinfeat's default before issue 18: letterboxed, final features, no views
     "baseline": dict(module="efficientnet-lite0", resize="pad", views=0, augment=None, columns=None,
                      head="logreg", params={}, tta="none"),
-    "crop": dict(module="efficientnet-lite0-stages", resize="crop", views=4, augment="robust",
-                 columns=FINAL, use_views=0, head="logreg", params={}, tta="none"),
-    "robust-final": dict(module="efficientnet-lite0-stages", resize="crop", views=4, augment="robust",
-                         columns=FINAL, head="logreg", params={}, tta="none"),
-    "robust": dict(module="efficientnet-lite0-stages", resize="crop", views=4, augment="robust",
-                   columns=None, head="logreg", params={}, tta="none"),
-    "robust-flips": dict(module="efficientnet-lite0-stages", resize="crop", views=4, augment="robust",
-                         columns=None, head="logreg", params={}, tta="flips"),
-    "robust-multiscale": dict(module="efficientnet-lite0-stages", resize="crop", views=4, augment="robust",
-                              columns=None, head="logreg", params={}, tta="multiscale"),
+    # square crops, multi-layer features, no augmented views
+    "stages-crop": dict(SOG, module="efficientnet-lite0-stages", views=0, augment=None),
+    # + two robust views (crops zoomed 1-3.5x, framings, colour, blur)
+    "stages-robust2": dict(SOG, module="efficientnet-lite0-stages"),
+    # + shades-of-gray colour constancy inside the backbone
+    "sog-robust2": SOG,
+    "sog-robust2-final": dict(SOG, columns=FINAL),
+    "sog-robust2-adjust0.75": dict(SOG, params={"adjust_strength": 0.75}),
+    "sog-robust2-adjust0.75-flips": dict(SOG, params={"adjust_strength": 0.75}, tta="flips"),
+    "sog-robust2-softmax": dict(SOG, head="softmax", params={"hidden": 512}),
 }
 
 

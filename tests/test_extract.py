@@ -76,8 +76,11 @@ def test_rerun_is_noop_and_any_input_change_makes_a_new_file(class_dir, pool_mod
     again = extract_features(manifest, pool_module, progress=False)
     assert again.reused and again.path == first.path and first.path.stat().st_mtime_ns == mtime
 
-    cropped = extract_features(manifest, pool_module, resize="crop", progress=False)
-    assert cropped.path != first.path and not cropped.reused
+    padded = extract_features(manifest, pool_module, resize="pad", progress=False)  # crop is the default
+    assert padded.path != first.path and not padded.reused
+    robust = extract_features(manifest, pool_module, views=1, progress=False)
+    mild = extract_features(manifest, pool_module, views=1, augment="mild", progress=False)
+    assert mild.key != robust.key and "-mild1__" in mild.path.name and "-robust1__" in robust.path.name
 
     # Same ids, one image's bytes changed: a new key, never a silent reuse.
     some = Path(manifest.paths[0])
@@ -91,7 +94,7 @@ def test_out_holding_other_inputs_is_refused(class_dir, pool_module, tmp_path):
     out = tmp_path / "f.h5"
     extract_features(manifest, pool_module, out=out, progress=False)
     with pytest.raises(CacheError, match="holds features for other inputs"):
-        extract_features(manifest, pool_module, out=out, resize="crop", progress=False)
+        extract_features(manifest, pool_module, out=out, resize="pad", progress=False)
 
 
 def test_views_are_seeded_and_differ_from_clean(class_dir, pool_module, tmp_path):

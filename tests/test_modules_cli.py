@@ -37,8 +37,10 @@ def test_list_shows_the_catalog():
     lines = result.output.splitlines()
     assert lines[0].split() == ["NAME", "DIM", "INPUT", "STATUS", "LICENSE", "SOURCE"]
     assert len(lines) == 1 + len(load_catalog().entries)
-    lite0 = next(line for line in lines if line.startswith("efficientnet-lite0 (default)"))
-    assert lite0.split()[2:4] == ["1280", "224x224"] and lite0.split()[4] in ("built", "offline")
+    lite0 = next(line for line in lines if line.startswith("efficientnet-lite0 "))
+    assert lite0.split()[1:3] == ["1280", "224x224"] and lite0.split()[3] in ("built", "offline")
+    default = next(line for line in lines if line.startswith("efficientnet-lite0-stages-sog (default)"))
+    assert default.split()[2:4] == ["2688", "224x224"]
     bit = next(line for line in lines if line.startswith("bit-m-r50x1 "))
     assert "network" in bit.split() and "https://tfhub.dev/google/bit/m-r50x1/1" in bit
 
@@ -53,7 +55,8 @@ def test_build_then_path_gives_a_keras_layer_module():
     assert result.exit_code == 0 and result.stderr == ""  # built: nothing to announce
     path = result.stdout.strip()
     assert built.stdout.strip() == f"efficientnet-lite0: {path}"
-    assert "efficientnet-lite0 (default)  1280  224x224  built" in run("list").output
+    listed = [line.split() for line in run("list").output.splitlines()]
+    assert ["efficientnet-lite0", "1280", "224x224", "built"] in [row[:4] for row in listed]
     image = np.asarray(Image.open(HAM_IMAGE).convert("RGB").resize((224, 224)), np.float32)[None] / 255
     features = hub.KerasLayer(path)(tf.constant(image)).numpy()
     assert features.shape == (1, 1280) and features.std() > 0.01

@@ -11,7 +11,9 @@ from skinfeat.backbones.catalog import load_catalog
 from skinfeat.backbones.module import Module
 from skinfeat.errors import ModuleError
 
-DEFAULT_MODULE = "efficientnet-lite0"
+# Chosen by the worst shift (README "How the defaults were chosen"): EfficientNet-Lite0
+# with multi-layer pooling and shades-of-gray colour constancy inside the module.
+DEFAULT_MODULE = "efficientnet-lite0-stages-sog"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 

@@ -5,22 +5,23 @@ from pathlib import Path
 import click
 
 from skinfeat.commands.data import dataset_options, load_manifest
-from skinfeat.extract import AUGMENTS, DEFAULT_AUGMENT, DEFAULT_RESIZE, DTYPES, ON_ERROR, RESIZE_POLICIES
+from skinfeat.extract import AUGMENTS, DEFAULT_AUGMENT, DEFAULT_RESIZE, DEFAULT_VIEWS, DTYPES, ON_ERROR, RESIZE_POLICIES
 
 
 @click.command()
 @dataset_options
 @click.option("--module", "-m", default=None, metavar="NAME|HANDLE|PATH",
               help="Backbone: a built-in name (see `skinfeat modules list`), a TF-Hub handle, "
-                   "or a SavedModel directory / .tar.gz. Default: the built-in efficientnet-lite0.")
+                   "or a SavedModel directory / .tar.gz. Default: the built-in efficientnet-lite0-stages-sog "
+                   "(EfficientNet-Lite0, multi-layer pooling, colour constancy).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), default=None,
               help="Feature file to write. Default: features/<dataset>__<module>__<resize>__<key>.h5")
 @click.option("--resize", type=click.Choice(RESIZE_POLICIES), default=DEFAULT_RESIZE, show_default=True,
               help="How images reach the module's input size: squash (stretch), crop (centre crop) "
                    "or pad (letterbox).")
-@click.option("--views", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Also store N augmented views per image (rotation, flip, zoom, shift, colour "
-                   "jitter) for training heads with augmentation and test-time averaging.")
+@click.option("--views", type=click.IntRange(min=0), default=DEFAULT_VIEWS, show_default=True,
+              help="Also store N augmented views per image (see --augment) for training heads that "
+                   "hold up on images framed, zoomed and coloured otherwise; 0 for the clean image only.")
 @click.option("--augment", type=click.Choice(AUGMENTS), default=DEFAULT_AUGMENT, show_default=True,
               help="How the views are made: robust (random crops zoomed 1-3.5x, letterbox and "
                    "dermatoscope-circle framings, any rotation, flips, colour, blur and "
