@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -72,18 +71,14 @@ def train_features(manifest, recipe, progress=True):
 
 
 def exported_backbone(module, cache):
-    """The module as TFLite (``skinfeat.export``), built once into ``cache``."""
+    """The module as TFLite, converted once (``skinfeat.model.export.cached_backbone``)."""
     from skinfeat.backbones import resolve_module
-    from skinfeat.model.export import export_backbone
-    from skinfeat.predict import TFLiteBackbone
+    from skinfeat.model.export import cached_backbone
+    from skinfeat.model.tflite import TFLiteBackbone
 
     mod = resolve_module(module)
-    path = cache / f"{module}__{mod.fingerprint[:12]}.tflite"
-    if not path.exists():
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            export_backbone(tmp, {"module": module, "module_fingerprint": mod.fingerprint,
-                                  "input_size": list(mod.input_size)})
-            (Path(tmp) / "backbone.tflite").replace(path)
+    path = cached_backbone({"module": module, "module_fingerprint": mod.fingerprint,
+                            "input_size": list(mod.input_size)})
     return TFLiteBackbone(path), mod.fingerprint
 
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from skinfeat.classes import CLASSES
-from skinfeat.errors import DataError, UsageError
+from skinfeat.errors import DataError
 from skinfeat.heads.inference import decide
 from skinfeat.images import decode, resize
 from skinfeat.tta import TTA_SETS, tta_views, with_views  # noqa: F401 (re-exported)

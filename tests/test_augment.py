@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from skinfeat.errors import UsageError
-from skinfeat.extract import AUGMENTS, ROBUST, _augment, extract_features
+from skinfeat.augment import AUGMENTS, ROBUST, _augment
+from skinfeat.extract import extract_features
 from skinfeat.images import decode
 from skinfeat.runtime import tensorflow
 

@@ -169,7 +169,7 @@ def load_predictor(directory, verify_hash=True):
 def augmented_views(image, n_views, size, policy, seed=TTA_SEED, preset="mild"):
     """``n_views`` views [V, H, W, 3] of a decoded image, by ``skinfeat.extract._augment``
     with seeds (seed, 0..V-1), resized as extraction does. Imports TensorFlow."""
-    from skinfeat.extract import _augment, _resize
+    from skinfeat.augment import _augment, _resize
     from skinfeat.runtime import tensorflow
 
     tf = tensorflow()
