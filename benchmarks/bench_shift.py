@@ -45,18 +45,20 @@ FINAL = 1280  # the first 1280 features of efficientnet-lite0-stages are efficie
 SOG = dict(module="efficientnet-lite0-stages-sog", resize="crop", views=2, augment="robust", columns=None,
            head="logreg", params={}, tta="none")
 RECIPES = {
-    # skinfeat's default before issue 18: letterboxed, final features, no views
+    # skinfeat's default before issue 18: letterboxed, final features, no views, full prior correction
     "baseline": dict(module="efficientnet-lite0", resize="pad", views=0, augment=None, columns=None,
-                     head="logreg", params={}, tta="none"),
+                     head="logreg", params={"adjust_strength": 1.0}, tta="none"),
     # square crops, multi-layer features, no augmented views
     "stages-crop": dict(SOG, module="efficientnet-lite0-stages", views=0, augment=None),
     # + two robust views (crops zoomed 1-3.5x, framings, colour, blur)
     "stages-robust2": dict(SOG, module="efficientnet-lite0-stages"),
-    # + shades-of-gray colour constancy inside the backbone
+    # + shades-of-gray colour constancy inside the backbone: the default recipe
     "sog-robust2": SOG,
-    "sog-robust2-final": dict(SOG, columns=FINAL),
+    "sog-robust2-final1280": dict(SOG, columns=FINAL),
+    "sog-robust2-adjust1.0": dict(SOG, params={"adjust_strength": 1.0}),
     "sog-robust2-adjust0.75": dict(SOG, params={"adjust_strength": 0.75}),
-    "sog-robust2-adjust0.75-flips": dict(SOG, params={"adjust_strength": 0.75}, tta="flips"),
+    "sog-robust2-bmca": dict(SOG, params={"adjust": "bmca"}),
+    "sog-robust2-flips": dict(SOG, tta="flips"),
     "sog-robust2-softmax": dict(SOG, head="softmax", params={"hidden": 512}),
 }
 

@@ -47,17 +47,19 @@ def write_report(out="report.html", runs=None, map_method=DEFAULT_MAP, map_subsa
     """Write the HTML report of the runs recorded in ``runs`` (default
     ``skinfeat.paths.runs_dir()``) to ``out``; returns a ReportResult."""
     from skinfeat.paths import runs_dir
-    from skinfeat.records import leaderboard_rows, read_records
+    from skinfeat.records import leaderboard_rows, read_evaluations, read_records
 
     runs = Path(runs or runs_dir())
     records = read_records(runs)
-    rows = leaderboard_rows(records)
+    evaluations = read_evaluations(runs)
+    rows = leaderboard_rows(records, evaluations=evaluations)
     if not rows:
         raise DataError(f"no runs recorded in {runs}; fit a head first (`skinfeat fit --head logreg "
                         "--features FILE`) or point $SKINFEAT_RUNS at the runs folder")
     best = next(r for r in records if r.get("run_id") == rows[0]["run_id"])
     result = ReportResult(Path(out), len(rows), best)
-    sections = [_leaderboard_section(rows, records), _best_run_section(best, runs, result)]
+    sections = [_leaderboard_section(rows, records), _best_run_section(best, runs, result),
+                _shift_section(best, evaluations, result)]
     fs = _features(best, result)
     if fs is not None:
         sections.append(_map_section(fs, map_method, map_subsample, result))
@@ -104,6 +106,38 @@ def _best_run_section(record, runs, result):
         parts.append(_figure(plot_roc_pr(y, proba, title=name), "ROC and precision-recall", result))
         parts.append(_figure(plot_reliability(y, proba, title=name), "reliability", result))
     return "<section>" + "".join(parts) + "</section>"
+
+
+def _shift_section(record, evaluations, result):
+    """BMCA / accuracy per shift: the best run's shift check (plotted too) and every
+    `skinfeat evaluate` record (external data, clean and shifted)."""
+    from skinfeat.viz import plot_shifts
+
+    checks = ([(f"shift check of the best run (fold {record['shift']['fold']}, {record['shift']['n']} images)",
+                record["shift"])] if record.get("shift") else [])
+    checks += [(f"evaluate {e.get('model_dir')} on {e.get('dataset')} ({e['n']} images)", e)
+               for e in evaluations if e.get("clean")]
+    if not checks:
+        return ""
+    names = ["clean"] + sorted({n for _, c in checks for n in c.get("shifts", {})},
+                               key=lambda n: [m for _, c in checks for m in c.get("shifts", {})].index(n))
+    head = "<th>shift</th>" + "".join(f"<th>{html.escape(label)}</th>" for label, _ in checks)
+
+    def cell(check, name):
+        m = check["clean"] if name == "clean" else check.get("shifts", {}).get(name)
+        return "-" if not m else f"{m['bmca']:.3f} / {m['accuracy']:.3f}"
+    body = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{cell(c, n)}</td>" for _, c in checks)
+                   + "</tr>" for n in names)
+    worst = "".join(f"<td>{c['worst']['bmca']:.3f} / {c['worst']['accuracy']:.3f} ({html.escape(c['worst']['bmca_shift'])})"
+                    "</td>" if c.get("worst") else "<td>-</td>" for _, c in checks)
+    parts = ["<section><h2>Under shift</h2><p>BMCA / accuracy on images framed, zoomed and coloured "
+             "otherwise (`skinfeat evaluate --shift`): a model that only holds on its own framing shows it here.</p>",
+             f"<table id='shifts'><thead><tr>{head}</tr></thead><tbody>{body}<tr><td>worst</td>{worst}</tr>"
+             "</tbody></table>"]
+    if record.get("shift"):
+        name = f"{record['backbone'].get('module')} + {record['head']}"
+        parts.append(_figure(plot_shifts(record["shift"], title=name), "shift check", result))
+    return "".join(parts) + "</section>"
 
 
 def _per_class_table(record):

@@ -265,3 +265,24 @@ def test_predict_tta_set_averages_the_fixed_views(pool, ham10000):
     assert all(not np.allclose(v, x) for v in views[1:])  # (the pooling backbone is blind to them)
     out = run("predict", "--model", pool["model"], path, "--tta", "lots")
     assert out.exit_code == 2 and "test-time augmentation 'lots' is unknown" in out.output
+
+
+def test_report_shows_the_shift_check_and_evaluations(pool, ham10000, tmp_path):
+    import re
+
+    out = run("fit", "--head", "logreg", "--features", pool["features"], "--cv", "2", "--data", ham10000,
+              "--shift", "zoom:2", "--shift", "vignette", "-q", "--out", tmp_path / "m")
+    assert out.exit_code == 0, out.output
+    folder, _ = image_folder(tmp_path, ham10000, per_class=2, skip=4)
+    assert run("evaluate", "--model", tmp_path / "m", "--data", folder, "--shift", "zoom:2",
+               "--no-progress").exit_code == 0
+    report = run("report", "--out", tmp_path / "r.html", "--map", "pca")
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "r.html").read_text()
+    table = re.search(r"<table id='shifts'>(.*?)</table>", page, re.S).group(1)
+    assert "shift check of the best run (fold 0, 14 images)" in table and "on external (14 images)" in table
+    for name in ("clean", "zoom:2", "vignette:1", "worst"):
+        assert f"<td>{name}</td>" in table
+    assert "alt='shift check'" in page
+    board = re.search(r"<table id='leaderboard'>(.*?)</table>", page, re.S).group(1)
+    assert "external" in board  # the test column names the evaluated data set

@@ -13,7 +13,7 @@ from skinfeat.metrics import expected_calibration_error
 from skinfeat.viz.embed import METHODS, Embedding, embed, embedding_for, subsample_indices
 from skinfeat.viz.maps import KNOWN_COLORS, MapResult, color_values, default_out, feature_map
 from skinfeat.viz.plots import (CLASS_COLORS, calibration_bins, plot_confusion, plot_embedding, plot_reliability,
-                                plot_roc_pr, save_figure)
+                                plot_roc_pr, plot_shifts, save_figure)
 
 __all__ = [
     "CLASS_COLORS",
@@ -32,6 +32,7 @@ __all__ = [
     "plot_embedding",
     "plot_reliability",
     "plot_roc_pr",
+    "plot_shifts",
     "save_figure",
     "subsample_indices",
 ]

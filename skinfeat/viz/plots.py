@@ -28,7 +28,8 @@ CLASS_COLORS = {"MEL": "#D55E00", "NV": "#0072B2", "BCC": "#E69F00", "AKIEC": "#
 CATEGORY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
 MISSING_COLOR = "#BBBBBB"
 MISSING_VALUES = {"", "unknown", "nan", "none", "na", "n/a", "unlabelled", "not in folds"}
-SIZES = {"embedding": (12, 7.5), "confusion": (14, 6.2), "roc_pr": (14, 6.2), "reliability": (7, 8)}
+SIZES = {"embedding": (12, 7.5), "confusion": (14, 6.2), "roc_pr": (14, 6.2), "reliability": (7, 8),
+         "shifts": (12, 5.5)}
 
 
 def _figure(kind, **kwargs):
@@ -252,4 +253,23 @@ def plot_reliability(y_true, proba, n_bins=ECE_BINS, title=None):
     bottom.bar(centres, count, width=width, color=MISSING_COLOR, edgecolor="white")
     bottom.set(xlabel="confidence (probability of the predicted class)", ylabel="images")
     bottom.grid(alpha=0.3)
+    return fig
+
+
+def plot_shifts(check, title=None):
+    """BMCA and accuracy of one model clean and under each shift (a shift check or an
+    evaluation: ``{"clean": {bmca, accuracy}, "shifts": {name: {...}}}``), the worst marked."""
+    names = ["clean"] + list(check["shifts"])
+    values = [check["clean"]] + list(check["shifts"].values())
+    x = np.arange(len(names))
+    fig = _figure("shifts")
+    ax = fig.subplots()
+    for offset, key, color in ((-0.2, "bmca", CLASS_COLORS["MEL"]), (0.2, "accuracy", CLASS_COLORS["NV"])):
+        ax.bar(x + offset, [v[key] for v in values], width=0.4, color=color, label=key if key != "bmca" else "BMCA")
+    worst = min(range(1, len(values)), key=lambda i: values[i]["bmca"]) if len(values) > 1 else 0
+    ax.axhline(values[worst]["bmca"], color="black", lw=1, ls="--", label=f"worst BMCA ({names[worst]})")
+    ax.set_xticks(x, names, rotation=40, ha="right")
+    ax.set(ylim=(0, 1.12), ylabel="score", title=f"{title + ': ' if title else ''}clean and shifted images")
+    ax.legend(loc="upper center", ncol=3, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
     return fig
