@@ -189,3 +189,32 @@ def test_keras_layer_loads_the_default_module_for_fine_tuning(built):
     grads = tape.gradient(loss, layer.trainable_variables)
     assert all(g is not None for g in grads)
     assert not np.array_equal(before, moving[0].numpy())
+
+
+# --- the robust variants (issue 18) -------------------------------------------
+
+def test_stages_pooling_keeps_the_final_features_first(built):
+    images = tf.constant(np.stack([np.asarray(Image.open(HAM_IMAGE).convert("RGB").resize((224, 224)),
+                                              np.float32) / 255, photos((224, 224))[0]]))
+    plain = built("efficientnet-lite0").load()(images).numpy()
+    stages = built("efficientnet-lite0-stages").load()(images).numpy()
+    assert stages.shape == (2, 2688)
+    np.testing.assert_allclose(stages[:, :1280], plain, atol=1e-4)
+    at = 1280
+    for channels in (80, 112, 192, 320):  # per stage: channel means, then channel standard deviations
+        means, stds = stages[:, at:at + channels], stages[:, at + channels:at + 2 * channels]
+        assert (stds > 0).all() and means.std() > 0.01
+        at += 2 * channels
+    assert at == 2688
+
+
+def test_shades_of_gray_module_ignores_brightness_and_colour_casts(built):
+    image = np.asarray(Image.open(HAM_IMAGE).convert("RGB").resize((224, 224)), np.float32) / 255
+    cast = np.clip(image * np.array([0.75, 0.7, 0.6], np.float32), 0, 1)  # darker and warmer
+    for name, most in (("efficientnet-lite0-stages-sog", 0.02), ("efficientnet-lite0-stages", None)):
+        f = built(name).load()(tf.constant(np.stack([image, cast]))).numpy()
+        change = float(np.abs(f[0] - f[1]).mean() / np.abs(f[0]).mean())
+        if most is not None:
+            assert change < most, f"{name}: features moved by {change:.3f} under a colour cast"
+        else:
+            assert change > 0.05  # without colour constancy the same cast moves them a lot
