@@ -75,8 +75,8 @@ def write_record(record, directory=None, schema=SCHEMA):
     return path
 
 
-def read_records(directory=None):
-    """Every skinfeat run record under ``directory`` (files of other shapes are skipped)."""
+def read_records(directory=None, schema=SCHEMA):
+    """Every record of ``schema`` under ``directory`` (files of other shapes are skipped)."""
     directory = Path(directory or runs_dir())
     records = []
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
@@ -84,7 +84,7 @@ def read_records(directory=None):
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and record.get("schema") == SCHEMA:
+        if isinstance(record, dict) and record.get("schema") == schema:
             records.append(record)
     return records
 
@@ -103,16 +103,7 @@ def _mean(record, name):
 
 def read_evaluations(directory=None):
     """Every ``skinfeat evaluate`` record under ``directory``, oldest first."""
-    directory = Path(directory or runs_dir())
-    found = []
-    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and record.get("schema") == EVALUATION_SCHEMA:
-            found.append(record)
-    return sorted(found, key=lambda r: r.get("created", ""))
+    return sorted(read_records(directory, EVALUATION_SCHEMA), key=lambda r: r.get("created", ""))
 
 
 def _test_result(record, evaluations):
