@@ -12,13 +12,13 @@ per recipe: clean BMCA / accuracy, each shift's, and the worst shift's.
 
 Training features come from ``skinfeat extract`` (cached in features/);
 fold-0 features of every shift are cached in features/shifted/ by backbone,
-resize policy, shift and TTA set, so a second run only refits the heads.
+resize policy, images, shift and TTA set (``skinfeat.shiftcheck``, shared with
+the shift check of ``fit``), so a second run only refits the heads.
 Targets (issue 18): worst-shift BMCA >= 0.64 and accuracy >= 0.62, clean fold-0
 BMCA >= 0.70.
 """
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -29,13 +29,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from skinfeat.classes import CLASSES  # noqa: E402
 from skinfeat.data import load_dataset, make_folds  # noqa: E402
 from skinfeat.evaluate import decide, training_rows  # noqa: E402
-from skinfeat.external import image_features, tta_views  # noqa: E402
+from skinfeat.heads.inference import mean_over_views  # noqa: E402
 from skinfeat.features import read_features  # noqa: E402
 from skinfeat.heads import make_head  # noqa: E402
 from skinfeat.metrics import classification_metrics  # noqa: E402
+from skinfeat.shiftcheck import shifted_features  # noqa: E402
 from skinfeat.shifts import STANDARD, parse_shifts  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ham10000"
@@ -72,47 +72,30 @@ def train_features(manifest, recipe, progress=True):
     return extract_features(manifest, recipe["module"], **kwargs).path
 
 
-def exported_backbone(module, cache):
-    """The module as TFLite, converted once (``skinfeat.model.export.cached_backbone``)."""
-    from skinfeat.backbones import resolve_module
-    from skinfeat.model.export import cached_backbone
-    from skinfeat.model.tflite import TFLiteBackbone
-
-    mod = resolve_module(module)
-    path = cached_backbone({"module": module, "module_fingerprint": mod.fingerprint,
-                            "input_size": list(mod.input_size)})
-    return TFLiteBackbone(path), mod.fingerprint
-
-
-def shifted_features(manifest, rows, recipe, shift, cache, log):
-    """Fold-0 features [n, 1 + TTA, D] under ``shift`` (None: clean), cached."""
-    backbone, fingerprint = exported_backbone(recipe["module"], cache)
-    ids = hashlib.sha256("\n".join(np.asarray(manifest.image_ids)[rows]).encode()).hexdigest()[:12]
-    name = shift.name.replace(":", "") if shift else "clean"
-    path = cache / f"{recipe['module']}__{fingerprint[:8]}__{recipe['resize']}__{recipe['tta']}__{name}__{ids}.npy"
-    if path.exists():
-        return np.load(path)
-    start = time.perf_counter()
-    paths = [manifest.paths[i] for i in rows]
-    feats = image_features(backbone, paths, recipe["resize"], shift, tta_views(recipe["tta"]))
-    np.save(path, feats)
-    log(f"  features of {len(rows)} fold-0 images, {name}, TTA {recipe['tta']}: "
-        f"{time.perf_counter() - start:.0f} s")
-    return feats
-
-
 def score(head, feats, y, columns):
     """BMCA and accuracy of ``head`` on features [n, V, D] (mean probabilities over V)."""
-    proba = np.zeros((len(feats), len(CLASSES)))
-    for v in range(feats.shape[1]):
-        x = feats[:, v, :columns] if columns else feats[:, v]
-        proba[:, np.asarray(head.classes_, dtype=int)] += head.predict_proba(x)
-    proba /= feats.shape[1]
+    if columns:
+        feats = feats[:, :, :columns]
+    proba = mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
+                            feats[:, 1:] if feats.shape[1] > 1 else None)
     m = classification_metrics(y, proba, decide(head, proba))
     return m["bmca"], m["accuracy"]
 
 
-def run_recipe(name, recipe, manifest, fold, shifts, cache, log):
+def fold_features(manifest, test, attrs, recipe, shift, log):
+    """Fold-0 features [n, 1 + TTA, D] under ``shift`` (None: clean), through the
+    TFLite backbone as ``skinfeat evaluate`` runs it; cached (``skinfeat.shiftcheck``)."""
+    start = time.perf_counter()
+    ids = [manifest.image_ids[i] for i in test]
+    feats = shifted_features(attrs, ids, [manifest.paths[i] for i in test], shift, recipe["tta"])
+    seconds = time.perf_counter() - start
+    if seconds > 5:
+        log(f"  features of {len(ids)} fold-0 images, {shift.name if shift else 'clean'}, "
+            f"TTA {recipe['tta']}: {seconds:.0f} s")
+    return feats
+
+
+def run_recipe(name, recipe, manifest, fold, shifts, log):
     fs = read_features(train_features(manifest, recipe), with_views=bool(recipe["views"]))
     index = {i: r for r, i in enumerate(fs.image_ids)}
     train = np.flatnonzero(fold != 0)
@@ -128,11 +111,10 @@ def run_recipe(name, recipe, manifest, fold, shifts, cache, log):
     head = make_head(recipe["head"], **recipe["params"]).fit(X, y, groups=groups)
     fit_seconds = time.perf_counter() - start
     y_test = np.asarray(manifest.labels)[test].astype(int)
-    results = {"clean": score(head, shifted_features(manifest, test, recipe, None, cache, log),
-                              y_test, recipe["columns"])}
-    for shift in shifts:
-        results[shift.name] = score(head, shifted_features(manifest, test, recipe, shift, cache, log),
-                                    y_test, recipe["columns"])
+    results = {}
+    for shift in [None] + list(shifts):
+        feats = fold_features(manifest, test, fs.attrs, recipe, shift, log)
+        results[shift.name if shift else "clean"] = score(head, feats, y_test, recipe["columns"])
     worst_bmca = min(v[0] for k, v in results.items() if k != "clean")
     worst_acc = min(v[1] for k, v in results.items() if k != "clean")
     return {"recipe": name, "train_rows": len(X), "dim": X.shape[1], "fit_seconds": fit_seconds,
@@ -150,12 +132,10 @@ def main(argv=None):
     manifest = load_dataset(data=args.data)
     fold = np.asarray(make_folds(manifest, k=5, seed=0))
     shifts = parse_shifts(args.shift or list(STANDARD))
-    cache = ROOT / "features" / "shifted"
-    cache.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.recipe or list(RECIPES):
         log(f"recipe {name}: {json.dumps(RECIPES[name])}")
-        rows.append(run_recipe(name, RECIPES[name], manifest, fold, shifts, cache, log))
+        rows.append(run_recipe(name, RECIPES[name], manifest, fold, shifts, log))
         r = rows[-1]
         log(f"  {name}: clean {r['results']['clean'][0]:.3f}/{r['results']['clean'][1]:.3f}  "
             f"worst {r['worst'][0]:.3f}/{r['worst'][1]:.3f}  (fit {r['fit_seconds']:.0f} s)")

@@ -258,12 +258,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         start = time.perf_counter()
         final = fit_final(fs, cls.name, all_params, folds, use_views)
         record["timings"]["final_fit_seconds"] = time.perf_counter() - start
-        training = {"n_images": int((folds.fold >= 0).sum()), "use_views": use_views,
-                    "class_counts": np.bincount(fs.labels[folds.fold >= 0].astype(int),
-                                                minlength=len(CLASSES)).tolist(),
-                    "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"],
-                    "run_id": record["run_id"]}
-        record["model_dir"] = str(save_model(out, final, cls.name, attrs, training))
+        record["model_dir"] = str(save_model(out, final, cls.name, attrs, training_info(fs, folds, record)))
         export_model(out, skip_unavailable=test is None)
         if test is not None:
             from skinfeat.external import evaluate_images
@@ -275,6 +270,16 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     record["predictions_file"] = write_oof(record, fs, folds, result, runs)
     record["record_path"] = str(write_record(record, runs))
     return record
+
+
+def training_info(fs, folds, record):
+    """The ``training`` block of a saved model fitted on the CV rows of ``fs``, from
+    its run ``record``: images, class counts, views, folds, CV and shift-check figures."""
+    used = folds.fold >= 0
+    return {"n_images": int(used.sum()), "use_views": record["use_views"],
+            "class_counts": np.bincount(fs.labels[used].astype(int), minlength=len(CLASSES)).tolist(),
+            "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"], "run_id": record["run_id"],
+            "shift": record.get("shift")}
 
 
 def write_oof(record, fs, folds, result, runs=None):
@@ -357,12 +362,7 @@ def save_best(records, out, log=None):
         log(f"saving the best run ({best['head']} on {best['backbone']['module']}) fitted on all "
             f"{int((folds.fold >= 0).sum())} CV images into {out}")
     final = fit_final(fs, best["head"], best["params"], folds, best["use_views"])
-    training = {"n_images": int((folds.fold >= 0).sum()), "use_views": best["use_views"],
-                "class_counts": np.bincount(fs.labels[folds.fold >= 0].astype(int),
-                                            minlength=len(CLASSES)).tolist(),
-                "folds": folds.describe(), "cv_bmca": best["metrics"]["bmca"], "run_id": best["run_id"],
-                "shift": best.get("shift")}
     attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
-    directory = save_model(out, final, best["head"], attrs, training)
+    directory = save_model(out, final, best["head"], attrs, training_info(fs, folds, best))
     export_model(directory)
     return directory, best

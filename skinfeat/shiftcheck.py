@@ -9,6 +9,7 @@ and TTA set only, not on the head: they are cached in ``features/shifted/``
 (``$SKINFEAT_FEATURES``), so every head of a features file reuses them.
 """
 
+import functools
 import hashlib
 import json
 import sys
@@ -17,13 +18,17 @@ import numpy as np
 
 from skinfeat.errors import DataError
 from skinfeat.external import image_features, tta_views, worst_case
-from skinfeat.heads.inference import class_offsets, decide, in_classes_order
+from skinfeat.heads.inference import class_offsets, decide, mean_over_views
 from skinfeat.metrics import classification_metrics
 
 
-def _cached(attrs, image_ids, paths, shift, tta, backbone_path, progress):
+def shifted_features(attrs, image_ids, paths, shift, tta="none", progress=None, backbone=None):
+    """Features [n, 1 + TTA views, D] of the images at ``paths`` (ids ``image_ids``)
+    under ``shift`` (None: clean), through the TFLite copy of the backbone that
+    features with attributes ``attrs`` came from, resized by their policy; cached in
+    ``features/shifted/``. ``backbone``: a function returning the loaded
+    TFLiteBackbone (called only when the features must be computed)."""
     from skinfeat.atomic import atomic_path
-    from skinfeat.model.tflite import TFLiteBackbone
     from skinfeat.paths import features_dir
 
     key = hashlib.sha256(json.dumps([attrs.get("module_fingerprint"), attrs.get("input_size"),
@@ -32,11 +37,23 @@ def _cached(attrs, image_ids, paths, shift, tta, backbone_path, progress):
     path = features_dir() / "shifted" / f"{key}.npy"
     if path.is_file():
         return np.load(path)
-    backbone = TFLiteBackbone(backbone_path)
-    feats = image_features(backbone, paths, attrs["resize"], shift, tta_views(tta), progress=progress)
+    feats = image_features((backbone or tflite_backbone(attrs))(), paths, attrs["resize"], shift,
+                           tta_views(tta), progress=progress)
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, feats)
     return feats
+
+
+def tflite_backbone(attrs):
+    """A function loading, once, the TFLite copy of the features' backbone."""
+    from skinfeat.model.export import cached_backbone
+    from skinfeat.model.tflite import TFLiteBackbone
+
+    @functools.lru_cache(maxsize=1)
+    def load():
+        return TFLiteBackbone(cached_backbone({k: attrs.get(k) for k in
+                                               ("module", "module_fingerprint", "input_size")}))
+    return load
 
 
 def shift_check(fs, head, rows, manifest, shifts, tta="none", fold=0, progress=True):
@@ -45,8 +62,6 @@ def shift_check(fs, head, rows, manifest, shifts, tta="none", fold=0, progress=T
     ``manifest`` says where those images are (the dataset the features came from)."""
     from tqdm import tqdm
 
-    from skinfeat.model.export import cached_backbone
-
     ids = [str(i) for i in fs.image_ids[rows]]
     where = dict(zip(manifest.image_ids, manifest.paths))
     missing = [i for i in ids if i not in where]
@@ -54,21 +69,18 @@ def shift_check(fs, head, rows, manifest, shifts, tta="none", fold=0, progress=T
         raise DataError(f"the shift check needs the images of fold {fold}, but the dataset has no image for "
                         f"{len(missing)} of its {len(ids)} (e.g. {', '.join(missing[:3])}); expected --data "
                         "to be the dataset the features were extracted from")
-    attrs = fs.attrs
-    backbone = cached_backbone({"module": attrs.get("module"), "module_fingerprint": attrs.get("module_fingerprint"),
-                                "input_size": attrs.get("input_size")})
     paths = [where[i] for i in ids]
+    backbone = tflite_backbone(fs.attrs)
     y = fs.labels[rows].astype(int)
     offsets = class_offsets(head.classes_, head.class_offsets_)
     results = {}
     with tqdm(total=len(ids) * (1 + len(shifts)), unit="img", desc=f"shift check, fold {fold}",
               disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-        for shift in [None] + list(shifts):
-            feats = _cached(attrs, ids, paths, shift, tta, backbone, bar.update)
-            if feats is not None and bar.n < (1 + len(results)) * len(ids):
-                bar.update((1 + len(results)) * len(ids) - bar.n)
-            proba = np.mean([in_classes_order(head.predict_proba(feats[:, v]), head.classes_)
-                             for v in range(feats.shape[1])], axis=0)
+        for done, shift in enumerate([None] + list(shifts), start=1):
+            feats = shifted_features(fs.attrs, ids, paths, shift, tta, bar.update, backbone)
+            bar.update(done * len(ids) - bar.n)  # cached shifts count as done too
+            proba = mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
+                                    feats[:, 1:] if feats.shape[1] > 1 else None)
             m = classification_metrics(y, proba, decide(proba, offsets))
             results[shift.name if shift else "clean"] = {"bmca": m["bmca"], "accuracy": m["accuracy"]}
     clean = results.pop("clean")
