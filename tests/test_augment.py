@@ -1,7 +1,5 @@
 """The augmentation presets of ``skinfeat extract --views``, on a real HAM10000 image."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,12 +10,11 @@ from skinfeat.images import decode
 from skinfeat.runtime import tensorflow
 
 tf = tensorflow()
-HAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000"
 
 
 @pytest.fixture(scope="module")
-def image():
-    return decode(next(p for p in sorted(HAM.rglob("*.jpg"))))
+def image(ham10000):
+    return decode(next(p for p in sorted(ham10000.rglob("*.jpg"))))
 
 
 def views(image, preset, n, seed=0):
@@ -45,10 +42,10 @@ def test_robust_views_are_square_crops_zoomed_and_sometimes_framed(image):
     assert max(sharpness) > 1.5 * min(sharpness)
 
 
-def test_unknown_preset_is_refused_before_any_work(tmp_path):
+def test_unknown_preset_is_refused_before_any_work(ham10000, tmp_path):
     from skinfeat.data import load_dataset
 
-    manifest = load_dataset(data=HAM)
+    manifest = load_dataset(data=ham10000)
     with pytest.raises(UsageError, match="--augment 'strong': expected one of mild, robust"):
         extract_features(manifest, "efficientnet-lite0", views=1, augment="strong", out=tmp_path / "x.h5")
     assert not list(tmp_path.iterdir())

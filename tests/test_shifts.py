@@ -1,8 +1,6 @@
 """The distribution shifts of ``skinfeat evaluate --shift``: deterministic, each
 doing what it says, on a real HAM10000 image; and their parsing."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -10,13 +8,11 @@ from skinfeat.errors import UsageError
 from skinfeat.images import decode
 from skinfeat.shifts import KINDS, STANDARD, parse_shift, parse_shifts
 
-HAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000"
 
 
 @pytest.fixture(scope="module")
-def image():
-    path = next(p for p in sorted(HAM.rglob("*.jpg")))
-    return decode(path)
+def image(ham10000):
+    return decode(next(p for p in sorted(ham10000.rglob("*.jpg"))))
 
 
 @pytest.mark.parametrize("spec", STANDARD)
