@@ -6,7 +6,9 @@ The finished file gets the usual permissions (umask), not mkstemp's private ones
 Every temporary name carries the writer's process id (``.NAME.PID.xxxx.tmp``), so
 what a killed writer left behind is recognisable: each later write to the same
 path first removes the leftovers of writers that are no longer running
-(``sweep``); a live writer's files are never touched.
+(``sweep``); a live writer's files are never touched. Kill tests set
+``SKINFEAT_HOLD_WRITE=NAME`` (a glob) to hold the finished temporary output of ``NAME``
+for ten minutes before its rename, so that a kill lands mid-write for certain.
 
     with atomic_path("out.npz", suffix=".npz") as tmp:   # any writer that takes a path
         np.savez(tmp, x=x)
@@ -17,6 +19,7 @@ path first removes the leftovers of writers that are no longer running
 
 import ctypes
 import errno
+import fnmatch
 import os
 import re
 import shutil
@@ -61,16 +64,36 @@ def leftovers(path):
     return found
 
 
-def sweep(path):
-    """Remove what killed writers of ``path`` left behind (see ``leftovers``)."""
-    for left in leftovers(path):
+_ANY_TEMP = re.compile(r"\.(.+)\.(\d+)\.[a-z0-9_]{8}(?![a-z0-9_])")
+
+
+def leftovers_in(directory):
+    """What killed writers of any file in ``directory`` left there (for folders of
+    files with new names each time, such as run records)."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries
+            if (m := _ANY_TEMP.match(e.name)) and int(m[2]) != os.getpid() and not _alive(int(m[2]))]
+
+
+def sweep(path, everything=False):
+    """Remove what killed writers of ``path`` left behind (see ``leftovers``); with
+    ``everything``, ``path`` is a directory and the leftovers of any of its files go."""
+    for left in leftovers_in(path) if everything else leftovers(path):
         if left.is_dir() and not left.is_symlink():
             shutil.rmtree(left, ignore_errors=True)
         else:
             left.unlink(missing_ok=True)
 
 
-def _finish(tmp):
+def _finish(tmp, path):
+    hold = os.environ.get("SKINFEAT_HOLD_WRITE")  # test hook: a pause before the rename, for kill tests
+    if hold and fnmatch.fnmatchcase(path.name, hold):
+        import time
+
+        time.sleep(600)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~umask)
@@ -89,7 +112,7 @@ def atomic_path(path, suffix=".tmp"):
     tmp = Path(tmp)
     try:
         yield tmp
-        _finish(tmp)
+        _finish(tmp, path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -106,7 +129,7 @@ def atomic_dir(path):
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{_prefix(path)}{os.getpid()}.", suffix=".tmp"))
     try:
         yield tmp
-        _finish(tmp)
+        _finish(tmp, path)
         replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -74,10 +74,14 @@ def test_a_killed_directory_writer_is_swept_and_a_live_writers_files_are_kept(tm
     assert len(left) == 1 and left[0].is_dir() and not target.exists()
     live = tmp_path / f".model.{os.getppid()}.abcdefgh.tmp"  # a running process's (our parent's) temp dir
     live.mkdir()
-    other = tmp_path / ".model.5.123.abcdefgh.tmp"  # a writer of "model.5", not of "model"
+    other = tmp_path / f".model.5.{2**22 + 2}.abcdefgh.tmp"  # a dead writer of "model.5", not of "model"
     other.write_text("x")
     sweep(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+    dead = tmp_path / f".record-2.json.{2**22 + 1}.abcdefgh.tmp"  # beyond pid_max: no such process
+    dead.write_text("{")
+    sweep(tmp_path, everything=True)  # every dead writer's leftovers, "model.5"'s too
+    assert [p.name for p in tmp_path.iterdir()] == [live.name]
 
 
 def test_replacing_a_directory_keeps_the_old_one_until_the_new_one_is_in(tmp_path):
