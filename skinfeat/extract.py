@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat import __version__
-from skinfeat.atomic import atomic_path
+from skinfeat.atomic import atomic_path, write_atomically
 from skinfeat.augment import AUGMENTS, DEFAULT_AUGMENT, _augment, _resize  # noqa: F401 (re-exported)
-from skinfeat.errors import CacheError, DataError, UsageError
-from skinfeat.features import FORMAT_VERSION, read_attrs, write_feature_file
+from skinfeat.errors import CacheError, DataError, SkinfeatError, UsageError
+from skinfeat.features import FORMAT_VERSION, check_layout, read_attrs, write_feature_file
+from skinfeat.outputs import probe
 from skinfeat.paths import features_dir
 
 RESIZE_POLICIES = ("squash", "crop", "pad")
@@ -170,12 +171,17 @@ def _locked(lock_path, progress):
         os.close(fd)
 
 
-def _writable_error(path, exc):
-    what = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-            errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}
-    reason = what.get(exc.errno, exc.strerror or str(exc))
-    return CacheError(f"cannot write features to {path}: {reason}; free space or pass "
-                      "--out on a writable disk (nothing finished was changed)")
+def _writable_error(path, exc, parts=None, detail=""):
+    """The one-line error of a failed write: what happened, what is kept, what to do."""
+    from skinfeat.outputs import reason
+
+    done = sorted(parts.glob("chunk-*.npz")) if parts is not None and parts.is_dir() else []
+    if done:
+        fix = (f"free space there (the same command then resumes from the {len(done)} finished "
+               f"part{'s' if len(done) > 1 else ''} kept in {parts}) or pass --out on another disk")
+    else:
+        fix = "free space there or pass --out on a writable disk (nothing finished was changed)"
+    return CacheError(f"cannot write features to {path}: {reason(exc)}{detail}; {fix}")
 
 
 def _save_npz(path, **arrays):
@@ -195,6 +201,11 @@ def _assemble(out, parts, manifest, key_parts, attrs, dim):
     all_attrs = {**attrs, **key_parts, "n_images": len(rows), "feature_dim": int(dim),
                  "extract_seconds": round(seconds, 3),
                  "images_per_second": round(len(rows) / seconds, 2) if seconds else 0.0}
+    need = len(rows) * int(dim) * np.dtype(key_parts["dtype"]).itemsize * (1 + views)
+    free = shutil.disk_usage(out.parent).free
+    if need > free:
+        raise _writable_error(out, OSError(errno.ENOSPC, "full"), out.with_name(out.name + ".parts"),
+                              f" (the file needs at least {need / 1e6:.1f} MB, {free / 1e6:.1f} MB are free)")
     with atomic_path(out) as tmp:
         write_feature_file(
             tmp, chunks=chunks, n=len(rows), dim=dim, views=views, dtype=key_parts["dtype"],
@@ -252,6 +263,7 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
         reuse = _reusable(out, key)
         if reuse:
             return reuse
+        probe(out)  # a read-only or full place fails before any work
         with _locked(str(out) + ".lock", progress):
             reuse = _reusable(out, key)  # another process may have finished it meanwhile
             if reuse:
@@ -259,7 +271,7 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
             return _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress,
                                    dataset_name, chunk_size)
     except OSError as exc:
-        raise _writable_error(out, exc) from None
+        raise _writable_error(out, exc, out.with_name(out.name + ".parts")) from None
 
 
 def _image_size(mod, image_size):
@@ -281,8 +293,13 @@ def _reusable(out, key):
                          f"expected {key[:12]}); choose another --out or delete that file")
     import h5py
 
-    with h5py.File(out, "r") as f:
-        skipped = list(zip(f["skipped/image_id"].asstr()[:], f["skipped/reason"].asstr()[:]))
+    try:
+        with h5py.File(out, "r") as f:
+            check_layout(f, out)
+            skipped = list(zip(f["skipped/image_id"].asstr()[:], f["skipped/reason"].asstr()[:]))
+    except (SkinfeatError, OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+        print(f"{out} is damaged ({exc}); extracting it again", file=sys.stderr)
+        return None
     return ExtractResult(out, key, True, int(attrs["n_images"]), skipped,
                          float(attrs.get("extract_seconds", 0)), float(attrs.get("images_per_second", 0)))
 
@@ -299,7 +316,7 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
     if parts_dir.exists() and (not stamp.exists() or stamp.read_text() != f"{key} {chunk}"):
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(exist_ok=True)
-    stamp.write_text(f"{key} {chunk}")
+    write_atomically(stamp, lambda f: f.write(f"{key} {chunk}"))
 
     n = len(manifest)
     starts = list(range(0, n, chunk))

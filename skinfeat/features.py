@@ -22,7 +22,9 @@ The N rows are the images that were read; skipped ones are only listed under
         df = pd.DataFrame(f["features"][:]).assign(image_id=f["image_id"].asstr()[:])
 """
 
+import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,46 +66,109 @@ def _str_array(values):
     return np.asarray([str(v) for v in values], dtype=object)
 
 
+class _Sink(io.RawIOBase):
+    """The file HDF5 writes through. HDF5 cannot survive a failed write (a full disk
+    while it closes the file leaves it half-closed, and Python then crashes), so
+    the sink never fails: it keeps the first error, drops later writes and lets
+    ``write_feature_file`` raise the error once HDF5 has closed the file."""
+
+    def __init__(self, raw):
+        self.raw, self.error = raw, None
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def _do(self, op, *args, default=None):
+        if self.error is None and not self.raw.closed:
+            try:
+                return op(*args)
+            except OSError as exc:
+                self.error = exc
+        return default
+
+    def seek(self, offset, whence=0):
+        return self._do(self.raw.seek, offset, whence, default=offset)
+
+    def tell(self):
+        return self._do(self.raw.tell, default=0)
+
+    def readinto(self, buffer):
+        return self._do(self.raw.readinto, buffer, default=0)
+
+    def write(self, data):
+        self._do(self.raw.write, data)
+        return len(data)
+
+    def truncate(self, size=None):
+        return self._do(self.raw.truncate, size, default=size)
+
+    def flush(self):
+        pass
+
+
 def write_feature_file(path, *, chunks, n, dim, image_ids, labels, lesion_ids, metadata=None,
                        views=0, dtype="float32", skipped=(), attrs=None):
     """Write a complete feature file at ``path``, one chunk in memory at a time.
 
     ``chunks`` yields ``(features [n_i, D], views [n_i, V, D] or None)`` whose rows
     add up to ``n``. The caller makes the write atomic (temporary name, rename).
+    A failed write (a full disk) raises its OSError after the file is closed.
     """
     import h5py
 
+    with open(path, "w+b", buffering=0) as raw:
+        sink = _Sink(raw)
+        try:
+            with h5py.File(sink, "w") as f:
+                _write_layout(f, chunks, n, dim, image_ids, labels, lesion_ids, metadata, views, dtype,
+                              skipped, attrs)
+        except Exception:
+            if sink.error is None:
+                raise
+        if sink.error is not None:
+            raise sink.error
+        os.fsync(raw.fileno())
+
+
+def _write_layout(f, chunks, n, dim, image_ids, labels, lesion_ids, metadata, views, dtype, skipped, attrs):
+    import h5py
+
     string = h5py.string_dtype("utf-8")
-    with h5py.File(path, "w") as f:
-        feats = f.create_dataset("features", (n, dim), dtype=dtype, chunks=(min(max(n, 1), 1024), dim))
-        vds = (f.create_dataset("views", (n, views, dim), dtype=dtype, chunks=(min(max(n, 1), 64), views, dim))
-               if views else None)
-        start = 0
-        for block, view_block in chunks:
-            stop = start + len(block)
-            feats[start:stop] = block
-            if vds is not None:
-                vds[start:stop] = view_block
-            start = stop
-        if start != n:
-            raise ValueError(f"feature chunks hold {start} rows, expected {n}")
-        f.create_dataset("image_id", data=_str_array(image_ids), dtype=string)
-        f.create_dataset("label", data=np.asarray(labels, dtype=np.int8))
-        f.create_dataset("lesion_id", data=_str_array(lesion_ids), dtype=string)
-        meta = f.create_group("meta")
-        for column, values in (metadata or {}).items():
-            meta.create_dataset(column, data=_str_array(values), dtype=string)
-        skip = f.create_group("skipped")
-        skipped = list(skipped)
-        skip.create_dataset("image_id", data=_str_array([s[0] for s in skipped]), dtype=string)
-        skip.create_dataset("reason", data=_str_array([s[1] for s in skipped]), dtype=string)
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["classes"] = json.dumps(CLASSES)
-        for name, value in (attrs or {}).items():
-            if isinstance(value, (list, tuple, dict)) or value is None:
-                value = json.dumps(value)
-            f.attrs[name] = value
+    feats = f.create_dataset("features", (n, dim), dtype=dtype, chunks=(min(max(n, 1), 1024), dim))
+    vds = (f.create_dataset("views", (n, views, dim), dtype=dtype, chunks=(min(max(n, 1), 64), views, dim))
+           if views else None)
+    start = 0
+    for block, view_block in chunks:
+        stop = start + len(block)
+        feats[start:stop] = block
+        if vds is not None:
+            vds[start:stop] = view_block
+        start = stop
+    if start != n:
+        raise ValueError(f"feature chunks hold {start} rows, expected {n}")
+    f.create_dataset("image_id", data=_str_array(image_ids), dtype=string)
+    f.create_dataset("label", data=np.asarray(labels, dtype=np.int8))
+    f.create_dataset("lesion_id", data=_str_array(lesion_ids), dtype=string)
+    meta = f.create_group("meta")
+    for column, values in (metadata or {}).items():
+        meta.create_dataset(column, data=_str_array(values), dtype=string)
+    skip = f.create_group("skipped")
+    skipped = list(skipped)
+    skip.create_dataset("image_id", data=_str_array([s[0] for s in skipped]), dtype=string)
+    skip.create_dataset("reason", data=_str_array([s[1] for s in skipped]), dtype=string)
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["classes"] = json.dumps(CLASSES)
+    for name, value in (attrs or {}).items():
+        if isinstance(value, (list, tuple, dict)) or value is None:
+            value = json.dumps(value)
+        f.attrs[name] = value
 
 
 def write_features(path, features, image_ids, labels, lesion_ids, views=None, **kwargs):
@@ -117,6 +182,14 @@ def write_features(path, features, image_ids, labels, lesion_ids, views=None, **
                               **kwargs)
 
 
+REEXTRACT = "delete it and run `skinfeat extract` again to rebuild it"
+
+
+def damaged(path, what):
+    """The FeaturesError of a features file that is not as ``write_feature_file`` writes it."""
+    return FeaturesError(f"features file {path} is damaged: {what}; {REEXTRACT}")
+
+
 def read_attrs(path):
     """The attributes of a skinfeat feature file, decoded; FeaturesError if it is not one."""
     import h5py
@@ -128,9 +201,9 @@ def read_attrs(path):
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: _decode(v) for k, v in f.attrs.items()}
-    except OSError as exc:
-        raise FeaturesError(f"{path} is not a readable HDF5 file ({exc}); "
-                            "expected a features file written by `skinfeat extract`") from None
+    except (OSError, RuntimeError) as exc:
+        raise FeaturesError(f"{path} is not a readable HDF5 file ({exc}); expected a features file written "
+                            f"by `skinfeat extract`: if it was one, it is truncated or damaged: {REEXTRACT}") from None
     if attrs.get("format") != FORMAT:
         raise FeaturesError(f"{path} is an HDF5 file but not a skinfeat features file "
                             f"(attribute format={attrs.get('format')!r}, expected {FORMAT!r}); "
@@ -142,24 +215,63 @@ def read_attrs(path):
     return attrs
 
 
+def check_layout(f, path):
+    """FeaturesError (``damaged``) unless the open file ``f`` holds the documented
+    datasets with matching lengths and types; reads no feature values."""
+    import h5py
+
+    missing = [f"/{name}" for name in ("features", "image_id", "label", "lesion_id")
+               if not isinstance(f.get(name), h5py.Dataset)]
+    if missing:
+        raise damaged(path, f"it has no {', '.join(missing)} dataset")
+    feats = f["features"]
+    if feats.ndim != 2 or feats.dtype.kind != "f" or not feats.shape[1]:
+        raise damaged(path, f"/features holds {feats.dtype} of shape {feats.shape}, expected floats "
+                            "[images, dimensions]")
+    n = feats.shape[0]
+    for name, kind in (("image_id", "str"), ("label", "int"), ("lesion_id", "str")):
+        ds = f[name]
+        if ds.shape != (n,):
+            raise damaged(path, f"/{name} has shape {ds.shape}, expected ({n},) like the {n} rows of /features")
+        if (h5py.check_string_dtype(ds.dtype) is None) if kind == "str" else ds.dtype.kind not in "iu":
+            raise damaged(path, f"/{name} holds {ds.dtype}, expected {'strings' if kind == 'str' else 'integers'}")
+    views = f.get("views")
+    if views is not None and (not isinstance(views, h5py.Dataset) or views.dtype.kind != "f" or views.ndim != 3
+                              or (views.shape[0], views.shape[2]) != feats.shape):
+        raise damaged(path, f"/views has shape {getattr(views, 'shape', None)}, expected ({n}, views, "
+                            f"{feats.shape[1]}) floats")
+
+
 def read_features(path, with_views=True):
-    """Load a feature file into a FeatureSet, checking it is complete and finite."""
+    """Load a feature file into a FeatureSet, checking it is complete, consistent and finite."""
     import h5py
 
     attrs = read_attrs(path)
-    with h5py.File(path, "r") as f:
-        features = f["features"][:].astype(np.float32)
-        views = f["views"][:].astype(np.float32) if with_views and "views" in f else None
-        fs = FeatureSet(
-            path=str(path),
-            features=features,
-            views=views,
-            image_ids=f["image_id"].asstr()[:].astype(object),
-            labels=f["label"][:].astype(np.int8),
-            lesion_ids=f["lesion_id"].asstr()[:].astype(object),
-            metadata={k: f["meta"][k].asstr()[:].astype(object) for k in f.get("meta", {})},
-            attrs=attrs,
-        )
+    try:
+        with h5py.File(path, "r") as f:
+            check_layout(f, path)
+            features = f["features"][:].astype(np.float32)
+            views = f["views"][:].astype(np.float32) if with_views and "views" in f else None
+            fs = FeatureSet(
+                path=str(path),
+                features=features,
+                views=views,
+                image_ids=f["image_id"].asstr()[:].astype(object),
+                labels=f["label"][:].astype(np.int64),
+                lesion_ids=f["lesion_id"].asstr()[:].astype(object),
+                metadata={k: f["meta"][k].asstr()[:].astype(object) for k in f.get("meta", {})},
+                attrs=attrs,
+            )
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:  # truncated or odd parts
+        raise damaged(path, f"reading it failed ({exc})") from None
+    if not len(fs):
+        raise FeaturesError(f"features file {path} holds no images (every image was skipped at extraction: "
+                            "its /skipped lists why); extract features of readable images")
+    bad = (fs.labels < -1) | (fs.labels >= len(CLASSES))
+    if bad.any():
+        raise damaged(path, f"/label holds {fs.labels[bad][0]} (image {fs.image_ids[bad][0]}), expected -1 "
+                            f"(unlabelled) or a class index 0-{len(CLASSES) - 1}")
+    fs.labels = fs.labels.astype(np.int8)
     bad = ~np.isfinite(fs.features).all(axis=1)
     if views is not None:
         bad |= ~np.isfinite(views).all(axis=(1, 2))
