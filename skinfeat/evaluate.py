@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from skinfeat.classes import CLASSES
-from skinfeat.errors import DataError, UsageError
+from skinfeat.errors import DataError, FeaturesError, SkinfeatError, UsageError
 from skinfeat.heads import make_head
 from skinfeat.heads import inference
 from skinfeat.metrics import classification_metrics, prior_baseline, summarize_folds
@@ -53,6 +53,10 @@ def resolve_folds(fs, folds_path=None, k=None, seed=DEFAULT_SEED):
     from skinfeat.data import make_folds, read_folds
 
     labelled = fs.labels >= 0
+    if not labelled.any():
+        raise FeaturesError(f"features file {fs.path} has no labelled images (all {len(fs)} are unlabelled); "
+                            "fitting needs labels: extract features of a labelled dataset (HAM10000 "
+                            "metadata, ISIC ground truth or class folders)")
     if folds_path is not None:
         mapping = read_folds(folds_path)
         missing = [i for i in fs.image_ids[labelled] if i not in mapping]
@@ -73,6 +77,11 @@ def resolve_folds(fs, folds_path=None, k=None, seed=DEFAULT_SEED):
         source = f"make_folds(k={k}, seed={seed})"
     used = np.unique(fold[fold >= 0])
     folds = Folds(fold, source, len(used), _folds_hash(fs.image_ids, fold))
+    present = np.unique(fs.labels[fold >= 0])
+    if len(present) < 2:
+        raise FeaturesError(f"every image of {fs.path} that takes part in the folds is {CLASSES[present[0]]}; "
+                            "a classifier needs at least two classes: extract features of a dataset "
+                            "with more classes" + (" or use another folds file" if folds_path else ""))
     check_class_counts(fs.labels[fold >= 0], folds.k, folds_path is not None)
     return folds
 
@@ -204,12 +213,16 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     from skinfeat.heads import head_class
     from skinfeat.model.export import export_model
     from skinfeat.model.store import save_model
-    from skinfeat.records import new_run_id, settings_hash, write_record
+    from skinfeat.outputs import check_writable
+    from skinfeat.records import check_runs_writable, new_run_id, settings_hash, write_record
 
     if folds_path is not None and cv is not None:
         raise UsageError("--folds and --cv both given; expected one: a folds file, or K for default folds")
     cls = head_class(head)
     all_params = make_head(cls.name, **(params or {})).get_params()
+    check_runs_writable(runs)
+    if out is not None:
+        check_writable(out, "the model", folder=True)
     start = time.perf_counter()
     fs = read_features(features, with_views=use_views)
     load_seconds = time.perf_counter() - start
@@ -329,19 +342,37 @@ def missing_runs(feature_files, heads, records, params=None, use_views=True, shi
 def fit_missing(feature_files, heads, folds_path=None, cv=None, use_views=True, log=None, runs=None,
                 shift_data=None, shifts=(), tta="none", progress=False):
     """Run every (features file, head) combination not recorded yet with these settings;
-    returns the new records. Used by ``skinfeat compare --fit``."""
+    returns ``(new records, failures)``. A file or fit that fails with a skinfeat
+    error becomes a failure ``(what, message)``, logged on one line, and the
+    others go on. Used by ``skinfeat compare --fit``."""
     from skinfeat.heads import head_class
-    from skinfeat.records import read_records
+    from skinfeat.records import check_runs_writable, read_records
 
     heads = [head_class(h).name for h in heads]
-    todo = missing_runs(feature_files, heads, read_records(runs), use_views=use_views, shifts=shifts)
+    check_runs_writable(runs)
+    failures, done = [], read_records(runs)
+
+    def attempt(what, work):
+        try:
+            return work()
+        except UsageError:
+            raise
+        except SkinfeatError as exc:
+            failures.append((what, str(exc)))
+            if log:
+                log(f"failed: {what}: {exc}")
+            return None
+
+    todo = [pair for path in feature_files for pair in attempt(
+        str(path), lambda: missing_runs([path], heads, done, use_views=use_views, shifts=shifts)) or []]
     records = []
     for i, (path, head) in enumerate(todo):
         if log:
             log(f"[{i + 1}/{len(todo)}] fitting {head} on {path}")
-        records.append(run_fit(path, head, folds_path=folds_path, cv=cv, use_views=use_views, log=log,
-                               runs=runs, shift_data=shift_data, shifts=shifts, tta=tta, progress=progress))
-    return records
+        records.append(attempt(f"{head} on {path}", lambda: run_fit(
+            path, head, folds_path=folds_path, cv=cv, use_views=use_views, log=log, runs=runs,
+            shift_data=shift_data, shifts=shifts, tta=tta, progress=progress)))
+    return [r for r in records if r is not None], failures
 
 
 def save_best(records, out, log=None):

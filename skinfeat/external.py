@@ -145,6 +145,10 @@ def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, writ
 
     from skinfeat.model.format import read_manifest
 
+    if write:
+        from skinfeat.records import check_runs_writable
+
+        check_runs_writable(runs)
     info = read_manifest(directory)
     total = int((np.asarray(manifest.labels) >= 0).sum()) * (1 + len(shifts))
     with tqdm(total=total, unit="img", desc="evaluate", disable=not progress, file=sys.stderr,
@@ -164,6 +168,10 @@ def evaluate_predictions(path, labels_path, write=True, runs=None):
 
     from skinfeat.submission import read_labels, read_predictions
 
+    if write:
+        from skinfeat.records import check_runs_writable
+
+        check_runs_writable(runs)
     ids, proba, y = read_predictions(path, read_labels(labels_path))
     result = {"n": len(ids), "image_ids": ids, "tta": None, "clean": score(y, proba, np.zeros(len(CLASSES))),
               "shifts": {}, "worst": None, "predictions": str(path), "labels": str(labels_path),

@@ -24,10 +24,13 @@ import hashlib
 import io
 import json
 import math
+import re
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from skinfeat.atomic import write_atomically
+from skinfeat.atomic import sweep, write_atomically
+from skinfeat.outputs import check_writable, writing
 from skinfeat.paths import runs_dir
 
 SCHEMA = "skinfeat-run"
@@ -69,23 +72,78 @@ def write_record(record, directory=None, schema=SCHEMA):
     """Write ``record`` as ``<run_id>.json`` atomically; returns the path."""
     directory = Path(directory or runs_dir())
     directory.mkdir(parents=True, exist_ok=True)
+    sweep_runs(directory)
     record = {"schema": schema, "schema_version": SCHEMA_VERSION, **json_safe(record)}
     path = directory / f"{record['run_id']}.json"
-    write_atomically(path, lambda f: json.dump(record, f, indent=1, allow_nan=False))
+    with writing(path, "the run record"):
+        write_atomically(path, lambda f: json.dump(record, f, indent=1, allow_nan=False))
     return path
 
 
+def check_runs_writable(directory=None):
+    """CacheError, before any work, when run records cannot be written into ``directory``."""
+    check_writable(directory or runs_dir(), "run records", folder=True)
+
+
+def sweep_runs(directory):
+    """Remove what killed writers left in the runs folder. Every run writes new
+    names, so no later write of the same path would (``skinfeat.atomic.sweep``)."""
+    for entry in Path(directory).glob(".*"):
+        match = re.fullmatch(r"\.(.+)\.\d+\.[a-z0-9_]{8}\.(tmp|npz)", entry.name)
+        if match:
+            sweep(Path(directory) / match[1])
+
+
+# fields every reader of a record indexes: name -> type; the second set only when present
+REQUIRED = {SCHEMA: {"run_id": str, "head": str, "backbone": dict, "features": dict, "metrics": dict},
+            EVALUATION_SCHEMA: {"clean": dict, "n": int}}
+OPTIONAL = {"created": str, "folds": dict, "timings": dict, "shift": dict, "test": dict, "per_class": dict,
+            "confusion": list, "baseline": dict, "params": dict, "shifts": dict, "worst": dict}
+_warned = set()
+
+
+def _problem(record, schema):
+    """Why a record of ``schema`` cannot be shown, or None."""
+    for name, kind in {**OPTIONAL, **REQUIRED[schema]}.items():
+        value = record.get(name)
+        if not isinstance(value, kind) and (value is not None or name in REQUIRED[schema]):
+            return f"its {name!r} is {'missing' if value is None else 'a ' + type(value).__name__}, expected a {kind.__name__}"
+    if schema == SCHEMA and not all(isinstance(v, dict) for v in record["metrics"].values()):
+        return "its 'metrics' are not {name: {mean, std}}"
+    bmca = (record["metrics"].get("bmca") or {}).get("mean") if schema == SCHEMA else record["clean"].get("bmca")
+    if not isinstance(bmca, (int, float)):
+        return "it has no BMCA"
+    return None
+
+
+def _warn(path, why):
+    if path not in _warned:
+        _warned.add(path)
+        print(f"warning: skipped run record {path}: {why}; fix or delete it", file=sys.stderr)
+
+
 def read_records(directory=None, schema=SCHEMA):
-    """Every record of ``schema`` under ``directory`` (files of other shapes are skipped)."""
+    """Every record of ``schema`` under ``directory``. A JSON file that is not a
+    record of a known schema is skipped; one that is broken (not JSON, or a record
+    lacking what readers need) is skipped with one warning line on stderr."""
     directory = Path(directory or runs_dir())
     records = []
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            _warn(path, f"not readable JSON ({exc})")
             continue
-        if isinstance(record, dict) and record.get("schema") == schema:
-            records.append(record)
+        if not isinstance(record, dict):
+            _warn(path, f"a JSON {type(record).__name__}, expected an object")
+            continue
+        if record.get("schema") != schema:
+            continue
+        why = _problem(record, schema)
+        if why:
+            _warn(path, why)
+            continue
+        records.append(record)
     return records
 
 

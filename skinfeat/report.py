@@ -21,13 +21,16 @@ import base64
 import html
 import io
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from skinfeat.classes import CLASSES, FULL_NAMES
-from skinfeat.errors import DataError
+from skinfeat.atomic import write_atomically
+from skinfeat.errors import DataError, FeaturesError
+from skinfeat.outputs import check_writable, writing
 
 MAP_METHODS = ("umap", "tsne", "pca", "none")
 DEFAULT_MAP = "umap"
@@ -49,6 +52,7 @@ def write_report(out="report.html", runs=None, map_method=DEFAULT_MAP, map_subsa
     from skinfeat.paths import runs_dir
     from skinfeat.records import leaderboard_rows, read_evaluations, read_records
 
+    check_writable(out, "the report")
     runs = Path(runs or runs_dir())
     records = read_records(runs)
     evaluations = read_evaluations(runs)
@@ -64,9 +68,9 @@ def write_report(out="report.html", runs=None, map_method=DEFAULT_MAP, map_subsa
     if fs is not None:
         sections.append(_map_section(fs, map_method, map_subsample, result))
         sections.append(_dataset_section(fs))
-    from skinfeat.atomic import write_atomically
-
-    write_atomically(result.path, lambda f: f.write(_page(sections, runs, result)))
+    page = _page(sections, runs, result)
+    with writing(result.path, "the report"):
+        write_atomically(result.path, lambda f: f.write(page))
     return result
 
 
@@ -98,8 +102,9 @@ def _best_run_section(record, runs, result):
              f"settings {html.escape(record.get('settings_label') or 'default')}, "
              f"{_count(record['features'].get('n_labelled') or 0, 'labelled image')}, folds "
              f"{html.escape(str(record.get('folds', {}).get('source')))}.</p>", _per_class_table(record)]
-    y, pred = _pairs_from_confusion(record["confusion"])
-    parts.append(_figure(plot_confusion(y, pred, title=name), "confusion matrix", result))
+    if record.get("confusion"):
+        y, pred = _pairs_from_confusion(record["confusion"])
+        parts.append(_figure(plot_confusion(y, pred, title=name), "confusion matrix", result))
     oof = _load_oof(record, runs, result)
     if oof is not None:
         y, proba = oof
@@ -179,9 +184,14 @@ def _load_oof(record, runs, result):
                             "precision-recall and reliability plots are left out; re-run its "
                             "`skinfeat fit` to get them")
         return None
-    with np.load(path, allow_pickle=False) as npz:
-        label, fold, proba = npz["label"].astype(int), npz["fold"], npz["proba"].astype(np.float64)
-    keep = (fold >= 0) & (label >= 0) & np.isfinite(proba).all(axis=1)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            label, fold, proba = npz["label"].astype(int), npz["fold"], npz["proba"].astype(np.float64)
+        keep = (fold >= 0) & (label >= 0) & np.isfinite(proba).all(axis=1)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        result.notes.append(f"the best run's out-of-fold probabilities {path} cannot be read ({exc}), so its ROC, "
+                            "precision-recall and reliability plots are left out; re-run its `skinfeat fit`")
+        return None
     return label[keep], proba[keep]
 
 
@@ -193,7 +203,11 @@ def _features(record, result):
         result.notes.append(f"the best run's features file {path} is not here, so the feature map and "
                             "the dataset summary are left out")
         return None
-    return read_features(path, with_views=False)
+    try:
+        return read_features(path, with_views=False)
+    except FeaturesError as exc:
+        result.notes.append(f"{exc}; so the feature map and the dataset summary are left out")
+        return None
 
 
 def _map_section(fs, method, subsample, result):

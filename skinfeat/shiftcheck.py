@@ -39,8 +39,14 @@ def shifted_features(attrs, image_ids, paths, shift, tta="none", progress=None, 
         return np.load(path)
     feats = image_features((backbone or tflite_backbone(attrs))(), paths, attrs["resize"], shift,
                            tta_views(tta), progress=progress)
-    with atomic_path(path, suffix=".npy") as tmp:
-        np.save(tmp, feats)
+    try:
+        with atomic_path(path, suffix=".npy") as tmp:
+            np.save(tmp, feats)
+    except OSError as exc:  # a cache: the check goes on without it
+        from skinfeat.outputs import reason
+
+        print(f"note: cannot cache shifted features in {path.parent} ({reason(exc)}); "
+              "they are computed again next time", file=sys.stderr)
     return feats
 
 

@@ -39,23 +39,27 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     """
     from skinfeat.commands.fit import shift_options
     from skinfeat.evaluate import fit_missing, save_best
+    from skinfeat.outputs import check_writable
     from skinfeat.paths import features_dir, runs_dir
     from skinfeat.records import baseline_note, format_leaderboard, leaderboard_rows, read_evaluations, read_records
 
     manifest, parsed = shift_options(shift_data, shifts, tta)
+    if best_dir:
+        check_writable(best_dir, "the best model", folder=True)
+    failures = []
     if fit_first:
         files = sorted(features_dir().glob("*.h5"))
         if not files:
             click.echo(f"no features files in {features_dir()}; run `skinfeat extract` first", err=True)
-        fit_missing(files, [h for h in heads.split(",") if h.strip()], folds_path, cv,
-                    log=lambda line: click.echo(line, err=True), shift_data=manifest, shifts=parsed, tta=tta,
-                    progress=True)
+        _, failures = fit_missing(files, [h for h in heads.split(",") if h.strip()], folds_path, cv,
+                                  log=lambda line: click.echo(line, err=True), shift_data=manifest,
+                                  shifts=parsed, tta=tta, progress=True)
     records = read_records()
     rows = leaderboard_rows(records, sort=sort, latest=not show_all, evaluations=read_evaluations())
     if not rows:
         click.echo(f"no runs recorded in {runs_dir()}; run `skinfeat fit` or `skinfeat compare --fit`",
                    err=True)
-        return
+        return _fail_if(failures)
     click.echo(format_leaderboard(rows, fmt))
     if fmt in ("table", "markdown"):
         click.echo(baseline_note(records))
@@ -69,3 +73,12 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     if len({row["folds"] for row in rows}) > 1:
         click.echo("note: rows were scored on different folds; compare rows with the same folds hash",
                    err=True)
+    _fail_if(failures)
+
+
+def _fail_if(failures):
+    if failures:
+        from skinfeat.errors import SkinfeatError
+
+        raise SkinfeatError(f"{len(failures)} of the fits failed ({'; '.join(what for what, _ in failures)}): "
+                            "see the lines starting with 'failed:' above; fix or remove those features files")

@@ -121,9 +121,13 @@ def split(data, images, labels, k, seed, holdout, out):
     of each class. Fold -1 is the held-out part (--holdout). Later commands take
     the file (--folds FILE) so every backbone and head is scored on the same folds.
     """
+    from skinfeat.outputs import check_writable, writing
+
+    check_writable(out, "the folds file")
     manifest = load_manifest(data, images, labels)
     folds = make_folds(manifest, k=k, seed=seed, holdout=holdout)
-    write_folds(out, manifest, folds)
+    with writing(out, "the folds file"):
+        write_folds(out, manifest, folds)
     click.echo(f"wrote {out}: {len(manifest):,} images, {len(set(manifest.lesion_ids)):,} lesions")
     for part in sorted(set(folds.tolist()), key=lambda p: (p == HOLDOUT, p)):
         name = "held out" if part == HOLDOUT else f"fold {part}"

@@ -43,7 +43,10 @@ def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, rec
     skinfeat evaluate --predictions preds.csv --labels ISIC2018_Task3_Test_GroundTruth.csv
     """
     from skinfeat.external import evaluate_images, evaluate_predictions, format_evaluation
+    from skinfeat.records import check_runs_writable
 
+    if record:
+        check_runs_writable()  # before any image is scored
     if predictions is not None:
         if model_dir or data or images or shifts:
             raise click.UsageError("--predictions takes only --labels CSV; drop --model, --data, --images, --shift")

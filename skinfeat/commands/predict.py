@@ -38,15 +38,19 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     json also lists them as trained. Only the model directory is needed.
     """
     from skinfeat.atomic import write_atomically
+    from skinfeat.outputs import check_writable, writing
     from skinfeat.predict import load_predictor, predict_paths, write_predictions
 
+    if out is not None:
+        check_writable(out, "the predictions")
     model = load_predictor(model_dir)
     skips = _Skips()
     predictions = skips.reported(predict_paths(model, inputs, tta=tta, on_skip=skips.add))
     if out is None:
         count = write_predictions(predictions, sys.stdout, fmt, top_k)
     else:
-        count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k), keep=bool)
+        with writing(out, "the predictions"):
+            count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k), keep=bool)
     skips.finish(count)
     if out is not None:
         click.echo(f"wrote {out}: {count} images" + (f", {len(skips.done)} skipped" if skips.done else ""), err=True)

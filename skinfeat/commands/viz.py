@@ -26,10 +26,12 @@ def viz(features, method, color, folds, subsample, seed, out):
     The coordinates are cached (under $SKINFEAT_HOME/viz, keyed by the feature
     file, method, subsample and seed), so another --color or --out redraws at once.
     """
+    from skinfeat.outputs import check_writable
     from skinfeat.viz import default_out, feature_map
 
-    result = feature_map(features, method=method, color=color, folds=folds, subsample=subsample, seed=seed,
-                         out=out or default_out(features, method, color))
+    out = out or default_out(features, method, color)
+    check_writable(out, "the picture")
+    result = feature_map(features, method=method, color=color, folds=folds, subsample=subsample, seed=seed, out=out)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     emb = result.embedding
