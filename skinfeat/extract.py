@@ -173,14 +173,16 @@ def _locked(lock_path, progress):
 
 def _writable_error(path, exc, parts=None, detail=""):
     """The one-line error of a failed write: what happened, what is kept, what to do."""
-    from skinfeat.outputs import reason
+    from skinfeat.outputs import FULL, reason, write_error
 
+    if exc.errno not in FULL:
+        return write_error(path, exc, "features")
     done = sorted(parts.glob("chunk-*.npz")) if parts is not None and parts.is_dir() else []
     if done:
         fix = (f"free space there (the same command then resumes from the {len(done)} finished "
                f"part{'s' if len(done) > 1 else ''} kept in {parts}) or pass --out on another disk")
     else:
-        fix = "free space there or pass --out on a writable disk (nothing finished was changed)"
+        fix = "free space there or pass --out on another disk (nothing finished was changed)"
     return CacheError(f"cannot write features to {path}: {reason(exc)}{detail}; {fix}")
 
 

@@ -22,7 +22,6 @@ The N rows are the images that were read; skipped ones are only listed under
         df = pd.DataFrame(f["features"][:]).assign(image_id=f["image_id"].asstr()[:])
 """
 
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -66,50 +65,61 @@ def _str_array(values):
     return np.asarray([str(v) for v in values], dtype=object)
 
 
-class _Sink(io.RawIOBase):
-    """The file HDF5 writes through. HDF5 cannot survive a failed write (a full disk
-    while it closes the file leaves it half-closed, and Python then crashes), so
-    the sink never fails: it keeps the first error, drops later writes and lets
-    ``write_feature_file`` raise the error once HDF5 has closed the file."""
+class _Sink:
+    """The file HDF5 writes through (h5py's "fileobj" driver). HDF5 does not survive
+    a failed write: a full disk leaves it half-closed or reading back garbage, and
+    Python crashes. So the sink never fails: after the first failed write it holds
+    what HDF5 writes in memory (reads see it, so HDF5 sees a consistent file),
+    ``error`` says what failed, and the writer stops at its next step and raises it
+    once HDF5 has closed the file. Until then it is a plain file (pread/pwrite)."""
 
-    def __init__(self, raw):
-        self.raw, self.error = raw, None
-
-    def readable(self):
-        return True
-
-    def writable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def _do(self, op, *args, default=None):
-        if self.error is None and not self.raw.closed:
-            try:
-                return op(*args)
-            except OSError as exc:
-                self.error = exc
-        return default
+    def __init__(self, fd):
+        self.fd, self.pos, self.error, self.held = fd, 0, None, []  # held: [(offset, bytes)] after the error
 
     def seek(self, offset, whence=0):
-        return self._do(self.raw.seek, offset, whence, default=offset)
+        if whence == 2:
+            offset += max([os.fstat(self.fd).st_size] + [o + len(b) for o, b in self.held])
+        self.pos = offset + (self.pos if whence == 1 else 0)
+        return self.pos
 
     def tell(self):
-        return self._do(self.raw.tell, default=0)
+        return self.pos
 
-    def readinto(self, buffer):
-        return self._do(self.raw.readinto, buffer, default=0)
+    def read(self, size):
+        data = bytearray(os.pread(self.fd, size, self.pos))
+        data.extend(bytes(size - len(data)))  # past the end: zeros, as HDF5's own driver reads
+        for offset, block in self.held:
+            lo, hi = max(offset, self.pos), min(offset + len(block), self.pos + size)
+            if lo < hi:
+                data[lo - self.pos:hi - self.pos] = block[lo - offset:hi - offset]
+        self.pos += size
+        return bytes(data)
 
     def write(self, data):
-        self._do(self.raw.write, data)
+        data = bytes(data)
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(data):  # a short write, then the error
+                    done += os.pwrite(self.fd, data[done:], self.pos + done)
+            except OSError as exc:
+                self.error = exc
+        if self.error is not None:
+            self.held.append((self.pos, data))
+        self.pos += len(data)
         return len(data)
 
-    def truncate(self, size=None):
-        return self._do(self.raw.truncate, size, default=size)
+    def truncate(self, size):
+        if self.error is None:
+            os.ftruncate(self.fd, size)
+        return size
 
     def flush(self):
         pass
+
+    def check(self):
+        if self.error is not None:
+            raise self.error
 
 
 def write_feature_file(path, *, chunks, n, dim, image_ids, labels, lesion_ids, metadata=None,
@@ -118,33 +128,33 @@ def write_feature_file(path, *, chunks, n, dim, image_ids, labels, lesion_ids, m
 
     ``chunks`` yields ``(features [n_i, D], views [n_i, V, D] or None)`` whose rows
     add up to ``n``. The caller makes the write atomic (temporary name, rename).
-    A failed write (a full disk) raises its OSError after the file is closed.
+    A failed write (a full disk) raises its OSError once the file is closed.
     """
     import h5py
 
     with open(path, "w+b", buffering=0) as raw:
-        sink = _Sink(raw)
+        sink = _Sink(raw.fileno())
         try:
             with h5py.File(sink, "w") as f:
-                _write_layout(f, chunks, n, dim, image_ids, labels, lesion_ids, metadata, views, dtype,
-                              skipped, attrs)
+                _write_layout(f, sink.check, chunks, n, dim, image_ids, labels, lesion_ids, metadata, views,
+                              dtype, skipped, attrs)
         except Exception:
             if sink.error is None:
                 raise
-        if sink.error is not None:
-            raise sink.error
+        sink.check()
         os.fsync(raw.fileno())
 
 
-def _write_layout(f, chunks, n, dim, image_ids, labels, lesion_ids, metadata, views, dtype, skipped, attrs):
+def _write_layout(f, check, chunks, n, dim, image_ids, labels, lesion_ids, metadata, views, dtype, skipped, attrs):
     import h5py
 
     string = h5py.string_dtype("utf-8")
-    feats = f.create_dataset("features", (n, dim), dtype=dtype, chunks=(min(max(n, 1), 1024), dim))
-    vds = (f.create_dataset("views", (n, views, dim), dtype=dtype, chunks=(min(max(n, 1), 64), views, dim))
+    feats = f.create_dataset("features", (n, dim), dtype=dtype, chunks=(min(n, 1024), dim) if n else None)
+    vds = (f.create_dataset("views", (n, views, dim), dtype=dtype, chunks=(min(n, 64), views, dim) if n else None)
            if views else None)
     start = 0
     for block, view_block in chunks:
+        check()  # after a failed write, stop before the next one
         stop = start + len(block)
         feats[start:stop] = block
         if vds is not None:
@@ -152,11 +162,14 @@ def _write_layout(f, chunks, n, dim, image_ids, labels, lesion_ids, metadata, vi
         start = stop
     if start != n:
         raise ValueError(f"feature chunks hold {start} rows, expected {n}")
+    check()
     f.create_dataset("image_id", data=_str_array(image_ids), dtype=string)
     f.create_dataset("label", data=np.asarray(labels, dtype=np.int8))
+    check()
     f.create_dataset("lesion_id", data=_str_array(lesion_ids), dtype=string)
     meta = f.create_group("meta")
     for column, values in (metadata or {}).items():
+        check()
         meta.create_dataset(column, data=_str_array(values), dtype=string)
     skip = f.create_group("skipped")
     skipped = list(skipped)

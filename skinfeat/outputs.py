@@ -20,7 +20,7 @@ _REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is e
             errno.EPERM: "permission denied", errno.EISDIR: "it is a folder, not a file",
             errno.ENOTDIR: "it or a folder above it is a file, not a folder",
             errno.EFBIG: "the file is too large for the file system"}
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # fixed by freeing space
 
 
 def reason(exc):
@@ -30,7 +30,7 @@ def reason(exc):
 
 def write_error(path, exc, what="output"):
     """The CacheError of a failed write of ``what`` to ``path``."""
-    fix = ("free some space there or write elsewhere" if exc.errno in _FULL else
+    fix = ("free some space there or write elsewhere" if exc.errno in FULL else
            "give another path" if exc.errno in (errno.EISDIR, errno.ENOTDIR) else "choose a writable place")
     return CacheError(f"cannot write {what} to {path}: {reason(exc)}; {fix}")
 
