@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import math
-import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,7 +71,7 @@ def write_record(record, directory=None, schema=SCHEMA):
     """Write ``record`` as ``<run_id>.json`` atomically; returns the path."""
     directory = Path(directory or runs_dir())
     directory.mkdir(parents=True, exist_ok=True)
-    sweep_runs(directory)
+    sweep(directory, everything=True)  # records have new names: no later write of the same path sweeps
     record = {"schema": schema, "schema_version": SCHEMA_VERSION, **json_safe(record)}
     path = directory / f"{record['run_id']}.json"
     with writing(path, "the run record"):
@@ -83,15 +82,6 @@ def write_record(record, directory=None, schema=SCHEMA):
 def check_runs_writable(directory=None):
     """CacheError, before any work, when run records cannot be written into ``directory``."""
     check_writable(directory or runs_dir(), "run records", folder=True)
-
-
-def sweep_runs(directory):
-    """Remove what killed writers left in the runs folder. Every run writes new
-    names, so no later write of the same path would (``skinfeat.atomic.sweep``)."""
-    for entry in Path(directory).glob(".*"):
-        match = re.fullmatch(r"\.(.+)\.\d+\.[a-z0-9_]{8}\.(tmp|npz)", entry.name)
-        if match:
-            sweep(Path(directory) / match[1])
 
 
 # fields every reader of a record indexes: name -> type; the second set only when present
