@@ -111,7 +111,10 @@ class _Sink:
 
     def truncate(self, size):
         if self.error is None:
-            os.ftruncate(self.fd, size)
+            try:
+                os.ftruncate(self.fd, size)
+            except OSError as exc:
+                self.error = exc
         return size
 
     def flush(self):

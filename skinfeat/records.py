@@ -97,7 +97,8 @@ def _problem(record, schema):
     for name, kind in {**OPTIONAL, **REQUIRED[schema]}.items():
         value = record.get(name)
         if not isinstance(value, kind) and (value is not None or name in REQUIRED[schema]):
-            return f"its {name!r} is {'missing' if value is None else 'a ' + type(value).__name__}, expected a {kind.__name__}"
+            got = "missing" if value is None else f"a {type(value).__name__}"
+            return f"its {name!r} is {got}, expected a {kind.__name__}"
     if schema == SCHEMA and not all(isinstance(v, dict) for v in record["metrics"].values()):
         return "its 'metrics' are not {name: {mean, std}}"
     bmca = (record["metrics"].get("bmca") or {}).get("mean") if schema == SCHEMA else record["clean"].get("bmca")

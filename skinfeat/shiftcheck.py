@@ -36,7 +36,10 @@ def shifted_features(attrs, image_ids, paths, shift, tta="none", progress=None, 
                                      tta]).encode()).hexdigest()[:20]
     path = features_dir() / "shifted" / f"{key}.npy"
     if path.is_file():
-        return np.load(path)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):  # a damaged cache entry: computed again and replaced
+            pass
     feats = image_features((backbone or tflite_backbone(attrs))(), paths, attrs["resize"], shift,
                            tta_views(tta), progress=progress)
     try:

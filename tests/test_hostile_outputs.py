@@ -369,7 +369,7 @@ def test_fit_on_a_damaged_features_file_says_what_is_wrong_on_one_line(how, feat
     assert_one_line_error(result, features, DAMAGES[how][1])
 
 
-@pytest.mark.parametrize("how", ["no /label", "a label of 9", "image_id shorter", "integer features", "truncated"])
+@pytest.mark.parametrize("how", ["a label of -5", "integer features"])  # the corpus has the others
 def test_viz_on_a_damaged_features_file_says_what_is_wrong_on_one_line(how, features, tmp_path):
     damage(features, how)
     result = run("viz", "--features", features, "--method", "pca", "--out", tmp_path / "m.png")
