@@ -35,6 +35,7 @@ from skinfeat.augment import AUGMENTS, DEFAULT_AUGMENT, _augment, _resize  # noq
 from skinfeat.errors import CacheError, DataError, SkinfeatError, UsageError
 from skinfeat.features import FORMAT_VERSION, check_layout, read_attrs, write_feature_file
 from skinfeat.outputs import probe
+from skinfeat.images import decode
 from skinfeat.paths import features_dir
 
 RESIZE_POLICIES = ("squash", "crop", "pad")
@@ -107,9 +108,10 @@ def _pipeline(paths, spans, size, resize, views, augment_seed, augment="mild"):
     # to convert (and only warns when it tries).
     @tf.autograph.experimental.do_not_convert
     def load(row, path):
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image = tf.image.convert_image_dtype(image, tf.float32)
+        # skinfeat.images.decode, as predict and data check: one definition of a readable image
+        # (TIFF included; bombs, degenerate sizes and FIFOs refused), the same pixels as tf.io.decode_image.
+        image = tf.numpy_function(_decode, [path], tf.float32, stateful=False)
+        image.set_shape([None, None, 3])
         clean = _resize(image, size, resize)
         clean.set_shape([size[0], size[1], 3])
         if not views:
@@ -136,21 +138,17 @@ def _pipeline(paths, spans, size, resize, views, augment_seed, augment="mild"):
     return ds.with_options(options)
 
 
-def _why_unreadable(path):
-    """A short reason an image failed to decode (only called for failures)."""
-    p = Path(path)
-    if not p.exists():
-        return "file not found"
-    if p.stat().st_size == 0:
-        return "zero-byte file"
-    from PIL import Image
+def _decode(path):
+    return decode(os.fsdecode(path))
 
+
+def _why_unreadable(path):
+    """Why an image failed to decode (only called for failures)."""
     try:
-        with Image.open(p) as im:
-            im.load()
-    except Exception as exc:  # PIL raises many types; we only report the text
-        return f"unreadable image ({type(exc).__name__}: {exc})"
-    return "could not be decoded by TensorFlow (not JPEG/PNG/BMP/GIF?)"
+        decode(path)
+    except DataError as exc:
+        return str(exc)
+    return "could not be resized or augmented"
 
 
 # ----------------------------------------------------------------------------- files

@@ -1,6 +1,13 @@
-"""Decode and resize one image with PIL and numpy, as extraction's TensorFlow
-pipeline does (``skinfeat.extract._pipeline``), without importing TensorFlow.
+"""One definition of a readable image, and its decoding and resizing with PIL
+and numpy, shared by ``data check``, ``extract`` (its tf.data pipeline calls
+:func:`decode`), ``predict`` and the dataset layer, without importing TensorFlow.
 
+- A readable image is a regular file (never a FIFO or device: they are not
+  opened) whose name ends in :data:`IMAGE_EXTENSIONS`, whose content PIL or
+  libjpeg-turbo decodes completely, with at least :data:`MIN_SIDE` pixels on
+  each side, sides at most :data:`MAX_ASPECT` times as long as each other, and
+  at most :data:`MAX_PIXELS` pixels (checked from the header, before decoding).
+  Anything else raises :class:`FileError` saying why.
 - Decoding, like ``tf.io.decode_image(channels=3)``: JPEG with libjpeg-turbo
   through ``simplejpeg`` with TensorFlow's settings (fast integer IDCT, fancy
   upsampling), so the pixels agree exactly (PIL's accurate IDCT differs by up
@@ -10,7 +17,7 @@ pipeline does (``skinfeat.extract._pipeline``), without importing TensorFlow.
 - Resizing: ``tf.image.resize(antialias=True)`` is a separable triangle filter
   whose width grows with the down-scaling factor (``ScaleAndTranslate``); here
   it is the same filter as two small weight matrices. ``squash``, ``crop`` and
-  ``pad`` follow ``skinfeat.extract._resize`` step by step, in float32.
+  ``pad`` follow ``skinfeat.augment._resize`` step by step, in float32.
 
 The tests hold the result against the TensorFlow pipeline (max difference ~1e-6).
 """
@@ -19,41 +26,122 @@ import io
 from functools import lru_cache
 import os
 from pathlib import Path
+import stat
 
 import numpy as np
 
 from skinfeat.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"))
+FORMATS = "JPEG, PNG, BMP, GIF, TIFF or WebP"
+# PIL's own decompression-bomb limit (about 9459 x 9459): 1 GB as float32 pixels.
+MAX_PIXELS = 89_478_485
+MIN_SIDE = 8  # the robust views blur with a 13-tap reflected kernel; smaller shows no lesion anyway
+MAX_ASPECT = 10  # a centre crop of a 10:1 image resizes it to 10 x 224 x 224 first; 3000:1 would be 2 GB
+_TOO_MANY = (f"more than the {MAX_PIXELS:,} pixels skinfeat decodes (a decompression bomb?); "
+             "expected a photo: downscale it")
 _INV_255 = np.float32(1.0 / 255.0)
+_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket",
+          stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+
+
+class FileError(DataError):
+    """A file that cannot be used; ``reason`` is the message without the file's name."""
+
+    def __init__(self, name, reason):
+        super().__init__(f"{name} {reason}")
+        self.reason = reason
+
+
+def shown(path):
+    """``path`` as text that prints anywhere: bytes that are not UTF-8 as ``\\xe9``."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _irregular(path):
+    """A FileError when ``path`` is not a regular file (links followed), else None."""
+    name = shown(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return FileError(name, "does not exist (no such file, or a broken symbolic link); check the path")
+    except OSError as exc:
+        return FileError(name, f"cannot be read ({exc.strerror}); check the path and its permissions")
+    if stat.S_ISREG(mode):
+        return None
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return FileError(name, f"is {kind}, not a regular file; expected a file: give the file itself")
+
+
+def read_file(path):
+    """The bytes of the regular file ``path``; FileError naming it otherwise.
+    A FIFO, socket or device is never opened (reading one could block forever)."""
+    problem = _irregular(path)
+    if problem:
+        raise problem
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise FileError(shown(path), f"cannot be read ({exc.strerror}); check its permissions") from None
+
+
+def check_size(name, height, width):
+    """FileError unless an image of ``height`` x ``width`` pixels is within the limits above."""
+    size = f"is {width} x {height} pixels"
+    if width * height > MAX_PIXELS:
+        raise FileError(name, f"{size}, {_TOO_MANY}")
+    if min(height, width) < MIN_SIDE:
+        raise FileError(name, f"{size}, too small; expected at least {MIN_SIDE} pixels on each side")
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise FileError(name, f"{size}, too elongated; expected sides at most {MAX_ASPECT} times as long "
+                              "as each other: crop it to the lesion")
+
+
+@lru_cache(maxsize=1)
+def _pil():
+    """PIL's Image module, its decompression-bomb limit set to MAX_PIXELS and its
+    warning silenced: :func:`check_size` refuses those images with a clear message."""
+    import warnings
+
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    return Image
 
 
 def decode(source):
     """float32 ``[H, W, 3]`` in [0, 1] of ``source`` (a path or the file's bytes).
-    DataError saying what is wrong when it is not a readable image."""
-    from PIL import Image, UnidentifiedImageError
+    FileError (a DataError) saying what is wrong when it is not a readable image."""
+    import simplejpeg
+    from PIL import UnidentifiedImageError
 
+    Image = _pil()
     in_memory = isinstance(source, (bytes, bytearray))
-    name = "image bytes" if in_memory else str(source)
+    name = "image bytes" if in_memory else shown(source)
+    data = bytes(source) if in_memory else read_file(source)
+    if not data:
+        raise FileError(name, "is a zero-byte file; expected an image file: re-copy or re-export it")
     try:
-        data = bytes(source) if in_memory else Path(source).read_bytes()
         if data[:2] == b"\xff\xd8":
+            height, width = simplejpeg.decode_jpeg_header(data)[:2]
+            check_size(name, height, width)
             return _decode_jpeg(data) * _INV_255
         with Image.open(io.BytesIO(data)) as im:
+            check_size(name, im.height, im.width)
             im.load()
             if im.mode in ("I;16", "I;16B", "I"):  # 16-bit PNG: TF scales by 1/65535
                 return np.clip(np.asarray(im, np.float32) / 65535.0, 0, 1)[..., None].repeat(3, axis=2)
             array = np.asarray(im.convert("RGB"))
     except UnidentifiedImageError:
-        raise DataError(f"{name} is not an image (not JPEG, PNG, BMP, GIF, TIFF or WebP); "
-                        "expected an image file: remove it or pass images only") from None
-    except FileNotFoundError:
-        raise DataError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{name} is a folder; expected an image file") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data (PIL, simplejpeg)
-        raise DataError(f"{name} is a damaged image ({exc}); expected a complete image file: "
-                        "re-copy or re-export it") from None
+        raise FileError(name, f"is not an image (not {FORMATS}); "
+                              "expected an image file: remove it or pass images only") from None
+    except Image.DecompressionBombError:  # over twice MAX_PIXELS: PIL refuses it while reading the header
+        raise FileError(name, f"has {_TOO_MANY}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data (PIL, simplejpeg)
+        raise FileError(name, f"is a damaged image ({exc}); expected a complete image file: "
+                              "re-copy or re-export it") from None
     return array.astype(np.float32) * _INV_255
 
 
@@ -137,13 +225,73 @@ def is_image_name(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS and not Path(path).name.startswith(".")
 
 
-def walk_images(folder):
-    """Paths of the image files under ``folder``, recursively, in name order,
-    skipping hidden entries and ``__MACOSX`` folders; one at a time."""
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+def _raise(path, exc):
+    raise exc
+
+
+def list_folder(folder, on_skip=None):
+    """``[(path, is_dir)]`` of the entries of ``folder`` in name order, skipping
+    hidden entries and ``__MACOSX``. What cannot be used goes to ``on_skip(path,
+    FileError)`` (default: raise it) and is left out: ``folder`` itself when
+    unreadable, entries whose type cannot be read (a symbolic link loop), names
+    that are not UTF-8 (no id or file name downstream could hold them)."""
+    on_skip = on_skip or _raise
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        on_skip(folder, FileError(shown(folder), f"is a folder that cannot be read ({exc.strerror}); its images "
+                                                 "are left out: make it readable (chmod a+rx)"))
+        return []
+    listed = []
+    for entry in entries:
         if entry.name.startswith(".") or entry.name == "__MACOSX":
             continue
-        if entry.is_dir():
-            yield from walk_images(entry.path)
-        elif is_image_name(entry.name):
-            yield Path(entry.path)
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir()  # follows symbolic links
+        except OSError as exc:
+            on_skip(path, FileError(shown(path), f"cannot be followed ({exc.strerror}); left out: "
+                                                 "remove or fix the symbolic link"))
+            continue
+        try:
+            entry.name.encode("utf-8")
+        except UnicodeEncodeError:
+            if is_dir or is_image_name(entry.name):
+                on_skip(path, FileError(shown(path), "has a name that is not UTF-8 text; left out: "
+                                                     "rename it (letters, digits, '_' and '-' are safe)"))
+            continue
+        listed.append((path, is_dir))
+    return listed
+
+
+def walk_images(folder, on_skip=None):
+    """Paths of the regular image files under ``folder``, recursively, in name
+    order, skipping hidden entries and ``__MACOSX`` folders; one at a time. Each
+    folder is searched once, however many symbolic links lead to it (so a link
+    loop ends). Image names that are not regular files (a FIFO, a broken link)
+    and what :func:`list_folder` cannot use go to ``on_skip(path, FileError)``
+    (default: raise it)."""
+    yield from _walk(folder, on_skip or _raise, set())
+
+
+def _walk(folder, on_skip, seen):
+    try:
+        st = os.stat(folder)
+    except OSError as exc:
+        on_skip(folder, FileError(shown(folder), f"cannot be read ({exc.strerror}); left out"))
+        return
+    if (st.st_dev, st.st_ino) in seen:
+        on_skip(folder, FileError(shown(folder), "leads back to a folder already searched (a symbolic link "
+                                                 "loop, or a second link to it); not searched again"))
+        return
+    seen.add((st.st_dev, st.st_ino))
+    for path, is_dir in list_folder(folder, on_skip):
+        if is_dir:
+            yield from _walk(path, on_skip, seen)
+        elif is_image_name(path.name):
+            problem = _irregular(path)  # a FIFO, a device, a broken link
+            if problem:
+                on_skip(path, problem)
+            else:
+                yield path

@@ -30,15 +30,17 @@ BATCH_SIZE = 16
 
 # ----------------------------------------------------------------------------- inputs
 
-def iter_image_paths(inputs):
+def iter_image_paths(inputs, on_skip=None):
     """Image paths of ``inputs`` (files, and folders searched recursively in name
     order, hidden files skipped), one at a time. DataError for a missing path or a
-    folder without images."""
+    folder without images; what a folder holds that cannot be used (a FIFO, an
+    unreadable sub-folder, a name that is not UTF-8) goes to ``on_skip(path,
+    DataError)`` (default: raise), as ``skinfeat.images.walk_images`` says."""
     for item in inputs:
         item = Path(item)
         if item.is_dir():
             found = False
-            for path in walk_images(item):
+            for path in walk_images(item, on_skip):
                 found = True
                 yield path
             if not found:
@@ -62,7 +64,7 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None)
         tta = True
     views = tta_views(tta) if isinstance(tta, str) else ()
     batch = []
-    for path in iter_image_paths(inputs):
+    for path in iter_image_paths(inputs, on_skip):
         try:
             image = decode(path)
         except DataError as exc:

@@ -10,8 +10,8 @@ from PIL import Image
 _colours = itertools.count(1)
 
 
-def write_image(path, colour=None, size=(8, 6)):
-    """A small solid-colour image; the format follows the suffix (.jpg, .png ...)."""
+def write_image(path, colour=None, size=(10, 8)):
+    """A small solid-colour image (skinfeat.images.MIN_SIDE is 8); the format follows the suffix (.jpg, .png ...)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = next(_colours) if colour is None else colour

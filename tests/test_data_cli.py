@@ -44,7 +44,7 @@ def test_check_lists_errors_and_exits_1(tmp_path):
     out = result.stdout.splitlines()
     assert f"error: {tmp_path}/HAM10000_metadata.csv:3: label 'mole' of ISIC_2 is not one of the seven classes " \
            "MEL, NV, BCC, AKIEC, BKL, DF, VASC; row skipped: fix the label" in out
-    assert any(line.startswith("error: ") and "zero-byte file for ISIC_3" in line for line in out)
+    assert any(line.startswith("error: ") and "image ISIC_3 is a zero-byte file" in line for line in out)
     assert any(line.startswith("warning: ") and "ISIC_2 has no row" in line for line in out)
     assert out[-1] == "2 errors, 1 warnings: fix the errors above"
 

@@ -50,9 +50,9 @@ def test_one_id_with_two_files_is_an_error_and_the_first_is_used(tmp_path):
 
 @pytest.mark.parametrize("damage, expected", [
     (lambda p: p.write_bytes(b""), "zero-byte file"),
-    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "truncated image"),
-    (lambda p: p.write_bytes(p.read_bytes()[:-2]), "truncated image"),  # only the end marker lost
-    (lambda p: p.write_text("<html>Not Found</html>"), "not an image PIL can read"),
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "damaged image"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-2]), "damaged image (Premature end of JPEG file)"),  # end marker lost
+    (lambda p: p.write_text("<html>Not Found</html>"), "is not an image (not JPEG, PNG"),
 ])
 def test_broken_image_files_are_errors(tmp_path, damage, expected):
     make_ham(tmp_path, [("HAM_1", "ISIC_1", "nv"), ("HAM_2", "ISIC_2", "mel")])

@@ -101,7 +101,7 @@ def test_a_failed_write_leaves_the_old_file_untouched(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("image_id,lesion_id,label,fold\na,a,MEL,x\n", ":2: fold 'x' is not an integer"),
+    ("image_id,lesion_id,label,fold\na,a,MEL,x\n", r"f.csv: fold 'x' \(not an integer\) on line 2"),
     ("image_id,lesion_id,label,fold\na,a,MEL,0\na,a,MEL,1\n", ":3: image a is listed twice"),
     ("image,fold\na,0\n", "no column 'image_id'.*found 'image'"),
     ("image_id,lesion_id,label,fold\n", "no rows"),

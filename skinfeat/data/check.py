@@ -1,43 +1,38 @@
 """What ``skinfeat data check`` looks for beyond the manifest's own problems:
-unreadable, truncated or empty image files, byte-identical files under two ids,
-and lesions whose images carry different labels; plus the summary it prints."""
+images that extract and predict cannot read (:func:`skinfeat.images.decode`:
+unreadable, truncated, empty, of degenerate size, decompression bombs),
+byte-identical files under two ids, and lesions whose images carry different
+labels; plus the summary it prints."""
 
 import hashlib
-import io
 import os
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from skinfeat.classes import CLASSES, UNLABELLED
 from skinfeat.data.manifest import ERROR, error, warning
 from skinfeat.data.split import lesion_labels
+from skinfeat.images import FileError, decode, read_file
 
 MISSING_VALUES = ("", "unknown", "nan", "na", "n/a", "none")
 
 
 def scan_image(path):
-    """``(sha1 of the bytes, None)`` for a file PIL decodes completely, else ``(digest or None, what is wrong)``."""
+    """``(sha1 of the bytes or None, None)`` for a readable image (:func:`skinfeat.images.decode`
+    decodes it completely), else ``(digest or None, FileError saying what is wrong)``."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        return None, f"cannot read the file ({exc.strerror})"
-    if not data:
-        return None, "zero-byte file"
-    digest = hashlib.sha1(data).hexdigest()
+        data = read_file(path)
+    except FileError as exc:
+        return None, exc
+    digest = hashlib.sha1(data).hexdigest() if data else None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()  # decodes every byte: a cut-off file raises "image file is truncated"
-    except Image.UnidentifiedImageError:
-        return digest, "not an image PIL can read (unknown format)"
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means the file is unusable
-        kind = "truncated image" if "truncated" in str(exc).lower() else "unreadable image"
-        return digest, f"{kind} ({exc})"
+        decode(data)
+    except FileError as exc:
+        return digest, exc
     return digest, None
 
 
@@ -51,8 +46,7 @@ def check_images(manifest, progress=False, workers=None):
                    unit="img", desc="checking images", leave=False)
         for i, (digest, complaint) in enumerate(bar):
             if complaint:
-                problems.append(error(f"{complaint} for {manifest.image_ids[i]}: replace the file "
-                                      "or remove the image from the dataset", manifest.paths[i]))
+                problems.append(error(f"image {manifest.image_ids[i]} {complaint.reason}", manifest.paths[i]))
             if digest:
                 by_digest.setdefault(digest, []).append(i)
     for same in by_digest.values():

@@ -13,22 +13,31 @@ import os
 from pathlib import Path
 
 from skinfeat.classes import CLASSES, FULL_NAMES, UNLABELLED, class_index
-from skinfeat.data.csvfile import close_matches, read_header, read_table
+from skinfeat.data.csvfile import close_matches, read_header, read_table, shorten
 from skinfeat.data.manifest import METADATA_COLUMNS, Manifest, error, warning
 from skinfeat.errors import DataError, UsageError
-from skinfeat.images import IMAGE_EXTENSIONS, is_image_name, walk_images
+from skinfeat.images import IMAGE_EXTENSIONS, is_image_name, list_folder, shown, walk_images
 
 CLASS_LIST = ", ".join(CLASSES)
 _SHOWN = 5  # ids listed in a message that summarises many images
 
 
-def find_images(root):
+def find_images(root, problems=None):
     """``{image id: [paths]}`` of the image files under ``root``, recursively, in
-    name order, skipping hidden files and ``__MACOSX`` folders; paths are absolute."""
+    name order, skipping hidden files and ``__MACOSX`` folders; paths are absolute.
+    What cannot be used (a FIFO named like an image, an unreadable folder, a link
+    loop, a name that is not UTF-8) is left out, a warning in ``problems``."""
     found = {}
-    for path in walk_images(os.path.abspath(root)):
+    for path in walk_images(os.path.abspath(root), _skipper(problems)):
         found.setdefault(path.stem, []).append(str(path))
     return found
+
+
+def _skipper(problems):
+    """``on_skip`` for skinfeat.images that records a warning in ``problems`` (None: raise)."""
+    if problems is None:
+        return None
+    return lambda path, exc: problems.append(warning(f"{shown(Path(path).name)} {exc.reason}", shown(path)))
 
 
 def suggest_class(label):
@@ -102,6 +111,15 @@ def _assemble(records, files, layout, problems, sources, where_images):
     )
 
 
+def _labels_table(labels):
+    """The labels CSV; a DataError when it has a header but no rows at all."""
+    table = read_table(labels)
+    if not table.rows and not any(p.level == "error" for p in table.problems):
+        raise DataError(f"{labels}: the labels file has a header ({shorten(table.columns)}) but no rows; "
+                        "expected one row per image: add the rows, or pass --images DIR alone for unlabelled images")
+    return table
+
+
 def _metadata_order(name):
     return METADATA_COLUMNS.index(name) if name in METADATA_COLUMNS else len(METADATA_COLUMNS)
 
@@ -112,7 +130,7 @@ def _name(label):
 
 def read_ham10000(labels, images):
     """The HAM10000 layout: metadata CSV ``labels`` and images anywhere below ``images``."""
-    table = read_table(labels)
+    table = _labels_table(labels)
     image_col = table.require("image_id", "the image file name without extension")
     dx_col = table.require("dx", f"the diagnosis, one of {CLASS_LIST}")
     lesion_col = table.column("lesion_id")
@@ -137,13 +155,13 @@ def read_ham10000(labels, images):
             lesion = row[lesion_col] if lesion_col else ""
             records.append((where, image_id, label, lesion, {k: row[c] for k, c in meta_cols.items()}))
     sources = {"labels": str(labels), "images": str(images)}
-    return _assemble(records, find_images(images), "ham10000", problems, sources, images)
+    return _assemble(records, find_images(images, problems), "ham10000", problems, sources, images)
 
 
 def read_isic2018(labels, images, groupings=None):
     """The ISIC 2018 Task 3 layout: one-hot ``labels``, images below ``images``,
     optional lesion ``groupings`` (image,lesion_id[,diagnosis_confirm_type])."""
-    table = read_table(labels)
+    table = _labels_table(labels)
     image_col = table.require("image", "the image file name without extension")
     class_cols = [table.require(name, f"the one-hot column of class {name}") for name in CLASSES]
     problems = list(table.problems)
@@ -169,7 +187,7 @@ def read_isic2018(labels, images, groupings=None):
                                     f"({', '.join(ungrouped[:_SHOWN])}...); each counts as its own lesion: "
                                     "add their lesion ids", groupings))
     sources = {"labels": str(labels), "images": str(images)} | ({"groupings": str(groupings)} if groupings else {})
-    return _assemble(records, find_images(images), "isic2018", problems, sources, images)
+    return _assemble(records, find_images(images, problems), "isic2018", problems, sources, images)
 
 
 _BINARY = {"0": 0.0, "0.0": 0.0, "1": 1.0, "1.0": 1.0}
@@ -206,21 +224,18 @@ def _read_groupings(path, problems):
 def read_class_folders(root):
     """One sub-folder per class (``MEL/``, ``nv/`` ...); images directly under ``root`` are left out."""
     problems, records, files = [], [], {}
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name.startswith(".") or entry.name == "__MACOSX":
+    for path, is_dir in list_folder(root, _skipper(problems)):
+        if not is_dir:
+            if is_image_name(path.name):
+                problems.append(warning("image outside the class folders is left out: move it into one", path))
             continue
-        if not entry.is_dir():
-            if is_image_name(entry.name):
-                problems.append(warning("image outside the class folders is left out: move it into one",
-                                        os.path.join(root, entry.name)))
-            continue
-        found = find_images(entry.path)
-        label = class_index(entry.name)
+        found = find_images(path, problems)
+        label = class_index(path.name)
         if label is None:
             if found:
-                problems.append(error(f"folder '{entry.name}' ({len(found)} images) is not one of the seven "
-                                      f"classes {CLASS_LIST}{suggest_class(entry.name)}; its images are left out: "
-                                      "rename the folder", os.path.join(root, entry.name)))
+                problems.append(error(f"folder '{path.name}' ({len(found)} images) is not one of the seven "
+                                      f"classes {CLASS_LIST}{suggest_class(path.name)}; its images are left out: "
+                                      "rename the folder", path))
             continue
         for image_id, paths in found.items():
             records.append((paths[0], image_id, label, "", {}))
@@ -232,7 +247,7 @@ def read_class_folders(root):
 def read_unlabelled(root):
     """Every image below ``root``, without labels."""
     problems = []
-    paths = _unique_paths(find_images(root), problems)
+    paths = _unique_paths(find_images(root, problems), problems)
     ids = sorted(paths)
     return Manifest(ids, [paths[i] for i in ids], [UNLABELLED] * len(ids), list(ids), "unlabelled",
                     problems=problems, sources={"images": str(root)})
@@ -254,16 +269,19 @@ def csv_kind(path):
 
 
 def _csvs(root, depth=2):
-    """CSV files in ``root`` and its sub-folders down to ``depth`` levels, sorted."""
-    found = sorted(str(p) for p in Path(root).glob("*.csv"))
-    if depth > 1:
-        for sub in sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-            found += _csvs(sub, depth - 1)
-    return found
+    """CSV files (regular files only: a FIFO is never opened) in ``root`` and its
+    sub-folders down to ``depth`` levels, sorted; unreadable folders are passed over."""
+    found = []
+    for path, is_dir in list_folder(root, lambda *_: None):
+        if is_dir and depth > 1:
+            found += _csvs(path, depth - 1)
+        elif not is_dir and path.suffix.lower() == ".csv" and path.is_file():
+            found.append(str(path))
+    return sorted(found)
 
 
 def _has_class_folders(root):
-    return any(e.is_dir() and class_index(e.name) is not None for e in os.scandir(root))
+    return any(is_dir and class_index(path.name) is not None for path, is_dir in list_folder(root, lambda *_: None))
 
 
 def _read_isic2018_with_groupings(labels, images):
@@ -276,13 +294,22 @@ def _read_isic2018_with_groupings(labels, images):
 LABEL_READERS = {"ham10000": read_ham10000, "isic2018": _read_isic2018_with_groupings}
 
 
+_EXPECTED_CSV = (f"expected HAM10000 metadata (lesion_id,image_id,dx,...) or ISIC 2018 one-hot ground truth "
+                 f"(image,{','.join(CLASSES)})")
+
+
 def _from_labels(labels, images):
     reader = LABEL_READERS.get(csv_kind(labels))
-    if reader is None:
-        columns = ", ".join(read_header(labels)) or "(none)"
-        raise DataError(f"{labels}: columns {columns}; expected HAM10000 metadata (lesion_id,image_id,dx,...) "
-                        f"or ISIC 2018 one-hot ground truth (image,{','.join(CLASSES)}): fix the header")
-    return reader(labels, images)
+    if reader is not None:
+        return reader(labels, images)
+    if is_image_name(labels):
+        raise DataError(f"{labels} is an image, not a labels CSV; {_EXPECTED_CSV}, or a dataset folder: "
+                        "pass the folder holding the images (and the CSV) instead")
+    columns = read_table(labels).columns  # a clear error when it is not a CSV at all (binary, UTF-16, empty)
+    if "fold" in {c.lower() for c in columns}:
+        raise DataError(f"{labels} is a folds file (written by 'skinfeat data split'), not labels; "
+                        f"{_EXPECTED_CSV}: pass the folds file as --folds to fit")
+    raise DataError(f"{labels}: columns {shorten(columns)}; {_EXPECTED_CSV}: fix the header")
 
 
 def _from_folder(root):
@@ -329,8 +356,8 @@ def _load(data, images, labels):
 
 
 def _empty_message(manifest, where):
-    errors = manifest.errors()
-    if errors:
-        return f"no usable images in {where}: {len(errors)} errors, the first: {errors[0]}"
+    problems = manifest.errors() or manifest.problems
+    if problems:
+        return f"no usable images in {where}: {len(problems)} problems, the first: {problems[0]}"
     return (f"no images found in {where} (looked recursively for {', '.join(sorted(IMAGE_EXTENSIONS))}); "
             "point --data at the folder holding the dataset")

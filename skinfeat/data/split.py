@@ -9,10 +9,11 @@ percentage point of its overall proportion in every part.
 
 The folds file is a CSV ``image_id,lesion_id,label,fold``: ``label`` is the
 class name (empty when unlabelled), ``fold`` is ``0..K-1``, or ``-1`` for the
-held-out part.
+held-out part. :func:`read_folds` refuses any other fold value.
 """
 
 import csv
+import re
 
 import numpy as np
 
@@ -118,25 +119,56 @@ def write_folds(path, manifest, folds):
 
 
 def read_folds(path):
-    """``{image id: fold}`` from a folds file written by :func:`write_folds` (``-1``: held out)."""
+    """``{image id: fold}`` from a folds file written by :func:`write_folds` (``-1``: held out).
+
+    DataError naming the file and lines for a row without an image id, an image
+    listed twice, or a fold that is not an integer, below -1, or beyond a gap in
+    ``0..K-1`` (so no row silently drops out of cross-validation). Images of the
+    file that a features file lacks are ignored (features of part of a dataset);
+    images of the features that the file lacks are an error where it is read
+    (``skinfeat.evaluate.resolve_folds``)."""
     table = read_table(path)
     errors = [p for p in table.problems if p.level == "error"]
     if errors:
         raise DataError(f"{errors[0]}; expected a folds file written by 'skinfeat data split'")
     image_col = table.require("image_id", "written by 'skinfeat data split'")
     fold_col = table.require("fold", "written by 'skinfeat data split'")
-    folds = {}
+    folds, lines, bad = {}, {}, {}
     for line, row in table.rows:
         image_id, value = row[image_col], row[fold_col]
-        try:
-            fold = int(value)
-        except ValueError:
-            raise DataError(f"{path}:{line}: fold '{value}' is not an integer; expected 0..K-1 or -1 "
-                            "(held out): rewrite the file with 'skinfeat data split'") from None
+        if not image_id:
+            raise DataError(f"{path}:{line}: empty image_id; expected one row per image: "
+                            f"{_REWRITE}")
         if image_id in folds:
-            raise DataError(f"{path}:{line}: image {image_id} is listed twice; expected one row per image: "
-                            "rewrite the file with 'skinfeat data split'")
-        folds[image_id] = fold
+            raise DataError(f"{path}:{line}: image {image_id} is listed twice (first on line {lines[image_id]}); "
+                            f"expected one row per image: {_REWRITE}")
+        folds[image_id], lines[image_id] = _fold_number(value), line
+        if folds[image_id] is None:
+            bad.setdefault(f"'{value[:20]}' (not an integer)", []).append(line)
     if not folds:
         raise DataError(f"{path}: no rows; expected one row per image: run 'skinfeat data split'")
+    used = set(folds.values()) - {None}
+    k = next(i for i in range(len(used) + 1) if i not in used)  # folds 0..k-1 are all there
+    for value in sorted(used - set(range(-1, k))):
+        bad[str(value)] = [lines[i] for i, f in folds.items() if f == value]  # below -1, or beyond a gap
+    if bad:
+        shown = "; ".join(f"fold {value} on line{'s' * (len(at) > 1)} {_lines(at)}"
+                          for value, at in list(bad.items())[:_SHOWN])
+        more = f"; and {len(bad) - _SHOWN} more values" if len(bad) > _SHOWN else ""
+        expected = f"0..{k - 1} (its {k} folds" if k else "folds numbered from 0 (there is no fold 0"
+        gap = f"; no fold {k}, so higher ones are out of range" if k and any(f > k for f in used) else ""
+        raise DataError(f"{path}: {shown}{more}; expected {expected}{gap}) or -1 (held out): {_REWRITE}")
     return folds
+
+
+_REWRITE = "rewrite the file with 'skinfeat data split'"
+_SHOWN = 5  # values and lines listed in a message
+
+
+def _fold_number(value):
+    """The fold ``value`` names as an int, or None when it is not a plain integer."""
+    return int(value) if re.fullmatch(r"-?[0-9]+", value) else None
+
+
+def _lines(lines):
+    return ", ".join(map(str, lines[:_SHOWN])) + (f" and {len(lines) - _SHOWN} more" if len(lines) > _SHOWN else "")
