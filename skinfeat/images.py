@@ -36,8 +36,10 @@ IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", 
 FORMATS = "JPEG, PNG, BMP, GIF, TIFF or WebP"
 # PIL's own decompression-bomb limit (about 9459 x 9459): 1 GB as float32 pixels.
 MAX_PIXELS = 89_478_485
-MIN_SIDE = 8  # the robust views blur with a 13-tap reflected kernel; smaller shows no lesion anyway
-MAX_ASPECT = 10  # a centre crop of a 10:1 image resizes it to 10 x 224 x 224 first; 3000:1 would be 2 GB
+MIN_SIDE = 8  # the robust views blur with a 13-tap reflected kernel (sides of 6 fail); smaller shows no lesion
+# A centre crop resizes a 20:1 image to 4480 x 224 first, letterboxing (pad) shrinks its short side to 1/20
+# of the input size; a 3000 x 1 PNG took over 20 GB (measured), and pad fails on it in TensorFlow.
+MAX_ASPECT = 20
 _TOO_MANY = (f"more than the {MAX_PIXELS:,} pixels skinfeat decodes (a decompression bomb?); "
              "expected a photo: downscale it")
 _INV_255 = np.float32(1.0 / 255.0)
@@ -127,13 +129,14 @@ def decode(source):
         if data[:2] == b"\xff\xd8":
             height, width = simplejpeg.decode_jpeg_header(data)[:2]
             check_size(name, height, width)
-            return _decode_jpeg(data) * _INV_255
-        with Image.open(io.BytesIO(data)) as im:
-            check_size(name, im.height, im.width)
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I"):  # 16-bit PNG: TF scales by 1/65535
-                return np.clip(np.asarray(im, np.float32) / 65535.0, 0, 1)[..., None].repeat(3, axis=2)
-            array = np.asarray(im.convert("RGB"))
+            array = _decode_jpeg(data)
+        else:
+            with Image.open(io.BytesIO(data)) as im:
+                check_size(name, im.height, im.width)
+                im.load()
+                if im.mode in ("I;16", "I;16B", "I"):  # 16-bit PNG: TF scales by 1/65535
+                    return np.clip(np.asarray(im, np.float32) / 65535.0, 0, 1)[..., None].repeat(3, axis=2)
+                array = np.asarray(im.convert("RGB"))
     except UnidentifiedImageError:
         raise FileError(name, f"is not an image (not {FORMATS}); "
                               "expected an image file: remove it or pass images only") from None
@@ -142,13 +145,13 @@ def decode(source):
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data (PIL, simplejpeg)
         raise FileError(name, f"is a damaged image ({exc}); expected a complete image file: "
                               "re-copy or re-export it") from None
-    return array.astype(np.float32) * _INV_255
+    return np.multiply(array, _INV_255, dtype=np.float32)  # one pass: uint8 -> float32 * (1/255)
 
 
 def _decode_jpeg(data):
     import simplejpeg
 
-    return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=False).astype(np.float32)
+    return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=False)
 
 
 @lru_cache(maxsize=64)

@@ -230,8 +230,8 @@ def test_a_fifo_named_like_an_image_is_never_opened(tmp_path, pool_module, model
     make_ham(tmp_path, rows)
     listed = tmp_path / "images" / f"{rows[0][1]}.jpg"
     listed.unlink()
-    with fifo(listed), fifo(tmp_path / "images" / "x.jpg") as pipe:
-        code, out = _check(tmp_path)
+    with fifo(listed), fifo(tmp_path / "images" / "x.jpg") as pipe, fifo(tmp_path / "more.csv") as csv_pipe:
+        code, out = _check(tmp_path)  # more.csv is not read either
         assert code == 1 and out[-1] == "1 errors, 2 warnings: fix the errors above"
         assert f"warning: {pipe}: x.jpg is a named pipe (FIFO), not a regular file; expected a file: " \
                "give the file itself" in out
@@ -243,6 +243,11 @@ def test_a_fifo_named_like_an_image_is_never_opened(tmp_path, pool_module, model
         assert result.exit_code == 0, result.output
         assert result.stderr.count("is a named pipe (FIFO), not a regular file") == 3  # two in the folder, once given
         assert len(result.stdout.splitlines()) == len(rows) - 1
+        line = error_line(run("data", "check", "--data", csv_pipe))
+        assert line == (f"Error: --data {csv_pipe}: not a regular file or folder (a FIFO or a device?); "
+                        "expected a dataset folder or a labels CSV")
+        line = error_line(run("data", "check", "--images", tmp_path / "images", "--labels", csv_pipe))
+        assert line == f"Error: --labels {csv_pipe}: not a regular file (a FIFO or a device?); expected a CSV of labels"
 
 
 def test_a_file_name_that_is_not_utf8_is_left_out_with_a_warning_everywhere(tmp_path, pool_module, model):
@@ -300,7 +305,7 @@ REFUSED = {
     "wide.png": ((3000, 1), "is 3000 x 1 pixels, too small; expected at least 8 pixels on each side"),
     "dot.png": ((1, 1), "is 1 x 1 pixels, too small"),
     "tiny.jpg": ((7, 9), "is 7 x 9 pixels, too small"),
-    "strip.png": ((300, 20), "is 300 x 20 pixels, too elongated; expected sides at most 10 times as long"),
+    "strip.png": ((300, 10), "is 300 x 10 pixels, too elongated; expected sides at most 20 times as long"),
     "bomb.png": (None, f"is 10000 x 10000 pixels, more than the {MAX_PIXELS:,} pixels skinfeat decodes"),
     "bigger_bomb.png": (None, f"has more than the {MAX_PIXELS:,} pixels skinfeat decodes (a decompression bomb?)"),
     "empty.jpg": (None, "is a zero-byte file"),

@@ -65,17 +65,23 @@ def check(data, images, labels, pixels):
     \b
     Errors (exit 1: fix them; the images concerned are left out meanwhile):
       a CSV row whose image file is missing; an image id with two files;
-      an unreadable, truncated or zero-byte image; an image listed twice with
-      different labels; a label outside MEL NV BCC AKIEC BKL DF VASC (any case);
-      a one-hot row without exactly one 1; a row with the wrong number of
-      fields; byte-identical files under ids of different lesions or labels;
-      a folder of class-folders that is not a class; a missing required
-      column (image_id and dx, or image and the seven classes; stops at once).
+      an image that extract and predict cannot read either: unreadable,
+      truncated, zero-byte, too small, too elongated or too large (a
+      decompression bomb); an image listed twice with different labels; a
+      label outside MEL NV BCC AKIEC BKL DF VASC (any case); a one-hot row
+      without exactly one 1; a row with the wrong number of fields;
+      byte-identical files under ids of different lesions or labels; a
+      folder of class-folders that is not a class.
+    Stops at once (one line): a missing, duplicated or ambiguous column
+      (image_id and dx, or image and the seven classes); a labels file with
+      no rows, not UTF-8, binary, or with a field over 131,072 characters.
     Warnings (usable as is):
       an image without a row; a row repeated with the same label;
       byte-identical files within one lesion; a lesion whose images carry
       different labels (splits use the majority); no lesion ids (no
-      lesion_id column or groupings file); a BOM or a ';' or tab delimiter.
+      lesion_id column or groupings file); a BOM or a ';' or tab delimiter;
+      left out: a FIFO or broken link named like an image, an unreadable
+      folder, a symbolic link loop, a file or folder name that is not UTF-8.
     """
     manifest = load_dataset(data=data, images=images, labels=labels)
     problems = check_dataset(manifest, pixels=pixels, progress=sys.stderr.isatty())

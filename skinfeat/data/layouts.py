@@ -333,7 +333,7 @@ def load_dataset(data=None, images=None, labels=None):
     if images is not None and not Path(images).is_dir():
         raise DataError(f"--images {images}: not a folder; expected the folder holding the image files")
     if labels is not None and not Path(labels).is_file():
-        raise DataError(f"--labels {labels}: no such file; expected a CSV of labels")
+        raise DataError(f"--labels {labels}: {_missing(labels, 'file')}; expected a CSV of labels")
     manifest = _load(data, images, labels)
     if not len(manifest):
         raise DataError(_empty_message(manifest, data or images))
@@ -347,12 +347,19 @@ def _load(data, images, labels):
     if path.is_file():
         return _from_labels(data, path.parent)
     if not path.is_dir():
-        raise DataError(f"--data {data}: no such file or folder; expected a dataset folder or a labels CSV")
+        raise DataError(f"--data {data}: {_missing(data, 'file or folder')}; expected a dataset folder "
+                        "or a labels CSV")
     candidates = [p for p in _csvs(path) if csv_kind(p) in LABEL_READERS]
     if len(candidates) > 1:
         raise DataError(f"--data {data}: found {len(candidates)} label files ({', '.join(candidates)}); "
                         "choose one with --images DIR --labels CSV")
     return _from_labels(candidates[0], data) if candidates else _from_folder(data)
+
+
+def _missing(path, what):
+    if not os.path.exists(path):
+        return f"no such {what}"
+    return "a folder, not a file" if os.path.isdir(path) else f"not a regular {what} (a FIFO or a device?)"
 
 
 def _empty_message(manifest, where):
