@@ -228,6 +228,17 @@ def is_image_name(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS and not Path(path).name.startswith(".")
 
 
+def name_problem(path):
+    """A FileError when the name of ``path`` is not UTF-8 text (no image id, CSV or HDF5 file
+    could hold it), else None."""
+    try:
+        Path(path).name.encode("utf-8")
+    except UnicodeEncodeError:
+        return FileError(shown(path), "has a name that is not UTF-8 text; left out: "
+                                      "rename it (letters, digits, '_' and '-' are safe)")
+    return None
+
+
 def _raise(path, exc):
     raise exc
 
@@ -257,12 +268,10 @@ def list_folder(folder, on_skip=None):
             on_skip(path, FileError(shown(path), f"cannot be followed ({exc.strerror}); left out: "
                                                  "remove or fix the symbolic link"))
             continue
-        try:
-            entry.name.encode("utf-8")
-        except UnicodeEncodeError:
+        problem = name_problem(path)
+        if problem:
             if is_dir or is_image_name(entry.name):
-                on_skip(path, FileError(shown(path), "has a name that is not UTF-8 text; left out: "
-                                                     "rename it (letters, digits, '_' and '-' are safe)"))
+                on_skip(path, problem)
             continue
         listed.append((path, is_dir))
     return listed

@@ -19,7 +19,7 @@ import numpy as np
 
 from skinfeat.classes import CLASSES
 from skinfeat.errors import DataError
-from skinfeat.images import IMAGE_EXTENSIONS, decode, walk_images
+from skinfeat.images import IMAGE_EXTENSIONS, decode, name_problem, walk_images
 from skinfeat.model.predictor import DEFAULT_TOP_K, Prediction, Predictor, load_predictor
 from skinfeat.model.tflite import TFLiteBackbone
 
@@ -47,7 +47,13 @@ def iter_image_paths(inputs, on_skip=None):
                 raise DataError(f"folder {item} holds no images (looked recursively for "
                                 f"{', '.join(sorted(IMAGE_EXTENSIONS))}); give a folder of images or image files")
         elif item.exists():
-            yield item
+            problem = name_problem(item)
+            if problem is None:
+                yield item
+            elif on_skip is None:
+                raise problem
+            else:
+                on_skip(item, problem)
         else:
             raise DataError(f"{item}: no such file or folder; expected image files or folders of images")
 

@@ -22,8 +22,8 @@ MISSING_VALUES = ("", "unknown", "nan", "na", "n/a", "none")
 
 
 def scan_image(path):
-    """``(sha1 of the bytes or None, None)`` for a readable image (:func:`skinfeat.images.decode`
-    decodes it completely), else ``(digest or None, FileError saying what is wrong)``."""
+    """``(sha1 of the bytes, None)`` for a readable image (:func:`skinfeat.images.decode` decodes
+    it completely), else ``(the sha1 or None, a FileError saying what is wrong)``."""
     try:
         data = read_file(path)
     except FileError as exc:

@@ -82,7 +82,7 @@ def read_table(path):
         ) from None
     if "\0" in text:
         raise DataError(f"{path}: binary data or UTF-16 text (a NUL byte at character {text.index(chr(0))}), "
-                        "not a UTF-8 CSV; expected a CSV of labels: re-save it as 'CSV UTF-8'")
+                        "not a UTF-8 CSV; expected a CSV: re-save it as 'CSV UTF-8'")
     problems = []
     if text.startswith("\ufeff"):
         text = text[1:]
