@@ -34,8 +34,8 @@ from skinfeat.atomic import atomic_path, write_atomically
 from skinfeat.augment import AUGMENTS, DEFAULT_AUGMENT, _augment, _resize  # noqa: F401 (re-exported)
 from skinfeat.errors import CacheError, DataError, SkinfeatError, UsageError
 from skinfeat.features import FORMAT_VERSION, check_layout, read_attrs, write_feature_file
-from skinfeat.outputs import probe
 from skinfeat.images import decode
+from skinfeat.outputs import probe
 from skinfeat.paths import features_dir
 
 RESIZE_POLICIES = ("squash", "crop", "pad")
