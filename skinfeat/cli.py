@@ -37,12 +37,14 @@ def cli():
 
 
 def _register():
-    from skinfeat.commands import compare, data, evaluate, explain, extract, fit, modules, predict, report, viz
+    from skinfeat.commands import compare, data, evaluate, explain, extract, finetune, fit, modules, predict, report, \
+        viz
 
     cli.add_command(data.data)
     cli.add_command(modules.modules)
     cli.add_command(extract.extract)
     cli.add_command(fit.fit)
+    cli.add_command(finetune.finetune)
     cli.add_command(compare.compare)
     cli.add_command(evaluate.evaluate)
     cli.add_command(viz.viz)

@@ -8,6 +8,9 @@ records it.
   training images (the clean one and the augmented ones, each keeping its
   lesion as group) and scores a test image by the mean of its views'
   probabilities (test-time augmentation).
+- Features of a fine-tuned backbone (``skinfeat finetune``) say which rows it was
+  trained on; only the folds none of whose images it saw are scored
+  (``unseen_folds``), so its figures are not inflated by the images it learnt.
 """
 
 import hashlib
@@ -146,13 +149,34 @@ class CVResult:
     first: tuple = None  # (fold, test rows, fitted head) of the first fold, for the shift check
 
 
-def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=None):
-    """Fit ``head_name`` once per fold on the other folds and score it on that fold."""
+def unseen_folds(fs, folds):
+    """The folds to score: every fold, or for features of a fine-tuned backbone only
+    those none of whose images it was trained on; None when it was not fine-tuned.
+    DataError when it saw images of every fold."""
+    seen = fs.trained_on
+    if seen is None:
+        return None
+    every = [int(f) for f in np.unique(folds.fold[folds.fold >= 0])]
+    unseen = [f for f in every if not seen[folds.fold == f].any()]
+    if not unseen:
+        counts = ", ".join(f"fold {f}: {int(seen[folds.fold == f].sum())}" for f in every)
+        raise DataError(
+            f"{fs.path} holds features of {fs.module}, which was fine-tuned on {int(seen.sum())} of these "
+            f"images, and every fold of {folds.source} holds some of them ({counts}); scoring a fold "
+            "it learnt would inflate the figures: pass --folds with the folds file it was fine-tuned "
+            "with (its held-out fold is unseen), or fine-tune with --fold K instead of --all")
+    return unseen
+
+
+def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=None, scored=None):
+    """Fit ``head_name`` once per fold on the other folds and score it on that fold
+    (``scored``: only on these folds)."""
     folds = folds or resolve_folds(fs)
     use_views = use_views and fs.views is not None
     oof = np.full((len(fs), len(CLASSES)), np.nan)
     result = CVResult([], [], oof, np.full(len(fs), -1), [], [])
-    for i, f in enumerate(np.unique(folds.fold[folds.fold >= 0])):
+    every = np.unique(folds.fold[folds.fold >= 0])
+    for i, f in enumerate(every if scored is None else [f for f in every if f in scored]):
         train, test = np.flatnonzero((folds.fold >= 0) & (folds.fold != f)), np.flatnonzero(folds.fold == f)
         X, y, groups = training_rows(fs, train, use_views)
         start = time.perf_counter()
@@ -170,7 +194,7 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
             result.first = (int(f), test, head)
         if log:
             m = result.fold_metrics[-1]
-            log(f"fold {i + 1}/{folds.k}: BMCA {m['bmca']:.3f}  accuracy {m['accuracy']:.3f}  "
+            log(f"fold {i + 1}/{folds.k if scored is None else len(scored)}: BMCA {m['bmca']:.3f}  accuracy {m['accuracy']:.3f}  "
                 f"top-3 {m['top3']:.3f}  ({result.fit_seconds[-1]:.1f} s)")
     return result
 
@@ -228,12 +252,17 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     load_seconds = time.perf_counter() - start
     use_views = bool(use_views and fs.views is not None)
     folds = resolve_folds(fs, folds_path, cv)
+    scored = unseen_folds(fs, folds)
     if log:
         views = f", training on {fs.views.shape[1] + 1} views, TTA" if use_views else ""
         log(f"{cls.name} on {fs.path}: {fs.module}, {int((folds.fold >= 0).sum())} images, "
             f"{fs.feature_dim}-D{views}; folds {folds.source} ({folds.sha256[:8]})")
+    if scored is not None:  # said even with --quiet: the figures cover part of the folds
+        (log or _stderr)(f"leak guard: {fs.module} was fine-tuned on {int(fs.trained_on.sum())} of these "
+                         f"images; scoring only fold{'s' * (len(scored) > 1)} {', '.join(map(str, scored))} "
+                         f"of {folds.k} (never seen by it)")
     start = time.perf_counter()
-    result = cross_validate(fs, cls.name, all_params, folds, use_views, log)
+    result = cross_validate(fs, cls.name, all_params, folds, use_views, log, scored)
     cv_seconds = time.perf_counter() - start
     attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
     record = {
@@ -250,7 +279,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         "settings_label": ",".join(filter(None, [_settings_label(cls, all_params),
                                                  "no-views" if fs.attrs.get("views") and not use_views
                                                  else ""])),
-        "folds": folds.describe(),
+        "folds": dict(folds.describe(), **({"scored": scored} if scored is not None else {})),
         **_summary_fields(result),
         "timings": {"load_seconds": load_seconds, "fit_seconds": result.fit_seconds,
                     "fit_seconds_total": sum(result.fit_seconds),
@@ -283,6 +312,12 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     record["predictions_file"] = write_oof(record, fs, folds, result, runs)
     record["record_path"] = str(write_record(record, runs))
     return record
+
+
+def _stderr(line):
+    import sys
+
+    print(line, file=sys.stderr)
 
 
 def training_info(fs, folds, record):

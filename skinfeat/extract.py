@@ -33,7 +33,8 @@ from skinfeat import __version__
 from skinfeat.atomic import atomic_path, write_atomically
 from skinfeat.augment import AUGMENTS, DEFAULT_AUGMENT, _augment, _resize  # noqa: F401 (re-exported)
 from skinfeat.errors import CacheError, DataError, SkinfeatError, UsageError
-from skinfeat.features import FORMAT_VERSION, check_layout, read_attrs, write_feature_file
+from skinfeat.features import FORMAT_VERSION, TRAINED_ON, check_layout, read_attrs, trained_on_attr, \
+    write_feature_file
 from skinfeat.images import decode
 from skinfeat.outputs import probe
 from skinfeat.paths import features_dir
@@ -189,8 +190,9 @@ def _save_npz(path, **arrays):
         np.savez(tmp, **arrays)
 
 
-def _assemble(out, parts, manifest, key_parts, attrs, dim):
-    """Write the final HDF5 file from the chunk parts, one chunk in memory at a time."""
+def _assemble(out, parts, manifest, key_parts, attrs, dim, trained_on=None):
+    """Write the final HDF5 file from the chunk parts, one chunk in memory at a time.
+    ``trained_on``: the image ids a fine-tuned backbone was trained on (None: not fine-tuned)."""
     index = [np.load(p, allow_pickle=False) for p in parts]  # npz arrays load on access
     rows = np.concatenate([c["rows"] for c in index]).astype(np.int64)
     skipped = [(manifest.image_ids[r], str(reason)) for c in index
@@ -201,6 +203,8 @@ def _assemble(out, parts, manifest, key_parts, attrs, dim):
     all_attrs = {**attrs, **key_parts, "n_images": len(rows), "feature_dim": int(dim),
                  "extract_seconds": round(seconds, 3),
                  "images_per_second": round(len(rows) / seconds, 2) if seconds else 0.0}
+    if trained_on is not None:  # the leak guard of `fit` (skinfeat.evaluate.unseen_folds) reads it
+        all_attrs[TRAINED_ON] = trained_on_attr(np.asarray(manifest.image_ids)[rows], trained_on)
     need = len(rows) * int(dim) * np.dtype(key_parts["dtype"]).itemsize * (1 + views)
     free = shutil.disk_usage(out.parent).free
     if need > free:
@@ -367,7 +371,8 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
     attrs = {"key": key, "dataset": dataset_name, "module_source": info.get("source", ""),
              "module_info": info, "skinfeat_version": __version__,
              "tensorflow_version": _tf_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    skipped, seconds, count = _assemble(out, part, manifest, key_parts, attrs, mod.feature_dim)
+    skipped, seconds, count = _assemble(out, part, manifest, key_parts, attrs, mod.feature_dim,
+                                        mod.trained_on() if hasattr(mod, "trained_on") else None)
     shutil.rmtree(parts_dir, ignore_errors=True)
     Path(str(out) + ".lock").unlink(missing_ok=True)
     return ExtractResult(out, key, False, count, skipped, seconds, count / seconds if seconds else 0.0)

@@ -13,7 +13,10 @@ Layout (readable with plain h5py; every string is UTF-8)::
     attributes: format="skinfeat-features", format_version, key (sha256 of the parts
     below), module, module_source, module_fingerprint, input_size, resize, views,
     augment_seed, dtype, manifest_sha256, dataset, feature_dim, n_images,
-    skinfeat_version, tensorflow_version, extract_seconds, images_per_second, created
+    skinfeat_version, tensorflow_version, extract_seconds, images_per_second, created;
+    with a fine-tuned backbone (``skinfeat finetune``) also module_trained_on =
+    {"n_rows", "rows"}: the rows whose images it was trained on, ``rows`` being
+    base64 of ``np.packbits`` of a bool per row (``FeatureSet.trained_on``)
 
 The N rows are the images that were read; skipped ones are only listed under
 /skipped. Read it with pandas::
@@ -22,6 +25,8 @@ The N rows are the images that were read; skipped ones are only listed under
         df = pd.DataFrame(f["features"][:]).assign(image_id=f["image_id"].asstr()[:])
 """
 
+import base64
+import binascii
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,6 +39,7 @@ from skinfeat.errors import FeaturesError
 
 FORMAT = "skinfeat-features"
 FORMAT_VERSION = 1
+TRAINED_ON = "module_trained_on"
 
 
 @dataclass
@@ -59,6 +65,27 @@ class FeatureSet:
     @property
     def module(self):
         return self.attrs.get("module", "?")
+
+    @property
+    def trained_on(self):
+        """A bool per row: its image was in the fine-tuning set of the backbone; None
+        when the backbone was not fine-tuned by skinfeat."""
+        value = self.attrs.get(TRAINED_ON)
+        if value is None:
+            return None
+        try:
+            bits = np.frombuffer(base64.b64decode(value["rows"], validate=True), np.uint8)
+            if len(bits) != (len(self) + 7) // 8:
+                raise ValueError("wrong length")
+            return np.unpackbits(bits, count=len(self)).astype(bool)
+        except (TypeError, KeyError, ValueError, binascii.Error):
+            raise damaged(self.path, f"its {TRAINED_ON} attribute is not what `skinfeat extract` writes") from None
+
+
+def trained_on_attr(image_ids, seen):
+    """The TRAINED_ON attribute of rows ``image_ids`` for a backbone fine-tuned on the ids in ``seen``."""
+    mask = np.fromiter((str(i) in seen for i in image_ids), bool, len(image_ids))
+    return {"n_rows": int(mask.sum()), "rows": base64.b64encode(np.packbits(mask)).decode()}
 
 
 def _str_array(values):

@@ -9,7 +9,8 @@ Record schema (``schema: "skinfeat-run"``, ``schema_version: 1``)::
                feature_dim, views, images_per_second, dataset
     features:  path, key, n_images, n_labelled
     head, params (every parameter of the head), use_views, settings (hash of head+params+use_views)
-    folds:     source, k, sha256, n_used, n_unused
+    folds:     source, k, sha256, n_used, n_unused; scored (the folds scored, when the backbone
+               was fine-tuned on the others: ``skinfeat.evaluate.unseen_folds``)
     metrics:   {bmca|accuracy|top2|top3|macro_f1|macro_auc|log_loss|ece: {mean, std, folds: [...]}}
     per_class: {MEL: {precision|recall|f1: {mean, std}, support}, ...}
     confusion: [[...]] summed over folds, rows = true class (CLASSES order)
@@ -17,6 +18,11 @@ Record schema (``schema: "skinfeat-run"``, ``schema_version: 1``)::
     timings:   load_seconds, fit_seconds [per fold], fit_seconds_total, predict_seconds_total,
                cv_seconds, final_fit_seconds (None without --out)
     model_dir: where --out saved the fitted model, or None
+
+Records of ``skinfeat finetune`` (``schema: "skinfeat-finetune"``, FINETUNE_SCHEMA)
+hold run_id, created, module (the new one), base, data, fold, settings, key,
+history [{epoch, loss, val_bmca, val_accuracy, lr, seconds, images_per_second}],
+best {epoch, val_bmca}, timings, model_dir, plot; the leaderboard does not read them.
 """
 
 import csv
@@ -34,6 +40,7 @@ from skinfeat.paths import runs_dir
 
 SCHEMA = "skinfeat-run"
 EVALUATION_SCHEMA = "skinfeat-evaluation"  # records of `skinfeat evaluate`
+FINETUNE_SCHEMA = "skinfeat-finetune"  # records of `skinfeat finetune`
 SCHEMA_VERSION = 1
 FORMATS = ("table", "csv", "json", "markdown")
 # sort key -> (row field, descending)
@@ -86,7 +93,8 @@ def check_runs_writable(directory=None):
 
 # fields every reader of a record indexes: name -> type; the second set only when present
 REQUIRED = {SCHEMA: {"run_id": str, "head": str, "backbone": dict, "features": dict, "metrics": dict},
-            EVALUATION_SCHEMA: {"clean": dict, "n": int}}
+            EVALUATION_SCHEMA: {"clean": dict, "n": int},
+            FINETUNE_SCHEMA: {"run_id": str, "module": str, "history": list}}
 OPTIONAL = {"created": str, "folds": dict, "timings": dict, "shift": dict, "test": dict, "per_class": dict,
             "confusion": list, "baseline": dict, "params": dict, "shifts": dict, "worst": dict}
 _warned = set()
@@ -99,6 +107,8 @@ def _problem(record, schema):
         if not isinstance(value, kind) and (value is not None or name in REQUIRED[schema]):
             got = "missing" if value is None else f"a {type(value).__name__}"
             return f"its {name!r} is {got}, expected a {kind.__name__}"
+    if schema == FINETUNE_SCHEMA:
+        return None
     if schema == SCHEMA and not all(isinstance(v, dict) for v in record["metrics"].values()):
         return "its 'metrics' are not {name: {mean, std}}"
     bmca = (record["metrics"].get("bmca") or {}).get("mean") if schema == SCHEMA else record["clean"].get("bmca")
@@ -184,13 +194,19 @@ def leaderboard_rows(records, sort="bmca", latest=True, evaluations=()):
             "accuracy": _mean(r, "accuracy"), "top3": _mean(r, "top3"), "auc": _mean(r, "macro_auc"),
             "fit_s": r.get("timings", {}).get("cv_seconds"),
             "images_per_s": r["backbone"].get("images_per_second"),
-            "folds": str(r.get("folds", {}).get("sha256", ""))[:8], "created": r.get("created"),
+            "folds": _folds_cell(r.get("folds") or {}), "created": r.get("created"),
             "features_key": r["features"].get("key"), "run_id": r.get("run_id"),
         })
     field, descending = SORTS[sort]
     present = [row for row in rows if row[field] is not None]
     missing = [row for row in rows if row[field] is None]
     return sorted(present, key=lambda row: row[field], reverse=descending) + missing
+
+
+def _folds_cell(folds):
+    """The folds' hash, and the folds scored when only some were (a fine-tuned backbone)."""
+    scored = folds.get("scored")
+    return str(folds.get("sha256", ""))[:8] + (f" fold {','.join(map(str, scored))}" if scored else "")
 
 
 def _fmt(value, spec):

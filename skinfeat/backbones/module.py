@@ -7,6 +7,12 @@ from skinfeat.backbones import cache
 from skinfeat.errors import ModuleError
 
 PROBE_SIZE = (224, 224)  # image size used to probe a module that accepts any size
+# Modules skinfeat wrote into its cache: their descriptor records the fingerprint and
+# the feature dimension ("finetuned": by `skinfeat finetune`, see skinfeat.finetune).
+CACHED_KINDS = ("builtin", "finetuned")
+# What a fine-tuned module's descriptor says about its training, recorded with its features.
+FINETUNE_KEYS = ("base", "base_fingerprint", "data", "fold", "folds_sha256", "epochs", "best_epoch",
+                 "val_bmca", "input_size", "n_trained_on", "trained_on_sha256", "run_key")
 
 
 @dataclass
@@ -120,6 +126,11 @@ class Module:
         return self.kind == "builtin"
 
     @property
+    def cached(self):
+        """Written into the module cache by skinfeat (a built-in or a fine-tuned module)."""
+        return self.kind in CACHED_KINDS
+
+    @property
     def input_size(self):
         if self._requested_size:
             return self._requested_size
@@ -132,13 +143,14 @@ class Module:
         if self._descriptor is None:
             self._descriptor = cache.read_descriptor(self.path)
             if self._descriptor is None:
-                raise ModuleError(f"{self.path} lost its descriptor; rebuild with "
-                                  f"`skinfeat modules build {self.name} --force`")
+                how = ("run its `skinfeat finetune` command again" if self.kind == "finetuned"
+                       else f"rebuild with `skinfeat modules build {self.name} --force`")
+                raise ModuleError(f"{self.path} lost its descriptor; {how}")
         return self._descriptor
 
     @property
     def feature_dim(self):
-        if self.builtin:
+        if self.cached:
             return int(self._built()["feature_dim"])
         if self.entry is not None:
             return self.entry.feature_dim
@@ -154,7 +166,7 @@ class Module:
     def fingerprint(self):
         """sha256 of the SavedModel's files: recorded at build time for built-ins,
         computed (once per Module) for the others."""
-        if self.builtin:
+        if self.cached:
             return self._built()["fingerprint"]
         if self._fingerprint is None:
             self._fingerprint = cache.fingerprint(self.path)
@@ -169,11 +181,19 @@ class Module:
             info.update(self.entry.describe())
         info.update({"input_size": list(self.input_size) if self.input_size else None,
                      "feature_dim": self.feature_dim, "fingerprint": self.fingerprint})
+        if self.kind == "finetuned":
+            info["finetune"] = {k: self._built().get(k) for k in FINETUNE_KEYS}
         return info
+
+    def trained_on(self):
+        """The ids of the images a fine-tuned module was trained on (a set), None for others."""
+        if self.kind != "finetuned":
+            return None
+        return set(self._built().get("trained_on") or ())
 
     def load(self):
         """The feature function: float32 ``[B, H, W, 3]`` in [0, 1] -> float32 ``[B, D]``."""
-        if self.builtin and self._function is None:
+        if self.cached and self._function is None:
             cache.verify(self.path)
         return self._inspect().fn
 

@@ -2,12 +2,13 @@
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from skinfeat.backbones import cache
 from skinfeat.backbones.build import build_builtin, is_built
-from skinfeat.backbones.catalog import load_catalog
+from skinfeat.backbones.catalog import Entry, load_catalog
 from skinfeat.backbones.module import Module
 from skinfeat.errors import ModuleError
 
@@ -15,6 +16,8 @@ from skinfeat.errors import ModuleError
 # with multi-layer pooling and shades-of-gray colour constancy inside the module.
 DEFAULT_MODULE = "efficientnet-lite0-stages-sog"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+FINETUNED = "finetuned/"  # names of modules `skinfeat finetune` put in the module cache
+_FINETUNED_NAME = re.compile(r"finetuned/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def resolve_module(spec=None, *, input_size=None):
@@ -24,7 +27,8 @@ def resolve_module(spec=None, *, input_size=None):
       module cache on first use, offline);
     - a TF-Hub / Kaggle Models handle (``https://...``), downloaded and cached by
       ``tensorflow_hub`` (``TFHUB_CACHE_DIR`` honoured);
-    - a local SavedModel directory, or a ``.tar.gz`` of one.
+    - a local SavedModel directory, or a ``.tar.gz`` of one;
+    - ``finetuned/NAME``: a module ``skinfeat finetune`` wrote into the module cache.
 
     ``None`` means ``DEFAULT_MODULE``. ``input_size`` (height, width) overrides
     the module's size; it is refused for a module whose signature fixes another.
@@ -38,6 +42,10 @@ def resolve_module(spec=None, *, input_size=None):
         if entry.builtin:
             return Module(spec, build_builtin(entry), "builtin", entry, input_size)
         return Module(spec, _fetch(entry.handle, catalog), "handle", entry, input_size).check()
+    if spec.startswith(FINETUNED):  # the cache first; a local directory of that name second
+        found = _finetuned(spec, input_size)
+        if found is not None or not Path(spec).exists():
+            return found or _no_finetuned(spec)
     if "://" in spec:
         return Module(spec, _fetch(spec, catalog), "handle", input_size=input_size).check()
     path = Path(spec).expanduser()
@@ -54,6 +62,41 @@ def resolve_module(spec=None, *, input_size=None):
     if "/" in spec or spec.startswith((".", "~")) or spec.endswith(ARCHIVE_SUFFIXES):
         raise ModuleError(f"{spec}: no such SavedModel directory or archive")
     raise catalog.unknown(spec)
+
+
+def finetuned_modules():
+    """``{name: descriptor}`` of the fine-tuned modules in the module cache."""
+    root = cache.modules_dir() / FINETUNED
+    found = {}
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        descriptor = cache.read_descriptor(directory)
+        if directory.is_dir() and descriptor and descriptor.get("kind") == "finetuned":
+            found[FINETUNED + directory.name] = descriptor
+    return found
+
+
+def finetuned_entry(name, descriptor):
+    """A catalog Entry for a fine-tuned module, from its descriptor."""
+    return Entry(name=name, source=descriptor.get("source", "skinfeat finetune"),
+                 input_size=tuple(descriptor["input_size"]), feature_dim=int(descriptor["feature_dim"]),
+                 preprocessing=descriptor.get("preprocessing", "inside the module"),
+                 pretraining=descriptor.get("pretraining", "unknown"), license=descriptor.get("license", "unknown"))
+
+
+def _finetuned(spec, input_size):
+    """The fine-tuned module ``spec`` of the module cache, or None."""
+    directory = cache.modules_dir() / spec
+    descriptor = cache.read_descriptor(directory) if _FINETUNED_NAME.fullmatch(spec) else None
+    if not descriptor or descriptor.get("kind") != "finetuned":
+        return None
+    return Module(spec, directory, "finetuned", finetuned_entry(spec, descriptor), input_size)
+
+
+def _no_finetuned(spec):
+    known = ", ".join(finetuned_modules()) or "none yet"
+    raise ModuleError(f"no fine-tuned module {spec!r} in the module cache {cache.modules_dir() / FINETUNED} "
+                      f"(fine-tuned modules there: {known}); make it with `skinfeat finetune`, "
+                      "or check SKINFEAT_HOME")
 
 
 def _fetch(handle, catalog):

@@ -5,7 +5,7 @@ import json
 import click
 
 from skinfeat import backbones
-from skinfeat.backbones.resolve import availability, build_module
+from skinfeat.backbones.resolve import availability, build_module, finetuned_modules
 
 
 @click.group()
@@ -24,13 +24,17 @@ def _announce_build(name, force=False):
 def list_():
     """Catalog backbones: feature dimension, input size, license, source, and
     status (built / offline = built-in, built on first use / cached / network =
-    TF-Hub handle that needs network once)."""
+    TF-Hub handle that needs network once); then the modules `skinfeat finetune`
+    made (status fine-tuned; use them as --module finetuned/NAME)."""
     rows = [("NAME", "DIM", "INPUT", "STATUS", "LICENSE", "SOURCE")]
     for entry in backbones.load_catalog().entries.values():
         size = "x".join(map(str, entry.input_size)) if entry.input_size else "any"
         marker = " (default)" if entry.name == backbones.DEFAULT_MODULE else ""
         rows.append((entry.name + marker, str(entry.feature_dim), size, availability(entry),
                      entry.license, entry.handle or entry.source))
+    for name, d in finetuned_modules().items():
+        rows.append((name, str(d.get("feature_dim")), "x".join(map(str, d.get("input_size") or ["any"])),
+                     "fine-tuned", str(d.get("license", "unknown")), str(d.get("source", ""))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])

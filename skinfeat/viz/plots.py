@@ -29,7 +29,7 @@ CATEGORY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E
 MISSING_COLOR = "#BBBBBB"
 MISSING_VALUES = {"", "unknown", "nan", "none", "na", "n/a", "unlabelled", "not in folds"}
 SIZES = {"embedding": (12, 7.5), "confusion": (14, 6.2), "roc_pr": (14, 6.2), "reliability": (7, 8),
-         "shifts": (12, 5.5)}
+         "shifts": (12, 5.5), "history": (12, 4.5)}
 
 
 def _figure(kind, **kwargs):
@@ -272,4 +272,29 @@ def plot_shifts(check, title=None):
     ax.set(ylim=(0, 1.12), ylabel="score", title=f"{title + ': ' if title else ''}clean and shifted images")
     ax.legend(loc="upper center", ncol=3, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_history(history, best_epoch=None, title=None):
+    """A fine-tuning run's history (``skinfeat finetune``): training loss and
+    validation BMCA per epoch, the kept (best) epoch marked."""
+    if not history:
+        raise ValueError("no epoch in the history: nothing to plot")
+    fig = _figure("history")
+    loss_ax, bmca_ax = fig.subplots(1, 2)
+    epochs = [h["epoch"] for h in history]
+    loss_ax.plot(epochs, [h["loss"] for h in history], marker="o", color=CATEGORY_COLORS[0])
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss (augmented images)")
+    bmca_ax.plot(epochs, [h["val_bmca"] for h in history], marker="o", color=CATEGORY_COLORS[1], label="BMCA")
+    bmca_ax.plot(epochs, [h["val_accuracy"] for h in history], marker="o", color=CATEGORY_COLORS[2],
+                 label="accuracy")
+    if best_epoch is not None:
+        bmca_ax.axvline(best_epoch, color="black", lw=1, ls="--", label=f"kept: epoch {best_epoch}")
+    bmca_ax.set(xlabel="epoch", ylabel="score", ylim=(0, 1), title="validation part (clean images)")
+    bmca_ax.legend(loc="best", fontsize=10)
+    for ax in (loss_ax, bmca_ax):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(epochs)
+    if title:
+        fig.suptitle(title)
     return fig

@@ -1,0 +1,148 @@
+"""The network ``skinfeat finetune`` trains and what it leaves behind.
+
+- ``build_model``: a tf-keras model, ``hub.KerasLayer(module, trainable=True)``
+  then a 7-way Dense head, and the variables to train (``--unfreeze``).
+- ``export_module``: the fine-tuned feature extractor as a TF-Hub image
+  feature-vector SavedModel with the built-ins' contract
+  (``skinfeat.backbones.layers.export_saved_model``): ``__call__(images,
+  training=False)``, float32 ``[B, H, W, 3]`` in [0, 1] -> ``[B, D]``, traced both
+  ways; ``variables``, ``trainable_variables``, ``regularization_losses``; a
+  ``serving_default`` signature returning ``{"feature_vector"}``. It goes into the
+  module cache as ``finetuned/NAME`` (``skinfeat.backbones.cache.atomic_build``,
+  fingerprinted), its descriptor holding the catalog metadata and the ids of
+  every image it saw, so ``--module finetuned/NAME`` works everywhere and ``fit``
+  can score only the folds it never saw.
+- ``save_head``: its own trained head as a model directory (``skinfeat.model``):
+  the Dense layer is a softmax regression on the features, saved as a ``logreg``
+  head with power 1, no standardisation and no prior adjustment (the loss was
+  class-balanced already), with the backbone exported into it as for ``fit --out``.
+"""
+
+import time
+
+import numpy as np
+
+from skinfeat.classes import CLASSES
+from skinfeat.errors import ModuleError, UsageError
+
+
+def load_trainable(mod):
+    """The loaded SavedModel of module ``mod``; ModuleError when it has no trainable variables."""
+    obj = mod.load().saved_model  # a cached module's fingerprint is checked first
+    if not list(getattr(obj, "trainable_variables", None) or []):
+        raise ModuleError(
+            f"module {mod.name} is not trainable: its SavedModel has no trainable variables (a frozen "
+            "graph, or saved without the Reusable SavedModel API's `trainable_variables`); fine-tune a "
+            "TF2 SavedModel with trainable variables, such as the built-in backbones "
+            "(`skinfeat modules list`)")
+    return obj
+
+
+def forward_order(obj):
+    """The module's trainable variables in the order its forward pass reads them (the
+    inputs its traced ``__call__`` captures), or as it lists them when that is unknown."""
+    variables = list(obj.trainable_variables)
+    by_handle = {id(v.handle): v for v in variables}
+    for concrete in getattr(getattr(obj, "__call__", None), "concrete_functions", []):
+        ordered = list({id(h): by_handle[id(h)] for h in concrete.captured_inputs if id(h) in by_handle}.values())
+        if len(ordered) == len(variables):
+            return ordered
+    return variables
+
+
+def takes_training(obj):
+    """Whether the module's ``__call__`` was traced with a ``training`` argument."""
+    for concrete in getattr(getattr(obj, "__call__", None), "concrete_functions", []):
+        args, kwargs = concrete.structured_input_signature
+        if "training" in kwargs or len(args) > 1:
+            return True
+    return False
+
+
+def build_model(obj, size, unfreeze, mixed_precision=False):
+    """(tf-keras model, its head, the variables to train). ``unfreeze``: "all", or N:
+    the last N trainable variables in forward order (``forward_order``; a built-in
+    EfficientNet-Lite has 3 per convolution: kernel, BatchNorm gamma and beta), plus the head."""
+    from skinfeat.runtime import tensorflow, tensorflow_hub
+    tensorflow()
+    hub = tensorflow_hub()
+    import tf_keras
+
+    backbone = forward_order(obj)
+    if unfreeze != "all" and int(unfreeze) > len(backbone):
+        raise UsageError(f"--unfreeze {unfreeze}: the module has {len(backbone)} trainable variables; "
+                         f"pass at most {len(backbone)}, or all")
+    policy = "mixed_float16" if mixed_precision else "float32"  # the SavedModel's graph stays as traced
+    head = tf_keras.layers.Dense(len(CLASSES), dtype=policy, name="head")
+    model = tf_keras.Sequential([hub.KerasLayer(obj, trainable=True, name="backbone"), head])
+    model.build([None, size[0], size[1], 3])
+    chosen = backbone if unfreeze == "all" else backbone[len(backbone) - int(unfreeze):]
+    return model, head, chosen + list(head.trainable_variables)
+
+
+def export_module(obj, directory):
+    """Save the (fine-tuned) loaded module ``obj`` into ``directory`` with the TF-Hub
+    image feature-vector contract of the built-ins."""
+    from skinfeat.backbones.layers import IMAGES
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
+
+    root = tf.train.Checkpoint(backbone=obj)
+    root.variables = list(obj.variables)
+    root.trainable_variables = list(obj.trainable_variables)
+    root.regularization_losses = []
+    if takes_training(obj):
+        call = tf.function(lambda images, training=False: obj(images, training=training))
+        call.get_concrete_function(IMAGES, training=True)
+        features = call.get_concrete_function(IMAGES, training=False)
+    else:
+        call = tf.function(lambda images: obj(images))
+        features = call.get_concrete_function(IMAGES)
+    serving = tf.function(lambda images: {"feature_vector": features(images)}, input_signature=[IMAGES])
+    root.__call__ = call
+    tf.saved_model.save(root, str(directory), signatures={"serving_default": serving})
+
+
+def publish(obj, name, descriptor, run_key):
+    """Export ``obj`` into the module cache as ``name`` (replacing a module of that
+    name made by another run, atomically); returns its directory."""
+    from skinfeat import __version__
+    from skinfeat.backbones import cache
+    from skinfeat.runtime import tensorflow
+
+    final = cache.modules_dir() / name
+
+    def produce(tmp):
+        export_module(obj, tmp)
+        return dict(descriptor, name=name, kind="finetuned", run_key=run_key, skinfeat_version=__version__,
+                    tensorflow_version=tensorflow().__version__, built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def is_complete(directory):
+        found = cache.read_descriptor(directory)
+        return found is not None and found.get("run_key") == run_key
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return cache.atomic_build(final, produce, is_complete=is_complete, force=not is_complete(final))
+
+
+def save_head(directory, head, module, training):
+    """Save the trained Dense ``head`` on the features of ``module`` (a resolved
+    Module) as a model directory at ``directory`` with the backbone exported into it."""
+    from skinfeat.extract import DEFAULT_RESIZE
+    from skinfeat.heads.logreg import LogRegHead
+    from skinfeat.model.export import export_model
+    from skinfeat.model.store import save_model
+
+    kernel, bias = (np.asarray(w.numpy(), np.float32) for w in head.weights)
+    dim = kernel.shape[0]
+    fitted = LogRegHead(power=1, adjust="none").set_state({
+        "classes_": np.arange(len(CLASSES)), "class_offsets_": np.zeros(len(CLASSES)),
+        "n_features_in_": dim, "mean_": np.zeros(dim, np.float32), "scale_": np.ones(dim, np.float32),
+        "coef_": kernel.T.copy(), "intercept_": bias, "C_": np.nan, "alpha_": np.nan})
+    info = module.describe()
+    attrs = {"module": module.name, "module_source": info.get("source"), "module_fingerprint": module.fingerprint,
+             "module_info": info, "input_size": list(module.input_size), "resize": DEFAULT_RESIZE,
+             "feature_dim": dim, "views": 0, "dtype": "float32", "key": None, "path": None}
+    save_model(directory, fitted, "logreg", attrs, training)
+    export_model(directory)
+    return directory
