@@ -59,7 +59,7 @@ def takes_training(obj):
     return False
 
 
-def build_model(obj, size, unfreeze, mixed_precision=False):
+def build_model(obj, size, unfreeze, seed=0, mixed_precision=False):
     """(tf-keras model, its head, the variables to train). ``unfreeze``: "all", or N:
     the last N trainable variables in forward order (``forward_order``; a built-in
     EfficientNet-Lite has 3 per convolution: kernel, BatchNorm gamma and beta), plus the head."""
@@ -73,7 +73,8 @@ def build_model(obj, size, unfreeze, mixed_precision=False):
         raise UsageError(f"--unfreeze {unfreeze}: the module has {len(backbone)} trainable variables; "
                          f"pass at most {len(backbone)}, or all")
     policy = "mixed_float16" if mixed_precision else "float32"  # the SavedModel's graph stays as traced
-    head = tf_keras.layers.Dense(len(CLASSES), dtype=policy, name="head")
+    head = tf_keras.layers.Dense(len(CLASSES), dtype=policy, name="head",
+                                 kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed))
     model = tf_keras.Sequential([hub.KerasLayer(obj, trainable=True, name="backbone"), head])
     model.build([None, size[0], size[1], 3])
     chosen = backbone if unfreeze == "all" else backbone[len(backbone) - int(unfreeze):]

@@ -213,7 +213,7 @@ def train(run, log, progress):
     s, split, run_dir, state = run.settings, run.split, run.run_dir, run.state
     size = tuple(s["size"])
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    model, head, variables = build_model(run.obj, size, s["unfreeze"], mixed_precision=gpu)
+    model, head, variables = build_model(run.obj, size, s["unfreeze"], s["seed"], mixed_precision=gpu)
     steps = math.ceil(len(split.train) / s["batch"])
     lr = schedule(s["lr"], steps, s["epochs"])
     optimizer = tf_keras.optimizers.Adam(lr)

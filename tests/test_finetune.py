@@ -1,0 +1,273 @@
+"""``skinfeat finetune``: a tiny trainable fake backbone end to end on real HAM10000
+images (CLI in-process), the new module through extract, fit (leak guard) and
+predict, bad input, a full disk while checkpointing, resume after a real SIGKILL,
+and one real epoch of the built-in EfficientNet-Lite0."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fakes import make_pooling_module, make_trainable_module
+from model_factory import ham_subset
+from skinfeat.cli import cli
+
+PER_CLASS = 9  # 63 images, 3 folds: 42 training images, enough for a validation part
+FAST = ["--size", "32", "48", "--no-progress"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_ham_folder(root, manifest):
+    """A HAM10000 folder (metadata CSV + copied images) of ``manifest``'s images."""
+    from skinfeat.classes import CLASSES
+
+    root.mkdir(parents=True)
+    lines = ["lesion_id,image_id,dx"]
+    for image_id, lesion, label, path in zip(manifest.image_ids, manifest.lesion_ids, manifest.labels,
+                                             manifest.paths):
+        lines.append(f"{lesion},{image_id},{CLASSES[label].lower()}")
+        shutil.copy(path, root / f"{image_id}.jpg")
+    (root / "HAM10000_metadata.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, ham10000, skinfeat_home):
+    """A 63-image HAM folder, its 3-fold folds file, the tiny trainable module, and
+    the module fine-tuned from it on folds 1-2 (made once, by the CLI)."""
+    from skinfeat.data import load_dataset, make_folds, write_folds
+
+    root = tmp_path_factory.mktemp("finetune")
+    data = write_ham_folder(root / "hamsub", ham_subset(ham10000, PER_CLASS))
+    manifest = load_dataset(data=data)
+    write_folds(root / "folds.csv", manifest, make_folds(manifest, k=3, seed=0))
+    module = make_trainable_module(root / "tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SKINFEAT_HOME", str(skinfeat_home))
+        mp.setenv("SKINFEAT_RUNS", str(root / "runs"))
+        start = time.perf_counter()
+        result = CliRunner().invoke(cli, ["finetune", "--module", module, "--data", str(data), "--folds",
+                                          str(root / "folds.csv"), "--fold", "0", "--epochs", "2", *FAST])
+        seconds = time.perf_counter() - start
+    assert result.exit_code == 0, result.output
+    return {"root": root, "data": str(data), "folds": str(root / "folds.csv"), "module": module,
+            "name": result.stdout.strip().splitlines()[-1], "result": result, "runs": root / "runs",
+            "seconds": seconds}
+
+
+def finetune(setup, *args, module=None):
+    return CliRunner().invoke(cli, ["finetune", "--module", module or setup["module"], "--data", setup["data"],
+                                    "--folds", setup["folds"], *args])
+
+
+def test_tiny_trainable_module_end_to_end(setup, skinfeat_home):
+    from skinfeat.backbones import cache, resolve_module
+
+    name = setup["name"]
+    assert name == "finetuned/tiny-hamsub-fold0"
+    assert "epoch 2/2" in setup["result"].stderr and "Traceback" not in setup["result"].output
+    descriptor = cache.read_descriptor(skinfeat_home / "modules" / name)
+    assert descriptor["fold"] == 0 and descriptor["epochs"] == 2 and descriptor["input_size"] == [32, 48]
+    assert descriptor["base"] == setup["module"] and descriptor["n_trained_on"] == len(descriptor["trained_on"])
+    mod = resolve_module(name)
+    assert mod.kind == "finetuned" and mod.feature_dim == 8 and mod.input_size == (32, 48)
+    record = json.loads(next(setup["runs"].glob("*-finetune.json")).read_text())
+    assert record["schema"] == "skinfeat-finetune" and [h["epoch"] for h in record["history"]] == [1, 2]
+    assert record["module"] == name and Path(record["model_dir"], "backbone.tflite").is_file()
+    assert next(setup["runs"].glob("*.history.png")).stat().st_size > 1000
+    run_dir = skinfeat_home / "finetune" / record["key"]
+    assert not list(run_dir.glob("epoch-*"))  # the optimizer checkpoints go once the module is out
+
+    listing = CliRunner().invoke(cli, ["modules", "list"])
+    assert name in listing.stdout and "fine-tuned" in listing.stdout
+    again = finetune(setup, "--fold", "0", "--epochs", "2", *FAST)
+    assert again.exit_code == 0 and again.stdout.strip().splitlines()[-1] == name
+    assert "up to date" in again.stderr
+
+
+def test_the_module_honours_the_tf_hub_contract(setup, skinfeat_home):
+    import tensorflow as tf
+    import tensorflow_hub as hub
+    import tf_keras
+
+    directory = str(skinfeat_home / "modules" / setup["name"])
+    layer = hub.KerasLayer(directory, trainable=True)
+    model = tf_keras.Sequential([layer])
+    images = tf.random.uniform([2, 40, 56, 3])
+    assert model(images).shape == (2, 8) and len(layer.trainable_weights) == 3
+    obj = hub.load(directory)
+    assert obj.signatures["serving_default"](images=images)["feature_vector"].shape == (2, 8)
+    np.testing.assert_allclose(obj(images, training=False), model(images), rtol=1e-5)
+    assert obj(images, training=True).shape == (2, 8) and obj.regularization_losses == []
+
+
+def test_new_module_through_extract_fit_and_predict_with_the_leak_guard(setup, tmp_path):
+    runner = CliRunner()
+    extracted = runner.invoke(cli, ["extract", "--module", setup["name"], "--data", setup["data"], "--views", "0",
+                                    "--no-progress"])
+    assert extracted.exit_code == 0, extracted.output
+    features = extracted.stdout.strip().splitlines()[-1]
+    from skinfeat.features import read_features
+
+    fs = read_features(features)
+    assert fs.attrs["module_info"]["finetune"]["fold"] == 0
+    assert 0 < fs.trained_on.sum() < len(fs)
+
+    fitted = runner.invoke(cli, ["fit", "--head", "logreg", "--features", features, "--folds", setup["folds"],
+                                 "--out", str(tmp_path / "model")])
+    assert fitted.exit_code == 0, fitted.output
+    assert "leak guard" in fitted.stderr and "scoring only fold 0 of 3" in fitted.stderr
+    record = json.loads(Path(fitted.stdout.split("record: ")[1].splitlines()[0]).read_text())
+    assert record["folds"]["scored"] == [0] and len(record["metrics"]["bmca"]["folds"]) == 1
+    board = runner.invoke(cli, ["compare"])
+    assert "fold 0" in board.stdout, board.output
+
+    image = Path(setup["data"]) / f"{fs.image_ids[0]}.jpg"
+    for model in (tmp_path / "model", Path(json.loads(next(setup["runs"].glob("*-finetune.json")).read_text())
+                                           ["model_dir"])):
+        predicted = runner.invoke(cli, ["predict", "--model", str(model), str(image), "--format", "csv"])
+        assert predicted.exit_code == 0, predicted.output
+        assert fs.image_ids[0] in predicted.stdout
+
+    refused = runner.invoke(cli, ["fit", "--head", "logreg", "--features", features, "--cv", "2"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "was fine-tuned on" in refused.output and "every fold" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_unfreeze_trains_only_the_last_variables(setup, skinfeat_home, tmp_path, monkeypatch):
+    import tensorflow_hub as hub
+
+    monkeypatch.setenv("SKINFEAT_HOME", str(tmp_path / "home"))
+    result = finetune(setup, "--fold", "1", "--epochs", "1", "--unfreeze", "1", "--lr", "0.05", *FAST)
+    assert result.exit_code == 0, result.output
+    base, tuned = hub.load(setup["module"]), hub.load(str(tmp_path / "home" / "modules" /
+                                                          "finetuned/tiny-hamsub-fold1"))
+    changed = {v.name.split(":")[0]: not np.allclose(v.numpy(), w.numpy())
+               for v, w in zip(base.trainable_variables, tuned.trainable_variables)}
+    assert changed == {"beta": True, "gamma": False, "kernel": False}  # forward order: gamma, kernel, beta
+
+
+def test_bad_input_is_one_line(setup, tmp_path):
+    cases = [(["--module", "no-such-backbone", "--fold", "0"], 1, "unknown backbone"),
+             (["--module", make_pooling_module(tmp_path / "pool"), "--fold", "0"], 1, "is not trainable"),
+             (["--fold", "7"], 2, "--fold 7: folds file"),
+             ([], 2, "--fold K"), (["--fold", "0", "--all"], 2, "--fold K"),
+             (["--fold", "0", "--batch", "0"], 2, "--batch 0"), (["--fold", "0", "--unfreeze", "x"], 2, "--unfreeze")]
+    lines = Path(setup["folds"]).read_text().splitlines()
+    other = tmp_path / "other.csv"  # a folds file of other images
+    other.write_text("\n".join([lines[0]] + [line.replace("ISIC_", "X_") for line in lines[1:]]) + "\n")
+    cases.append((["--fold", "0", "--folds", str(other)], 1, "has no fold for 63 of the 63"))
+    # every DF lesion in fold 0: no DF image left to train on
+    no_df = tmp_path / "no-df.csv"
+    no_df.write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + ",0" if ",DF," in line else line
+                                             for line in lines[1:]]) + "\n")
+    cases.append((["--fold", "0", "--folds", str(no_df)], 1, "DF: no training image"))
+    for args, code, message in cases:
+        result = finetune(setup, *args, *FAST)
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output, (args, result.output)
+        assert len([line for line in result.output.splitlines() if "Error" in line]) == 1
+
+
+@pytest.fixture
+def full_home(tmp_path):
+    """SKINFEAT_HOME on a tmpfs with one free page."""
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(home)], check=True)
+    try:
+        fd = os.open(home / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 1024)
+        except OSError:
+            pass
+        os.close(fd)
+        os.truncate(home / "filler", os.path.getsize(home / "filler") - 4096)
+        yield home
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=True)
+
+
+def test_full_disk_while_checkpointing(setup, full_home, monkeypatch):
+    monkeypatch.setenv("SKINFEAT_HOME", str(full_home))
+    result = finetune(setup, "--fold", "0", "--epochs", "2", *FAST)
+    assert result.exit_code == 1, result.output
+    error = result.output.strip().splitlines()[-1]
+    assert "cannot write the checkpoint of epoch 1" in error and "the disk is full" in error, error
+    assert "Traceback" not in result.output
+    run = next((full_home / "finetune").iterdir())
+    assert sorted(p.name for p in run.iterdir()) == ["lock"]  # no checkpoint, no state, nothing half-written
+    assert not (full_home / "modules").exists()
+
+
+def _command(setup, *args):
+    return [sys.executable, "-m", "skinfeat", "finetune", "--module", setup["module"], "--data", setup["data"],
+            "--folds", setup["folds"], "--fold", "2", "--size", "96", "144", "--no-progress", *args]
+
+
+def test_resume_after_sigkill(setup, tmp_path, monkeypatch):
+    env = dict(os.environ, PYTHONPATH=str(REPO), SKINFEAT_HOME=str(tmp_path / "home"))
+    command = _command(setup, "--epochs", "3")
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state_path = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list((tmp_path / "home" / "finetune").glob("*/state.json"))
+        if found and json.loads(found[0].read_text())["epoch"] >= 1:
+            state_path = found[0]
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert state_path is not None, "the first epoch did not finish"
+    killed = json.loads(state_path.read_text())
+    assert 1 <= killed["epoch"] < 3 and not killed["done"]
+
+    monkeypatch.setenv("SKINFEAT_HOME", str(tmp_path / "home"))
+    other = CliRunner().invoke(cli, _command(setup, "--epochs", "1", "--lr", "0.001")[3:])  # in-process: faster
+    assert other.exit_code == 0, other.output
+    assert "an unfinished run of finetuned/tiny-hamsub-fold2 with other settings" in other.stderr
+    assert "epochs 3->1, lr 0.0003->0.001" in other.stderr
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after epoch {killed['epoch']} of 3" in resumed.stderr
+    history = json.loads(state_path.read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+    monkeypatch.setenv("SKINFEAT_HOME", str(tmp_path / "whole"))
+    whole = CliRunner().invoke(cli, command[3:])
+    assert whole.exit_code == 0, whole.output
+    reference = json.loads(next((tmp_path / "whole" / "finetune").glob("*/state.json")).read_text())["history"]
+    np.testing.assert_allclose([h["loss"] for h in history], [h["loss"] for h in reference], rtol=1e-4)
+
+
+def test_real_lite0_one_epoch(tmp_path, ham10000, monkeypatch):
+    """The built-in EfficientNet-Lite0 on 70 HAM10000 images (37 train, 10 validate), one epoch at 64x80."""
+    from skinfeat.backbones import resolve_module
+    from skinfeat.data import make_folds, write_folds
+    from skinfeat.finetune import finetune as run
+
+    manifest = ham_subset(ham10000, 10, skip=20)
+    write_folds(tmp_path / "folds.csv", manifest, make_folds(manifest, k=3, seed=0))
+    monkeypatch.setenv("SKINFEAT_RUNS", str(tmp_path / "runs"))
+    result = run(manifest, "efficientnet-lite0", tmp_path / "folds.csv", 0, dataset_name="ham10000",
+                 epochs=1, size=(64, 80), batch=16, progress=False)
+    assert result.name == "finetuned/efficientnet-lite0-ham10000-fold0"
+    entry = result.state["history"][0]
+    assert entry["images"] == 37 and entry["n_val"] == 10 and np.isfinite(entry["loss"]) and 0 <= entry["val_bmca"] <= 1
+    mod = resolve_module(result.name)
+    assert mod.feature_dim == 1280 and mod.input_size == (64, 80)
+    import tensorflow as tf
+
+    assert mod.load()(tf.zeros([1, 64, 80, 3])).shape == (1, 1280)
