@@ -175,8 +175,8 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
     use_views = use_views and fs.views is not None
     oof = np.full((len(fs), len(CLASSES)), np.nan)
     result = CVResult([], [], oof, np.full(len(fs), -1), [], [])
-    every = np.unique(folds.fold[folds.fold >= 0])
-    for i, f in enumerate(every if scored is None else [f for f in every if f in scored]):
+    todo = [f for f in np.unique(folds.fold[folds.fold >= 0]) if scored is None or f in scored]
+    for i, f in enumerate(todo):
         train, test = np.flatnonzero((folds.fold >= 0) & (folds.fold != f)), np.flatnonzero(folds.fold == f)
         X, y, groups = training_rows(fs, train, use_views)
         start = time.perf_counter()
@@ -194,7 +194,7 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
             result.first = (int(f), test, head)
         if log:
             m = result.fold_metrics[-1]
-            log(f"fold {i + 1}/{folds.k if scored is None else len(scored)}: BMCA {m['bmca']:.3f}  accuracy {m['accuracy']:.3f}  "
+            log(f"fold {i + 1}/{len(todo)}: BMCA {m['bmca']:.3f}  accuracy {m['accuracy']:.3f}  "
                 f"top-3 {m['top3']:.3f}  ({result.fit_seconds[-1]:.1f} s)")
     return result
 

@@ -206,7 +206,8 @@ def test_full_disk_while_checkpointing(setup, full_home, monkeypatch):
     assert "cannot write the checkpoint of epoch 1" in error and "the disk is full" in error, error
     assert "Traceback" not in result.output
     run = next((full_home / "finetune").iterdir())
-    assert sorted(p.name for p in run.iterdir()) == ["lock"]  # no checkpoint, no state, nothing half-written
+    assert sorted(p.name for p in run.iterdir()) == ["lock", "state.json"]  # no checkpoint, nothing half-written
+    assert json.loads((run / "state.json").read_text())["epoch"] == 0
     assert not (full_home / "modules").exists()
 
 

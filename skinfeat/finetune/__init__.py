@@ -106,9 +106,10 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
             return FinetuneResult(name, e["module_dir"], str(model_dir), e["record"], e["plot"], state, True)
         _announce(log, name, key, key_parts, state, run_dir, len(split.train), len(split.val))
         state.update(name=name, settings=key_parts)
+        training.write_state(run_dir, state)  # an interrupted run is known to later runs of other settings
         run = Run(settings, split, manifest, run_dir, state, load_trainable(mod))
-        _, head, state = training.train(run, log, progress)
-        return _finish(run, mod, name, key, key_parts, head, model_dir, runs, log)
+        _, standardize, head, state = training.train(run, log, progress)
+        return _finish(run, mod, name, key, key_parts, (standardize, head), model_dir, runs, log)
 
 
 def _current(name, key):
@@ -132,7 +133,7 @@ def _announce(log, name, key, key_parts, state, run_dir, n_train, n_val):
             "and leaves it as it is (its own command resumes it)")
 
 
-def _finish(run, mod, name, key, key_parts, head, model_dir, runs, log):
+def _finish(run, mod, name, key, key_parts, layers, model_dir, runs, log):
     """Export the module and the head, write the record and the plot, clean up."""
     from skinfeat import __version__
     from skinfeat.backbones import cache, resolve_module
@@ -171,7 +172,7 @@ def _finish(run, mod, name, key, key_parts, head, model_dir, runs, log):
     training_info = {"n_images": len(split.train), "use_views": False, "class_counts": counts.tolist(),
                      "run_id": run_id, "finetune": {"fold": fold, "best_epoch": best["epoch"],
                                                     "val_bmca": best["val_bmca"]}}
-    save_head(model_dir, head, new, training_info)
+    save_head(model_dir, *layers, new, training_info)
     history = state["history"]
     record = {
         "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),

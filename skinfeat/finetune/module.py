@@ -1,7 +1,8 @@
 """The network ``skinfeat finetune`` trains and what it leaves behind.
 
-- ``build_model``: a tf-keras model, ``hub.KerasLayer(module, trainable=True)``
-  then a 7-way Dense head, and the variables to train (``--unfreeze``).
+- ``build_model``: a tf-keras model, ``hub.KerasLayer(module, trainable=True)``,
+  a fixed standardisation of the features, then a 7-way Dense head, and the
+  variables to train (``--unfreeze``).
 - ``export_module``: the fine-tuned feature extractor as a TF-Hub image
   feature-vector SavedModel with the built-ins' contract
   (``skinfeat.backbones.layers.export_saved_model``): ``__call__(images,
@@ -13,8 +14,8 @@
   every image it saw, so ``--module finetuned/NAME`` works everywhere and ``fit``
   can score only the folds it never saw.
 - ``save_head``: its own trained head as a model directory (``skinfeat.model``):
-  the Dense layer is a softmax regression on the features, saved as a ``logreg``
-  head with power 1, no standardisation and no prior adjustment (the loss was
+  standardisation and Dense layer are a softmax regression on the features, saved
+  as a ``logreg`` head with power 1 and no prior adjustment (the loss was
   class-balanced already), with the backbone exported into it as for ``fit --out``.
 """
 
@@ -60,7 +61,12 @@ def takes_training(obj):
 
 
 def build_model(obj, size, unfreeze, seed=0, mixed_precision=False):
-    """(tf-keras model, its head, the variables to train). ``unfreeze``: "all", or N:
+    """(tf-keras model, its standardisation layer, its head, the variables to train).
+
+    The model is the module, a fixed standardisation of its features (mean and
+    scale set by ``set_standardisation`` before training; backbones such as the
+    stages-pooled ones give features of very different scales) and a 7-way Dense
+    head that starts at zero (every class equally likely). ``unfreeze``: "all", or N:
     the last N trainable variables in forward order (``forward_order``; a built-in
     EfficientNet-Lite has 3 per convolution: kernel, BatchNorm gamma and beta), plus the head."""
     from skinfeat.runtime import tensorflow, tensorflow_hub
@@ -68,17 +74,34 @@ def build_model(obj, size, unfreeze, seed=0, mixed_precision=False):
     hub = tensorflow_hub()
     import tf_keras
 
+    class Standardize(tf_keras.layers.Layer):
+        def build(self, shape):
+            self.mean = self.add_weight(name="mean", shape=shape[-1:], initializer="zeros", trainable=False)
+            self.scale = self.add_weight(name="scale", shape=shape[-1:], initializer="ones", trainable=False)
+
+        def call(self, x):
+            return (x - self.mean) / self.scale
+
     backbone = forward_order(obj)
     if unfreeze != "all" and int(unfreeze) > len(backbone):
         raise UsageError(f"--unfreeze {unfreeze}: the module has {len(backbone)} trainable variables; "
                          f"pass at most {len(backbone)}, or all")
     policy = "mixed_float16" if mixed_precision else "float32"  # the SavedModel's graph stays as traced
-    head = tf_keras.layers.Dense(len(CLASSES), dtype=policy, name="head",
-                                 kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed))
-    model = tf_keras.Sequential([hub.KerasLayer(obj, trainable=True, name="backbone"), head])
+    standardize = Standardize(name="standardize")
+    head = tf_keras.layers.Dense(len(CLASSES), dtype=policy, name="head", kernel_initializer="zeros")
+    model = tf_keras.Sequential([hub.KerasLayer(obj, trainable=True, name="backbone"), standardize, head])
     model.build([None, size[0], size[1], 3])
     chosen = backbone if unfreeze == "all" else backbone[len(backbone) - int(unfreeze):]
-    return model, head, chosen + list(head.trainable_variables)
+    return model, standardize, head, chosen + list(head.trainable_variables)
+
+
+def set_standardisation(model, standardize, batches):
+    """Set the standardisation to the mean and standard deviation of the module's
+    features over the (clean) images of ``batches``."""
+    feats = np.concatenate([model.layers[0](images, training=False).numpy() for images, _ in batches])
+    std = feats.std(axis=0)
+    standardize.mean.assign(feats.mean(axis=0))
+    standardize.scale.assign(np.where(std > 1e-6, std, 1.0).astype(np.float32))
 
 
 def export_module(obj, directory):
@@ -126,9 +149,9 @@ def publish(obj, name, descriptor, run_key):
     return cache.atomic_build(final, produce, is_complete=is_complete, force=not is_complete(final))
 
 
-def save_head(directory, head, module, training):
-    """Save the trained Dense ``head`` on the features of ``module`` (a resolved
-    Module) as a model directory at ``directory`` with the backbone exported into it."""
+def save_head(directory, standardize, head, module, training):
+    """Save the standardisation and trained Dense ``head`` on the features of ``module``
+    (a resolved Module) as a model directory at ``directory``, the backbone exported into it."""
     from skinfeat.extract import DEFAULT_RESIZE
     from skinfeat.heads.logreg import LogRegHead
     from skinfeat.model.export import export_model
@@ -138,7 +161,7 @@ def save_head(directory, head, module, training):
     dim = kernel.shape[0]
     fitted = LogRegHead(power=1, adjust="none").set_state({
         "classes_": np.arange(len(CLASSES)), "class_offsets_": np.zeros(len(CLASSES)),
-        "n_features_in_": dim, "mean_": np.zeros(dim, np.float32), "scale_": np.ones(dim, np.float32),
+        "n_features_in_": dim, "mean_": standardize.mean.numpy(), "scale_": standardize.scale.numpy(),
         "coef_": kernel.T.copy(), "intercept_": bias, "C_": np.nan, "alpha_": np.nan})
     info = module.describe()
     attrs = {"module": module.name, "module_source": info.get("source"), "module_fingerprint": module.fingerprint,

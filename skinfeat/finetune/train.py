@@ -46,6 +46,7 @@ VERSION = 1  # bump when training computes something else: runs of another versi
 PATIENCE = 3
 WARMUP = 0.1
 FOCAL_GAMMA = 2.0
+STATS_IMAGES = 512  # training images whose features set the standardisation before the head
 LOSSES = ("balanced", "focal")
 BN_POLICIES = ("frozen", "train")
 STATE = "state.json"
@@ -201,11 +202,11 @@ def evaluate(model, batches):
 
 def train(run, log, progress):
     """Train ``run`` (a ``skinfeat.finetune.Run``) from its state to the end; returns
-    (model, head, state) with the best epoch's weights in the model."""
+    (model, standardisation layer, head, state) with the best epoch's weights in the model."""
     from tqdm import tqdm
 
     from skinfeat.finetune import data
-    from skinfeat.finetune.module import build_model
+    from skinfeat.finetune.module import build_model, set_standardisation
     from skinfeat.runtime import tensorflow
     tf = tensorflow()
     import tf_keras
@@ -213,7 +214,10 @@ def train(run, log, progress):
     s, split, run_dir, state = run.settings, run.split, run.run_dir, run.state
     size = tuple(s["size"])
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    model, head, variables = build_model(run.obj, size, s["unfreeze"], s["seed"], mixed_precision=gpu)
+    model, standardize, head, variables = build_model(run.obj, size, s["unfreeze"], s["seed"], mixed_precision=gpu)
+    if not state["epoch"]:  # from the module as it is (later epochs restore it with the model)
+        sample = np.random.default_rng(s["seed"]).permutation(split.train)[:STATS_IMAGES]
+        set_standardisation(model, standardize, data.clean_batches(run.manifest, np.sort(sample), size))
     steps = math.ceil(len(split.train) / s["batch"])
     lr = schedule(s["lr"], steps, s["epochs"])
     optimizer = tf_keras.optimizers.Adam(lr)
@@ -276,11 +280,13 @@ def train(run, log, progress):
         state["done"] = epoch >= s["epochs"] or bool(state["stopped"])
         write_state(run_dir, state)
         remove_checkpoints(run_dir, keep={f"epoch-{epoch}", f"best-{state['best']['epoch']}"})
+        bar.clear()  # the line above the bar
         log(f"epoch {epoch}/{s['epochs']}: loss {entry['loss']:.4f}, validation BMCA {bmca:.3f} / accuracy "
             f"{accuracy:.3f} ({n_val} images), {entry['seconds']:.0f} s, {entry['images_per_second']:.1f} img/s"
-            + ("  (best so far)" if improved else ""))
+            + (f", {n - seen} unreadable images left out" if n > seen else "") + ("  (best so far)" if improved else ""))
         if state["stopped"]:
             log(state["stopped"])
+        bar.refresh()
     bar.close()
     best.read(str(run_dir / f"best-{state['best']['epoch']}")).expect_partial()
-    return model, head, state
+    return model, standardize, head, state

@@ -1,0 +1,127 @@
+"""Does fine-tuning the backbone end to end beat the best frozen recipe, clean and under shift?
+
+Fine-tunes the default backbone (``skinfeat.backbones.DEFAULT_MODULE``) with
+``skinfeat finetune`` on folds 1-4 of ``data split --folds 5 --seed 0`` of
+HAM10000 (fold 0 is never seen: not trained on, not used for early stopping),
+then scores the network's own head (the model directory ``finetune`` saves) on
+fold 0 clean and under the 15 standard shifts exactly as ``skinfeat evaluate``
+does (TFLite backbone, numpy decode and resize: ``skinfeat.external``). Prints
+the time per epoch and in all, and beside it the best frozen recipe of
+``bench_shift.py`` (``sog-robust2``: frozen features with 2 robust views,
+logreg) on the same fold.
+
+    python benchmarks/bench_finetune.py                          # the full run: up to an hour on 2 cores
+    python benchmarks/bench_finetune.py --limit 400 --epochs 1   # a quick trial on 400 images
+
+A killed run resumes where it stopped (the same command). With ``--limit N`` a
+seeded sample of N images is used (its fold-0 images scored); the module is
+then named ``...-ham10000-limitN-fold0``, apart from the full one.
+Targets (issue 17): clean BMCA >= 0.72 and worst-shift BMCA >= 0.62, within 60 minutes.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from skinfeat.data import load_dataset, make_folds, write_folds  # noqa: E402
+from skinfeat.finetune import DEFAULTS  # noqa: E402
+from skinfeat.shifts import STANDARD, parse_shifts  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "ham10000"
+FROZEN = "sog-robust2"  # bench_shift.py's best recipe (README "How the defaults were chosen")
+TARGETS = {"clean": 0.72, "worst": 0.62, "minutes": 60}
+
+
+def frozen_results(manifest, fold, shifts, log):
+    """(clean, {shift: (BMCA, accuracy)}) of bench_shift's best frozen recipe on fold 0."""
+    import bench_shift
+
+    r = bench_shift.run_recipe(FROZEN, bench_shift.RECIPES[FROZEN], manifest, fold, shifts, log)
+    return {name: {"bmca": v[0], "accuracy": v[1]} for name, v in r["results"].items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--module", default=None, help="backbone to fine-tune (default: skinfeat's default)")
+    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    parser.add_argument("--size", type=int, nargs=2, default=list(DEFAULTS["size"]), metavar=("H", "W"))
+    parser.add_argument("--batch", type=int, default=DEFAULTS["batch"])
+    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    parser.add_argument("--loss", default=DEFAULTS["loss"])
+    parser.add_argument("--unfreeze", default=DEFAULTS["unfreeze"])
+    parser.add_argument("--limit", type=int, help="use a seeded sample of N images (a quick trial)")
+    parser.add_argument("--shift", action="append", help="shifts (default: the standard 15)")
+    parser.add_argument("--no-frozen", dest="frozen", action="store_false",
+                        help=f"leave out the frozen recipe ({FROZEN}) beside it")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+
+    from skinfeat.external import evaluate_images
+    from skinfeat.finetune import finetune
+    from skinfeat.paths import skinfeat_home
+
+    start = time.perf_counter()
+    manifest = load_dataset(data=args.data)
+    fold = np.asarray(make_folds(manifest, k=5, seed=0))  # = `skinfeat data split --folds 5 --seed 0`
+    name = "ham10000"
+    if args.limit:
+        rows = np.sort(np.random.default_rng(0).permutation(len(manifest))[:args.limit])
+        manifest, fold, name = manifest.subset(rows), fold[rows], f"ham10000-limit{args.limit}"
+    folds_path = skinfeat_home() / "bench_finetune" / f"{name}-folds.csv"
+    write_folds(folds_path, manifest, fold)
+    shifts = parse_shifts(args.shift or list(STANDARD))
+    result = finetune(manifest, args.module, folds_path, 0, dataset_name=name, epochs=args.epochs,
+                      size=tuple(args.size), batch=args.batch, lr=args.lr, loss=args.loss, unfreeze=args.unfreeze,
+                      progress=True, log=log)
+    tuned_seconds = time.perf_counter() - start
+    test = manifest.subset(np.flatnonzero(fold == 0))
+    log(f"scoring {result.name}'s own head on fold 0 ({len(test)} images), clean and under {len(shifts)} shifts")
+    scored = evaluate_images(result.model_dir, test, shifts, where="fold 0", write=False)
+    total = time.perf_counter() - start
+    rows = {"fine-tuned": {"clean": scored["clean"], **scored["shifts"]}}
+    if args.frozen:
+        log(f"frozen recipe {FROZEN} on the same fold")
+        rows[f"frozen {FROZEN}"] = frozen_results(manifest, fold, shifts, log)
+
+    history = result.state["history"]
+    print(f"{result.name} from {result.state['settings']['module']}: {len(history)} epochs "
+          f"(best {result.state['best']['epoch']}, validation BMCA {result.state['best']['val_bmca']:.3f})"
+          + (" - reused, times are the original run's" if result.reused else ""))
+    for h in history:
+        print(f"  epoch {h['epoch']}: {h['seconds']:.0f} s ({h['images_per_second']:.1f} img/s, {h['images']} images), "
+              f"loss {h['loss']:.4f}, validation BMCA {h['val_bmca']:.3f}")
+    print(f"time: {np.mean([h['seconds'] for h in history]):.0f} s per epoch; fine-tuning and export "
+          f"{tuned_seconds / 60:.1f} min, evaluation {(total - tuned_seconds) / 60:.1f} min, total {total / 60:.1f} min")
+    names = ["clean"] + [s.name for s in shifts]
+    print(f"BMCA / accuracy on fold 0 ({len(test)} images; trained on folds 1-4)")
+    print(f"{'':<20} " + " ".join(f"{n:>13}" for n in names + ["WORST"]))
+    summary = {}
+    for label, res in rows.items():
+        worst = min((res[n]["bmca"], n) for n in names[1:])
+        worst_acc = min(res[n]["accuracy"] for n in names[1:])
+        summary[label] = {"clean": res["clean"]["bmca"], "worst": worst[0], "worst_shift": worst[1]}
+        cells = [f"{res[n]['bmca']:.3f}/{res[n]['accuracy']:.3f}" for n in names] + [f"{worst[0]:.3f}/{worst_acc:.3f}"]
+        print(f"{label:<20} " + " ".join(f"{c:>13}" for c in cells))
+    tuned = summary["fine-tuned"]
+    print(f"targets: clean BMCA >= {TARGETS['clean']} ({tuned['clean']:.3f}), worst-shift BMCA >= "
+          f"{TARGETS['worst']} ({tuned['worst']:.3f}, {tuned['worst_shift']}), within {TARGETS['minutes']} min "
+          f"({total / 60:.1f})")
+    if args.json:
+        from skinfeat.records import json_safe
+
+        Path(args.json).write_text(json.dumps(json_safe({"module": result.name, "history": history, "rows": rows,
+                                                         "summary": summary, "minutes": total / 60}), indent=1))
+
+
+if __name__ == "__main__":
+    main()
