@@ -1,15 +1,11 @@
-"""Model folders from elsewhere, damaged or hostile, and model writes that are killed or
-run out of disk: a model folder never makes skinfeat run a graph the user did not name,
-every damage is one line naming the folder, and a model folder is complete or it is
-not there. Bad head parameters are usage errors before any work."""
+"""Model folders from elsewhere, damaged or hostile: a model folder never makes skinfeat
+run a graph the user did not name, and every damage is one line naming the folder, in
+every command that takes --model. Bad head parameters are usage errors before any work.
+(Model writes that are killed or run out of disk: test_model_writes.py.)"""
 
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +14,11 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from conftest import HAM10000
-from model_factory import build_model, ham_subset, pool_model
+from model_factory import ham_subset, pool_model
 from skinfeat.classes import CLASSES
 from skinfeat.cli import cli
 
 IMAGE = HAM10000 / "images" / "ISIC_0024310.jpg"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args):
@@ -296,7 +291,7 @@ def test_a_damaged_model_folder_is_one_line_naming_it_in_every_command(pool, lab
         line = error_line(run(*args(model, env)))
         assert str(model) in line and ("re-fit" in line or "skinfeat export --model" in line), (command, line)
         assert sorted(os.listdir(tmp_path)) == before, command  # nothing written, nothing left
-    if damage in MENDED_BY_EXPORT:
+    if damage in ("tflite missing", "tflite garbage, hash updated"):  # each export takes seconds
         result = run(*COMMANDS["export"](model, env))
         assert result.exit_code == 0, result.output
         assert run("predict", "--model", model, IMAGE).exit_code == 0
@@ -380,185 +375,3 @@ def test_good_parameters_pass_and_every_head_parameter_has_a_type():
         make_head(name, **head_class(name)().get_params())  # the defaults are valid
     make_head("logreg", alpha=0.05, n_components=None, alphas=[0.1, 0.2], class_weight={"0": 2.0})
     make_head("lightgbm", num_leaves=31, feature_fraction=1)
-
-
-# ============================================================================= 2, 6. killed writes
-
-def _fit_command(features, out):
-    return [sys.executable, "-m", "skinfeat", "fit", "--head", "logreg", "--features", str(features), "--cv", "2",
-            "--no-views", "-q", "--out", str(out)]
-
-
-def _env():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    return env
-
-
-def _run_id(model):
-    return json.loads((model / "model.json").read_text())["training"]["run_id"]
-
-
-def _temporaries(model):
-    return [p for p in model.parent.iterdir() if p.name.startswith(f".{model.name}.")]
-
-
-def _children(pid):
-    try:
-        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-                for c in (task / "children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _kill_when(features, model, ready, group=True, timeout=300):
-    """Start ``skinfeat fit --out model``, wait until ``ready()`` says so, SIGKILL it
-    (its process group, or only the fit process, whose export child then runs on to its
-    end) and wait for every process of it to end. Returns whether ``ready`` fired."""
-    proc = subprocess.Popen(_fit_command(features, model), env=_env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, fired, children = time.monotonic() + timeout, False, []
-    while proc.poll() is None and time.monotonic() < deadline:
-        if ready():
-            fired = True
-            break
-        time.sleep(0.005)
-    children = _children(proc.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL) if group else proc.send_signal(signal.SIGKILL)
-    except ProcessLookupError:  # it had ended
-        pass
-    proc.wait()
-    for child in children:  # an orphaned export ends by itself
-        while Path(f"/proc/{child}").exists() and "zombie" not in _status(child):
-            time.sleep(0.05)
-    return fired
-
-
-def _status(pid):
-    try:
-        return Path(f"/proc/{pid}/status").read_text().lower()
-    except OSError:
-        return "zombie"
-
-
-def _in_temporary(model, name=None):
-    def ready():
-        for tmp in _temporaries(model):
-            if name is None or (tmp / name).exists():
-                return True
-        return False
-    return ready
-
-
-def test_a_fit_killed_at_any_moment_leaves_the_old_or_the_new_model_and_no_leftovers(pool, tmp_path):
-    model = copy_model(pool, tmp_path / "model")
-    old = _run_id(model)
-    features = pool["features"]
-    moments = [(_in_temporary(model), True), (_in_temporary(model, "state.npz"), True),
-               (_in_temporary(model, "backbone.tflite"), True), (_in_temporary(model, "backbone.tflite"), False)]
-    for ready, group in moments:
-        assert _kill_when(features, model, ready, group), "the fit ended before the moment came"
-        assert _run_id(model) == old and run("predict", "--model", model, IMAGE).exit_code == 0
-        assert _temporaries(model), "the killed fit left nothing to sweep"
-    # The moment the new model is in: it is complete.
-    _kill_when(features, model, lambda: _run_id(model) != old)
-    new = _run_id(model)
-    assert new != old and run("predict", "--model", model, IMAGE).exit_code == 0
-    done = subprocess.run(_fit_command(features, model), env=_env(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert _run_id(model) not in (old, new) and run("predict", "--model", model, IMAGE).exit_code == 0
-    assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []
-
-
-def test_re_export_keeps_the_old_backbone_until_the_new_one_is_in(pool, tmp_path):
-    model = copy_model(pool, tmp_path / "model")
-    before = (model / "backbone.tflite").read_bytes()
-    code = ("import sys\nfrom skinfeat.cli import main\nsys.argv = ['skinfeat', 'export', '--model', sys.argv[1],"
-            " '--module', sys.argv[2]]\nmain()\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(model), pool["module"]], env=_env(),
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ready = _in_temporary(model, "backbone.tflite")
-    while proc.poll() is None and not ready():
-        time.sleep(0.005)
-    assert proc.poll() is None, "the export ended before it wrote into its temporary folder"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert (model / "backbone.tflite").read_bytes() == before and run("predict", "--model", model, IMAGE).exit_code == 0
-    assert _temporaries(model)
-    result = run("export", "--model", model, "--module", pool["module"])
-    assert result.exit_code == 0, result.output
-    assert _temporaries(model) == [] and run("predict", "--model", model, IMAGE).exit_code == 0
-
-
-# ============================================================================= 3. full disk
-
-class _Heavy(tf.Module):
-    """The pooling backbone carrying 1 MB of weights that do not change its output, so
-    that its TFLite copy is larger than the small disks below."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = tf.Variable(np.random.default_rng(0).normal(size=(9, 30000)).astype(np.float32))
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def __call__(self, images):
-        pooled = tf.concat([tf.reduce_mean(images, [1, 2]), tf.math.reduce_std(images, [1, 2]),
-                            tf.reduce_max(images, [1, 2])], axis=1)
-        return pooled + 0.0 * tf.reduce_sum(tf.matmul(pooled, self.w), axis=1, keepdims=True)
-
-
-@pytest.fixture(scope="module")
-def heavy(skinfeat_home, ham10000):
-    root = Path(skinfeat_home) / "test_models"
-    module = root / "heavy_module"
-    if not module.exists():
-        tf.saved_model.save(_Heavy(), str(module))
-    return build_model(root / "heavy-logreg", ham10000, str(module))
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """``small_disk(size)``: a new tmpfs of that size (root only), unmounted afterwards."""
-    mounts = []
-
-    def mount(size):
-        where = tmp_path / f"disk{len(mounts)}"
-        where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, text=True)
-        if done.returncode:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
-        mounts.append(where)
-        return where
-
-    try:
-        yield mount
-    finally:
-        for where in mounts:
-            subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _disk_full(line, model):
-    assert f"model {model}" in line and "the disk is full" in line, line
-
-
-def test_fit_out_on_a_full_disk_fails_and_leaves_nothing(heavy, small_disk):
-    assert os.path.getsize(Path(heavy["model"]) / "backbone.tflite") > 1_000_000
-    for size, fill in (("256k", 0), ("64k", 60_000)):  # room for the head, not the backbone; no room at all
-        disk = small_disk(size)
-        if fill:
-            (disk / "filler").write_bytes(b"x" * fill)
-        model = disk / "model"
-        result = CliRunner().invoke(cli, ["fit", "--head", "logreg", "--features", heavy["features"], "--cv", "2",
-                                          "-q", "--out", str(model)])
-        _disk_full(error_line(result), model)
-        assert sorted(os.listdir(disk)) == (["filler"] if fill else [])
-
-
-def test_export_on_a_full_disk_keeps_the_old_model(heavy, small_disk):
-    disk = small_disk("1600k")
-    model = copy_model(heavy, disk / "model")
-    before = {p.name: p.read_bytes() for p in model.iterdir()}
-    _disk_full(error_line(run("export", "--model", model, "--module", heavy["module"])), model)
-    assert {p.name: p.read_bytes() for p in model.iterdir()} == before and os.listdir(disk) == ["model"]
-    assert run("predict", "--model", model, IMAGE).exit_code == 0

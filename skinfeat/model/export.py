@@ -1,15 +1,21 @@
 """Put the backbone inside a model directory, so that prediction needs nothing else.
 
-``export_model`` converts the backbone SavedModel that produced a model's
-features (preprocessing included: it is part of the module) into a float32
-TFLite flatbuffer, ``backbone.tflite``, checks it against the SavedModel on
-probe images, and records under ``export`` in ``model.json``::
+``export_model`` (``export_into`` for a model being written) converts the
+backbone SavedModel that produced a model's features (preprocessing included:
+it is part of the module) into a float32 TFLite flatbuffer, ``backbone.tflite``,
+checks it against the SavedModel on probe images, and records under ``export``
+in ``model.json``::
 
     file, sha256, format "tflite", module, module_fingerprint, input_size, resize,
     feature_dim, max_abs_diff (TFLite vs SavedModel on the probes), tensorflow_version
 
 ``skinfeat.model.predictor`` runs the file with the light ``ai-edge-litert``
 interpreter: a new process predicts without importing TensorFlow.
+
+``fit --out`` exports into the model's temporary directory before it takes the
+model's place; ``skinfeat export`` builds a copy of the model with the new
+backbone beside it, so the old backbone stays until the new one is in. Which
+backbone it may load: ``skinfeat.model.format.backbone_spec``.
 
 The conversion runs in a fresh Python process (``python -m skinfeat.model.export``,
 ``skinfeat.runtime.run_fresh``), as backbone builds do: it keeps TensorFlow's

@@ -32,6 +32,8 @@ TFLITE = "backbone.tflite"
 BACKBONE_KEYS = ("module", "module_source", "module_fingerprint", "module_info", "input_size",
                  "resize", "feature_dim", "views", "dtype", "augment")
 REFIT = "re-fit with `skinfeat fit --out`"
+# What rebuilding or running a head from damaged arrays or files raises.
+HEAD_ERRORS = (ArithmeticError, AttributeError, LookupError, OSError, TypeError, ValueError)
 MAX_MANIFEST_BYTES = 1 << 24
 
 _NONE = type(None)
@@ -185,7 +187,7 @@ def probe_head(directory, function, n_features, n_classes):
     try:
         with np.errstate(all="ignore"):
             out = np.asarray(function(np.zeros((2, n_features), np.float32)))
-    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+    except HEAD_ERRORS as exc:
         why = (str(exc).strip().splitlines() or [""])[0]
         raise damaged(directory, f"its head's arrays do not fit together ({type(exc).__name__}: {why})") from None
     if out.shape != (2, n_classes) or not np.isfinite(out).all():

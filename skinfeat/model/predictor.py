@@ -16,8 +16,8 @@ from skinfeat.classes import CLASSES, FULL_NAMES
 from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, adjusted, class_offsets, in_classes_order
 from skinfeat.images import decode, resize
-from skinfeat.model.format import TFLITE, check_fingerprint, damaged, probe_head, read_manifest, read_state, \
-    resize_policy, sha256_file
+from skinfeat.model.format import HEAD_ERRORS, TFLITE, check_fingerprint, damaged, probe_head, read_manifest, \
+    read_state, resize_policy, sha256_file
 from skinfeat.model.tflite import TFLiteBackbone
 
 DEFAULT_TOP_K = 3
@@ -61,7 +61,7 @@ class HeadFunction:
             self._log_proba = LOG_PROBA[name](state, manifest["params"], directory)
         except SkinfeatError:
             raise
-        except (ArithmeticError, LookupError, OSError, TypeError, ValueError) as exc:
+        except HEAD_ERRORS as exc:
             raise damaged(directory, f"cannot read its {name} head ({type(exc).__name__}: {exc})") from None
         probe_head(directory, self._log_proba, self.n_features, len(self.columns))
 
@@ -135,7 +135,8 @@ class Predictor:
                              f"the head expects {self.head.n_features}; re-export with `skinfeat export`")
         self.input_size = self.backbone.input_size
         backbone = self.manifest.get("backbone") or {}
-        trained_views = int(backbone.get("views") or 0) if (self.manifest.get("training") or {}).get("use_views") else 0
+        use_views = (self.manifest.get("training") or {}).get("use_views")
+        trained_views = int(backbone.get("views") or 0) if use_views else 0
         self.tta_views = trained_views or DEFAULT_TTA_VIEWS
         self.augment = backbone.get("augment") or "mild"  # the preset its views were made with
 

@@ -11,8 +11,8 @@ import numpy as np
 from skinfeat.classes import CLASSES
 from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, mean_over_views
-from skinfeat.model.format import BACKBONE_KEYS, FORMAT, FORMAT_VERSION, MANIFEST, STATE, damaged, probe_head, \
-    read_manifest, read_state, write_manifest, writing
+from skinfeat.model.format import BACKBONE_KEYS, FORMAT, FORMAT_VERSION, HEAD_ERRORS, MANIFEST, STATE, damaged, \
+    probe_head, read_manifest, read_state, write_manifest, writing
 
 
 @dataclass
@@ -85,7 +85,7 @@ def load_model(directory, current_fingerprint=None):
         head.load_files(directory)
     except SkinfeatError:
         raise
-    except (ArithmeticError, LookupError, OSError, TypeError, ValueError) as exc:
+    except HEAD_ERRORS as exc:
         raise damaged(directory, f"cannot read its {manifest['head']} head ({type(exc).__name__}: {exc})") from None
     probe_head(directory, head.predict_proba, head.n_features_in_, len(head.classes_))
     return FittedModel(head, manifest["classes"], backbone, manifest, str(directory))
