@@ -232,3 +232,15 @@ def test_export_on_a_full_disk_keeps_the_old_model(heavy, small_disk):
     _disk_full(error_line(run("export", "--model", model, "--module", heavy["module"])), model)
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before and os.listdir(disk) == ["model"]
     assert run("predict", "--model", model, IMAGE).exit_code == 0
+
+
+def test_the_tflite_cache_of_the_shift_check_on_a_full_disk_is_one_error(heavy, small_disk, monkeypatch):
+    from skinfeat.errors import ModelError
+    from skinfeat.model.export import cached_backbone
+
+    home = small_disk("256k")
+    monkeypatch.setenv("SKINFEAT_HOME", str(home))
+    backbone = json.loads((Path(heavy["model"]) / "model.json").read_text())["backbone"]
+    with pytest.raises(ModelError, match="cannot write the TFLite copy of backbone .*: the disk is full"):
+        cached_backbone(backbone)
+    assert os.listdir(home / "tflite") == []

@@ -31,8 +31,8 @@ import tempfile
 from pathlib import Path
 
 from skinfeat.errors import ModelError, SkinfeatError
-from skinfeat.model.format import TFLITE, backbone_spec, check_fingerprint, read_manifest, resize_policy, \
-    sha256_file, write_manifest, writing
+from skinfeat.model.format import TFLITE, backbone_spec, cannot_write, check_fingerprint, read_manifest, \
+    resize_policy, sha256_file, write_manifest, writing
 from skinfeat.runtime import run_fresh
 
 MAX_RELATIVE_DIFF = 1e-3  # TFLite vs SavedModel, relative to the largest feature
@@ -80,10 +80,14 @@ def cached_backbone(backbone):
                                      backbone.get("input_size")]).encode()).hexdigest()[:16]
     path = skinfeat_home() / "tflite" / f"{key}.tflite"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            export_backbone(tmp, backbone, backbone.get("module"))
-            os.replace(Path(tmp) / TFLITE, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                export_backbone(tmp, backbone, backbone.get("module"))
+                os.replace(Path(tmp) / TFLITE, path)
+        except OSError as exc:
+            raise ModelError(cannot_write(f"the TFLite copy of backbone {backbone.get('module')}", exc,
+                                          "nothing was cached")) from None
     return path
 
 
@@ -109,8 +113,8 @@ def export_into(directory, manifest, module, model, skip_unavailable=False):
 
 def export_model(directory, module=None):
     """Export the backbone into the model ``directory`` (again, or for the first time):
-    a copy of the model with the new backbone is made beside it and takes its place,
-    so the old backbone stays until the new one is in. ``module``: where the backbone
+    a copy of the model (the files its model.json lists) with the new backbone is made
+    beside it and takes its place, so the old backbone stays until the new one is in. ``module``: where the backbone
     is (the user's ``--module``); by default the recorded one if the catalog has it
     (``backbone_spec``). Returns the ``export`` record."""
     from skinfeat.model.predictor import HeadFunction

@@ -263,8 +263,12 @@ def writing(directory):
         with atomic_dir(target) as tmp:
             yield tmp
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ModelError(f"cannot write model {directory}: the disk is full ({exc.strerror}); "
-                             f"{directory} is unchanged: free some space, or write the model elsewhere") from None
-        raise ModelError(f"cannot write model {directory}: {exc.strerror or exc}"
-                         f"{f' ({exc.filename})' if exc.filename else ''}; {directory} is unchanged") from None
+        raise ModelError(cannot_write(f"model {directory}", exc, f"{directory} is unchanged")) from None
+
+
+def cannot_write(subject, exc, then):
+    """One line for the OSError ``exc`` of writing ``subject``; ``then``: what is left."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write {subject}: the disk is full ({exc.strerror}); {then}: free some space, or write elsewhere"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"cannot write {subject}: {exc.strerror or exc}{where}; {then}"
