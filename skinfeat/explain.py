@@ -72,9 +72,11 @@ def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT
     result = Explanation(Path(image_path).stem, image, saliency, proba, index, method)
     result.figure = plot_explanation(result)
     if out is not None:
+        from skinfeat.outputs import writing
         from skinfeat.viz import save_figure
 
-        result.out = save_figure(result.figure, out)
+        with writing(out, "the picture"):
+            result.out = save_figure(result.figure, out)
     return result
 
 

@@ -209,7 +209,8 @@ def small_disk(tmp_path):
 
 
 def _disk_full(line, model):
-    assert f"model {model}" in line and "the disk is full" in line, line
+    assert line == f"Error: cannot write the model to {model}: the disk is full; free some space there or write " \
+                   "elsewhere", line
 
 
 def test_fit_out_on_a_full_disk_fails_and_leaves_nothing(heavy, small_disk):
@@ -235,12 +236,37 @@ def test_export_on_a_full_disk_keeps_the_old_model(heavy, small_disk):
 
 
 def test_the_tflite_cache_of_the_shift_check_on_a_full_disk_is_one_error(heavy, small_disk, monkeypatch):
-    from skinfeat.errors import ModelError
+    from skinfeat.errors import CacheError
     from skinfeat.model.export import cached_backbone
 
     home = small_disk("256k")
     monkeypatch.setenv("SKINFEAT_HOME", str(home))
     backbone = json.loads((Path(heavy["model"]) / "model.json").read_text())["backbone"]
-    with pytest.raises(ModelError, match="cannot write the TFLite copy of backbone .*: the disk is full"):
+    with pytest.raises(CacheError, match="cannot write the TFLite copy of backbone .*: the disk is full"):
         cached_backbone(backbone)
     assert os.listdir(home / "tflite") == []
+
+
+def test_explain_into_a_read_only_or_full_place_is_one_line(pool, small_disk):
+    full, almost, read_only = small_disk("64k"), small_disk("64k"), small_disk("64k")
+    for place in (full, almost):
+        _fill(place)
+    os.truncate(almost / "filler", os.path.getsize(almost / "filler") - 4096)  # room to check, not to write
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only)], check=True)
+    for place, why in ((full, "the disk is full"), (almost, "the disk is full"),
+                       (read_only, "the file system is read-only")):
+        before = sorted(os.listdir(place))
+        line = error_line(run("explain", "--model", pool["model"], IMAGE, "--grid", "4", "--out", place / "e.png"))
+        assert line.startswith(f"Error: cannot write the picture to {place / 'e.png'}: {why}"), line
+        assert sorted(os.listdir(place)) == before
+
+
+def _fill(place):
+    fd = os.open(place / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:  # full
+        pass
+    finally:
+        os.close(fd)

@@ -30,8 +30,10 @@ def explain(model_dir, image, method, target, grid, out, module):
     predicted classes with their probabilities, as a PNG."""
     from skinfeat.classes import FULL_NAMES
     from skinfeat.explain import explain as run
+    from skinfeat.outputs import check_writable
 
     out = out or f"{Path(image).stem}__{method}.png"
+    check_writable(out, "the picture")
     result = run(model_dir, image, method=method, target=target, grid=grid, out=out, module=module)
     best = CLASSES[int(result.proba.argmax())]
     click.echo(f"wrote {result.out}: {method} map of {CLASSES[result.target]} for {result.image_id} "

@@ -7,7 +7,7 @@ directory), no symlink may lead out of it, and the backbone SavedModel it
 records is loaded (``export``, ``explain --method gradient``) only when the
 catalog has it or the user names it with ``--module``: prediction runs the
 directory's own ``backbone.tflite``. A model directory is written whole in a
-temporary directory that then takes its place (``format.writing``): it is
+temporary directory that then takes its place (``format.new_model_dir``): it is
 complete or it is not there.
 
 Layout of a model directory (``skinfeat.model.format``)::

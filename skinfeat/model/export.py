@@ -31,8 +31,8 @@ import tempfile
 from pathlib import Path
 
 from skinfeat.errors import ModelError, SkinfeatError
-from skinfeat.model.format import TFLITE, backbone_spec, cannot_write, check_fingerprint, read_manifest, \
-    resize_policy, sha256_file, write_manifest, writing
+from skinfeat.model.format import TFLITE, backbone_spec, check_fingerprint, new_model_dir, read_manifest, \
+    resize_policy, sha256_file, write_manifest
 from skinfeat.runtime import run_fresh
 
 MAX_RELATIVE_DIFF = 1e-3  # TFLite vs SavedModel, relative to the largest feature
@@ -86,8 +86,9 @@ def cached_backbone(backbone):
                 export_backbone(tmp, backbone, backbone.get("module"))
                 os.replace(Path(tmp) / TFLITE, path)
         except OSError as exc:
-            raise ModelError(cannot_write(f"the TFLite copy of backbone {backbone.get('module')}", exc,
-                                          "nothing was cached")) from None
+            from skinfeat.outputs import write_error
+
+            raise write_error(path, exc, f"the TFLite copy of backbone {backbone.get('module')}") from None
     return path
 
 
@@ -123,7 +124,7 @@ def export_model(directory, module=None):
     manifest = read_manifest(directory, optional=(TFLITE,))
     HeadFunction(directory, manifest)  # a damaged head is refused now: a new backbone cannot mend it
     spec = backbone_spec(directory, manifest, module)
-    with writing(directory) as tmp:
+    with new_model_dir(directory) as tmp:
         for name in manifest["files"]:
             if name != TFLITE:
                 shutil.copyfile(directory / name, tmp / name)

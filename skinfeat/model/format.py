@@ -2,14 +2,13 @@
 (``model.json``: read and checked field by field, written atomically), the head's
 arrays (``state.npz``: plain finite numbers), file hashes, the one fingerprint
 check, which backbone a model may use (``backbone_spec``) and how a model
-directory is written (``writing``: complete or not there). See ``skinfeat.model``
+directory is written (``new_model_dir``: complete or not there). See ``skinfeat.model``
 for the layout.
 
 A model directory may come from anywhere, so reading one trusts nothing in it:
 every field has its type checked before use, a symlink may not lead out of the
 directory, and damage is a one-line ModelError naming the directory."""
 
-import errno
 import hashlib
 import json
 import os
@@ -250,11 +249,14 @@ def backbone_spec(directory, manifest, module=None):
 
 
 @contextmanager
-def writing(directory):
+def new_model_dir(directory):
     """A temporary directory beside ``directory`` that takes its place when the block
     ends (``skinfeat.atomic.atomic_dir``: a model directory is complete or it is not
     there, an old one stays until the new one is in, and what killed writers left is
-    swept); an OSError, such as a full disk, becomes one ModelError naming ``directory``."""
+    swept); an OSError, such as a full disk, is one error naming ``directory``
+    (``skinfeat.outputs.write_error``) and ``directory`` is unchanged."""
+    from skinfeat.outputs import write_error
+
     directory = Path(directory)
     target = Path(os.path.realpath(directory))  # --out may be a link to the model's folder
     if target.exists() and not target.is_dir():
@@ -263,12 +265,4 @@ def writing(directory):
         with atomic_dir(target) as tmp:
             yield tmp
     except OSError as exc:
-        raise ModelError(cannot_write(f"model {directory}", exc, f"{directory} is unchanged")) from None
-
-
-def cannot_write(subject, exc, then):
-    """One line for the OSError ``exc`` of writing ``subject``; ``then``: what is left."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"cannot write {subject}: the disk is full ({exc.strerror}); {then}: free some space, or write elsewhere"
-    where = f" ({exc.filename})" if exc.filename else ""
-    return f"cannot write {subject}: {exc.strerror or exc}{where}; {then}"
+        raise write_error(directory, exc, "the model") from None

@@ -12,7 +12,7 @@ from skinfeat.classes import CLASSES
 from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, mean_over_views
 from skinfeat.model.format import BACKBONE_KEYS, FORMAT, FORMAT_VERSION, HEAD_ERRORS, MANIFEST, STATE, damaged, \
-    probe_head, read_manifest, read_state, write_manifest, writing
+    probe_head, new_model_dir, read_manifest, read_state, write_manifest
 
 
 @dataclass
@@ -38,7 +38,7 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
     named that features file) goes in too (``skinfeat.model.export.export_into``;
     ``skip_unavailable``: a backbone not available here is recorded as skipped). The
     whole model is built in a temporary directory that then takes ``directory``'s
-    place (``skinfeat.model.format.writing``): it is complete or it is not there."""
+    place (``skinfeat.model.format.new_model_dir``): it is complete or it is not there."""
     directory = Path(directory)
     if directory.is_dir() and any(directory.iterdir()) and not (directory / MANIFEST).is_file():
         raise ModelError(f"{directory} exists and is not a skinfeat model directory; "
@@ -53,7 +53,7 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
         # The predictor evaluates the head with the functions the head itself predicts with.
         "numpy_head": {"ok": head_name in LOG_PROBA, "evaluator": "skinfeat.heads.inference"},
     }
-    with writing(directory) as tmp:
+    with new_model_dir(directory) as tmp:
         np.savez(tmp / STATE, **head.get_state())
         manifest["files"] = [STATE] + head.save_files(tmp)
         if export:
