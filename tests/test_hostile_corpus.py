@@ -372,3 +372,14 @@ def test_a_fifo_named_like_an_image_does_not_hang_any_reader(corpus, tmp_path):
                               timeout=120, cwd=tmp_path)
         assert "Traceback" not in proc.stderr and proc.returncode in (0, 1), proc.stderr
         assert "ISIC_fifo" in proc.stderr + proc.stdout, "the FIFO should be named as passed by"
+
+
+def test_a_read_only_cache_home_costs_the_cache_not_the_map(corpus, tmp_path, monkeypatch):
+    """The map's coordinate cache lives under SKINFEAT_HOME: when that cannot be
+    written the map is still drawn, with a note."""
+    monkeypatch.setenv("SKINFEAT_HOME", str(corpus["ro"]))
+    out = tmp_path / "map.png"
+    result = CliRunner().invoke(cli, ["viz", "--features", str(corpus["features"]), "--method", "pca",
+                                      "--out", str(out)])
+    assert result.exit_code == 0 and out.stat().st_size > 0, result.output
+    assert "cannot cache the map's coordinates" in result.stderr and str(corpus["ro"]) in result.stderr

@@ -27,9 +27,9 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from skinfeat.atomic import atomic_dir
 from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.model.format import TFLITE, backbone_spec, check_fingerprint, new_model_dir, read_manifest, \
     resize_policy, sha256_file, write_manifest
@@ -81,8 +81,7 @@ def cached_backbone(backbone):
     path = skinfeat_home() / "tflite" / f"{key}.tflite"
     if not path.is_file():
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            with atomic_dir(path.with_suffix(".export")) as tmp:  # a killed export is swept next time
                 export_backbone(tmp, backbone, backbone.get("module"))
                 os.replace(Path(tmp) / TFLITE, path)
         except OSError as exc:
