@@ -235,7 +235,6 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     from skinfeat import __version__
     from skinfeat.features import read_features
     from skinfeat.heads import head_class
-    from skinfeat.model.export import export_model
     from skinfeat.model.store import save_model
     from skinfeat.outputs import check_writable
     from skinfeat.records import check_runs_writable, new_run_id, settings_hash, write_record
@@ -300,8 +299,8 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         start = time.perf_counter()
         final = fit_final(fs, cls.name, all_params, folds, use_views)
         record["timings"]["final_fit_seconds"] = time.perf_counter() - start
-        record["model_dir"] = str(save_model(out, final, cls.name, attrs, training_info(fs, folds, record)))
-        export_model(out, skip_unavailable=test is None)
+        record["model_dir"] = str(save_model(out, final, cls.name, attrs, training_info(fs, folds, record),
+                                             export=True, skip_unavailable=test is None))
         if test is not None:
             from skinfeat.external import evaluate_images
 
@@ -414,7 +413,6 @@ def save_best(records, out, log=None):
     """Fit the leaderboard's best run (``skinfeat.records.best_record``) on every CV
     row, save it into ``out`` with its backbone, and return the model directory."""
     from skinfeat.features import read_features
-    from skinfeat.model.export import export_model
     from skinfeat.model.store import save_model
     from skinfeat.records import best_record
 
@@ -429,6 +427,4 @@ def save_best(records, out, log=None):
             f"{int((folds.fold >= 0).sum())} CV images into {out}")
     final = fit_final(fs, best["head"], best["params"], folds, best["use_views"])
     attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
-    directory = save_model(out, final, best["head"], attrs, training_info(fs, folds, best))
-    export_model(directory)
-    return directory, best
+    return save_model(out, final, best["head"], attrs, training_info(fs, folds, best), export=True), best

@@ -12,7 +12,8 @@
   absolute gradient of the class's log-probability with respect to the input
   pixels over noisy copies of the image. By the chain rule it is the backbone's
   vector-Jacobian product (TensorFlow autodiff through the backbone SavedModel,
-  which must still have the fingerprint the model was fitted on) with the
+  which must still have the fingerprint the model was fitted on, and be in the
+  catalog or named with ``--module``: a model folder never picks a graph to run) with the
   head's gradient in feature space (central differences of the model's own
   head: no second copy of the head to keep in step). Imports TensorFlow.
 
@@ -50,10 +51,12 @@ class Explanation:
     out: Path | None = None
 
 
-def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT_GRID, out=None):
+def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT_GRID, out=None, module=None):
     """Saliency of ``image_path`` for model ``model_dir``: for class ``target`` (a code
     such as ``MEL``; default the model's decision). The maps follow the class's
-    probability as trained. Draws the figure and, with ``out``, writes it as PNG."""
+    probability as trained. Draws the figure and, with ``out``, writes it as PNG.
+    ``module``: the gradient method's backbone SavedModel, as the user names it
+    (default: the recorded one, if the catalog has it)."""
     from skinfeat.model.predictor import load_predictor
 
     if method not in METHODS:
@@ -65,13 +68,15 @@ def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT
     if method == "occlusion":
         saliency = occlusion_map(model, image, index, grid)
     else:
-        saliency = gradient_map(model, image, index)
+        saliency = gradient_map(model, image, index, module=module)
     result = Explanation(Path(image_path).stem, image, saliency, proba, index, method)
     result.figure = plot_explanation(result)
     if out is not None:
+        from skinfeat.outputs import writing
         from skinfeat.viz import save_figure
 
-        result.out = save_figure(result.figure, out)
+        with writing(out, "the picture"):
+            result.out = save_figure(result.figure, out)
     return result
 
 
@@ -155,14 +160,14 @@ def input_gradient(backbone, head, images, target):
     return tape.gradient(features, x, output_gradients=tf.constant(g)).numpy()
 
 
-def gradient_map(model, image, target, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHGRAD_NOISE, seed=0):
+def gradient_map(model, image, target, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHGRAD_NOISE, seed=0, module=None):
     """SmoothGrad saliency [H, W] in [0, 1]: mean |d log P(target) / d pixel| (max over
     colour channels) over ``samples`` noisy copies, lightly blurred, its top 1 % at 1."""
     name = model.manifest.get("head")
     if name not in DIFFERENTIABLE:
         raise UsageError(f"--method gradient needs a differentiable head ({', '.join(DIFFERENTIABLE)}); "
                          f"this model's head is {name}: use --method occlusion")
-    backbone = savedmodel_backbone(model)
+    backbone = savedmodel_backbone(model, module)
     rng = np.random.default_rng(seed)
     total = np.zeros(image.shape[:2])
     for _ in range(samples):
@@ -171,12 +176,14 @@ def gradient_map(model, image, target, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHG
     return _normalise(_blur(total / samples), percentile=99)  # a few extreme pixels would hide the rest
 
 
-def savedmodel_backbone(model):
-    """The backbone's SavedModel function, refused if its fingerprint changed since fitting."""
+def savedmodel_backbone(model, module=None):
+    """The backbone's SavedModel function: ``module`` (the user's ``--module``) or the
+    recorded one if the catalog has it (``skinfeat.model.format.backbone_spec``: a model
+    folder never picks a graph to run), refused if its fingerprint changed since fitting."""
     from skinfeat.backbones import resolve_module
-    from skinfeat.model.format import check_fingerprint
+    from skinfeat.model.format import backbone_spec, check_fingerprint
 
-    module = (model.manifest.get("backbone") or {}).get("module")
+    module = backbone_spec(model.directory, model.manifest, module)
     mod = resolve_module(module)
     check_fingerprint(model.directory, model.manifest, mod.fingerprint, f"backbone {module}",
                       "use --method occlusion (it runs the model's own backbone.tflite), or re-extract "

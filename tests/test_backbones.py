@@ -208,6 +208,21 @@ def test_failed_build_leaves_nothing_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.lock"]
 
 
+def test_a_build_killed_earlier_is_swept_and_a_forced_rebuild_keeps_the_old_one_until_done(tmp_path):
+    final = cache.atomic_build(tmp_path / "m", _fake_saved_model, is_complete=lambda d: d.exists())
+    killed = tmp_path / f".m.{2**22 + 3}.abcdefgh.tmp"  # what a killed build (no such process) left
+    killed.mkdir()
+    (killed / "saved_model.pb").write_bytes(b"half")
+
+    def produce(tmp):
+        assert (final / "saved_model.pb").read_bytes() == b"graph"  # the old build is still there
+        return _fake_saved_model(tmp)
+
+    cache.atomic_build(final, produce, is_complete=lambda d: d.exists(), force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.lock"]
+    cache.verify(final)
+
+
 def test_concurrent_builds_build_once(tmp_path):
     calls = []
 

@@ -67,7 +67,7 @@ def test_input_gradient_is_the_derivative_of_the_model(pool):
     model = load_predictor(pool["model"])
     image = 0.1 + 0.8 * model.load_image(IMAGE)  # no pixel at 0 or 1: nothing clips
     target = int(model.predict_proba(image[None])[0].argmax())
-    grad = input_gradient(savedmodel_backbone(model), model.head, image[None], target)[0]
+    grad = input_gradient(savedmodel_backbone(model, pool["module"]), model.head, image[None], target)[0]
     v = np.broadcast_to(np.float32([-0.6, -1.0, -0.3]), image.shape)
     eps = 1e-2  # smaller steps drown in float32 rounding of the pooled features
     logp = [np.log(model.predict_proba((image + s * eps * v)[None])[0, target]) for s in (1, -1)]
@@ -112,7 +112,7 @@ def test_gradient_refuses_a_backbone_changed_since_fitting(pool, tmp_path):
     manifest["backbone"]["module_fingerprint"] = manifest["export"]["module_fingerprint"] = "f" * 64
     (model / "model.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="the backbone changed since the model was fitted; use --method occlusion"):
-        explain(model, IMAGE, method="gradient")
+        explain(model, IMAGE, method="gradient", module=pool["module"])
 
 
 def test_bad_image_and_bad_class_are_one_line_errors(pool, tmp_path):

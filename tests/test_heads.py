@@ -112,8 +112,11 @@ def test_unknown_parameter_names_the_valid_ones():
 
 def test_bad_choice_is_a_usage_error():
     fs = synthetic_feature_set(counts=SMALL, dim=8, seed=6)
+    with pytest.raises(UsageError, match="logreg parameter class_weight: got 'square'; expected one of none, "
+                                         "balanced, sqrt"):
+        make_head("logreg", class_weight="square")
     with pytest.raises(UsageError, match="class_weight='square' is not one of none, balanced, sqrt"):
-        make_head("logreg", class_weight="square").fit(fs.features, fs.labels)
+        LogRegHead(class_weight="square").fit(fs.features, fs.labels)
 
 
 def test_inner_split_keeps_lesions_together_and_every_class():

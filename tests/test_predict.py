@@ -237,7 +237,7 @@ def test_model_whose_backbone_changed_since_it_was_fitted(pool, tmp_path, skinfe
     (model / "model.json").write_text(json.dumps(manifest))
     line = error_line(run("predict", "--model", model, _paths(pool)[0]))
     assert "the backbone changed since the model was fitted" in line
-    line = error_line(run("export", "--model", model))
+    line = error_line(run("export", "--model", model, "--module", pool["module"]))
     assert "has fingerprint" in line and "but the model was fitted on features of fingerprint 000000000000" in line
 
 
@@ -251,7 +251,7 @@ def test_model_without_exported_backbone_points_to_export(pool, tmp_path):
     line = error_line(run("predict", "--model", model, _paths(pool)[0]))
     assert "has no exported backbone (backbone 'x' could not be found)" in line
     assert f"run `skinfeat export --model {model}`" in line
-    result = run("export", "--model", model)
+    result = run("export", "--model", model, "--module", pool["module"])
     assert result.exit_code == 0 and result.stdout.startswith("exported ")
     assert len(list(predict_paths(Predictor(model), _paths(pool)[:2]))) == 2
 
@@ -312,4 +312,5 @@ def test_model_that_does_not_record_its_resize_policy_is_refused(pool, tmp_path)
     assert f"model {model} does not record the resize policy its features were extracted with" in line
     manifest["backbone"]["resize"] = None
     (model / "model.json").write_text(json.dumps(manifest))
-    assert "does not record the resize policy" in error_line(run("export", "--model", model))
+    assert "does not record the resize policy" in error_line(run("export", "--model", model, "--module",
+                                                                 pool["module"]))

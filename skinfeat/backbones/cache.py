@@ -11,15 +11,12 @@ import errno
 import fcntl
 import hashlib
 import json
-import os
-import shutil
 import tarfile
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from skinfeat import paths
+from skinfeat.atomic import atomic_dir
 from skinfeat.errors import CacheError, ModuleError
 
 DESCRIPTOR = "skinfeat-module.json"
@@ -104,25 +101,14 @@ def atomic_build(final, produce, *, is_complete, force=False):
         if not force and is_complete(final):
             return final
         try:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-            tmp.chmod(0o755)  # mkdtemp's 0700 would make a shared cache private
-        except OSError as exc:
-            raise _unwritable(final.parent, exc) from None
-        try:
-            descriptor = produce(tmp)
-            descriptor["fingerprint"] = fingerprint(tmp)
-            (tmp / DESCRIPTOR).write_text(json.dumps(descriptor, indent=2) + "\n")
-            old = final.with_name(f".{final.name}.{uuid.uuid4().hex}.old")
-            if final.exists():
-                final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
+            with atomic_dir(final) as tmp:  # swept after a kill; an old build stays until the new one is in
+                descriptor = produce(tmp)
+                descriptor["fingerprint"] = fingerprint(tmp)
+                (tmp / DESCRIPTOR).write_text(json.dumps(descriptor, indent=2) + "\n")
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
                 raise _unwritable(final.parent, exc) from None
             raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

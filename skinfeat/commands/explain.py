@@ -22,14 +22,19 @@ from skinfeat.explain import METHODS  # the library is light to import: --help s
               help="Occlusion: positions per side (grid x grid forward passes).")
 @click.option("--out", type=click.Path(dir_okay=False), metavar="PNG",
               help="Picture to write  [default: <image name>__<method>.png]")
-def explain(model_dir, image, method, target, grid, out):
+@click.option("--module", metavar="SPEC",
+              help="Gradient: the model's backbone SavedModel (folder or handle), when it is not in the "
+                   "catalog; it runs, so name only one you trust. Its fingerprint must match.")
+def explain(model_dir, image, method, target, grid, out, module):
     """Show where the model looked: the image, a saliency map over it, and the
     predicted classes with their probabilities, as a PNG."""
     from skinfeat.classes import FULL_NAMES
     from skinfeat.explain import explain as run
+    from skinfeat.outputs import check_writable
 
     out = out or f"{Path(image).stem}__{method}.png"
-    result = run(model_dir, image, method=method, target=target, grid=grid, out=out)
+    check_writable(out, "the picture")
+    result = run(model_dir, image, method=method, target=target, grid=grid, out=out, module=module)
     best = CLASSES[int(result.proba.argmax())]
     click.echo(f"wrote {result.out}: {method} map of {CLASSES[result.target]} for {result.image_id} "
                f"(predicted {FULL_NAMES[best]} ({best}) {result.proba.max():.3f})")

@@ -97,7 +97,8 @@ class _Skips:
               help="Model directory written by `skinfeat fit --out DIR`.")
 @click.option("--module", metavar="SPEC",
               help="Where the model's backbone is now (catalog name, SavedModel folder, handle); "
-                   "default: the one recorded in the model. Its fingerprint must match.")
+                   "default: the one recorded in the model, if it is in the catalog (a SavedModel "
+                   "folder or handle runs, so it is used only when named here). Its fingerprint must match.")
 def export(model_dir, module):
     """Put the model's backbone inside its directory as backbone.tflite.
 

@@ -39,13 +39,14 @@ def head_class(name):
 
 
 def make_head(name, **params):
-    """A new, unfitted head ``name`` with ``params`` (unknown parameters raise UsageError)."""
+    """A new, unfitted head ``name`` with ``params``; an unknown parameter or a value of
+    the wrong type (``skinfeat.heads.params``) raises UsageError."""
+    from skinfeat.heads.params import problem
+
     cls = head_class(name)
-    valid = cls().get_params()
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise UsageError(f"head {cls.name!r} has no parameter {', '.join(unknown)}; "
-                         f"its parameters are: {', '.join(sorted(valid))}")
+    why = problem(cls.name, params)
+    if why:
+        raise UsageError(why)
     return cls(**params)
 
 

@@ -83,5 +83,8 @@ class LightGBMHead(BaseHead):
     def load_files(self, directory):
         import lightgbm as lgb
 
-        self.booster_ = lgb.Booster(model_file=str(Path(directory) / MODEL_FILE))
+        try:
+            self.booster_ = lgb.Booster(model_file=str(Path(directory) / MODEL_FILE))
+        except lgb.basic.LightGBMError as exc:  # its parser's one error type, for a damaged file
+            raise ValueError(f"{MODEL_FILE}: {exc}") from None
         return self

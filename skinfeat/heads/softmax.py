@@ -13,8 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from skinfeat.errors import UsageError
 from skinfeat.heads.base import BaseHead
 from skinfeat.heads.inference import dense_log_proba, signed_power
-
-LOSSES = ("crossentropy", "focal")
+from skinfeat.heads.params import LOSSES
 
 
 class SoftmaxHead(BaseHead):

@@ -1,7 +1,14 @@
 """The fitted-model directory: its format, saving and loading, the TFLite
 backbone runner, export and the predictor. Safe formats only: loading parses
 JSON, numpy arrays (``allow_pickle=False``) and, for LightGBM, its text model;
-it never unpickles or runs code.
+it never unpickles or runs code. A model directory may come from anywhere:
+every field is checked before use (damage is one ModelError naming the
+directory), no symlink may lead out of it, and the backbone SavedModel it
+records is loaded (``export``, ``explain --method gradient``) only when the
+catalog has it or the user names it with ``--module``: prediction runs the
+directory's own ``backbone.tflite``. A model directory is written whole in a
+temporary directory that then takes its place (``format.new_model_dir``): it is
+complete or it is not there.
 
 Layout of a model directory (``skinfeat.model.format``)::
 

@@ -1,15 +1,21 @@
 """Put the backbone inside a model directory, so that prediction needs nothing else.
 
-``export_model`` converts the backbone SavedModel that produced a model's
-features (preprocessing included: it is part of the module) into a float32
-TFLite flatbuffer, ``backbone.tflite``, checks it against the SavedModel on
-probe images, and records under ``export`` in ``model.json``::
+``export_model`` (``export_into`` for a model being written) converts the
+backbone SavedModel that produced a model's features (preprocessing included:
+it is part of the module) into a float32 TFLite flatbuffer, ``backbone.tflite``,
+checks it against the SavedModel on probe images, and records under ``export``
+in ``model.json``::
 
     file, sha256, format "tflite", module, module_fingerprint, input_size, resize,
     feature_dim, max_abs_diff (TFLite vs SavedModel on the probes), tensorflow_version
 
 ``skinfeat.model.predictor`` runs the file with the light ``ai-edge-litert``
 interpreter: a new process predicts without importing TensorFlow.
+
+``fit --out`` exports into the model's temporary directory before it takes the
+model's place; ``skinfeat export`` builds a copy of the model with the new
+backbone beside it, so the old backbone stays until the new one is in. Which
+backbone it may load: ``skinfeat.model.format.backbone_spec``.
 
 The conversion runs in a fresh Python process (``python -m skinfeat.model.export``,
 ``skinfeat.runtime.run_fresh``), as backbone builds do: it keeps TensorFlow's
@@ -21,35 +27,42 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from skinfeat.atomic import atomic_dir
 from skinfeat.errors import ModelError, SkinfeatError
-from skinfeat.model.format import TFLITE, check_fingerprint, read_manifest, resize_policy, sha256_file, \
-    write_manifest
+from skinfeat.model.format import TFLITE, backbone_spec, check_fingerprint, new_model_dir, read_manifest, \
+    resize_policy, sha256_file, write_manifest
 from skinfeat.runtime import run_fresh
 
 MAX_RELATIVE_DIFF = 1e-3  # TFLite vs SavedModel, relative to the largest feature
 
 
-def export_backbone(directory, backbone, module=None, model=None):
-    """Write ``directory/backbone.tflite`` for the model's ``backbone`` block (from
-    model.json) and return the ``export`` record. ``module``: where the backbone
-    is now (a spec for ``resolve_module``), by default the one recorded; ``model``:
-    the model directory, for messages. Raises ModelError when it cannot be found
-    or its fingerprint changed since the features were extracted."""
-    spec = module or backbone.get("module")
-    if not spec:
-        raise ModelError("the model does not record which backbone produced its features; re-fit it "
-                         "with `skinfeat fit --out` on features from `skinfeat extract`")
+class Unavailable(ModelError):
+    """The backbone cannot be exported here: not found, not convertible, or changed
+    since the features were extracted (a full disk or a crash is something else)."""
+
+
+def export_backbone(directory, backbone, module, model=None):
+    """Write ``directory/backbone.tflite`` of ``module`` (a spec for ``resolve_module``:
+    the caller decides which it may load, see ``backbone_spec``), checked against the
+    fingerprint in the model's ``backbone`` block (from model.json), and return the
+    ``export`` record; ``model``: the model directory, for messages. Raises Unavailable
+    when it cannot be found, converted, or its fingerprint changed since the features
+    were extracted; OSError when the file cannot be written (a full disk); ModelError
+    when the conversion crashed."""
+    if not module:
+        raise Unavailable("the model does not record which backbone produced its features; re-fit it "
+                          "with `skinfeat fit --out` on features from `skinfeat extract`")
     out = Path(directory) / TFLITE
-    args = {"module": spec, "fingerprint": backbone.get("module_fingerprint"),
+    args = {"module": module, "fingerprint": backbone.get("module_fingerprint"),
             "input_size": backbone.get("input_size"), "out": str(out), "model": str(model or directory)}
-    try:
-        info = run_fresh("skinfeat.model.export", [json.dumps(args)], ModelError)
-    except ModelError:
-        out.unlink(missing_ok=True)
-        raise
+    info = run_fresh("skinfeat.model.export", [json.dumps(args)], ModelError,
+                     prefix=f"exporting backbone {module} crashed: ")
+    if "os_error" in info:
+        raise OSError(*info["os_error"])
+    if "unavailable" in info:
+        raise Unavailable(info["unavailable"])
     info.update(file=TFLITE, sha256=sha256_file(out), module=backbone.get("module"))
     return info
 
@@ -67,39 +80,55 @@ def cached_backbone(backbone):
                                      backbone.get("input_size")]).encode()).hexdigest()[:16]
     path = skinfeat_home() / "tflite" / f"{key}.tflite"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            export_backbone(tmp, backbone)
-            os.replace(Path(tmp) / TFLITE, path)
+        try:
+            with atomic_dir(path.with_suffix(".export")) as tmp:  # a killed export is swept next time
+                export_backbone(tmp, backbone, backbone.get("module"))
+                os.replace(Path(tmp) / TFLITE, path)
+        except OSError as exc:
+            from skinfeat.outputs import write_error
+
+            raise write_error(path, exc, f"the TFLite copy of backbone {backbone.get('module')}") from None
     return path
 
 
-def export_model(directory, module=None, skip_unavailable=False):
-    """Export the backbone into the model ``directory`` and record it in its
-    model.json (both replaced atomically); returns the ``export`` record. With
+def export_into(directory, manifest, module, model, skip_unavailable=False):
+    """Export ``module`` into ``directory`` (a model being written) and record it in
+    ``manifest`` (the caller writes it); returns the ``export`` record. With
     ``skip_unavailable``, a backbone that cannot be exported here is recorded as
     ``{"skipped": why}`` instead (the model is still usable with features;
-    ``skinfeat export`` can add the backbone later)."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".export."))
+    ``skinfeat export`` can add the backbone later). A file that cannot be written
+    (a full disk) is never "unavailable": its OSError goes up."""
+    backbone = manifest["backbone"]
     try:
-        try:
-            backbone = manifest.get("backbone", {})
-            resize = resize_policy(directory, backbone)  # prediction resizes images as extraction did
-            info = dict(export_backbone(tmp, backbone, module, model=directory), resize=resize)
-        except SkinfeatError as exc:
-            if not skip_unavailable:
-                raise
-            info = {"skipped": str(exc)}
-        else:
-            os.replace(tmp / TFLITE, directory / TFLITE)
-            files = manifest.get("files", [])
-            manifest["files"] = files + ([] if TFLITE in files else [TFLITE])
-        manifest["export"] = info
-        write_manifest(directory, manifest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        resize = resize_policy(model, backbone, Unavailable)  # prediction resizes images as extraction did
+        info = dict(export_backbone(directory, backbone, module, model), resize=resize)
+    except Unavailable as exc:
+        if not skip_unavailable:
+            raise
+        info = {"skipped": str(exc)}
+    manifest["files"] = [name for name in manifest["files"] if name != TFLITE] + ([TFLITE] if "file" in info else [])
+    manifest["export"] = info
+    return info
+
+
+def export_model(directory, module=None):
+    """Export the backbone into the model ``directory`` (again, or for the first time):
+    a copy of the model (the files its model.json lists) with the new backbone is made
+    beside it and takes its place, so the old backbone stays until the new one is in. ``module``: where the backbone
+    is (the user's ``--module``); by default the recorded one if the catalog has it
+    (``backbone_spec``). Returns the ``export`` record."""
+    from skinfeat.model.predictor import HeadFunction
+
+    directory = Path(directory)
+    manifest = read_manifest(directory, optional=(TFLITE,))
+    HeadFunction(directory, manifest)  # a damaged head is refused now: a new backbone cannot mend it
+    spec = backbone_spec(directory, manifest, module)
+    with new_model_dir(directory) as tmp:
+        for name in manifest["files"]:
+            if name != TFLITE:
+                shutil.copyfile(directory / name, tmp / name)
+        info = export_into(tmp, manifest, spec, directory)
+        write_manifest(tmp, manifest)
     return info
 
 
@@ -138,11 +167,12 @@ def convert(module, fingerprint, input_size, out, model):
     concrete = tf.function(lambda images: fn(images), input_signature=[spec]).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn.saved_model)
     try:
-        Path(out).write_bytes(converter.convert())
+        flatbuffer = converter.convert()
     except Exception as exc:  # the converter raises many types; one line says why
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelError(f"backbone {module} cannot be converted to TFLite ({first}); "
                          "prediction from images needs a backbone made of TFLite built-in ops") from None
+    Path(out).write_bytes(flatbuffer)
     probes = _probe_images(size)
     want = fn(tf.constant(probes)).numpy()
     got = TFLiteBackbone(out)(probes)
@@ -157,7 +187,12 @@ def convert(module, fingerprint, input_size, out, model):
 
 
 if __name__ == "__main__":
+    # The answer is always JSON: what was exported, why the backbone is unavailable
+    # here, or the OSError of writing the file (the caller raises it again).
     try:
-        print(json.dumps(convert(**json.loads(sys.argv[1]))))
+        answer = convert(**json.loads(sys.argv[1]))
     except SkinfeatError as exc:
-        sys.exit(str(exc))
+        answer = {"unavailable": str(exc)}
+    except OSError as exc:
+        answer = {"os_error": [exc.errno, exc.strerror, exc.filename]}
+    print(json.dumps(answer))

@@ -1,12 +1,26 @@
 """The model directory's format: file names, format version, the manifest
-(``model.json``, read and written atomically), file hashes and the one
-fingerprint check. See ``skinfeat.model`` for the layout."""
+(``model.json``: read and checked field by field, written atomically), the head's
+arrays (``state.npz``: plain finite numbers), file hashes, the one fingerprint
+check, which backbone a model may use (``backbone_spec``) and how a model
+directory is written (``new_model_dir``: complete or not there). See ``skinfeat.model``
+for the layout.
+
+A model directory may come from anywhere, so reading one trusts nothing in it:
+every field has its type checked before use, a symlink may not lead out of the
+directory, and damage is a one-line ModelError naming the directory."""
 
 import hashlib
 import json
+import os
+import zipfile
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
-from skinfeat.atomic import write_atomically
+import numpy as np
+
+from skinfeat.atomic import atomic_dir, write_atomically
+from skinfeat.classes import CLASSES
 from skinfeat.errors import ModelError
 
 FORMAT = "skinfeat-model"
@@ -17,6 +31,30 @@ TFLITE = "backbone.tflite"
 BACKBONE_KEYS = ("module", "module_source", "module_fingerprint", "module_info", "input_size",
                  "resize", "feature_dim", "views", "dtype", "augment")
 REFIT = "re-fit with `skinfeat fit --out`"
+# What rebuilding or running a head from damaged arrays or files raises.
+HEAD_ERRORS = (ArithmeticError, AttributeError, LookupError, OSError, TypeError, ValueError)
+MAX_MANIFEST_BYTES = 1 << 24
+
+_NONE = type(None)
+_FIELDS = {  # block -> field -> the types it may have (absent counts as None)
+    "": {"head": (str,), "params": (dict,), "classes": (list,), "backbone": (dict,), "files": (list,),
+         "training": (dict, _NONE), "export": (dict, _NONE), "features": (dict, _NONE),
+         "numpy_head": (dict, _NONE)},
+    "backbone": {"module": (str, _NONE), "module_source": (str, _NONE), "module_fingerprint": (str, _NONE),
+                 "module_info": (dict, str, _NONE), "input_size": (list, int, _NONE), "resize": (str, _NONE),
+                 "feature_dim": (int, _NONE), "views": (int, _NONE), "dtype": (str, _NONE),
+                 "augment": (str, _NONE)},
+    "export": {"file": (str, _NONE), "sha256": (str, _NONE), "module": (str, _NONE),
+               "module_fingerprint": (str, _NONE), "input_size": (list, _NONE), "resize": (str, _NONE),
+               "feature_dim": (int, _NONE), "skipped": (str, _NONE)},
+    "training": {"use_views": (bool, _NONE), "class_counts": (list, _NONE), "run_id": (str, _NONE)},
+}
+
+
+def damaged(directory, what):
+    """The error for a model directory that is damaged in ``what`` way."""
+    return ModelError(f"model {directory} is incomplete or damaged: {what}; re-fit it with "
+                      f"`skinfeat fit --out {directory}`")
 
 
 def sha256_file(path):
@@ -27,33 +65,132 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def read_manifest(directory):
-    """The decoded model.json of ``directory``, with every file it lists present;
-    ModelError saying what is wrong otherwise."""
+def read_manifest(directory, optional=()):
+    """The decoded and checked model.json of ``directory``, with every file it lists
+    present (but those in ``optional``); ModelError saying what is wrong otherwise."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelError(f"model directory {directory} does not exist; expected a folder written by "
                          "`skinfeat fit --out DIR`")
     path = directory / MANIFEST
-    if not path.is_file():
-        raise ModelError(f"{directory} holds no {MANIFEST}; expected a model directory written by "
-                         "`skinfeat fit --out DIR`")
     try:
+        _refuse_links_out(directory)
+        if not path.is_file():
+            raise ModelError(f"{directory} holds no {MANIFEST}; expected a model directory written by "
+                             "`skinfeat fit --out DIR`")
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise damaged(directory, f"its {MANIFEST} has {path.stat().st_size} bytes, not a few thousand")
         manifest = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelError(f"cannot read model {directory}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ModelError(f"{path} is not valid JSON ({exc}); {REFIT}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ModelError(f"{path} is not a skinfeat model (format={got!r}, expected {FORMAT!r}); {REFIT}")
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path} holds {json.dumps(manifest)[:40]}, not a skinfeat model (expected a JSON "
+                         f"object with format {FORMAT!r}); {REFIT}")
+    if manifest.get("format") != FORMAT:
+        raise ModelError(f"{path} is not a skinfeat model (format={manifest.get('format')!r}, expected "
+                         f"{FORMAT!r}); {REFIT}")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{path} has model format version {manifest.get('format_version')}, this "
                          f"skinfeat reads version {FORMAT_VERSION}; {REFIT}")
-    missing = [name for name in manifest.get("files", []) if not (directory / name).is_file()]
+    _check_fields(directory, manifest)
+    missing = [name for name in manifest["files"] if name not in optional and not (directory / name).is_file()]
     if missing:
         raise ModelError(f"model {directory} is incomplete or damaged: it is missing {', '.join(missing)} "
                          f"(listed in its {MANIFEST}); copy the whole directory, or re-fit with "
                          f"`skinfeat fit --out {directory}`")
     return manifest
+
+
+def _refuse_links_out(directory):
+    root = os.path.realpath(directory)
+    for entry in os.scandir(directory):
+        if entry.is_symlink() and os.path.commonpath([root, os.path.realpath(entry.path)]) != root:
+            raise damaged(directory, f"its {entry.name} is a link to {os.readlink(entry.path)}, outside the model")
+
+
+def _check_fields(directory, manifest):
+    """Every field skinfeat reads has the type it expects; classes, file names, sizes
+    and parameters are ones it knows."""
+    from skinfeat.heads.params import PARAMS, problem
+
+    def bad(where, value, expected):
+        return damaged(directory, f"its {MANIFEST} has {where} = {json.dumps(value)[:60]}, expected {expected}")
+
+    for block, fields in _FIELDS.items():
+        values = manifest if not block else manifest.get(block) or {}
+        for key, types in fields.items():
+            value = values.get(key)
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                expected = " or ".join("null" if t is _NONE else t.__name__ for t in types)
+                raise bad(f"{block + '.' if block else ''}{key}", value, expected)
+    classes, files = manifest["classes"], manifest["files"]
+    if len(classes) < 2 or len(set(map(str, classes))) < len(classes) or not set(map(str, classes)) <= set(CLASSES):
+        raise bad("classes", classes, f"two or more of {', '.join(CLASSES)}")
+    if not all(isinstance(f, str) and f not in ("", ".", "..") and os.path.basename(f) == f for f in files):
+        raise bad("files", files, "names of files inside the model directory")
+    export = manifest.get("export") or {}
+    if export.get("file") not in (None, TFLITE):
+        raise bad("export.file", export["file"], repr(TFLITE))
+    for where, block in (("backbone", manifest["backbone"]), ("export", export)):
+        size = block.get("input_size")
+        if isinstance(size, list) and not (len(size) == 2 and all(_count(s) and s > 0 for s in size)):
+            raise bad(f"{where}.input_size", size, "[height, width]")
+    counts = (manifest.get("training") or {}).get("class_counts")
+    if counts is not None and not (len(counts) == len(CLASSES) and all(_count(c) and c >= 0 for c in counts)):
+        raise bad("training.class_counts", counts, f"{len(CLASSES)} image counts")
+    if manifest["head"] not in PARAMS:
+        raise bad("head", manifest["head"], f"one of {', '.join(PARAMS)}")
+    why = problem(manifest["head"], manifest["params"])
+    if why:
+        raise damaged(directory, f"its {MANIFEST} params: {why}")
+
+
+def _count(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_state(directory, manifest):
+    """The head's arrays in ``state.npz``: plain finite numbers (never unpickled), with
+    ``classes_`` the classes model.json names and ``n_features_in_`` a count."""
+    path = Path(directory) / STATE
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ValueError
+        with np.load(path, allow_pickle=False) as npz:
+            state = {name: npz[name] for name in npz.files}
+    except (OSError, EOFError, ValueError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error):
+        raise damaged(directory, f"its {STATE} is truncated or not a numpy .npz archive of plain arrays") from None
+    for name, array in state.items():
+        if array.dtype.kind not in "biuf":
+            raise damaged(directory, f"its {STATE} array {name} holds {array.dtype} values, expected numbers")
+        if not np.isfinite(array).all():
+            raise damaged(directory, f"its {STATE} array {name} holds NaN or infinite values")
+    want = [CLASSES.index(c) for c in manifest["classes"]]
+    classes, offsets, n = (state.get(k) for k in ("classes_", "class_offsets_", "n_features_in_"))
+    if classes is None or classes.ndim != 1 or classes.tolist() != want:
+        shown = "none" if classes is None else np.array2string(classes, threshold=10)
+        raise damaged(directory, f"its {STATE} classes_ ({shown}) are not the classes of its {MANIFEST} ({want})")
+    if offsets is None or offsets.shape != classes.shape:
+        raise damaged(directory, f"its {STATE} class_offsets_ has shape {getattr(offsets, 'shape', None)}, "
+                                 f"expected ({len(want)},)")
+    if n is None or n.ndim != 0 or n != int(n) or n < 1:
+        raise damaged(directory, f"its {STATE} n_features_in_ is {n}, expected a count of features")
+    return state
+
+
+def probe_head(directory, function, n_features, n_classes):
+    """Run a loaded head ``function`` on zeros: arrays that do not fit together fail
+    here, as damage, not later on the user's images."""
+    try:
+        with np.errstate(all="ignore"):
+            out = np.asarray(function(np.zeros((2, n_features), np.float32)))
+    except HEAD_ERRORS as exc:
+        why = (str(exc).strip().splitlines() or [""])[0]
+        raise damaged(directory, f"its head's arrays do not fit together ({type(exc).__name__}: {why})") from None
+    if out.shape != (2, n_classes) or not np.isfinite(out).all():
+        raise damaged(directory, f"its head gives {out.shape} values on 2 images, expected finite (2, {n_classes})")
 
 
 def write_manifest(directory, manifest):
@@ -74,11 +211,58 @@ def check_fingerprint(directory, manifest, fingerprint, subject, fix):
                          f"the model was fitted; {fix}")
 
 
-def resize_policy(directory, block):
-    """The resize policy recorded in a backbone or export ``block``; never a default."""
+def resize_policy(directory, block, error=ModelError):
+    """The resize policy recorded in a backbone or export ``block``; never a default.
+    ``error``: the exception class for a missing or unknown one."""
+    from skinfeat.images import RESIZERS
+
     policy = (block or {}).get("resize")
     if not policy:
-        raise ModelError(f"model {directory} does not record the resize policy its features were extracted "
-                         "with (backbone.resize in model.json), so images cannot be prepared as they were; "
-                         "re-extract with `skinfeat extract`, then re-fit with `skinfeat fit --out`")
+        raise error(f"model {directory} does not record the resize policy its features were extracted "
+                    "with (backbone.resize in model.json), so images cannot be prepared as they were; "
+                    "re-extract with `skinfeat extract`, then re-fit with `skinfeat fit --out`")
+    if policy not in RESIZERS:
+        raise error(f"model {directory} records resize policy {policy!r}, which this skinfeat does not know "
+                    f"(expected one of {', '.join(RESIZERS)}); re-fit with `skinfeat fit --out {directory}`")
     return policy
+
+
+def backbone_spec(directory, manifest, module=None):
+    """What ``resolve_module`` may load as the backbone of the model in ``directory``:
+    ``module`` when the user names one (``--module``), otherwise the recorded module
+    only if the catalog has it. A model folder never picks a SavedModel path or a
+    handle by itself: the graph it names could do anything when it runs."""
+    if module:
+        return str(module)
+    recorded = manifest["backbone"].get("module")
+    if not recorded:
+        raise ModelError(f"model {directory} does not record which backbone produced its features; pass it "
+                         "with --module, or re-fit with `skinfeat fit --out` on features from `skinfeat extract`")
+    from skinfeat.backbones.catalog import load_catalog
+
+    entries = load_catalog().entries.values()
+    if recorded in {e.name for e in entries} | {e.handle for e in entries if e.handle}:
+        return recorded
+    kind = "the TF-Hub/Kaggle handle" if "://" in recorded else "the SavedModel at"
+    raise ModelError(f"model {directory}'s backbone is {kind} {recorded}, which is not in the catalog; "
+                     f"pass it with --module {recorded} if you trust it")
+
+
+@contextmanager
+def new_model_dir(directory):
+    """A temporary directory beside ``directory`` that takes its place when the block
+    ends (``skinfeat.atomic.atomic_dir``: a model directory is complete or it is not
+    there, an old one stays until the new one is in, and what killed writers left is
+    swept); an OSError, such as a full disk, is one error naming ``directory``
+    (``skinfeat.outputs.write_error``) and ``directory`` is unchanged."""
+    from skinfeat.outputs import write_error
+
+    directory = Path(directory)
+    target = Path(os.path.realpath(directory))  # --out may be a link to the model's folder
+    if target.exists() and not target.is_dir():
+        raise ModelError(f"{directory} is a file; expected a model directory or a new path")
+    try:
+        with atomic_dir(target) as tmp:
+            yield tmp
+    except OSError as exc:
+        raise write_error(directory, exc, "the model") from None

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat.classes import CLASSES, FULL_NAMES
-from skinfeat.errors import ModelError
+from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, adjusted, class_offsets, in_classes_order
 from skinfeat.images import decode, resize
-from skinfeat.model.format import STATE, TFLITE, check_fingerprint, read_manifest, resize_policy, sha256_file
+from skinfeat.model.format import HEAD_ERRORS, TFLITE, check_fingerprint, damaged, probe_head, read_manifest, \
+    read_state, resize_policy, sha256_file
 from skinfeat.model.tflite import TFLiteBackbone
 
 DEFAULT_TOP_K = 3
@@ -48,20 +49,21 @@ class HeadFunction:
 
     def __init__(self, directory, manifest):
         directory = Path(directory)
-        name = manifest.get("head")
+        name = manifest["head"]
         if name not in LOG_PROBA:
             raise ModelError(f"model {directory} has head {name!r}, which this skinfeat cannot evaluate; "
                              f"expected one of {', '.join(LOG_PROBA)}: re-fit with `skinfeat fit --out`")
+        state = read_state(directory, manifest)
         try:
-            with np.load(directory / STATE, allow_pickle=False) as npz:
-                state = {key: npz[key] for key in npz.files}
-            self.columns = np.asarray(state["classes_"], dtype=int)
+            self.columns = state["classes_"].astype(int)
             self.offsets = class_offsets(self.columns, state["class_offsets_"])
             self.n_features = int(state["n_features_in_"])
-            self._log_proba = LOG_PROBA[name](state, manifest.get("params") or {}, directory)
-        except (OSError, KeyError, ValueError) as exc:
-            raise ModelError(f"model {directory} is incomplete or damaged: cannot read its {name} head "
-                             f"({type(exc).__name__}: {exc}); re-fit with `skinfeat fit --out {directory}`") from None
+            self._log_proba = LOG_PROBA[name](state, manifest["params"], directory)
+        except SkinfeatError:
+            raise
+        except HEAD_ERRORS as exc:
+            raise damaged(directory, f"cannot read its {name} head ({type(exc).__name__}: {exc})") from None
+        probe_head(directory, self._log_proba, self.n_features, len(self.columns))
 
     def __call__(self, features):
         """Probabilities [n, 7] as trained (CLASSES columns, 0 for classes never seen).
@@ -98,7 +100,8 @@ class Prediction:
 
 def _check_export(directory, manifest, verify_hash):
     export, backbone = manifest.get("export") or {}, manifest.get("backbone") or {}
-    fix = f"run `skinfeat export --model {directory}` where backbone {backbone.get('module')!r} is available"
+    fix = (f"run `skinfeat export --model {directory}` where backbone {backbone.get('module')!r} is available "
+           "(with --module naming it, if it is not in the catalog)")
     if not export.get("file"):
         why = f" ({export['skipped']})" if export.get("skipped") else ""
         raise ModelError(f"model {directory} has no exported backbone{why}; prediction from images needs "
@@ -132,7 +135,8 @@ class Predictor:
                              f"the head expects {self.head.n_features}; re-export with `skinfeat export`")
         self.input_size = self.backbone.input_size
         backbone = self.manifest.get("backbone") or {}
-        trained_views = int(backbone.get("views") or 0) if self.manifest.get("training", {}).get("use_views") else 0
+        use_views = (self.manifest.get("training") or {}).get("use_views")
+        trained_views = int(backbone.get("views") or 0) if use_views else 0
         self.tta_views = trained_views or DEFAULT_TTA_VIEWS
         self.augment = backbone.get("augment") or "mild"  # the preset its views were made with
 

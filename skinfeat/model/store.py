@@ -2,8 +2,6 @@
 describes the layout). Loading gives the scikit-learn head itself
 (``FittedModel``); prediction without scikit-learn is ``skinfeat.model.predictor``."""
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,8 +11,8 @@ import numpy as np
 from skinfeat.classes import CLASSES
 from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, mean_over_views
-from skinfeat.model.format import BACKBONE_KEYS, FORMAT, FORMAT_VERSION, MANIFEST, REFIT, STATE, read_manifest, \
-    write_manifest
+from skinfeat.model.format import BACKBONE_KEYS, FORMAT, FORMAT_VERSION, HEAD_ERRORS, MANIFEST, STATE, damaged, \
+    probe_head, new_model_dir, read_manifest, read_state, write_manifest
 
 
 @dataclass
@@ -33,13 +31,16 @@ class FittedModel:
         return mean_over_views(self.head.predict_proba, self.head.classes_, np.asarray(features, np.float32), views)
 
 
-def save_model(directory, head, head_name, attrs, training=None):
+def save_model(directory, head, head_name, attrs, training=None, export=False, skip_unavailable=False):
     """Save fitted ``head`` (registered as ``head_name``) trained on features whose file
-    attributes are ``attrs`` into ``directory``, replacing a previous model there.
-    Written to a temporary directory first, then renamed into place. The backbone
-    goes in afterwards (``skinfeat.model.export.export_model``)."""
+    attributes are ``attrs`` into ``directory``, replacing a previous model there. With
+    ``export``, the backbone that extracted the features (``attrs["module"]``: the user
+    named that features file) goes in too (``skinfeat.model.export.export_into``;
+    ``skip_unavailable``: a backbone not available here is recorded as skipped). The
+    whole model is built in a temporary directory that then takes ``directory``'s
+    place (``skinfeat.model.format.new_model_dir``): it is complete or it is not there."""
     directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()) and not (directory / MANIFEST).is_file():
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / MANIFEST).is_file():
         raise ModelError(f"{directory} exists and is not a skinfeat model directory; "
                          "expected an empty or new directory for --out: pick another path")
     manifest = {
@@ -52,18 +53,14 @@ def save_model(directory, head, head_name, attrs, training=None):
         # The predictor evaluates the head with the functions the head itself predicts with.
         "numpy_head": {"ok": head_name in LOG_PROBA, "evaluator": "skinfeat.heads.inference"},
     }
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with new_model_dir(directory) as tmp:
         np.savez(tmp / STATE, **head.get_state())
         manifest["files"] = [STATE] + head.save_files(tmp)
+        if export:
+            from skinfeat.model.export import export_into
+
+            export_into(tmp, manifest, attrs.get("module"), directory, skip_unavailable)
         write_manifest(tmp, manifest)
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.replace(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -71,26 +68,26 @@ def load_model(directory, current_fingerprint=None):
     """Load a model directory. With ``current_fingerprint`` (of the backbone as it is
     now), refuse a model fitted on features of a backbone whose fingerprint differs."""
     manifest = read_manifest(directory)
-    backbone = manifest.get("backbone", {})
+    backbone = manifest["backbone"]
     saved = backbone.get("module_fingerprint")
     if current_fingerprint is not None and saved != current_fingerprint:
         raise ModelError(
             f"model {directory} was fitted on features of module {backbone.get('module')!r} with "
             f"fingerprint {str(saved)[:12]}, but that module now has fingerprint "
             f"{str(current_fingerprint)[:12]}; its features changed, so the head no longer fits them: "
-            f"re-extract features and re-fit with `skinfeat fit --head {manifest.get('head')} --out {directory}`")
+            f"re-extract features and re-fit with `skinfeat fit --head {manifest['head']} --out {directory}`")
     from skinfeat.heads import head_class  # here: reading a manifest must stay light
 
+    state = read_state(directory, manifest)
     try:
         head = head_class(manifest["head"])(**_params(manifest["params"]))
-        with np.load(Path(directory) / STATE, allow_pickle=False) as npz:
-            head.set_state({name: npz[name] for name in npz.files})
+        head.set_state(state)
         head.load_files(directory)
     except SkinfeatError:
         raise
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"model {directory} is incomplete or damaged ({type(exc).__name__}: {exc}); "
-                         f"{REFIT}") from None
+    except HEAD_ERRORS as exc:
+        raise damaged(directory, f"cannot read its {manifest['head']} head ({type(exc).__name__}: {exc})") from None
+    probe_head(directory, head.predict_proba, head.n_features_in_, len(head.classes_))
     return FittedModel(head, manifest["classes"], backbone, manifest, str(directory))
 
 

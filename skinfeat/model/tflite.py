@@ -18,8 +18,12 @@ class TFLiteBackbone:
         with stderr_without(lambda line: True):
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
             self.interpreter.allocate_tensors()
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][3] != 3 \
+                or len(outputs[0]["shape"]) != 2:
+            raise ValueError(f"it maps {[list(i['shape']) for i in inputs]} to {[list(o['shape']) for o in outputs]}, "
+                             "expected one image batch [B, H, W, 3] to one feature batch [B, D]")
+        self._input, self._output = inputs[0], outputs[0]
         self.input_size = tuple(int(s) for s in self._input["shape"][1:3])
         self.feature_dim = int(self._output["shape"][-1])
         self._batch = int(self._input["shape"][0])

@@ -221,8 +221,15 @@ def embedding_for(fs, method="umap", subsample=None, seed=0, cache_dir=None, **p
     start = time.perf_counter()
     coords = embed(fs.features[indices], method, seed, **params)
     seconds = time.perf_counter() - start
-    _save(path, coords=coords, image_ids=np.asarray(fs.image_ids[indices], dtype=str),
-          seconds=seconds, descriptor=json.dumps(parts))
+    try:
+        _save(path, coords=coords, image_ids=np.asarray(fs.image_ids[indices], dtype=str),
+              seconds=seconds, descriptor=json.dumps(parts))
+    except OSError as exc:  # a cache: the map is drawn without it
+        from skinfeat.outputs import reason
+
+        print(f"note: cannot cache the map's coordinates in {path.parent} ({reason(exc)}); "
+              "they are computed again next time", file=sys.stderr)
+        path = None
     return Embedding(coords, indices, method, params, seed, seconds, True, path)
 
 
