@@ -143,17 +143,21 @@ def test_new_module_through_extract_fit_and_predict_with_the_leak_guard(setup, t
     assert len(refused.output.strip().splitlines()) == 1
 
 
-def test_unfreeze_trains_only_the_last_variables(setup, skinfeat_home, tmp_path, monkeypatch):
+def test_unfreeze_takes_the_last_variables_in_forward_order(setup):
     import tensorflow_hub as hub
 
-    monkeypatch.setenv("SKINFEAT_HOME", str(tmp_path / "home"))
-    result = finetune(setup, "--fold", "1", "--epochs", "1", "--unfreeze", "1", "--lr", "0.05", *FAST)
-    assert result.exit_code == 0, result.output
-    base, tuned = hub.load(setup["module"]), hub.load(str(tmp_path / "home" / "modules" /
-                                                          "finetuned/tiny-hamsub-fold1"))
-    changed = {v.name.split(":")[0]: not np.allclose(v.numpy(), w.numpy())
-               for v, w in zip(base.trainable_variables, tuned.trainable_variables)}
-    assert changed == {"beta": True, "gamma": False, "kernel": False}  # forward order: gamma, kernel, beta
+    from skinfeat.backbones import resolve_module
+    from skinfeat.finetune.module import build_model, forward_order
+
+    _, _, head, chosen = build_model(hub.load(setup["module"]), (32, 48), 1)
+    assert [v.name.split(":")[0] for v in chosen[:1]] == ["beta"]  # the tiny net reads gamma, kernel, beta
+    assert chosen[1:] == list(head.trainable_variables)
+    lite0 = forward_order(resolve_module("efficientnet-lite0").load().saved_model)
+    shapes = [tuple(v.shape) for v in lite0]  # each convolution: BatchNorm gamma, kernel, beta
+    assert shapes[:3] == [(32,), (3, 3, 3, 32), (32,)]  # the stem first
+    assert shapes[-3:] == [(1280,), (1, 1, 320, 1280), (1280,)]  # the head convolution last
+    result = finetune(setup, "--fold", "0", "--unfreeze", str(len(lite0)), *FAST)
+    assert result.exit_code == 2 and "--unfreeze 147: the module has 3 trainable variables" in result.output
 
 
 def test_bad_input_is_one_line(setup, tmp_path):
@@ -203,7 +207,8 @@ def test_full_disk_while_checkpointing(setup, full_home, monkeypatch):
     result = finetune(setup, "--fold", "0", "--epochs", "2", *FAST)
     assert result.exit_code == 1, result.output
     error = result.output.strip().splitlines()[-1]
-    assert "cannot write the checkpoint of epoch 1" in error and "the disk is full" in error, error
+    assert "cannot write the checkpoint of the linear probe (epoch 0)" in error, error
+    assert "the disk is full" in error and "starts again" in error, error
     assert "Traceback" not in result.output
     run = next((full_home / "finetune").iterdir())
     assert sorted(p.name for p in run.iterdir()) == ["lock", "state.json"]  # no checkpoint, nothing half-written

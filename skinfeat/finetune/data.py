@@ -99,6 +99,14 @@ def class_weights(labels):
     return (counts.sum() / (len(CLASSES) * counts)).astype(np.float32)
 
 
+def sample(labels, rows, n, seed, per_class=16):
+    """Up to ``n`` of ``rows`` at random, plus at least ``per_class`` of each class where
+    it has them (a rare class is not left out), sorted."""
+    order = np.asarray(rows)[np.random.default_rng(seed).permutation(len(rows))]
+    rare = [order[labels[order] == c][:per_class] for c in range(len(CLASSES))]
+    return np.unique(np.concatenate([order[:n], *rare]))
+
+
 def _images(manifest, rows, load, batch):
     from skinfeat.extract import DECODE_THREADS
     from skinfeat.runtime import tensorflow

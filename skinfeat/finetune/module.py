@@ -1,8 +1,8 @@
 """The network ``skinfeat finetune`` trains and what it leaves behind.
 
 - ``build_model``: a tf-keras model, ``hub.KerasLayer(module, trainable=True)``,
-  a fixed standardisation of the features, then a 7-way Dense head, and the
-  variables to train (``--unfreeze``).
+  a fixed standardisation of the features, then a 7-way Dense head started from
+  a linear probe (``init_head``), and the variables to train (``--unfreeze``).
 - ``export_module``: the fine-tuned feature extractor as a TF-Hub image
   feature-vector SavedModel with the built-ins' contract
   (``skinfeat.backbones.layers.export_saved_model``): ``__call__(images,
@@ -25,6 +25,8 @@ import numpy as np
 
 from skinfeat.classes import CLASSES
 from skinfeat.errors import ModuleError, UsageError
+
+PROBE_ALPHA = 0.05  # L2 strength per row of the linear probe the head starts from (logreg's middle alpha)
 
 
 def load_trainable(mod):
@@ -63,10 +65,9 @@ def takes_training(obj):
 def build_model(obj, size, unfreeze, seed=0, mixed_precision=False):
     """(tf-keras model, its standardisation layer, its head, the variables to train).
 
-    The model is the module, a fixed standardisation of its features (mean and
-    scale set by ``set_standardisation`` before training; backbones such as the
-    stages-pooled ones give features of very different scales) and a 7-way Dense
-    head that starts at zero (every class equally likely). ``unfreeze``: "all", or N:
+    The model is the module, a fixed standardisation of its features (backbones
+    such as the stages-pooled ones give features of very different scales) and a
+    7-way Dense head, both set by ``init_head`` before training. ``unfreeze``: "all", or N:
     the last N trainable variables in forward order (``forward_order``; a built-in
     EfficientNet-Lite has 3 per convolution: kernel, BatchNorm gamma and beta), plus the head."""
     from skinfeat.runtime import tensorflow, tensorflow_hub
@@ -95,13 +96,31 @@ def build_model(obj, size, unfreeze, seed=0, mixed_precision=False):
     return model, standardize, head, chosen + list(head.trainable_variables)
 
 
-def set_standardisation(model, standardize, batches):
-    """Set the standardisation to the mean and standard deviation of the module's
-    features over the (clean) images of ``batches``."""
-    feats = np.concatenate([model.layers[0](images, training=False).numpy() for images, _ in batches])
-    std = feats.std(axis=0)
-    standardize.mean.assign(feats.mean(axis=0))
-    standardize.scale.assign(np.where(std > 1e-6, std, 1.0).astype(np.float32))
+def init_head(model, standardize, head, batches, seed=0):
+    """Start from a linear probe (LP-FT, Kumar et al. 2022: fine-tuning from a fitted
+    head distorts the pretrained features less than from a blank one, and holds up
+    better out of distribution): set the standardisation to the mean and standard
+    deviation of the module's features over the clean images of ``batches``, and the
+    head to class-balanced logistic regression on them."""
+    from sklearn.linear_model import LogisticRegression
+
+    feats, labels = [], []
+    for images, y in batches:
+        feats.append(model.layers[0](images, training=False).numpy())
+        labels.append(y.numpy())
+    feats, labels = np.concatenate(feats), np.concatenate(labels)
+    mean, std = feats.mean(axis=0), feats.std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+    standardize.mean.assign(mean)
+    standardize.scale.assign(std)
+    probe = LogisticRegression(C=1.0 / (PROBE_ALPHA * len(labels)), class_weight="balanced", max_iter=300,
+                               random_state=seed).fit((feats - mean) / std, labels)
+    kernel = np.zeros((feats.shape[1], len(CLASSES)), np.float32)
+    bias = np.full(len(CLASSES), -10.0, np.float32)  # a class the sample lacks starts unlikely
+    kernel[:, probe.classes_] = probe.coef_.T
+    bias[probe.classes_] = probe.intercept_
+    head.kernel.assign(kernel)
+    head.bias.assign(bias)
 
 
 def export_module(obj, directory):
@@ -154,7 +173,6 @@ def save_head(directory, standardize, head, module, training):
     (a resolved Module) as a model directory at ``directory``, the backbone exported into it."""
     from skinfeat.extract import DEFAULT_RESIZE
     from skinfeat.heads.logreg import LogRegHead
-    from skinfeat.model.export import export_model
     from skinfeat.model.store import save_model
 
     kernel, bias = (np.asarray(w.numpy(), np.float32) for w in head.weights)
@@ -162,11 +180,9 @@ def save_head(directory, standardize, head, module, training):
     fitted = LogRegHead(power=1, adjust="none").set_state({
         "classes_": np.arange(len(CLASSES)), "class_offsets_": np.zeros(len(CLASSES)),
         "n_features_in_": dim, "mean_": standardize.mean.numpy(), "scale_": standardize.scale.numpy(),
-        "coef_": kernel.T.copy(), "intercept_": bias, "C_": np.nan, "alpha_": np.nan})
+        "coef_": kernel.T.copy(), "intercept_": bias, "C_": 0.0, "alpha_": 0.0})  # not a fitted logreg
     info = module.describe()
     attrs = {"module": module.name, "module_source": info.get("source"), "module_fingerprint": module.fingerprint,
              "module_info": info, "input_size": list(module.input_size), "resize": DEFAULT_RESIZE,
              "feature_dim": dim, "views": 0, "dtype": "float32", "key": None, "path": None}
-    save_model(directory, fitted, "logreg", attrs, training)
-    export_model(directory)
-    return directory
+    return save_model(directory, fitted, "logreg", attrs, training, export=True)

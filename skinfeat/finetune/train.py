@@ -7,14 +7,15 @@ rate, loss, BatchNorm policy, seed) and lives in ``$SKINFEAT_HOME/finetune/<key>
     state.json        epoch (finished), history, best, settings; written atomically
                       after each epoch's checkpoints, it alone says what is done
     epoch-N.*         model and optimizer after epoch N (tf.train.Checkpoint)
-    best-N.*          the model of the best epoch so far (by validation BMCA)
+    best-N.*          the model of the best epoch so far (by validation BMCA); best-0 is
+                      the linear probe the head starts from, on the module as it was
 
 The same command after a kill (SIGKILL included) resumes after the last epoch
 state.json records; other settings make another key, so another run (said on
 stderr), never a mix. Each epoch's order and augmented views are seeded by
 (seed, epoch), so a resumed run trains on what a whole one would. When training
 ends (the last epoch, or ``PATIENCE`` epochs without a better validation BMCA),
-the best epoch's weights are exported (``skinfeat.finetune.module``) and the
+the best epoch's weights (epoch 0 if no epoch beat the probe) are exported (``skinfeat.finetune.module``) and the
 checkpoints removed.
 
 Loss: cross-entropy weighted by inverse class frequency ("balanced"), or focal
@@ -46,7 +47,7 @@ VERSION = 1  # bump when training computes something else: runs of another versi
 PATIENCE = 3
 WARMUP = 0.1
 FOCAL_GAMMA = 2.0
-STATS_IMAGES = 512  # training images whose features set the standardisation before the head
+PROBE_IMAGES = 1024  # training images of the linear probe the head starts from (and its standardisation)
 LOSSES = ("balanced", "focal")
 BN_POLICIES = ("frozen", "train")
 STATE = "state.json"
@@ -135,7 +136,8 @@ def checkpoint_error(run_dir, epoch, exc):
     why = reason(OSError(errno.ENOSPC, "")) if full else (reason(exc) if isinstance(exc, OSError) else
                                                          text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
     done = f"resumes after epoch {epoch - 1}" if epoch > 1 else "starts again"
-    return CacheError(f"cannot write the checkpoint of epoch {epoch} to {run_dir}: {why}; free space there "
+    what = f"epoch {epoch}" if epoch else "the linear probe (epoch 0)"
+    return CacheError(f"cannot write the checkpoint of {what} to {run_dir}: {why}; free space there "
                       f"(the same command then {done}) or set SKINFEAT_HOME to a disk with room")
 
 
@@ -148,6 +150,19 @@ def remove_checkpoints(run_dir, keep=()):
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+def save(checkpoint, run_dir, prefix, epoch, state):
+    """Write ``checkpoint`` as ``run_dir/prefix``; on failure, remove what this epoch
+    wrote and raise ``checkpoint_error``."""
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
+
+    try:
+        checkpoint.write(str(run_dir / prefix))
+    except (OSError, tf.errors.OpError) as exc:
+        remove_checkpoints(run_dir, keep={f"epoch-{state['epoch']}", f"best-{(state['best'] or {}).get('epoch')}"})
+        raise checkpoint_error(run_dir, epoch, exc) from None
 
 
 def make_loss(kind, weights):
@@ -206,7 +221,7 @@ def train(run, log, progress):
     from tqdm import tqdm
 
     from skinfeat.finetune import data
-    from skinfeat.finetune.module import build_model, set_standardisation
+    from skinfeat.finetune.module import build_model, init_head
     from skinfeat.runtime import tensorflow
     tf = tensorflow()
     import tf_keras
@@ -215,9 +230,16 @@ def train(run, log, progress):
     size = tuple(s["size"])
     gpu = bool(tf.config.list_physical_devices("GPU"))
     model, standardize, head, variables = build_model(run.obj, size, s["unfreeze"], s["seed"], mixed_precision=gpu)
+    val = data.clean_batches(run.manifest, split.val, size)
     if not state["epoch"]:  # from the module as it is (later epochs restore it with the model)
-        sample = np.random.default_rng(s["seed"]).permutation(split.train)[:STATS_IMAGES]
-        set_standardisation(model, standardize, data.clean_batches(run.manifest, np.sort(sample), size))
+        init_head(model, standardize, head, data.clean_batches(run.manifest, data.sample(
+            np.asarray(run.manifest.labels), split.train, PROBE_IMAGES, s["seed"]), size), s["seed"])
+        bmca, accuracy, n_val = evaluate(model, val)  # epoch 0, the linear probe: kept if no epoch beats it
+        save(tf.train.Checkpoint(model=model), run_dir, "best-0", 0, state)
+        state["best"] = {"epoch": 0, "val_bmca": bmca, "val_accuracy": accuracy}
+        write_state(run_dir, state)
+        log(f"epoch 0 (linear probe on the module's features): validation BMCA {bmca:.3f} / accuracy "
+            f"{accuracy:.3f} ({n_val} images)")
     steps = math.ceil(len(split.train) / s["batch"])
     lr = schedule(s["lr"], steps, s["epochs"])
     optimizer = tf_keras.optimizers.Adam(lr)
@@ -246,7 +268,6 @@ def train(run, log, progress):
     n = len(split.train)
     bar = tqdm(total=n * s["epochs"], initial=n * state["epoch"], unit="img", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
-    val = data.clean_batches(run.manifest, split.val, size)
     while not state["done"]:
         epoch = state["epoch"] + 1
         bar.set_description(f"finetune epoch {epoch}/{s['epochs']}")
@@ -262,14 +283,10 @@ def train(run, log, progress):
                  "lr": float(lr(optimizer.iterations)),
                  "seconds": time.perf_counter() - start, "images": seen, "images_per_second": seen / train_seconds,
                  "unreadable": n - seen, "n_val": n_val}
-        improved = state["best"] is None or bmca > state["best"]["val_bmca"]
-        try:
-            if improved:
-                best.write(str(run_dir / f"best-{epoch}"))
-            last.write(str(run_dir / f"epoch-{epoch}"))
-        except (OSError, tf.errors.OpError) as exc:
-            remove_checkpoints(run_dir, keep={f"epoch-{state['epoch']}", f"best-{(state['best'] or {}).get('epoch')}"})
-            raise checkpoint_error(run_dir, epoch, exc) from None
+        improved = bmca > state["best"]["val_bmca"]
+        if improved:
+            save(best, run_dir, f"best-{epoch}", epoch, state)
+        save(last, run_dir, f"epoch-{epoch}", epoch, state)
         state["history"].append(entry)
         state["epoch"] = epoch
         if improved:
