@@ -40,9 +40,10 @@ def write_ham_folder(root, manifest):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, ham10000, skinfeat_home):
+def made(tmp_path_factory, ham10000):
     """A 63-image HAM folder, its 3-fold folds file, the tiny trainable module, and
-    the module fine-tuned from it on folds 1-2 (made once, by the CLI)."""
+    the module fine-tuned from it on folds 1-2 (made once, by the CLI, in a home of
+    its own: the session's module cache stays as the other tests expect it)."""
     from skinfeat.data import load_dataset, make_folds, write_folds
 
     root = tmp_path_factory.mktemp("finetune")
@@ -51,7 +52,7 @@ def setup(tmp_path_factory, ham10000, skinfeat_home):
     write_folds(root / "folds.csv", manifest, make_folds(manifest, k=3, seed=0))
     module = make_trainable_module(root / "tiny")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SKINFEAT_HOME", str(skinfeat_home))
+        mp.setenv("SKINFEAT_HOME", str(root / "home"))
         mp.setenv("SKINFEAT_RUNS", str(root / "runs"))
         start = time.perf_counter()
         result = CliRunner().invoke(cli, ["finetune", "--module", module, "--data", str(data), "--folds",
@@ -60,7 +61,13 @@ def setup(tmp_path_factory, ham10000, skinfeat_home):
     assert result.exit_code == 0, result.output
     return {"root": root, "data": str(data), "folds": str(root / "folds.csv"), "module": module,
             "name": result.stdout.strip().splitlines()[-1], "result": result, "runs": root / "runs",
-            "seconds": seconds}
+            "home": root / "home", "seconds": seconds}
+
+
+@pytest.fixture
+def setup(made, monkeypatch):
+    monkeypatch.setenv("SKINFEAT_HOME", str(made["home"]))
+    return made
 
 
 def finetune(setup, *args, module=None):
@@ -68,13 +75,13 @@ def finetune(setup, *args, module=None):
                                     "--folds", setup["folds"], *args])
 
 
-def test_tiny_trainable_module_end_to_end(setup, skinfeat_home):
+def test_tiny_trainable_module_end_to_end(setup):
     from skinfeat.backbones import cache, resolve_module
 
     name = setup["name"]
     assert name == "finetuned/tiny-hamsub-fold0"
     assert "epoch 2/2" in setup["result"].stderr and "Traceback" not in setup["result"].output
-    descriptor = cache.read_descriptor(skinfeat_home / "modules" / name)
+    descriptor = cache.read_descriptor(setup["home"] / "modules" / name)
     assert descriptor["fold"] == 0 and descriptor["epochs"] == 2 and descriptor["input_size"] == [32, 48]
     assert descriptor["base"] == setup["module"] and descriptor["n_trained_on"] == len(descriptor["trained_on"])
     mod = resolve_module(name)
@@ -83,7 +90,7 @@ def test_tiny_trainable_module_end_to_end(setup, skinfeat_home):
     assert record["schema"] == "skinfeat-finetune" and [h["epoch"] for h in record["history"]] == [1, 2]
     assert record["module"] == name and Path(record["model_dir"], "backbone.tflite").is_file()
     assert next(setup["runs"].glob("*.history.png")).stat().st_size > 1000
-    run_dir = skinfeat_home / "finetune" / record["key"]
+    run_dir = setup["home"] / "finetune" / record["key"]
     assert not list(run_dir.glob("epoch-*"))  # the optimizer checkpoints go once the module is out
 
     listing = CliRunner().invoke(cli, ["modules", "list"])
@@ -93,12 +100,12 @@ def test_tiny_trainable_module_end_to_end(setup, skinfeat_home):
     assert "up to date" in again.stderr
 
 
-def test_the_module_honours_the_tf_hub_contract(setup, skinfeat_home):
+def test_the_module_honours_the_tf_hub_contract(setup):
     import tensorflow as tf
     import tensorflow_hub as hub
     import tf_keras
 
-    directory = str(skinfeat_home / "modules" / setup["name"])
+    directory = str(setup["home"] / "modules" / setup["name"])
     layer = hub.KerasLayer(directory, trainable=True)
     model = tf_keras.Sequential([layer])
     images = tf.random.uniform([2, 40, 56, 3])
@@ -143,7 +150,7 @@ def test_new_module_through_extract_fit_and_predict_with_the_leak_guard(setup, t
     assert len(refused.output.strip().splitlines()) == 1
 
 
-def test_unfreeze_takes_the_last_variables_in_forward_order(setup):
+def test_unfreeze_takes_the_last_variables_in_forward_order(setup, skinfeat_home, monkeypatch):
     import tensorflow_hub as hub
 
     from skinfeat.backbones import resolve_module
@@ -152,6 +159,7 @@ def test_unfreeze_takes_the_last_variables_in_forward_order(setup):
     _, _, head, chosen = build_model(hub.load(setup["module"]), (32, 48), 1)
     assert [v.name.split(":")[0] for v in chosen[:1]] == ["beta"]  # the tiny net reads gamma, kernel, beta
     assert chosen[1:] == list(head.trainable_variables)
+    monkeypatch.setenv("SKINFEAT_HOME", str(skinfeat_home))  # the session's built-in
     lite0 = forward_order(resolve_module("efficientnet-lite0").load().saved_model)
     shapes = [tuple(v.shape) for v in lite0]  # each convolution: BatchNorm gamma, kernel, beta
     assert shapes[:3] == [(32,), (3, 3, 3, 32), (32,)]  # the stem first
@@ -175,11 +183,13 @@ def test_bad_input_is_one_line(setup, tmp_path):
     no_df.write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + ",0" if ",DF," in line else line
                                              for line in lines[1:]]) + "\n")
     cases.append((["--fold", "0", "--folds", str(no_df)], 1, "DF: no training image"))
+    runs_before = sorted((setup["home"] / "finetune").iterdir())
     for args, code, message in cases:
         result = finetune(setup, *args, *FAST)
         assert result.exit_code == code, (args, result.output)
         assert message in result.output and "Traceback" not in result.output, (args, result.output)
         assert len([line for line in result.output.splitlines() if "Error" in line]) == 1
+    assert sorted((setup["home"] / "finetune").iterdir()) == runs_before  # no run was started
 
 
 @pytest.fixture
@@ -258,12 +268,16 @@ def test_resume_after_sigkill(setup, tmp_path, monkeypatch):
     np.testing.assert_allclose([h["loss"] for h in history], [h["loss"] for h in reference], rtol=1e-4)
 
 
-def test_real_lite0_one_epoch(tmp_path, ham10000, monkeypatch):
+def test_real_lite0_one_epoch(tmp_path, ham10000, skinfeat_home, monkeypatch):
     """The built-in EfficientNet-Lite0 on 70 HAM10000 images (37 train, 10 validate), one epoch at 64x80."""
     from skinfeat.backbones import resolve_module
     from skinfeat.data import make_folds, write_folds
     from skinfeat.finetune import finetune as run
 
+    built = resolve_module("efficientnet-lite0").path  # in the session's cache, built once
+    (tmp_path / "home" / "modules").mkdir(parents=True)
+    (tmp_path / "home" / "modules" / "efficientnet-lite0").symlink_to(built)
+    monkeypatch.setenv("SKINFEAT_HOME", str(tmp_path / "home"))  # what the test makes stays here
     manifest = ham_subset(ham10000, 10, skip=20)
     write_folds(tmp_path / "folds.csv", manifest, make_folds(manifest, k=3, seed=0))
     monkeypatch.setenv("SKINFEAT_RUNS", str(tmp_path / "runs"))

@@ -86,6 +86,7 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
                          "folds the network learns from, so that `fit` can score the others")
     split = split_rows(manifest, folds, fold, settings["seed"])
     mod = resolve_module(module)
+    obj = load_trainable(mod, settings["unfreeze"])  # an unusable module fails before anything is written
     key_parts = {"module": mod.name, "module_fingerprint": mod.fingerprint, "data": dataset_name,
                  "manifest_sha256": manifest_digest(manifest), "folds_sha256": split.folds_sha256,
                  "fold": "all" if fold is None else int(fold), **settings, "version": training.VERSION}
@@ -107,7 +108,7 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
         _announce(log, name, key, key_parts, state, run_dir, len(split.train), len(split.val))
         state.update(name=name, settings=key_parts)
         training.write_state(run_dir, state)  # an interrupted run is known to later runs of other settings
-        run = Run(settings, split, manifest, run_dir, state, load_trainable(mod))
+        run = Run(settings, split, manifest, run_dir, state, obj)
         _, standardize, head, state = training.train(run, log, progress)
         return _finish(run, mod, name, key, key_parts, (standardize, head), model_dir, runs, log)
 

@@ -29,8 +29,9 @@ from skinfeat.errors import ModuleError, UsageError
 PROBE_ALPHA = 0.05  # L2 strength per row of the linear probe the head starts from (logreg's middle alpha)
 
 
-def load_trainable(mod):
-    """The loaded SavedModel of module ``mod``; ModuleError when it has no trainable variables."""
+def load_trainable(mod, unfreeze="all"):
+    """The loaded SavedModel of module ``mod``; ModuleError when it has no trainable
+    variables, UsageError when ``unfreeze`` asks for more than it has."""
     obj = mod.load().saved_model  # a cached module's fingerprint is checked first
     if not list(getattr(obj, "trainable_variables", None) or []):
         raise ModuleError(
@@ -38,6 +39,10 @@ def load_trainable(mod):
             "graph, or saved without the Reusable SavedModel API's `trainable_variables`); fine-tune a "
             "TF2 SavedModel with trainable variables, such as the built-in backbones "
             "(`skinfeat modules list`)")
+    count = len(obj.trainable_variables)
+    if unfreeze != "all" and unfreeze > count:
+        raise UsageError(f"--unfreeze {unfreeze}: the module has {count} trainable variables; "
+                         f"pass at most {count}, or all")
     return obj
 
 
@@ -84,9 +89,6 @@ def build_model(obj, size, unfreeze, seed=0, mixed_precision=False):
             return (x - self.mean) / self.scale
 
     backbone = forward_order(obj)
-    if unfreeze != "all" and int(unfreeze) > len(backbone):
-        raise UsageError(f"--unfreeze {unfreeze}: the module has {len(backbone)} trainable variables; "
-                         f"pass at most {len(backbone)}, or all")
     policy = "mixed_float16" if mixed_precision else "float32"  # the SavedModel's graph stays as traced
     standardize = Standardize(name="standardize")
     head = tf_keras.layers.Dense(len(CLASSES), dtype=policy, name="head", kernel_initializer="zeros")
