@@ -143,6 +143,9 @@ def test_new_module_through_extract_fit_and_predict_with_the_leak_guard(setup, t
         predicted = runner.invoke(cli, ["predict", "--model", str(model), str(image), "--format", "csv"])
         assert predicted.exit_code == 0, predicted.output
         assert fs.image_ids[0] in predicted.stdout
+    # the model names its backbone finetuned/NAME: export finds it in the module cache, no --module needed
+    exported = runner.invoke(cli, ["export", "--model", str(tmp_path / "model")])
+    assert exported.exit_code == 0, exported.output
 
     refused = runner.invoke(cli, ["fit", "--head", "logreg", "--features", features, "--cv", "2"])
     assert refused.exit_code == 1 and "Traceback" not in refused.output

@@ -64,6 +64,11 @@ def resolve_module(spec=None, *, input_size=None):
     raise catalog.unknown(spec)
 
 
+def is_finetuned_name(spec):
+    """Whether ``spec`` names a module of skinfeat's own cache (``finetuned/NAME``, never a path)."""
+    return bool(_FINETUNED_NAME.fullmatch(str(spec)))
+
+
 def finetuned_modules():
     """``{name: descriptor}`` of the fine-tuned modules in the module cache."""
     root = cache.modules_dir() / FINETUNED

@@ -230,7 +230,8 @@ def resize_policy(directory, block, error=ModelError):
 def backbone_spec(directory, manifest, module=None):
     """What ``resolve_module`` may load as the backbone of the model in ``directory``:
     ``module`` when the user names one (``--module``), otherwise the recorded module
-    only if the catalog has it. A model folder never picks a SavedModel path or a
+    only if the catalog has it or it is a ``finetuned/NAME`` of skinfeat's own module
+    cache (resolved there only, never as a path). A model folder never picks a SavedModel path or a
     handle by itself: the graph it names could do anything when it runs."""
     if module:
         return str(module)
@@ -239,9 +240,12 @@ def backbone_spec(directory, manifest, module=None):
         raise ModelError(f"model {directory} does not record which backbone produced its features; pass it "
                          "with --module, or re-fit with `skinfeat fit --out` on features from `skinfeat extract`")
     from skinfeat.backbones.catalog import load_catalog
+    from skinfeat.backbones.resolve import is_finetuned_name
 
     entries = load_catalog().entries.values()
     if recorded in {e.name for e in entries} | {e.handle for e in entries if e.handle}:
+        return recorded
+    if is_finetuned_name(recorded):  # one `skinfeat finetune` wrote into skinfeat's own module cache
         return recorded
     kind = "the TF-Hub/Kaggle handle" if "://" in recorded else "the SavedModel at"
     raise ModelError(f"model {directory}'s backbone is {kind} {recorded}, which is not in the catalog; "
