@@ -2,7 +2,6 @@
 directories (set through environment variables, as a user would), so nothing
 touches ~/.cache or ./features."""
 
-import os
 from pathlib import Path
 
 import pytest

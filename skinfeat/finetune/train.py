@@ -34,13 +34,12 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from skinfeat.atomic import write_atomically
 from skinfeat.errors import CacheError, UsageError
-from skinfeat.outputs import FULL, check_writable, reason, writing
+from skinfeat.outputs import FULL, reason, writing
 from skinfeat.paths import skinfeat_home
 
 VERSION = 1  # bump when training computes something else: runs of another version are not resumed
