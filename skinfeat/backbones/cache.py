@@ -18,6 +18,7 @@ from pathlib import Path
 from skinfeat import paths
 from skinfeat.atomic import atomic_dir
 from skinfeat.errors import CacheError, ModuleError
+from skinfeat.outputs import reason
 
 DESCRIPTOR = "skinfeat-module.json"
 LOCK_TIMEOUT_S = 600
@@ -58,7 +59,7 @@ def read_descriptor(directory):
 
 def _unwritable(where, exc):
     return CacheError(
-        f"cannot write the module cache at {where}: {exc.strerror or exc}. "
+        f"cannot write the module cache at {where}: {reason(exc)}. "
         "Set SKINFEAT_HOME to a writable directory (or build the module where the cache is writable).")
 
 
