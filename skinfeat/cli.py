@@ -37,8 +37,8 @@ def cli():
 
 
 def _register():
-    from skinfeat.commands import compare, data, evaluate, explain, extract, finetune, fit, modules, predict, report, \
-        viz
+    from skinfeat.commands import compare, data, ensemble, evaluate, explain, extract, finetune, fit, modules, \
+        predict, report, viz
 
     cli.add_command(data.data)
     cli.add_command(modules.modules)
@@ -46,6 +46,7 @@ def _register():
     cli.add_command(fit.fit)
     cli.add_command(finetune.finetune)
     cli.add_command(compare.compare)
+    cli.add_command(ensemble.ensemble)
     cli.add_command(evaluate.evaluate)
     cli.add_command(viz.viz)
     cli.add_command(predict.predict)

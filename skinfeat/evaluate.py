@@ -199,9 +199,11 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
     return result
 
 
-def fit_final(fs, head_name, params=None, folds=None, use_views=True):
-    """The head fitted on every row that took part in the CV (held-out rows stay out)."""
-    rows = np.flatnonzero(folds.fold >= 0) if folds is not None else np.flatnonzero(fs.labels >= 0)
+def fit_final(fs, head_name, params=None, folds=None, use_views=True, leave_out=None):
+    """The head fitted on every row that took part in the CV (held-out rows stay out,
+    and those of fold ``leave_out``: the head of that fold's CV)."""
+    rows = np.flatnonzero((folds.fold >= 0) & (folds.fold != (-1 if leave_out is None else leave_out))) \
+        if folds is not None else np.flatnonzero(fs.labels >= 0)
     X, y, groups = training_rows(fs, rows, use_views and fs.views is not None)
     return make_head(head_name, **(params or {})).fit(X, y, groups=groups)
 
@@ -308,7 +310,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
             record["test"] = {"dataset": evaluation["dataset"], "n": evaluation["n"],
                               "bmca": evaluation["clean"]["bmca"], "accuracy": evaluation["clean"]["accuracy"],
                               "record": evaluation["record_path"]}
-    record["predictions_file"] = write_oof(record, fs, folds, result, runs)
+    record["predictions_file"] = write_oof(record, fs, folds.fold, result, runs)
     record["record_path"] = str(write_record(record, runs))
     return record
 
@@ -329,11 +331,13 @@ def training_info(fs, folds, record):
             "shift": record.get("shift")}
 
 
-def write_oof(record, fs, folds, result, runs=None):
+def write_oof(record, fs, fold, result, runs=None):
     """The CV's out-of-fold probabilities (as trained) and decisions next to the record,
-    as ``<run_id>.oof.npz`` (image_id, label, fold, proba [N, 7], NaN rows outside the
-    folds; pred [N], the decided class index, -1 outside), for ``skinfeat report``'s
-    plots. Returns the file name."""
+    as ``<run_id>.oof.npz`` (image_id, label, lesion_id, fold, proba [N, 7], NaN rows
+    outside the scored folds; pred [N], the decided class index, -1 outside), for
+    ``skinfeat report``'s plots and ``skinfeat ensemble``. ``fs``: the rows (anything
+    with ``image_ids``, ``labels``, ``lesion_ids``), ``fold`` their folds. Returns the
+    file name."""
     from pathlib import Path
 
     from skinfeat.atomic import atomic_path
@@ -342,7 +346,8 @@ def write_oof(record, fs, folds, result, runs=None):
     name = f"{record['run_id']}.oof.npz"
     with atomic_path(Path(runs or runs_dir()) / name, suffix=".npz") as tmp:
         np.savez_compressed(tmp, image_id=np.asarray(fs.image_ids, dtype=str), label=fs.labels,
-                            fold=folds.fold, proba=result.oof_proba.astype(np.float32),
+                            lesion_id=np.asarray(fs.lesion_ids, dtype=str), fold=fold,
+                            proba=result.oof_proba.astype(np.float32),
                             pred=result.oof_pred)
     return name
 
@@ -411,20 +416,44 @@ def fit_missing(feature_files, heads, folds_path=None, cv=None, use_views=True, 
 
 def save_best(records, out, log=None):
     """Fit the leaderboard's best run (``skinfeat.records.best_record``) on every CV
-    row, save it into ``out`` with its backbone, and return the model directory."""
-    from skinfeat.features import read_features
-    from skinfeat.model.store import save_model
+    row, save it into ``out`` with its backbone, and return the model directory
+    (an ensemble directory when the best run is an ensemble: ``skinfeat.ensemble``)."""
     from skinfeat.records import best_record
 
     best = best_record(records)
     if best is None:
         raise DataError("no fit recorded to choose the best model from; run `skinfeat compare --fit` first")
-    fs = read_features(best["features"]["path"], with_views=best["use_views"])
-    folds_path = best["folds"]["source"] if not best["folds"]["source"].startswith("make_folds") else None
-    folds = resolve_folds(fs, folds_path, None if folds_path else best["folds"]["k"])
+    if best.get("members"):
+        from skinfeat.ensemble import save_ensemble
+
+        return save_ensemble(best, out, log=log), best
+    return save_run_model(best, out, log), best
+
+
+def record_features(record):
+    """(FeatureSet, Folds) of a fit ``record``: its features file and folds as it ran;
+    DataError when the folds are no longer the recorded ones."""
+    from skinfeat.features import read_features
+
+    fs = read_features(record["features"]["path"], with_views=record["use_views"])
+    source = record["folds"]["source"]
+    folds_path = None if source.startswith("make_folds") else source
+    folds = resolve_folds(fs, folds_path, None if folds_path else record["folds"]["k"])
+    if folds.sha256 != record["folds"].get("sha256"):
+        raise DataError(f"run {record['run_id']} was scored on folds {str(record['folds'].get('sha256'))[:8]}, "
+                        f"but {fs.path} with {source} now gives folds {folds.sha256[:8]}: the features or "
+                        f"folds file changed since; re-run its `skinfeat fit`")
+    return fs, folds
+
+
+def save_run_model(record, out, log=None):
+    """The fit ``record``'s head fitted on every CV row, saved into ``out`` with its backbone."""
+    from skinfeat.model.store import save_model
+
+    fs, folds = record_features(record)
     if log:
-        log(f"saving the best run ({best['head']} on {best['backbone']['module']}) fitted on all "
+        log(f"saving run {record['run_id']} ({record['head']} on {record['backbone']['module']}) fitted on all "
             f"{int((folds.fold >= 0).sum())} CV images into {out}")
-    final = fit_final(fs, best["head"], best["params"], folds, best["use_views"])
+    final = fit_final(fs, record["head"], record["params"], folds, record["use_views"])
     attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
-    return save_model(out, final, best["head"], attrs, training_info(fs, folds, best), export=True), best
+    return save_model(out, final, record["head"], attrs, training_info(fs, folds, record), export=True)

@@ -90,18 +90,17 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
     and under each of ``shifts`` (``skinfeat.shifts.Shift``), with TTA set ``tta``.
     Returns ``{"clean": metrics, "shifts": {name: metrics}, "worst": {...}}``.
     ``progress(n)`` is called as images are done."""
-    from skinfeat.model.predictor import Predictor
+    from skinfeat.model.ensemble import load_any
 
     views = tta_views(tta)
-    predictor = Predictor(directory)
+    predictor = load_any(directory)
     rows = labelled(manifest, where)
     paths = [manifest.paths[i] for i in rows]
     y = np.asarray(manifest.labels)[rows].astype(int)
     counts = (predictor.manifest.get("training") or {}).get("class_counts")
     results = {}
     for shift in [None] + list(shifts):
-        feats = image_features(predictor.backbone, paths, predictor.resize, shift, views, progress=progress)
-        results[shift.name if shift else "clean"] = score(y, model_probabilities(predictor, feats),
+        results[shift.name if shift else "clean"] = score(y, predictor.probabilities(paths, shift, views, progress),
                                                           predictor.head.offsets, counts)
     clean = results.pop("clean")
     return {"n": len(rows), "image_ids": [manifest.image_ids[i] for i in rows], "tta": tta,
@@ -143,13 +142,13 @@ def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, writ
 
     from tqdm import tqdm
 
-    from skinfeat.model.format import read_manifest
+    from skinfeat.model.ensemble import read_any_manifest
 
     if write:
         from skinfeat.records import check_runs_writable
 
         check_runs_writable(runs)
-    info = read_manifest(directory)
+    info = read_any_manifest(directory)
     total = int((np.asarray(manifest.labels) >= 0).sum()) * (1 + len(shifts))
     with tqdm(total=total, unit="img", desc="evaluate", disable=not progress, file=sys.stderr,
               dynamic_ncols=True) as bar:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat.classes import CLASSES
-from skinfeat.errors import DataError
+from skinfeat.errors import DataError, UsageError
 from skinfeat.images import IMAGE_EXTENSIONS, decode, name_problem, walk_images
 from skinfeat.model.predictor import DEFAULT_TOP_K, Prediction, Predictor, load_predictor
 from skinfeat.model.tflite import TFLiteBackbone
@@ -63,11 +63,18 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None)
     in memory at a time. An image that cannot be read is passed to
     ``on_skip(path, DataError)`` (default: raise) and left out. ``tta``: a set of
     ``skinfeat.tta.TTA_SETS`` (fixed views, averaged), or True / "views" for
-    extraction's augmentation as the model was trained (imports TensorFlow)."""
+    extraction's augmentation as the model was trained (imports TensorFlow). An
+    ensemble (``EnsemblePredictor``) gets the paths: each member prepares the images
+    as it was trained."""
+    from skinfeat.model.ensemble import EnsemblePredictor
     from skinfeat.tta import tta_views, with_views
 
     if tta == "views":
         tta = True
+    ensemble = isinstance(model, EnsemblePredictor)
+    if ensemble and tta is True:
+        raise UsageError("--tta views (extraction's augmentation) is not available for an ensemble, whose "
+                         "members were trained on different views; use --tta flips or multiscale")
     views = tta_views(tta) if isinstance(tta, str) else ()
     batch = []
     for path in iter_image_paths(inputs, on_skip):
@@ -81,19 +88,22 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None)
         if tta is True:
             yield model.prediction(path, model.predict_tta(image))
             continue
-        batch.append((path, with_views(model.resized(image), views)))
+        batch.append((path, views if ensemble else with_views(model.resized(image), views)))
         if len(batch) == batch_size:
-            yield from _flush(model, batch)
+            yield from _flush(model, batch, ensemble)
             batch = []
-    yield from _flush(model, batch)
+    yield from _flush(model, batch, ensemble)
 
 
-def _flush(model, batch):
+def _flush(model, batch, ensemble=False):
     if not batch:
         return
-    n_views = len(batch[0][1])
-    proba = model.predict_proba(np.concatenate([views for _, views in batch]))
-    proba = proba.reshape(len(batch), n_views, -1).mean(axis=1)
+    if ensemble:
+        proba = model.probabilities([path for path, _ in batch], tta=batch[0][1])
+    else:
+        n_views = len(batch[0][1])
+        proba = model.predict_proba(np.concatenate([views for _, views in batch]))
+        proba = proba.reshape(len(batch), n_views, -1).mean(axis=1)
     for (path, _), p in zip(batch, proba):
         yield model.prediction(path, p)
 

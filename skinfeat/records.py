@@ -19,6 +19,12 @@ Record schema (``schema: "skinfeat-run"``, ``schema_version: 1``)::
                cv_seconds, final_fit_seconds (None without --out)
     model_dir: where --out saved the fitted model, or None
 
+Records of ``skinfeat ensemble`` have the same schema, with head "stack" or "mean",
+backbone.module the members' modules joined by " + ", features.key a hash of the
+members' keys, settings a hash of the method and the members' (key, head, settings),
+so the newest ensemble of the same member settings supersedes older ones, and
+``members`` [{run_id, head, module, settings_label}] (``skinfeat.ensemble``).
+
 Records of ``skinfeat finetune`` (``schema: "skinfeat-finetune"``, FINETUNE_SCHEMA)
 hold run_id, created, module (the new one), base, data, fold, settings, key,
 history [{epoch, loss, val_bmca, val_accuracy, lr, seconds, images_per_second}],
@@ -250,17 +256,17 @@ def format_leaderboard(rows, fmt="table"):
     return "\n".join(lines)
 
 
-def best_record(records):
-    """The run a user should take: the best worst-shift BMCA where runs were shift
-    checked, clean CV BMCA second (and alone where none was)."""
-    rows = latest_per_setting(records)
-    if not rows:
-        return None
+def rank_key(record):
+    """How ``best_record`` ranks runs (higher is better): the worst-shift BMCA where
+    a run was shift checked, clean CV BMCA second (and alone where none was)."""
+    worst = ((record.get("shift") or {}).get("worst") or {}).get("bmca")
+    return (worst if worst is not None else -1.0, _mean(record, "bmca") or 0.0)
 
-    def key(r):
-        worst = ((r.get("shift") or {}).get("worst") or {}).get("bmca")
-        return (worst if worst is not None else -1.0, _mean(r, "bmca") or 0.0)
-    return max(rows, key=key)
+
+def best_record(records):
+    """The run a user should take: the latest per setting with the highest ``rank_key``."""
+    rows = latest_per_setting(records)
+    return max(rows, key=rank_key) if rows else None
 
 
 def baseline_note(records):

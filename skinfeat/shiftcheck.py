@@ -69,29 +69,43 @@ def shift_check(fs, head, rows, manifest, shifts, tta="none", fold=0, progress=T
     """Scores (BMCA, accuracy) of fitted ``head`` on rows ``rows`` of the FeatureSet
     ``fs`` (a fold it was not trained on), clean and under each of ``shifts``;
     ``manifest`` says where those images are (the dataset the features came from)."""
-    from tqdm import tqdm
-
     ids = [str(i) for i in fs.image_ids[rows]]
+    paths = fold_paths(ids, manifest, fold)
+    backbone = tflite_backbone(fs.attrs)
+
+    def probabilities(shift, update):
+        feats = shifted_features(fs.attrs, ids, paths, shift, tta, update, backbone)
+        return mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
+                               feats[:, 1:] if feats.shape[1] > 1 else None)
+    return scored_shifts(fs.labels[rows].astype(int), probabilities, class_offsets(head.classes_, head.class_offsets_),
+                         shifts, tta, fold, progress)
+
+
+def fold_paths(ids, manifest, fold):
+    """The paths in ``manifest`` of images ``ids`` (of fold ``fold``); DataError when some are missing."""
     where = dict(zip(manifest.image_ids, manifest.paths))
     missing = [i for i in ids if i not in where]
     if missing:
         raise DataError(f"the shift check needs the images of fold {fold}, but the dataset has no image for "
                         f"{len(missing)} of its {len(ids)} (e.g. {', '.join(missing[:3])}); expected --data "
                         "to be the dataset the features were extracted from")
-    paths = [where[i] for i in ids]
-    backbone = tflite_backbone(fs.attrs)
-    y = fs.labels[rows].astype(int)
-    offsets = class_offsets(head.classes_, head.class_offsets_)
+    return [where[i] for i in ids]
+
+
+def scored_shifts(y, probabilities, offsets, shifts, tta="none", fold=0, progress=True):
+    """The shift check's block: BMCA and accuracy of ``probabilities(shift, update)``
+    ([n, 7] for the images of true classes ``y``; ``shift`` None: clean; ``update(k)``
+    as k images are done) decided with ``offsets``, clean and under each of ``shifts``."""
+    from tqdm import tqdm
+
     results = {}
-    with tqdm(total=len(ids) * (1 + len(shifts)), unit="img", desc=f"shift check, fold {fold}",
+    with tqdm(total=len(y) * (1 + len(shifts)), unit="img", desc=f"shift check, fold {fold}",
               disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for done, shift in enumerate([None] + list(shifts), start=1):
-            feats = shifted_features(fs.attrs, ids, paths, shift, tta, bar.update, backbone)
-            bar.update(done * len(ids) - bar.n)  # cached shifts count as done too
-            proba = mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
-                                    feats[:, 1:] if feats.shape[1] > 1 else None)
+            proba = probabilities(shift, bar.update)
+            bar.update(done * len(y) - bar.n)  # cached shifts count as done too
             m = classification_metrics(y, proba, decide(proba, offsets))
             results[shift.name if shift else "clean"] = {"bmca": m["bmca"], "accuracy": m["accuracy"]}
     clean = results.pop("clean")
-    return {"fold": int(fold), "n": len(ids), "tta": tta, "clean": clean, "shifts": results,
+    return {"fold": int(fold), "n": len(y), "tta": tta, "clean": clean, "shifts": results,
             "worst": worst_case(results)}

@@ -30,7 +30,10 @@ from skinfeat.records import FORMATS, SORTS
 @click.option("--best", "best_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Then fit the best run (worst-shift BMCA first, CV BMCA second) on all CV images "
                    "and save it here as a model directory, with its backbone.")
-def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, shifts, tta, best_dir):
+@click.option("--ensemble", "ensemble_k", type=click.IntRange(2), metavar="K",
+              help="After --fit: also fit the stacked ensemble of the top K runs (`skinfeat ensemble --top K`), "
+                   "unless one of those runs is recorded already.")
+def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, shifts, tta, best_dir, ensemble_k):
     """Print the leaderboard of every backbone x head run recorded in runs/.
 
     Reads the JSON records written by `skinfeat fit`; it never recomputes a
@@ -54,6 +57,8 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
         _, failures = fit_missing(files, [h for h in heads.split(",") if h.strip()], folds_path, cv,
                                   log=lambda line: click.echo(line, err=True), shift_data=manifest,
                                   shifts=parsed, tta=tta, progress=True)
+    if ensemble_k:
+        failures += _ensemble_top(ensemble_k, manifest, parsed, tta)
     records = read_records()
     rows = leaderboard_rows(records, sort=sort, latest=not show_all, evaluations=read_evaluations())
     if not rows:
@@ -74,6 +79,29 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
         click.echo("note: rows were scored on different folds; compare rows with the same folds hash",
                    err=True)
     _fail_if(failures)
+
+
+def _ensemble_top(k, manifest, shifts, tta):
+    """Record the stacked ensemble of the top ``k`` runs unless it is there; [(what, message)] if it fails."""
+    from skinfeat.ensemble import run_ensemble, select_runs
+    from skinfeat.errors import SkinfeatError, UsageError
+    from skinfeat.records import read_records
+
+    log = (lambda line: click.echo(line, err=True))
+    try:
+        records = read_records()
+        members = {r["run_id"] for r in select_runs(records, top=k)}
+        wanted = {s.name for s in shifts}
+        if not any(r["head"] == "stack" and {m["run_id"] for m in r["members"]} == members
+                   and wanted <= set((r.get("shift") or {}).get("shifts", {})) for r in records if r.get("members")):
+            log(f"fitting the stacked ensemble of the top {k} runs")
+            run_ensemble(top=k, shift_data=manifest, shifts=shifts, tta=tta, log=log, progress=True)
+    except UsageError:
+        raise
+    except SkinfeatError as exc:
+        log(f"failed: ensemble of the top {k}: {exc}")
+        return [(f"ensemble of the top {k}", str(exc))]
+    return []
 
 
 def _fail_if(failures):

@@ -39,11 +39,12 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     """
     from skinfeat.atomic import write_atomically
     from skinfeat.outputs import check_writable, writing
-    from skinfeat.predict import load_predictor, predict_paths, write_predictions
+    from skinfeat.model.ensemble import load_any
+    from skinfeat.predict import predict_paths, write_predictions
 
     if out is not None:
         check_writable(out, "the predictions")
-    model = load_predictor(model_dir)
+    model = load_any(model_dir)
     skips = _Skips()
     predictions = skips.reported(predict_paths(model, inputs, tta=tta, on_skip=skips.add))
     if out is None:

@@ -25,6 +25,7 @@ from skinfeat.errors import ModelError
 
 FORMAT = "skinfeat-model"
 FORMAT_VERSION = 1
+ENSEMBLE_FORMAT = "skinfeat-ensemble"  # `skinfeat ensemble --out`: skinfeat.model.ensemble
 MANIFEST = "model.json"
 STATE = "state.npz"
 TFLITE = "backbone.tflite"
@@ -49,6 +50,18 @@ _FIELDS = {  # block -> field -> the types it may have (absent counts as None)
                "feature_dim": (int, _NONE), "skipped": (str, _NONE)},
     "training": {"use_views": (bool, _NONE), "class_counts": (list, _NONE), "run_id": (str, _NONE)},
 }
+
+
+class EnsembleDirectory(ModelError):
+    """``read_manifest`` of an ensemble directory: it holds several models, not one."""
+
+    def __init__(self, directory, manifest):
+        members = manifest.get("members")
+        n = len(members) if isinstance(members, list) and members else 2
+        super().__init__(f"model {directory} is an ensemble of {n} models (`skinfeat ensemble --out`), not one "
+                         f"model; this command takes one: give it one of its members instead, e.g. export or "
+                         f"explain {Path(directory) / 'members' / '0'} (members/0 to members/{n - 1})")
+        self.manifest = manifest
 
 
 def damaged(directory, what):
@@ -88,6 +101,8 @@ def read_manifest(directory, optional=()):
     if not isinstance(manifest, dict):
         raise ModelError(f"{path} holds {json.dumps(manifest)[:40]}, not a skinfeat model (expected a JSON "
                          f"object with format {FORMAT!r}); {REFIT}")
+    if manifest.get("format") == ENSEMBLE_FORMAT:
+        raise EnsembleDirectory(directory, manifest)
     if manifest.get("format") != FORMAT:
         raise ModelError(f"{path} is not a skinfeat model (format={manifest.get('format')!r}, expected "
                          f"{FORMAT!r}); {REFIT}")
@@ -265,6 +280,9 @@ def new_model_dir(directory):
     target = Path(os.path.realpath(directory))  # --out may be a link to the model's folder
     if target.exists() and not target.is_dir():
         raise ModelError(f"{directory} is a file; expected a model directory or a new path")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
+        raise ModelError(f"{directory} exists and is not a skinfeat model directory; "
+                         "expected an empty or new directory for --out: pick another path")
     try:
         with atomic_dir(target) as tmp:
             yield tmp

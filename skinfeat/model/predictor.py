@@ -154,6 +154,14 @@ class Predictor:
         with one_blas_thread():
             return self.head(features)
 
+    def probabilities(self, paths, shift=None, tta=(), progress=None):
+        """Probabilities [n, 7] as trained of the images at ``paths`` (under ``shift``),
+        the mean over the TTA views ``tta`` (``skinfeat.tta``), as ``evaluate`` runs them."""
+        from skinfeat.external import image_features, model_probabilities
+
+        feats = image_features(self.backbone, paths, self.resize, shift, tta, progress=progress)
+        return model_probabilities(self, feats)
+
     def prediction(self, path, proba):
         return Prediction(Path(path).stem, str(path), proba, self.head.adjust(proba[None])[0])
 

@@ -11,7 +11,7 @@ import numpy as np
 from skinfeat.classes import CLASSES
 from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, mean_over_views
-from skinfeat.model.format import BACKBONE_KEYS, FORMAT, FORMAT_VERSION, HEAD_ERRORS, MANIFEST, STATE, damaged, \
+from skinfeat.model.format import BACKBONE_KEYS, FORMAT, FORMAT_VERSION, HEAD_ERRORS, STATE, damaged, \
     probe_head, new_model_dir, read_manifest, read_state, write_manifest
 
 
@@ -40,9 +40,6 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
     whole model is built in a temporary directory that then takes ``directory``'s
     place (``skinfeat.model.format.new_model_dir``): it is complete or it is not there."""
     directory = Path(directory)
-    if directory.is_dir() and any(directory.iterdir()) and not (directory / MANIFEST).is_file():
-        raise ModelError(f"{directory} exists and is not a skinfeat model directory; "
-                         "expected an empty or new directory for --out: pick another path")
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "head": head_name,
         "params": head.get_params(), "classes": [CLASSES[int(c)] for c in head.classes_],

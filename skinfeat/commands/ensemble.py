@@ -1,0 +1,48 @@
+"""``skinfeat ensemble``: a stacked (or averaged) ensemble of recorded runs."""
+
+import click
+
+from skinfeat.model.ensemble import METHODS  # light: no scikit-learn
+
+
+@click.command()
+@click.argument("run_ids", nargs=-1, metavar="RUN_ID...")
+@click.option("--top", type=click.IntRange(2), metavar="K",
+              help="Instead of RUN_IDs: the K best runs of the leaderboard (as `compare --best` ranks them) "
+                   "on the folds of the best one.")
+@click.option("--method", type=click.Choice(METHODS), default="stack", show_default=True,
+              help="stack: a logreg meta-learner on the members' log-probabilities, cross-validated on "
+                   "their folds; mean: their average.")
+@click.option("--data", "shift_data", type=click.Path(), metavar="PATH",
+              help="With --shift: the dataset the members' features were extracted from.")
+@click.option("--shift", "shifts", multiple=True, metavar="NAME[:LEVEL]",
+              help="Shift check of the ensemble on its first fold (repeatable; 'standard' for the set). "
+                   "Without it, the members' own shift checks are repeated when they all have the same one.")
+@click.option("--tta", default="none", show_default=True, metavar="SET",
+              help="With --shift: test-time augmentation of the shift check (none, flips, multiscale).")
+@click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
+              help="Also save the ensemble here: every member fitted on all CV images, with its backbone, "
+                   "and the meta-learner; `skinfeat predict` and `evaluate` take it.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-fold progress on stderr.")
+def ensemble(run_ids, top, method, shift_data, shifts, tta, out, quiet):
+    """Ensemble recorded runs from their out-of-fold probabilities.
+
+    RUN_ID is a run id of `skinfeat fit` (or its unique start; `skinfeat
+    compare --format csv` lists them). The members must be scored on the same
+    folds of the same images; only rows every member scored take part. The
+    ensemble is scored on those folds (the meta-learner of a fold is fitted on
+    the other folds only) and recorded as a run: `skinfeat compare` shows it.
+    """
+    from skinfeat.commands.fit import shift_lines, shift_options
+    from skinfeat.ensemble import run_ensemble
+    from skinfeat.records import summary_lines
+
+    manifest, parsed = shift_options(shift_data, shifts, tta)
+    record = run_ensemble(run_ids, top, method, shift_data=manifest, shifts=parsed, tta=tta, out=out,
+                          log=None if quiet else (lambda line: click.echo(line, err=True)), progress=not quiet)
+    click.echo("\n".join(summary_lines(record)))
+    click.echo(f"record: {record['record_path']}")
+    if record.get("shift"):
+        click.echo("\n".join(shift_lines(record["shift"])))
+    if record["model_dir"]:
+        click.echo(f"model: {record['model_dir']}")

@@ -1,0 +1,458 @@
+"""Ensembles of recorded runs (``skinfeat ensemble``): the members' out-of-fold
+probabilities (``<run_id>.oof.npz`` beside each fit record) combined, scored by
+the same lesion-grouped folds, recorded as a run of its own.
+
+- Members must be fits on the same folds (the same folds hash) of the same
+  labelled images with the same labels; only rows scored by every member take
+  part (a member on a fine-tuned backbone scores only some folds).
+- ``mean``: the average of the members' probabilities; decisions divide it by the
+  training prior of the other folds as the heads do (``prior_offsets`` at the
+  logreg head's default strength).
+- ``stack``: skinfeat's ``logreg`` head as meta-learner on the log-probabilities
+  of every member ([n, 7 M], clipped at 1e-6), lesion ids as groups.
+
+What is nested, and what is not: the row of fold f is scored by the member heads
+fitted on the other folds (the members' own CV) and by a meta-learner fitted only
+on rows of the other folds, so no model that scores a row ever saw it. The
+meta-learner's training rows (folds g != f) were themselves scored by member
+heads that had seen fold f (the head scoring fold g trains on every fold but g);
+their labels never reach the meta-learner of fold f through its own rows, so
+this is the usual stacked generalisation, not a fully nested CV (which would
+refit every member inside each outer fold, (k-1) times the member fits).
+"""
+
+import hashlib
+import sys
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from skinfeat.classes import CLASSES
+from skinfeat.errors import DataError, UsageError
+from skinfeat.evaluate import CVResult, _folds_hash, _summary_fields, fit_final, record_features, \
+    save_run_model
+from skinfeat.heads import make_head
+from skinfeat.heads.imbalance import prior_offsets
+from skinfeat.heads.inference import class_offsets, decide, in_classes_order, mean_over_views
+from skinfeat.metrics import classification_metrics, prior_baseline
+from skinfeat.model.ensemble import ENSEMBLE_FORMAT, FORMAT_VERSION, META_HEAD, combine, stack_features
+
+META_PARAMS = {"power": 1}  # log-probabilities are already on a sensible scale: no power normalisation
+
+
+@dataclass
+class Members:
+    """The members' out-of-fold probabilities, joined on image id: the labelled rows
+    taking part in the folds, in the first member's order."""
+
+    records: list
+    image_ids: np.ndarray
+    labels: np.ndarray
+    lesion_ids: np.ndarray  # the image ids where an oof file predates lesion ids
+    fold: np.ndarray
+    proba: np.ndarray  # [M, N, 7] as trained; NaN rows where a member scored no fold
+    scored: np.ndarray = field(init=False)  # [N] scored by every member
+
+    def __post_init__(self):
+        self.scored = np.isfinite(self.proba).all(axis=(0, 2))
+
+    @property
+    def scored_folds(self):
+        return [int(f) for f in np.unique(self.fold[self.scored])]
+
+
+# ----------------------------------------------------------------------------- members
+
+def select_runs(records, run_ids=(), top=None, log=None):
+    """The member records: ``run_ids`` (each a run id or its unique start) or the
+    ``top`` best fits (``records.rank_key``) on the folds of the best one."""
+    from skinfeat.records import latest_per_setting, rank_key
+
+    if run_ids and top is not None:
+        raise UsageError("give RUN_IDs or --top K, not both")
+    if top is not None:
+        rows = sorted(latest_per_setting([r for r in records if not r.get("members")]), key=rank_key, reverse=True)
+        if not rows:
+            raise DataError("no fit recorded to ensemble; run `skinfeat fit` or `skinfeat compare --fit` first")
+        sha = rows[0].get("folds", {}).get("sha256")
+        chosen = [r for r in rows if r.get("folds", {}).get("sha256") == sha][:top]
+        if len(chosen) < 2:
+            raise DataError(f"--top {top}: only the best run ({rows[0]['run_id']}) is on its folds "
+                            f"{str(sha)[:8]}; an ensemble needs at least 2 runs on the same folds: fit more "
+                            "heads or backbones with the same --folds or --cv")
+        if len(chosen) < top and log:
+            log(f"note: only {len(chosen)} runs are on the folds of the best run; ensembling those")
+        return chosen
+    if not run_ids:
+        raise UsageError("no runs given; expected RUN_ID... (`skinfeat compare --format csv` lists run_id) "
+                         "or --top K")
+    chosen = []
+    for given in run_ids:
+        matches = [r for r in records if r["run_id"] == given] or [r for r in records
+                                                                   if r["run_id"].startswith(given)]
+        if not matches:
+            raise UsageError(f"no run {given!r} is recorded in the runs folder; expected the run id (or its "
+                             "unique start) of a `skinfeat fit` record: `skinfeat compare --all --format csv` "
+                             "lists them")
+        if len(matches) > 1:
+            raise UsageError(f"{given!r} starts {len(matches)} run ids ({', '.join(r['run_id'] for r in matches[:3])}"
+                             f"{', ...' if len(matches) > 3 else ''}); give more of the run id")
+        record = matches[0]
+        if record.get("members"):
+            raise UsageError(f"run {record['run_id']} is an ensemble; the members of an ensemble are fits: give "
+                             "its members' run ids instead")
+        if record in chosen:
+            raise UsageError(f"run {record['run_id']} is given twice; give each member once")
+        chosen.append(record)
+    if len(chosen) < 2:
+        raise UsageError(f"an ensemble needs at least 2 runs, got 1 ({chosen[0]['run_id']}); give more RUN_IDs "
+                         "or --top K")
+    return chosen
+
+
+def _read_oof(record, runs):
+    """The arrays of a record's oof file, checked against the record."""
+    run, name = record["run_id"], record.get("predictions_file")
+    path = Path(runs) / name if isinstance(name, str) else None
+    fix = (f"re-run its fit (`skinfeat fit --head {record['head']} --features {record['features'].get('path')}`) "
+           "or leave the run out")
+    if path is None or not path.is_file():
+        raise DataError(f"run {run} has no out-of-fold probabilities ({path or 'none recorded'} is missing); "
+                        f"an ensemble is made from them: {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            oof = {k: npz[k] for k in ("image_id", "label", "fold", "proba")}
+            oof["lesion_id"] = npz["lesion_id"] if "lesion_id" in npz.files else oof["image_id"]
+        n = len(oof["image_id"])
+        proba = oof["proba"].astype(np.float64)
+        if proba.shape != (n, len(CLASSES)) or any(oof[k].shape != (n,) for k in ("label", "fold", "lesion_id")):
+            raise ValueError(f"proba has shape {proba.shape} for {n} images, expected ({n}, {len(CLASSES)})")
+        if oof["label"].dtype.kind not in "iu" or oof["fold"].dtype.kind not in "iu":
+            raise ValueError("its labels or folds are not integers")
+        rows = np.isfinite(proba).all(axis=1)
+        if (proba[rows] < 0).any() or (np.abs(proba[rows].sum(axis=1) - 1) > 1e-3).any():
+            raise ValueError("some probabilities are negative or do not sum to 1")
+        if _folds_hash(oof["image_id"], oof["fold"]) != record.get("folds", {}).get("sha256"):
+            raise ValueError("its folds are not the ones its record names")
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"run {run}'s out-of-fold probabilities {path} are damaged ({exc}); {fix}") from None
+    oof["proba"] = proba
+    return oof
+
+
+def _short(records):
+    return ", ".join(r["run_id"] for r in records)
+
+
+def load_members(records, runs=None):
+    """The members' OOF probabilities joined (``Members``); DataError for runs on
+    different images, labels or folds, or no fold scored by all."""
+    from skinfeat.paths import runs_dir
+
+    oofs = [_read_oof(r, runs or runs_dir()) for r in records]
+    first = oofs[0]
+    labelled = set(first["image_id"][first["label"] >= 0])
+    for record, oof in zip(records[1:], oofs[1:]):
+        diff = sorted(labelled ^ set(oof["image_id"][oof["label"] >= 0]))
+        if diff:
+            raise DataError(f"runs {records[0]['run_id']} and {record['run_id']} are on different image sets: "
+                            f"{len(diff)} labelled images are in one and not the other (e.g. "
+                            f"{', '.join(diff[:3])}); an ensemble combines runs on features of the same dataset")
+    rows = np.flatnonzero((first["fold"] >= 0) & (first["label"] >= 0))
+    ids = first["image_id"][rows]
+    proba = []
+    for record, oof in zip(records, oofs):
+        index = dict(zip(oof["image_id"], range(len(oof["image_id"]))))
+        at = np.array([index[i] for i in ids], dtype=int)
+        differ = np.flatnonzero(oof["label"][at] != first["label"][rows])
+        if len(differ):
+            raise DataError(f"runs {records[0]['run_id']} and {record['run_id']} label {len(differ)} images "
+                            f"differently (e.g. {', '.join(ids[differ[:3]])}); expected the same labels: "
+                            "re-extract their features from the same metadata")
+        proba.append(oof["proba"][at])
+    hashes = {}
+    for record in records:
+        hashes.setdefault(record["folds"]["sha256"], []).append(record)
+    if len(hashes) > 1:
+        listed = "; ".join(f"folds {h[:8]}: {_short(rs)}" for h, rs in hashes.items())
+        raise DataError(f"the runs mix folds ({listed}); an ensemble needs runs scored on the same folds, or "
+                        "a row one member trained on would be scored: give runs fitted with the same --folds "
+                        "file or --cv K")
+    members = Members(records, ids, first["label"][rows].astype(int), first["lesion_id"][rows],
+                      first["fold"][rows].astype(int), np.stack(proba))
+    if not members.scored.any():
+        scored = "; ".join(f"{r['run_id']}: folds {r['folds'].get('scored')}" for r in records if r["folds"].get("scored"))
+        raise DataError(f"no fold is scored by every member ({scored}); members on fine-tuned backbones must "
+                        "have an unseen fold in common: leave one of them out")
+    return members
+
+
+# ----------------------------------------------------------------------------- cross-validation
+
+@dataclass
+class Combiner:
+    """A fitted combination of member probabilities: ``proba`` [M, n, 7] -> [n, 7]
+    as trained, ``offsets`` its prior adjustment (CLASSES order)."""
+
+    method: str
+    meta: object
+    offsets: np.ndarray
+
+    def proba(self, member_proba):
+        return combine(self.method, member_proba,
+                       self.meta and (lambda X: in_classes_order(self.meta.predict_proba(X), self.meta.classes_)))
+
+
+def mean_offsets(labels):
+    """The mean's prior adjustment for training labels ``labels``: as the logreg
+    head's default (``adjust="prior"`` at ``DEFAULT_ADJUST_STRENGTH``)."""
+    from skinfeat.heads.logreg import DEFAULT_ADJUST_STRENGTH
+
+    return DEFAULT_ADJUST_STRENGTH * prior_offsets(np.bincount(labels, minlength=len(CLASSES)))
+
+
+def fit_combiner(method, members, rows, prior_labels):
+    """The ``method`` combiner fitted on ``rows`` of ``members`` (the stack's
+    meta-learner), or with the prior of ``prior_labels`` (the mean)."""
+    if method == "mean":
+        return Combiner(method, None, mean_offsets(prior_labels))
+    meta = make_head(META_HEAD, **META_PARAMS).fit(stack_features(members.proba[:, rows]), members.labels[rows],
+                                                   groups=members.lesion_ids[rows])
+    return Combiner(method, meta, class_offsets(meta.classes_, meta.class_offsets_))
+
+
+def other_folds(members, fold):
+    """The meta-learner's training rows for ``fold``: those of every other fold scored by all."""
+    return members.scored & (members.fold != fold)
+
+
+def cross_validate(members, method="stack", fit_rows=other_folds, log=None):
+    """Score the ``method`` ensemble on each fold scored by every member, its
+    combiner fitted on ``fit_rows(members, fold)`` (a test passes a leaky one)."""
+    n = len(members.labels)
+    result = CVResult([], [], np.full((n, len(CLASSES)), np.nan), np.full(n, -1), [], [])
+    folds = members.scored_folds
+    if method == "stack" and len(folds) < 2:
+        raise DataError(f"the members score only fold {folds[0]} in common; a stacked meta-learner is fitted on "
+                        "other folds than the one it scores: use --method mean, or members that score more folds")
+    for i, f in enumerate(folds):
+        test = np.flatnonzero(members.scored & (members.fold == f))
+        prior = members.labels[(members.fold >= 0) & (members.fold != f)]
+        start = time.perf_counter()
+        combiner = fit_combiner(method, members, np.flatnonzero(fit_rows(members, f)), prior)
+        result.fit_seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        proba = result.oof_proba[test] = combiner.proba(members.proba[:, test])
+        result.predict_seconds.append(time.perf_counter() - start)
+        result.oof_pred[test] = decide(proba, combiner.offsets)
+        result.fold_metrics.append(classification_metrics(members.labels[test], proba, result.oof_pred[test]))
+        result.baseline_metrics.append(prior_baseline(prior, members.labels[test]))
+        if i == 0:
+            result.first = (f, test, combiner)
+        if log:
+            m = result.fold_metrics[-1]
+            log(f"fold {i + 1}/{len(folds)}: BMCA {m['bmca']:.3f}  accuracy {m['accuracy']:.3f}  "
+                f"top-3 {m['top3']:.3f}")
+    return result
+
+
+# ----------------------------------------------------------------------------- the shift check
+
+class _NotCached(Exception):
+    pass
+
+
+def _no_images():
+    raise _NotCached
+
+
+def recorded_shifts(records):
+    """(shifts, TTA set, fold) of the members' own shift checks when they all ran the
+    same ones on the same fold and their features files are still here; else None."""
+    from skinfeat.shifts import parse_shifts
+
+    checks = [r.get("shift") for r in records]
+    if not all(checks) or not all(Path(str(r["features"].get("path"))).is_file() for r in records):
+        return None
+    if len({(tuple(c.get("shifts", {})), c.get("tta"), c.get("fold")) for c in checks}) > 1:
+        return None
+    return parse_shifts(list(checks[0]["shifts"])), checks[0]["tta"], checks[0]["fold"]
+
+
+def shift_check(members, result, manifest, shifts, tta="none", progress=False):
+    """The shift block (``skinfeat.shiftcheck.shift_check``) of the ensemble's first
+    fold: each member's head of that fold refitted on the other folds, scored on
+    the fold's images under each shift (features cached per backbone in
+    ``features/shifted/``), combined by that fold's combiner. Without ``manifest``
+    only cached features are used (``_NotCached`` when some are missing)."""
+    from skinfeat.shiftcheck import fold_paths, scored_shifts, shifted_features, tflite_backbone
+
+    fold, rows, combiner = result.first
+    ids, loaded, parts = members.image_ids[rows], {}, []
+    for record in members.records:
+        path = record["features"]["path"]
+        fs, folds = loaded[path] = loaded.get(path) or record_features(record)
+        own = np.flatnonzero(folds.fold == fold)  # the member's own order: its shift check's cache entries
+        own_ids = [str(i) for i in fs.image_ids[own]]
+        position = dict(zip(own_ids, range(len(own_ids))))
+        head = fit_final(fs, record["head"], record["params"], folds, record["use_views"], leave_out=fold)
+        backbone = tflite_backbone(fs.attrs) if manifest is not None else _no_images
+        paths = fold_paths(own_ids, manifest, fold) if manifest is not None else None
+        parts.append((fs, own_ids, paths, backbone, head, [position[i] for i in ids]))
+    cache = {}
+
+    def probabilities(shift, update):
+        member_proba = []
+        for fs, own_ids, paths, backbone, head, order in parts:
+            key = (fs.path, shift.name if shift else None)
+            if key not in cache:
+                cache[key] = shifted_features(fs.attrs, own_ids, paths, shift, tta, update, backbone)
+            feats = cache[key]
+            member_proba.append(mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
+                                                feats[:, 1:] if feats.shape[1] > 1 else None)[order])
+        return combiner.proba(np.stack(member_proba))
+    return scored_shifts(members.labels[rows], probabilities, combiner.offsets, shifts, tta, fold, progress)
+
+
+# ----------------------------------------------------------------------------- the run
+
+def _key_and_settings(records, method, params):
+    from skinfeat.records import settings_hash
+
+    keys = sorted(str(r["features"].get("key")) for r in records)
+    key = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    parts = sorted([str(r["features"].get("key")), r["head"], str(r.get("settings"))] for r in records)
+    return key, settings_hash(method, dict(params, members=parts), False)
+
+
+def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(), tta="none", out=None,
+                 log=None, runs=None, progress=False):
+    """Ensemble the recorded runs ``run_ids`` (or the ``top`` best) with ``method``,
+    cross-validated on their folds; shift-checked with ``shifts`` on ``shift_data``
+    (a Manifest), or on the members' own shift checks' cached features when they all
+    have one; with ``out``, saved as an ensemble model directory. Writes the run
+    record (and its oof file) and returns it, with its path under ``record_path``."""
+    from skinfeat import __version__
+    from skinfeat.model.ensemble import METHODS
+    from skinfeat.outputs import check_writable
+    from skinfeat.records import check_runs_writable, new_run_id, read_records, write_record
+
+    if method not in METHODS:
+        raise UsageError(f"--method {method!r} is unknown; expected one of {', '.join(METHODS)}")
+    check_runs_writable(runs)
+    if out is not None:
+        check_writable(out, "the ensemble", folder=True)
+    start = time.perf_counter()
+    records = select_runs(read_records(runs), run_ids, top, log)
+    members = load_members(records, runs)
+    load_seconds = time.perf_counter() - start
+    if log:
+        log(f"{method} of {len(records)} runs: {_short(records)}; {int(members.scored.sum())} images, folds "
+            f"{', '.join(map(str, members.scored_folds))}")
+    start = time.perf_counter()
+    result = cross_validate(members, method, log=log)
+    cv_seconds = time.perf_counter() - start
+    params = make_head(META_HEAD, **META_PARAMS).get_params() if method == "stack" else {}
+    key, settings = _key_and_settings(records, method, params)
+    scored = members.scored_folds
+    first = records[0]
+    modules = list(dict.fromkeys(str(r["backbone"].get("module")) for r in records))
+    record = {
+        "run_id": new_run_id(method, key),
+        "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        "skinfeat_version": __version__,
+        "backbone": {"module": " + ".join(modules), "module_source": None, "module_fingerprint": None,
+                     "input_size": None, "resize": None, "feature_dim": None, "views": None,
+                     "images_per_second": None, "dataset": first["backbone"].get("dataset")},
+        "features": {"path": None, "key": key, "n_images": len(members.labels), "n_labelled": len(members.labels)},
+        "head": method, "params": params, "use_views": False, "settings": settings,
+        "settings_label": ",".join(r["head"] + (f"[{r['settings_label']}]" if r.get("settings_label") else "")
+                                   for r in records),
+        "members": [{"run_id": r["run_id"], "head": r["head"], "module": r["backbone"].get("module"),
+                     "settings_label": r.get("settings_label", "")} for r in records],
+        "folds": dict({k: v for k, v in first["folds"].items() if k != "scored"},
+                      **({"scored": scored} if len(scored) < first["folds"].get("k", len(scored)) else {})),
+        **_summary_fields(result),
+        "timings": {"load_seconds": load_seconds, "fit_seconds": result.fit_seconds,
+                    "fit_seconds_total": sum(result.fit_seconds),
+                    "predict_seconds_total": sum(result.predict_seconds),
+                    "cv_seconds": cv_seconds, "final_fit_seconds": None},
+        "model_dir": None,
+    }
+    record["shift"] = _shift_block(members, result, shift_data, shifts, tta, progress, log)
+    if out is not None:
+        start = time.perf_counter()
+        record["model_dir"] = str(save_ensemble(record, out, runs, log, members))
+        record["timings"]["final_fit_seconds"] = time.perf_counter() - start
+    from skinfeat.evaluate import write_oof
+
+    record["predictions_file"] = write_oof(record, members, members.fold, result, runs)
+    record["record_path"] = str(write_record(record, runs))
+    return record
+
+
+def _shift_block(members, result, manifest, shifts, tta, progress, log):
+    """The ensemble's shift block: asked for, or from the members' own checks; None otherwise."""
+    if not shifts:
+        recorded = recorded_shifts(members.records)
+        if recorded is None or recorded[2] != result.first[0]:
+            return None
+        shifts, tta, _ = recorded
+    try:
+        block = shift_check(members, result, manifest, shifts, tta, progress)
+    except _NotCached:
+        print(f"note: no shift check of the ensemble: the members' shifted features of fold {result.first[0]} "
+              "are not all cached; pass --data DATASET --shift NAME... to compute them", file=sys.stderr)
+        return None
+    if log:
+        w = block["worst"]
+        log(f"shift check on fold {block['fold']}: clean BMCA {block['clean']['bmca']:.3f}, worst "
+            f"{w['bmca']:.3f} ({w['bmca_shift']}); accuracy worst {w['accuracy']:.3f} ({w['accuracy_shift']})")
+    return block
+
+
+def save_ensemble(record, out, runs=None, log=None, members=None):
+    """The ensemble ``record`` as a model directory ``out`` (``skinfeat.model.ensemble``):
+    each member refitted on every CV row and saved with its backbone into
+    ``members/<i>``, the combiner fitted on every OOF row scored by all; written
+    whole (``new_model_dir``). Returns ``out``."""
+    from skinfeat.model.format import STATE, new_model_dir, write_manifest
+    from skinfeat.records import read_records
+
+    if members is None:
+        wanted = [m["run_id"] for m in record["members"]]
+        found = {r["run_id"]: r for r in read_records(runs) if r["run_id"] in wanted}
+        lost = [w for w in wanted if w not in found]
+        if lost:
+            raise DataError(f"ensemble {record['run_id']}: the records of its members {', '.join(lost)} are gone "
+                            "from the runs folder; refit them and run `skinfeat ensemble` again")
+        members = load_members([found[w] for w in wanted], runs)
+    used = members.fold >= 0
+    combiner = fit_combiner(record["head"], members, np.flatnonzero(members.scored), members.labels[used])
+    manifest = {"format": ENSEMBLE_FORMAT, "format_version": FORMAT_VERSION, "method": record["head"],
+                "head": record["head"],
+                "members": [dict(m, dir=f"members/{i}") for i, m in enumerate(record["members"])],
+                "backbone": {"module": record["backbone"]["module"], "resize": None},
+                "training": {"run_id": record["run_id"], "n_images": int(used.sum()),
+                             "class_counts": np.bincount(members.labels[used], minlength=len(CLASSES)).tolist(),
+                             "folds": record["folds"], "cv_bmca": record["metrics"]["bmca"],
+                             "shift": record.get("shift")},
+                "skinfeat_version": record.get("skinfeat_version"), "files": []}
+    if log:
+        log(f"saving the {record['head']} ensemble of {len(members.records)} runs into {out}")
+    with new_model_dir(out) as tmp:
+        for i, member in enumerate(members.records):
+            save_run_model(member, tmp / "members" / str(i), log)
+        if combiner.meta is None:
+            manifest["offsets"] = combiner.offsets.tolist()
+        else:
+            np.savez(tmp / STATE, **combiner.meta.get_state())
+            manifest.update(files=[STATE], meta={"head": META_HEAD, "params": combiner.meta.get_params(),
+                                                 "classes": [CLASSES[int(c)] for c in combiner.meta.classes_]})
+        write_manifest(tmp, manifest)
+    return Path(out)

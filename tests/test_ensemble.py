@@ -1,0 +1,243 @@
+"""``skinfeat ensemble``: stacked and averaged ensembles of recorded runs, scored
+on the members' folds with the meta-learner of a fold fitted on the other folds
+only (a planted leak is caught), recorded as a leaderboard row, shift checked,
+saved as a directory ``predict`` and ``evaluate`` take; bad run lists are one
+line and leave nothing behind."""
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from model_factory import ham_subset, pool_model
+from skinfeat.classes import CLASSES
+from skinfeat.cli import cli
+from skinfeat.ensemble import cross_validate, load_members
+from skinfeat.evaluate import _folds_hash, write_oof
+from skinfeat.metrics import classification_metrics
+from skinfeat.paths import features_dir, runs_dir
+from skinfeat.records import leaderboard_rows, read_records, write_record
+from synthetic import write_synthetic
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def error_line(result, code=1):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 or code == 2, result.output
+    return lines[-1]
+
+
+def data(n=210, seed=0):
+    """Image ids, random labels (every class), 5 folds."""
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"ISIC_{i:07d}" for i in range(n)])
+    return ids, rng.permutation(np.arange(n) % 7), rng.permutation(np.arange(n) % 5)
+
+
+def member(run_id, ids, labels, fold, proba, module="alpha", head="logreg", bmca=0.5):
+    """A recorded fit with its oof file, as `skinfeat fit` writes them (proba NaN rows: unscored)."""
+    rows = SimpleNamespace(image_ids=ids, labels=labels, lesion_ids=np.char.replace(ids, "ISIC", "HAM"))
+    result = SimpleNamespace(oof_proba=proba, oof_pred=np.where(np.isfinite(proba).all(1), proba.argmax(1), -1))
+    record = {"run_id": run_id, "created": f"2026-01-01T00:00:0{len(read_records())}", "head": head,
+              "settings": f"s-{run_id}", "settings_label": "", "use_views": False,
+              "backbone": {"module": module, "feature_dim": 9}, "params": {},
+              "features": {"key": f"key-{module}", "path": f"/nowhere/{module}.h5"},
+              "folds": {"source": "make_folds(k=5, seed=0)", "k": 5, "sha256": _folds_hash(ids, fold)},
+              "metrics": {"bmca": {"mean": bmca, "std": 0.0}}}
+    record["predictions_file"] = write_oof(record, rows, fold, result)
+    write_record(record)
+    return record
+
+
+def informative(labels, strength, rng):
+    """Probabilities that favour the true class by ``strength`` (log-odds) in noise."""
+    logits = rng.normal(size=(len(labels), 7)) + strength * np.eye(7)[labels]
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def pooled_bmca(labels, result):
+    rows = result.oof_pred >= 0
+    return classification_metrics(labels[rows], result.oof_proba[rows], result.oof_pred[rows])["bmca"]
+
+
+def leftovers():
+    return sorted(p.name for p in runs_dir().iterdir())
+
+
+# ----------------------------------------------------------------------------- the nesting
+
+def test_planted_leak_is_caught_and_the_real_stack_scores_at_chance():
+    """Members whose probabilities are pure noise for random labels: a meta-learner
+    that saw the rows it scores (the planted leak) scores far above chance; the
+    stacked CV, whose meta-learner of fold f is fitted on the other folds, does not."""
+    ids, labels, fold = data()
+    rng = np.random.default_rng(1)
+    records = [member(f"noise{m}", ids, labels, fold, rng.dirichlet(np.ones(7), len(ids))) for m in range(4)]
+    members = load_members(records)
+    honest = cross_validate(members, "stack")
+    leaky = cross_validate(members, "stack", fit_rows=lambda m, f: m.scored)
+    assert pooled_bmca(labels, leaky) > 0.33  # the leak is visible on this data
+    assert pooled_bmca(labels, honest) < 0.25  # chance is 1/7
+    assert pooled_bmca(labels, cross_validate(members, "mean")) < 0.25
+    out = run("ensemble", "noise0", "noise1", "noise2", "noise3", "-q")
+    assert out.exit_code == 0, out.output
+    record = json.loads(Path(out.stdout.split("record: ")[1].split()[0]).read_text())
+    assert record["metrics"]["bmca"]["mean"] == pytest.approx(np.mean([m["bmca"] for m in honest.fold_metrics]))
+
+
+# ----------------------------------------------------------------------------- records and leaderboard
+
+def test_mean_and_stack_records_and_leaderboard_rows():
+    ids, labels, fold = data()
+    rng = np.random.default_rng(2)
+    member("20260101-a-logreg", ids, labels, fold, informative(labels, 1.2, rng), "alpha", bmca=0.40)
+    member("20260101-b-lightgbm", ids, labels, fold, informative(labels, 1.2, rng), "beta", "lightgbm", 0.41)
+    finetuned = informative(labels, 1.2, rng)
+    finetuned[fold == 0] = np.nan  # a fine-tuned backbone: fold 0 was its training set
+    member("20260101-c-logreg", ids, labels, fold, finetuned, "alpha", bmca=0.42)
+    stack = run("ensemble", "20260101-a", "20260101-b", "20260101-c", "-q")
+    assert stack.exit_code == 0, stack.output
+    assert stack.stdout.startswith("metric") and "record: " in stack.stdout and "confusion" in stack.stdout
+    mean = run("ensemble", "20260101-a", "20260101-b", "20260101-c", "--method", "mean")
+    assert mean.exit_code == 0, mean.output
+    assert "mean of 3 runs" in mean.stderr and "fold 4/4" in mean.stderr
+    records = {r["head"]: r for r in read_records()}
+    for method in ("stack", "mean"):
+        r = records[method]
+        assert r["backbone"]["module"] == "alpha + beta" and r["backbone"]["feature_dim"] is None
+        assert [m["run_id"] for m in r["members"]] == ["20260101-a-logreg", "20260101-b-lightgbm", "20260101-c-logreg"]
+        assert r["folds"]["scored"] == [1, 2, 3, 4] and r["folds"]["sha256"] == _folds_hash(ids, fold)
+        assert len(r["metrics"]["bmca"]["folds"]) == 4 and set(r["per_class"]) == set(CLASSES)
+        assert r["baseline"]["bmca"] == pytest.approx(1 / 7) and np.sum(r["confusion"]) == (fold > 0).sum()
+        assert r["metrics"]["bmca"]["mean"] > 0.6  # three independent noisy members: better than each
+        with np.load(runs_dir() / r["predictions_file"]) as oof:
+            assert np.isnan(oof["proba"][oof["fold"] == 0]).all() and np.isfinite(oof["proba"][oof["fold"] > 0]).all()
+    rows = {r["head"]: r for r in leaderboard_rows(read_records())}
+    assert rows["stack"]["backbone"] == "alpha + beta" and rows["stack"]["folds"].endswith("fold 1,2,3,4")
+    assert rows["stack"]["settings"] == "logreg,lightgbm,logreg"
+    assert run("ensemble", "20260101-a", "20260101-b", "20260101-c", "-q").exit_code == 0
+    assert len([r for r in leaderboard_rows(read_records()) if r["head"] == "stack"]) == 1  # same setting: newest
+    assert len(leaderboard_rows(read_records())) == 5
+    report = run("report", "--out", runs_dir().parent / "r.html", "--map", "none")
+    assert report.exit_code == 0, report.output
+
+
+# ----------------------------------------------------------------------------- bad run lists
+
+def test_bad_run_lists_are_one_line_and_write_nothing(tmp_path):
+    ids, labels, fold = data()
+    rng = np.random.default_rng(3)
+    member("run-a", ids, labels, fold, informative(labels, 1, rng))
+    member("run-b", ids, labels, (fold + 1) % 5, informative(labels, 1, rng), "beta")
+    member("run-c", ids[10:], labels[10:], fold[10:], informative(labels[10:], 1, rng), "gamma")
+    flipped = labels.copy()
+    flipped[:4] = (flipped[:4] + 1) % 7
+    member("run-d", ids, flipped, fold, informative(labels, 1, rng), "delta")
+    member("run-e", ids, labels, fold, informative(labels, 1, rng), "eps")
+    member("run-f", ids, labels, fold, informative(labels, 1, rng), "phi")
+    before = leftovers()
+    line = error_line(run("ensemble", "run-a", "run-b"))
+    assert "mix folds" in line and "run-a" in line and "run-b" in line
+    line = error_line(run("ensemble", "run-a", "run-c"))
+    assert "different image sets: 10 labelled images" in line and "ISIC_0000000" in line
+    assert "label 4 images differently" in error_line(run("ensemble", "run-a", "run-d"))
+    assert "no run 'zzz'" in error_line(run("ensemble", "run-a", "zzz"), 2)
+    assert "starts 6 run ids" in error_line(run("ensemble", "run-", "run-a"), 2)
+    assert "at least 2 runs, got 1" in error_line(run("ensemble", "run-a"), 2)
+    assert "given twice" in error_line(run("ensemble", "run-a", "run-a"), 2)
+    assert "RUN_IDs or --top K, not both" in error_line(run("ensemble", "run-a", "run-e", "--top", "2"), 2)
+    (runs_dir() / "run-e.oof.npz").unlink()
+    line = error_line(run("ensemble", "run-a", "run-e"))
+    assert "run run-e has no out-of-fold probabilities" in line and "run-e.oof.npz is missing" in line
+    path = runs_dir() / "run-f.oof.npz"
+    path.write_bytes(path.read_bytes()[:200])
+    line = error_line(run("ensemble", "run-a", "run-f", "--out", tmp_path / "model"))
+    assert f"run run-f's out-of-fold probabilities {path} are damaged" in line
+    assert leftovers() == sorted(set(before) - {"run-e.oof.npz"}) and not (tmp_path / "model").exists()
+
+
+# ----------------------------------------------------------------------------- real members end to end
+
+@pytest.fixture(scope="module")
+def pool(skinfeat_home, ham10000):
+    return pool_model(skinfeat_home, ham10000)
+
+
+def fit(pool, ham10000, *extra):
+    out = run("fit", "--head", "logreg", "--features", pool["features"], "--cv", "2", "--no-views", "-q",
+              "--data", ham10000, "--shift", "zoom:2", "--shift", "pad", *extra)
+    assert out.exit_code == 0, out.output
+
+
+def test_ensemble_shift_check_model_directory_predict_and_evaluate(pool, ham10000, tmp_path):
+    from skinfeat.model.ensemble import EnsemblePredictor
+    from skinfeat.model.predictor import Predictor
+
+    fit(pool, ham10000)
+    fit(pool, ham10000, "-p", "class_weight=sqrt")
+    cached = sorted((tmp_path / "features" / "shifted").glob("*.npy"))
+    out = run("ensemble", "--top", "2", "--out", tmp_path / "ens", "-q")  # shift check from the members' cache
+    assert out.exit_code == 0, out.output
+    assert sorted((tmp_path / "features" / "shifted").glob("*.npy")) == cached  # nothing recomputed
+    record = json.loads(Path(out.stdout.split("record: ")[1].split()[0]).read_text())
+    check = record["shift"]
+    assert check["fold"] == 0 and check["n"] == 14 and set(check["shifts"]) == {"zoom:2", "pad"}
+    assert check["worst"]["bmca"] == min(m["bmca"] for m in check["shifts"].values())
+    # clean images through the TFLite members and the fold-0 meta-learner: the CV's fold-0 figure
+    assert check["clean"]["bmca"] == pytest.approx(record["metrics"]["bmca"]["folds"][0], abs=1e-6)
+    assert "worst" in out.stdout and f"model: {tmp_path / 'ens'}" in out.stdout
+    board = run("compare").stdout
+    assert f"{check['worst']['bmca']:.3f}/{check['worst']['accuracy']:.3f}" in board and " stack" in board
+
+    model = EnsemblePredictor(tmp_path / "ens")
+    assert model.manifest["format"] == "skinfeat-ensemble" and len(model.members) == 2
+    assert [Predictor(tmp_path / "ens" / "members" / str(i)).manifest["training"]["run_id"] for i in (0, 1)] == \
+        [m["run_id"] for m in record["members"]]
+    images = ham_subset(ham10000, per_class=1, skip=6)
+    item = json.loads(run("predict", "--model", tmp_path / "ens", *images.paths, "--format", "json").stdout)
+    got = np.array([[i["probabilities_as_trained"][c] for c in CLASSES] for i in item])
+    assert np.abs(got - model.probabilities(images.paths)).max() < 1e-5
+    assert [i["top"][0]["class"] for i in item] == [CLASSES[k] for k in
+                                                    np.argmax(model.head.adjust(got), axis=1)]
+    (tmp_path / "images").mkdir()
+    for path in images.paths:
+        shutil.copy(path, tmp_path / "images")
+    with open(tmp_path / "truth.csv", "w") as f:
+        f.write("image," + ",".join(CLASSES) + "\n")
+        f.writelines(f"{i}," + ",".join(str(int(c == y)) for c in range(7)) + "\n"
+                     for i, y in zip(images.image_ids, images.labels))
+    evaluated = run("evaluate", "--model", tmp_path / "ens", "--images", tmp_path / "images",
+                    "--labels", tmp_path / "truth.csv", "--shift", "pad", "--no-progress", "--format", "json")
+    assert evaluated.exit_code == 0, evaluated.output
+    result = json.loads(evaluated.stdout)
+    assert result["n"] == 7 and result["model_run_id"] == record["run_id"] and result["head"] == "stack"
+    want = model.probabilities(images.paths)
+    assert result["clean"]["top3"] == classification_metrics(np.asarray(images.labels), want)["top3"]
+    assert set(result["shifts"]) == {"pad"}
+    assert "is an ensemble of 2 models" in error_line(run("export", "--model", tmp_path / "ens"))
+    assert "members/0" in error_line(run("explain", "--model", tmp_path / "ens", images.paths[0]))
+
+
+def test_compare_fit_ensemble_fills_in_the_top_runs_once():
+    features_dir().mkdir(parents=True)
+    write_synthetic(features_dir() / "alpha.h5", counts=(30, 150, 20, 15, 30, 10, 10), dim=8,
+                    separation=2.0, module="alpha", seed=5)
+    result = run("compare", "--fit", "--heads", "logreg,lightgbm", "--cv", "3", "--ensemble", "2")
+    assert result.exit_code == 0, result.output
+    assert "fitting the stacked ensemble of the top 2 runs" in result.stderr
+    rows = leaderboard_rows(read_records())
+    stack = next(r for r in rows if r["head"] == "stack")
+    assert stack["backbone"] == "alpha" and sorted(stack["settings"].split(",")) == ["lightgbm", "logreg"]
+    assert any(line.split()[:2] == ["alpha", "stack"] for line in result.stdout.splitlines())
+    again = run("compare", "--fit", "--heads", "logreg,lightgbm", "--cv", "3", "--ensemble", "2")
+    assert "fitting" not in again.stderr and len(list(runs_dir().glob("*.json"))) == 3
