@@ -19,10 +19,12 @@ heads that had seen fold f (the head scoring fold g trains on every fold but g);
 their labels never reach the meta-learner of fold f through its own rows, so
 this is the usual stacked generalisation, not a fully nested CV (which would
 refit every member inside each outer fold, (k-1) times the member fits).
+
+The shift check and the model directory, which refit members from their features
+files, are in ``skinfeat.ensemble_refit``.
 """
 
 import hashlib
-import sys
 import time
 import zipfile
 import zlib
@@ -34,13 +36,12 @@ import numpy as np
 
 from skinfeat.classes import CLASSES
 from skinfeat.errors import DataError, UsageError
-from skinfeat.evaluate import CVResult, _folds_hash, _summary_fields, fit_final, record_features, \
-    save_run_model
+from skinfeat.evaluate import CVResult, _folds_hash, _summary_fields
 from skinfeat.heads import make_head
 from skinfeat.heads.imbalance import prior_offsets
-from skinfeat.heads.inference import class_offsets, decide, in_classes_order, mean_over_views
+from skinfeat.heads.inference import class_offsets, decide, in_classes_order
 from skinfeat.metrics import classification_metrics, prior_baseline
-from skinfeat.model.ensemble import ENSEMBLE_FORMAT, FORMAT_VERSION, META_HEAD, combine, stack_features
+from skinfeat.model.ensemble import META_HEAD, combine, stack_features
 
 META_PARAMS = {"power": 1}  # log-probabilities are already on a sensible scale: no power normalisation
 
@@ -186,7 +187,7 @@ def load_members(records, runs=None):
     members = Members(records, ids, first["label"][rows].astype(int), first["lesion_id"][rows],
                       first["fold"][rows].astype(int), np.stack(proba))
     if not members.scored.any():
-        scored = "; ".join(f"{r['run_id']}: folds {r['folds'].get('scored')}" for r in records if r["folds"].get("scored"))
+        scored = "; ".join(f"{r['run_id']}: folds {r['folds']['scored']}" for r in records if r["folds"].get("scored"))
         raise DataError(f"no fold is scored by every member ({scored}); members on fine-tuned backbones must "
                         "have an unseen fold in common: leave one of them out")
     return members
@@ -231,15 +232,21 @@ def other_folds(members, fold):
     return members.scored & (members.fold != fold)
 
 
+def check_folds(members, method):
+    """The folds the ensemble scores; DataError when a stack has no other fold to fit on."""
+    folds = members.scored_folds
+    if method == "stack" and len(folds) < 2:
+        raise DataError(f"the members score only fold {folds[0]} in common; a stacked meta-learner is fitted on "
+                        "other folds than the one it scores: use --method mean, or members that score more folds")
+    return folds
+
+
 def cross_validate(members, method="stack", fit_rows=other_folds, log=None):
     """Score the ``method`` ensemble on each fold scored by every member, its
     combiner fitted on ``fit_rows(members, fold)`` (a test passes a leaky one)."""
     n = len(members.labels)
     result = CVResult([], [], np.full((n, len(CLASSES)), np.nan), np.full(n, -1), [], [])
-    folds = members.scored_folds
-    if method == "stack" and len(folds) < 2:
-        raise DataError(f"the members score only fold {folds[0]} in common; a stacked meta-learner is fitted on "
-                        "other folds than the one it scores: use --method mean, or members that score more folds")
+    folds = check_folds(members, method)
     for i, f in enumerate(folds):
         test = np.flatnonzero(members.scored & (members.fold == f))
         prior = members.labels[(members.fold >= 0) & (members.fold != f)]
@@ -259,64 +266,6 @@ def cross_validate(members, method="stack", fit_rows=other_folds, log=None):
             log(f"fold {i + 1}/{len(folds)}: BMCA {m['bmca']:.3f}  accuracy {m['accuracy']:.3f}  "
                 f"top-3 {m['top3']:.3f}")
     return result
-
-
-# ----------------------------------------------------------------------------- the shift check
-
-class _NotCached(Exception):
-    pass
-
-
-def _no_images():
-    raise _NotCached
-
-
-def recorded_shifts(records):
-    """(shifts, TTA set, fold) of the members' own shift checks when they all ran the
-    same ones on the same fold and their features files are still here; else None."""
-    from skinfeat.shifts import parse_shifts
-
-    checks = [r.get("shift") for r in records]
-    if not all(checks) or not all(Path(str(r["features"].get("path"))).is_file() for r in records):
-        return None
-    if len({(tuple(c.get("shifts", {})), c.get("tta"), c.get("fold")) for c in checks}) > 1:
-        return None
-    return parse_shifts(list(checks[0]["shifts"])), checks[0]["tta"], checks[0]["fold"]
-
-
-def shift_check(members, result, manifest, shifts, tta="none", progress=False):
-    """The shift block (``skinfeat.shiftcheck.shift_check``) of the ensemble's first
-    fold: each member's head of that fold refitted on the other folds, scored on
-    the fold's images under each shift (features cached per backbone in
-    ``features/shifted/``), combined by that fold's combiner. Without ``manifest``
-    only cached features are used (``_NotCached`` when some are missing)."""
-    from skinfeat.shiftcheck import fold_paths, scored_shifts, shifted_features, tflite_backbone
-
-    fold, rows, combiner = result.first
-    ids, loaded, parts = members.image_ids[rows], {}, []
-    for record in members.records:
-        path = record["features"]["path"]
-        fs, folds = loaded[path] = loaded.get(path) or record_features(record)
-        own = np.flatnonzero(folds.fold == fold)  # the member's own order: its shift check's cache entries
-        own_ids = [str(i) for i in fs.image_ids[own]]
-        position = dict(zip(own_ids, range(len(own_ids))))
-        head = fit_final(fs, record["head"], record["params"], folds, record["use_views"], leave_out=fold)
-        backbone = tflite_backbone(fs.attrs) if manifest is not None else _no_images
-        paths = fold_paths(own_ids, manifest, fold) if manifest is not None else None
-        parts.append((fs, own_ids, paths, backbone, head, [position[i] for i in ids]))
-    cache = {}
-
-    def probabilities(shift, update):
-        member_proba = []
-        for fs, own_ids, paths, backbone, head, order in parts:
-            key = (fs.path, shift.name if shift else None)
-            if key not in cache:
-                cache[key] = shifted_features(fs.attrs, own_ids, paths, shift, tta, update, backbone)
-            feats = cache[key]
-            member_proba.append(mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
-                                                feats[:, 1:] if feats.shape[1] > 1 else None)[order])
-        return combiner.proba(np.stack(member_proba))
-    return scored_shifts(members.labels[rows], probabilities, combiner.offsets, shifts, tta, fold, progress)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -350,6 +299,7 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
     start = time.perf_counter()
     records = select_runs(read_records(runs), run_ids, top, log)
     members = load_members(records, runs)
+    check_folds(members, method)
     load_seconds = time.perf_counter() - start
     if log:
         log(f"{method} of {len(records)} runs: {_short(records)}; {int(members.scored.sum())} images, folds "
@@ -384,7 +334,9 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
                     "cv_seconds": cv_seconds, "final_fit_seconds": None},
         "model_dir": None,
     }
-    record["shift"] = _shift_block(members, result, shift_data, shifts, tta, progress, log)
+    from skinfeat.ensemble_refit import save_ensemble, shift_block
+
+    record["shift"] = shift_block(members, result, shift_data, shifts, tta, progress, log)
     if out is not None:
         start = time.perf_counter()
         record["model_dir"] = str(save_ensemble(record, out, runs, log, members))
@@ -394,65 +346,3 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
     record["predictions_file"] = write_oof(record, members, members.fold, result, runs)
     record["record_path"] = str(write_record(record, runs))
     return record
-
-
-def _shift_block(members, result, manifest, shifts, tta, progress, log):
-    """The ensemble's shift block: asked for, or from the members' own checks; None otherwise."""
-    if not shifts:
-        recorded = recorded_shifts(members.records)
-        if recorded is None or recorded[2] != result.first[0]:
-            return None
-        shifts, tta, _ = recorded
-    try:
-        block = shift_check(members, result, manifest, shifts, tta, progress)
-    except _NotCached:
-        print(f"note: no shift check of the ensemble: the members' shifted features of fold {result.first[0]} "
-              "are not all cached; pass --data DATASET --shift NAME... to compute them", file=sys.stderr)
-        return None
-    if log:
-        w = block["worst"]
-        log(f"shift check on fold {block['fold']}: clean BMCA {block['clean']['bmca']:.3f}, worst "
-            f"{w['bmca']:.3f} ({w['bmca_shift']}); accuracy worst {w['accuracy']:.3f} ({w['accuracy_shift']})")
-    return block
-
-
-def save_ensemble(record, out, runs=None, log=None, members=None):
-    """The ensemble ``record`` as a model directory ``out`` (``skinfeat.model.ensemble``):
-    each member refitted on every CV row and saved with its backbone into
-    ``members/<i>``, the combiner fitted on every OOF row scored by all; written
-    whole (``new_model_dir``). Returns ``out``."""
-    from skinfeat.model.format import STATE, new_model_dir, write_manifest
-    from skinfeat.records import read_records
-
-    if members is None:
-        wanted = [m["run_id"] for m in record["members"]]
-        found = {r["run_id"]: r for r in read_records(runs) if r["run_id"] in wanted}
-        lost = [w for w in wanted if w not in found]
-        if lost:
-            raise DataError(f"ensemble {record['run_id']}: the records of its members {', '.join(lost)} are gone "
-                            "from the runs folder; refit them and run `skinfeat ensemble` again")
-        members = load_members([found[w] for w in wanted], runs)
-    used = members.fold >= 0
-    combiner = fit_combiner(record["head"], members, np.flatnonzero(members.scored), members.labels[used])
-    manifest = {"format": ENSEMBLE_FORMAT, "format_version": FORMAT_VERSION, "method": record["head"],
-                "head": record["head"],
-                "members": [dict(m, dir=f"members/{i}") for i, m in enumerate(record["members"])],
-                "backbone": {"module": record["backbone"]["module"], "resize": None},
-                "training": {"run_id": record["run_id"], "n_images": int(used.sum()),
-                             "class_counts": np.bincount(members.labels[used], minlength=len(CLASSES)).tolist(),
-                             "folds": record["folds"], "cv_bmca": record["metrics"]["bmca"],
-                             "shift": record.get("shift")},
-                "skinfeat_version": record.get("skinfeat_version"), "files": []}
-    if log:
-        log(f"saving the {record['head']} ensemble of {len(members.records)} runs into {out}")
-    with new_model_dir(out) as tmp:
-        for i, member in enumerate(members.records):
-            save_run_model(member, tmp / "members" / str(i), log)
-        if combiner.meta is None:
-            manifest["offsets"] = combiner.offsets.tolist()
-        else:
-            np.savez(tmp / STATE, **combiner.meta.get_state())
-            manifest.update(files=[STATE], meta={"head": META_HEAD, "params": combiner.meta.get_params(),
-                                                 "classes": [CLASSES[int(c)] for c in combiner.meta.classes_]})
-        write_manifest(tmp, manifest)
-    return Path(out)

@@ -424,7 +424,7 @@ def save_best(records, out, log=None):
     if best is None:
         raise DataError("no fit recorded to choose the best model from; run `skinfeat compare --fit` first")
     if best.get("members"):
-        from skinfeat.ensemble import save_ensemble
+        from skinfeat.ensemble_refit import save_ensemble
 
         return save_ensemble(best, out, log=log), best
     return save_run_model(best, out, log), best

@@ -18,6 +18,8 @@ from skinfeat.classes import CLASSES
 from skinfeat.cli import cli
 from skinfeat.ensemble import cross_validate, load_members
 from skinfeat.evaluate import _folds_hash, write_oof
+from skinfeat.heads.imbalance import prior_offsets
+from skinfeat.heads.inference import decide
 from skinfeat.metrics import classification_metrics
 from skinfeat.paths import features_dir, runs_dir
 from skinfeat.records import leaderboard_rows, read_records, write_record
@@ -128,6 +130,15 @@ def test_mean_and_stack_records_and_leaderboard_rows():
     assert run("ensemble", "20260101-a", "20260101-b", "20260101-c", "-q").exit_code == 0
     assert len([r for r in leaderboard_rows(read_records()) if r["head"] == "stack"]) == 1  # same setting: newest
     assert len(leaderboard_rows(read_records())) == 5
+    top = run("ensemble", "--top", "2", "--method", "mean", "-q")
+    assert top.exit_code == 0, top.output
+    record = json.loads(Path(top.stdout.split("record: ")[1].split()[0]).read_text())
+    assert [m["run_id"] for m in record["members"]] == ["20260101-c-logreg", "20260101-b-lightgbm"]  # best first
+    with np.load(runs_dir() / record["predictions_file"]) as oof:
+        rows = oof["fold"] == 1
+        train = labels[(fold >= 0) & (fold != 1)]
+        offsets = 0.85 * prior_offsets(np.bincount(train, minlength=7))  # the heads' prior adjustment
+        assert (oof["pred"][rows] == decide(oof["proba"][rows], offsets)).all()
     report = run("report", "--out", runs_dir().parent / "r.html", "--map", "none")
     assert report.exit_code == 0, report.output
 
@@ -156,6 +167,12 @@ def test_bad_run_lists_are_one_line_and_write_nothing(tmp_path):
     assert "at least 2 runs, got 1" in error_line(run("ensemble", "run-a"), 2)
     assert "given twice" in error_line(run("ensemble", "run-a", "run-a"), 2)
     assert "RUN_IDs or --top K, not both" in error_line(run("ensemble", "run-a", "run-e", "--top", "2"), 2)
+    only0, only1 = (np.where((fold == f)[:, None], informative(labels, 1, rng), np.nan) for f in (0, 1))
+    member("run-g", ids, labels, fold, only0, "g")
+    member("run-h", ids, labels, fold, only1, "h")
+    assert "score only fold 0 in common" in error_line(run("ensemble", "run-a", "run-g"))
+    assert "no fold is scored by every member" in error_line(run("ensemble", "run-g", "run-h", "--method", "mean"))
+    before = leftovers()
     (runs_dir() / "run-e.oof.npz").unlink()
     line = error_line(run("ensemble", "run-a", "run-e"))
     assert "run run-e has no out-of-fold probabilities" in line and "run-e.oof.npz is missing" in line
@@ -164,51 +181,64 @@ def test_bad_run_lists_are_one_line_and_write_nothing(tmp_path):
     line = error_line(run("ensemble", "run-a", "run-f", "--out", tmp_path / "model"))
     assert f"run run-f's out-of-fold probabilities {path} are damaged" in line
     assert leftovers() == sorted(set(before) - {"run-e.oof.npz"}) and not (tmp_path / "model").exists()
+    mean = run("ensemble", "run-a", "run-g", "--method", "mean", "-q")  # the mean needs no other fold
+    assert mean.exit_code == 0, mean.output
 
 
 # ----------------------------------------------------------------------------- real members end to end
 
 @pytest.fixture(scope="module")
-def pool(skinfeat_home, ham10000):
-    return pool_model(skinfeat_home, ham10000)
-
-
-def fit(pool, ham10000, *extra):
-    out = run("fit", "--head", "logreg", "--features", pool["features"], "--cv", "2", "--no-views", "-q",
-              "--data", ham10000, "--shift", "zoom:2", "--shift", "pad", *extra)
-    assert out.exit_code == 0, out.output
-
-
-def test_ensemble_shift_check_model_directory_predict_and_evaluate(pool, ham10000, tmp_path):
-    from skinfeat.model.ensemble import EnsemblePredictor
-    from skinfeat.model.predictor import Predictor
-
-    fit(pool, ham10000)
-    fit(pool, ham10000, "-p", "class_weight=sqrt")
-    cached = sorted((tmp_path / "features" / "shifted").glob("*.npy"))
-    out = run("ensemble", "--top", "2", "--out", tmp_path / "ens", "-q")  # shift check from the members' cache
-    assert out.exit_code == 0, out.output
-    assert sorted((tmp_path / "features" / "shifted").glob("*.npy")) == cached  # nothing recomputed
+def shifted(skinfeat_home, ham10000, tmp_path_factory):
+    """Two shift-checked logreg fits (no views) on the pool backbone's features of
+    28 HAM images, and `ensemble --top 2 --out`, built once in their own folders."""
+    pool = pool_model(skinfeat_home, ham10000)
+    root = tmp_path_factory.mktemp("ensemble")
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in (("HOME", skinfeat_home), ("FEATURES", root / "features"), ("RUNS", root / "runs")):
+            env.setenv(f"SKINFEAT_{name}", str(value))
+        for extra in ((), ("-p", "class_weight=sqrt")):
+            out = run("fit", "--head", "logreg", "--features", pool["features"], "--cv", "2", "--no-views", "-q",
+                      "--data", ham10000, "--shift", "zoom:2", "--shift", "pad", *extra)
+            assert out.exit_code == 0, out.output
+        cached = sorted((root / "features" / "shifted").iterdir())
+        out = run("ensemble", "--top", "2", "--out", root / "ens", "-q")  # shift check from the members' cache
+        assert out.exit_code == 0, out.output
     record = json.loads(Path(out.stdout.split("record: ")[1].split()[0]).read_text())
-    check = record["shift"]
+    return SimpleNamespace(root=root, model=root / "ens", stdout=out.stdout, record=record, cached=cached,
+                           cached_after=sorted((root / "features" / "shifted").iterdir()))
+
+
+def use_runs(shifted):
+    shutil.copytree(shifted.root / "runs", runs_dir())
+    shutil.copytree(shifted.root / "features", features_dir())
+
+
+def test_ensemble_shift_check_from_the_members_cache(shifted):
+    assert shifted.cached_after == shifted.cached  # nothing recomputed
+    record, check = shifted.record, shifted.record["shift"]
     assert check["fold"] == 0 and check["n"] == 14 and set(check["shifts"]) == {"zoom:2", "pad"}
     assert check["worst"]["bmca"] == min(m["bmca"] for m in check["shifts"].values())
     # clean images through the TFLite members and the fold-0 meta-learner: the CV's fold-0 figure
     assert check["clean"]["bmca"] == pytest.approx(record["metrics"]["bmca"]["folds"][0], abs=1e-6)
-    assert "worst" in out.stdout and f"model: {tmp_path / 'ens'}" in out.stdout
+    assert "worst" in shifted.stdout and f"model: {shifted.model}" in shifted.stdout
+    use_runs(shifted)
     board = run("compare").stdout
     assert f"{check['worst']['bmca']:.3f}/{check['worst']['accuracy']:.3f}" in board and " stack" in board
 
-    model = EnsemblePredictor(tmp_path / "ens")
+
+def test_ensemble_directory_predict_and_evaluate(shifted, ham10000, tmp_path):
+    from skinfeat.model.ensemble import EnsemblePredictor
+    from skinfeat.model.predictor import Predictor
+
+    model = EnsemblePredictor(shifted.model)
     assert model.manifest["format"] == "skinfeat-ensemble" and len(model.members) == 2
-    assert [Predictor(tmp_path / "ens" / "members" / str(i)).manifest["training"]["run_id"] for i in (0, 1)] == \
-        [m["run_id"] for m in record["members"]]
+    assert [Predictor(shifted.model / "members" / str(i)).manifest["training"]["run_id"] for i in (0, 1)] == \
+        [m["run_id"] for m in shifted.record["members"]]
     images = ham_subset(ham10000, per_class=1, skip=6)
-    item = json.loads(run("predict", "--model", tmp_path / "ens", *images.paths, "--format", "json").stdout)
+    item = json.loads(run("predict", "--model", shifted.model, *images.paths, "--format", "json").stdout)
     got = np.array([[i["probabilities_as_trained"][c] for c in CLASSES] for i in item])
     assert np.abs(got - model.probabilities(images.paths)).max() < 1e-5
-    assert [i["top"][0]["class"] for i in item] == [CLASSES[k] for k in
-                                                    np.argmax(model.head.adjust(got), axis=1)]
+    assert [i["top"][0]["class"] for i in item] == [CLASSES[k] for k in np.argmax(model.head.adjust(got), axis=1)]
     (tmp_path / "images").mkdir()
     for path in images.paths:
         shutil.copy(path, tmp_path / "images")
@@ -216,16 +246,54 @@ def test_ensemble_shift_check_model_directory_predict_and_evaluate(pool, ham1000
         f.write("image," + ",".join(CLASSES) + "\n")
         f.writelines(f"{i}," + ",".join(str(int(c == y)) for c in range(7)) + "\n"
                      for i, y in zip(images.image_ids, images.labels))
-    evaluated = run("evaluate", "--model", tmp_path / "ens", "--images", tmp_path / "images",
+    evaluated = run("evaluate", "--model", shifted.model, "--images", tmp_path / "images",
                     "--labels", tmp_path / "truth.csv", "--shift", "pad", "--no-progress", "--format", "json")
     assert evaluated.exit_code == 0, evaluated.output
     result = json.loads(evaluated.stdout)
-    assert result["n"] == 7 and result["model_run_id"] == record["run_id"] and result["head"] == "stack"
-    want = model.probabilities(images.paths)
-    assert result["clean"]["top3"] == classification_metrics(np.asarray(images.labels), want)["top3"]
-    assert set(result["shifts"]) == {"pad"}
-    assert "is an ensemble of 2 models" in error_line(run("export", "--model", tmp_path / "ens"))
-    assert "members/0" in error_line(run("explain", "--model", tmp_path / "ens", images.paths[0]))
+    assert result["n"] == 7 and result["model_run_id"] == shifted.record["run_id"] and result["head"] == "stack"
+    want = classification_metrics(np.asarray(images.labels), model.probabilities(images.paths))
+    assert result["clean"]["top3"] == want["top3"] and set(result["shifts"]) == {"pad"}
+    assert "is an ensemble of 2 models" in error_line(run("export", "--model", shifted.model))
+    assert "members/0" in error_line(run("explain", "--model", shifted.model, images.paths[0]))
+    assert "not available for an ensemble" in error_line(run("predict", "--model", shifted.model,
+                                                             images.paths[0], "--tta"), 2)
+
+
+def test_mean_with_a_shift_check_on_the_data_and_as_the_best_model(shifted, ham10000, tmp_path):
+    from skinfeat.evaluate import save_best
+    from skinfeat.model.ensemble import EnsemblePredictor
+
+    use_runs(shifted)
+    mean = run("ensemble", "--top", "2", "--method", "mean", "--data", ham10000, "--shift", "zoom:2", "-q")
+    assert mean.exit_code == 0, mean.output
+    record = json.loads(Path(mean.stdout.split("record: ")[1].split()[0]).read_text())
+    assert set(record["shift"]["shifts"]) == {"zoom:2"} and record["head"] == "mean"
+    best = save_best([record], tmp_path / "best")[0]  # compare --best when an ensemble is the best run
+    assert EnsemblePredictor(best).method == "mean"
+
+
+def damage_model_json(directory, **changes):
+    manifest = json.loads((directory / "model.json").read_text())
+    for key, value in changes.items():
+        manifest[key] = value(manifest[key]) if callable(value) else value
+    (directory / "model.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: damage_model_json(d, method="median"), 'has method = "median", expected stack or mean'),
+    (lambda d: shutil.rmtree(d / "members" / "1"), "its members/1 cannot be loaded (model directory"),
+    (lambda d: damage_model_json(d, members=lambda m: [dict(m[0], dir="members/1"), dict(m[1], dir="members/0")]),
+     'expected {"dir": "members/0"'),
+    (lambda d: damage_model_json(d, members=lambda m: [dict(m[0], run_id=m[1]["run_id"]), m[1]]),
+     "its members/0 is not the model of run"),
+    (lambda d: (d / "state.npz").write_bytes(b"PK\3\4"), "its meta-learner (state.npz) cannot be loaded"),
+    (lambda d: damage_model_json(d, format_version=2), "ensemble format version 2, this skinfeat reads version 1"),
+])
+def test_damaged_ensemble_directory_is_one_line(shifted, ham10000, tmp_path, damage, message):
+    shutil.copytree(shifted.model, tmp_path / "bad", symlinks=True)
+    damage(tmp_path / "bad")
+    line = error_line(run("predict", "--model", tmp_path / "bad", ham_subset(ham10000, 1).paths[0]))
+    assert message in line and str(tmp_path / "bad") in line
 
 
 def test_compare_fit_ensemble_fills_in_the_top_runs_once():

@@ -28,7 +28,7 @@ from skinfeat.classes import CLASSES
 from skinfeat.errors import ModelError
 from skinfeat.heads.inference import adjusted
 from skinfeat.model.format import ENSEMBLE_FORMAT, MANIFEST, STATE, EnsembleDirectory, _refuse_links_out, \
-    damaged, read_manifest
+    read_manifest
 
 FORMAT_VERSION = 1
 METHODS = ("stack", "mean")
@@ -64,6 +64,20 @@ def load_any(directory, verify_hash=True):
         return Predictor(directory, verify_hash)
     except EnsembleDirectory:
         return EnsemblePredictor(directory, verify_hash)
+
+
+def damaged(directory, what):
+    """The error for an ensemble directory that is damaged in ``what`` way."""
+    return ModelError(f"ensemble {directory} is incomplete or damaged: {what}; write it again with "
+                      f"`skinfeat ensemble RUN_ID... --out {directory}`")
+
+
+def _loaded(directory, what, load):
+    """``load()``, its ModelError (a damaged member or meta-learner) as the ensemble's."""
+    try:
+        return load()
+    except ModelError as exc:
+        raise damaged(directory, f"its {what} cannot be loaded ({exc})") from None
 
 
 def check_ensemble_manifest(directory, manifest):
@@ -148,7 +162,7 @@ class EnsemblePredictor:
         self.method = self.manifest["method"]
         self.members = []
         for i, entry in enumerate(self.manifest["members"]):
-            member = Predictor(self.directory / entry["dir"], verify_hash)
+            member = _loaded(directory, entry["dir"], lambda: Predictor(self.directory / entry["dir"], verify_hash))
             if (member.manifest.get("training") or {}).get("run_id") != entry["run_id"]:
                 raise damaged(directory, f"its {entry['dir']} is not the model of run {entry['run_id']} its "
                                          f"{MANIFEST} lists (it holds run "
@@ -157,7 +171,8 @@ class EnsemblePredictor:
         if self.method == "mean":
             self.head = _Offsets(self.manifest["offsets"])
         else:
-            self.head = HeadFunction(directory, self.manifest["meta"])
+            self.head = _loaded(directory, f"meta-learner ({STATE})",
+                                lambda: HeadFunction(directory, self.manifest["meta"]))
             if self.head.n_features != len(CLASSES) * len(self.members):
                 raise damaged(directory, f"its meta-learner takes {self.head.n_features} inputs, expected "
                                          f"{len(CLASSES)} per member ({len(CLASSES) * len(self.members)})")

@@ -1,0 +1,134 @@
+"""What an ensemble (``skinfeat.ensemble``) needs its members' features for: its
+shift check, with each member's head of the checked fold refitted on the other
+folds (as the member's own CV fitted it), and its model directory, with each
+member refitted on every CV row (``evaluate.save_run_model``)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from skinfeat.classes import CLASSES
+from skinfeat.errors import DataError
+from skinfeat.ensemble import fit_combiner, load_members
+from skinfeat.evaluate import fit_final, record_features, save_run_model
+from skinfeat.heads.inference import mean_over_views
+from skinfeat.model.ensemble import ENSEMBLE_FORMAT, FORMAT_VERSION, META_HEAD
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _no_images():
+    raise _NotCached
+
+
+def recorded_shifts(records):
+    """(shifts, TTA set, fold) of the members' own shift checks when they all ran the
+    same ones on the same fold and their features files are still here; else None."""
+    from skinfeat.shifts import parse_shifts
+
+    checks = [r.get("shift") for r in records]
+    if not all(checks) or not all(Path(str(r["features"].get("path"))).is_file() for r in records):
+        return None
+    if len({(tuple(c.get("shifts", {})), c.get("tta"), c.get("fold")) for c in checks}) > 1:
+        return None
+    return parse_shifts(list(checks[0]["shifts"])), checks[0]["tta"], checks[0]["fold"]
+
+
+def shift_check(members, result, manifest, shifts, tta="none", progress=False):
+    """The shift block (``skinfeat.shiftcheck.shift_check``) of the ensemble's first
+    fold: each member's head of that fold refitted on the other folds, scored on
+    the fold's images under each shift (features cached per backbone in
+    ``features/shifted/``), combined by that fold's combiner. Without ``manifest``
+    only cached features are used (``_NotCached`` when some are missing)."""
+    from skinfeat.shiftcheck import fold_paths, scored_shifts, shifted_features, tflite_backbone
+
+    fold, rows, combiner = result.first
+    ids, loaded, parts = members.image_ids[rows], {}, []
+    for record in members.records:
+        path = record["features"]["path"]
+        fs, folds = loaded[path] = loaded.get(path) or record_features(record)
+        own = np.flatnonzero(folds.fold == fold)  # the member's own order: its shift check's cache entries
+        own_ids = [str(i) for i in fs.image_ids[own]]
+        position = dict(zip(own_ids, range(len(own_ids))))
+        head = fit_final(fs, record["head"], record["params"], folds, record["use_views"], leave_out=fold)
+        backbone = tflite_backbone(fs.attrs) if manifest is not None else _no_images
+        paths = fold_paths(own_ids, manifest, fold) if manifest is not None else None
+        parts.append((fs, own_ids, paths, backbone, head, [position[i] for i in ids]))
+    cache = {}
+
+    def probabilities(shift, update):
+        member_proba = []
+        for fs, own_ids, paths, backbone, head, order in parts:
+            key = (fs.path, shift.name if shift else None)
+            if key not in cache:
+                cache[key] = shifted_features(fs.attrs, own_ids, paths, shift, tta, update, backbone)
+            feats = cache[key]
+            member_proba.append(mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
+                                                feats[:, 1:] if feats.shape[1] > 1 else None)[order])
+        return combiner.proba(np.stack(member_proba))
+    return scored_shifts(members.labels[rows], probabilities, combiner.offsets, shifts, tta, fold, progress)
+
+
+def shift_block(members, result, manifest, shifts, tta, progress, log):
+    """The ensemble's shift block: asked for, or from the members' own checks; None otherwise."""
+    if not shifts:
+        recorded = recorded_shifts(members.records)
+        if recorded is None or recorded[2] != result.first[0]:
+            return None
+        shifts, tta, _ = recorded
+    try:
+        block = shift_check(members, result, manifest, shifts, tta, progress)
+    except _NotCached:
+        print(f"note: no shift check of the ensemble: the members' shifted features of fold {result.first[0]} "
+              "are not all cached; pass --data DATASET --shift NAME... to compute them", file=sys.stderr)
+        return None
+    if log:
+        w = block["worst"]
+        log(f"shift check on fold {block['fold']}: clean BMCA {block['clean']['bmca']:.3f}, worst "
+            f"{w['bmca']:.3f} ({w['bmca_shift']}); accuracy worst {w['accuracy']:.3f} ({w['accuracy_shift']})")
+    return block
+
+
+def save_ensemble(record, out, runs=None, log=None, members=None):
+    """The ensemble ``record`` as a model directory ``out`` (``skinfeat.model.ensemble``):
+    each member refitted on every CV row and saved with its backbone into
+    ``members/<i>``, the combiner fitted on every OOF row scored by all; written
+    whole (``new_model_dir``). Returns ``out``."""
+    from skinfeat.model.format import STATE, new_model_dir, write_manifest
+    from skinfeat.records import read_records
+
+    if members is None:
+        wanted = [m["run_id"] for m in record["members"]]
+        found = {r["run_id"]: r for r in read_records(runs) if r["run_id"] in wanted}
+        lost = [w for w in wanted if w not in found]
+        if lost:
+            raise DataError(f"ensemble {record['run_id']}: the records of its members {', '.join(lost)} are gone "
+                            "from the runs folder; refit them and run `skinfeat ensemble` again")
+        members = load_members([found[w] for w in wanted], runs)
+    used = members.fold >= 0
+    combiner = fit_combiner(record["head"], members, np.flatnonzero(members.scored), members.labels[used])
+    manifest = {"format": ENSEMBLE_FORMAT, "format_version": FORMAT_VERSION, "method": record["head"],
+                "head": record["head"],
+                "members": [dict(m, dir=f"members/{i}") for i, m in enumerate(record["members"])],
+                "backbone": {"module": record["backbone"]["module"], "resize": None},
+                "training": {"run_id": record["run_id"], "n_images": int(used.sum()),
+                             "class_counts": np.bincount(members.labels[used], minlength=len(CLASSES)).tolist(),
+                             "folds": record["folds"], "cv_bmca": record["metrics"]["bmca"],
+                             "shift": record.get("shift")},
+                "skinfeat_version": record.get("skinfeat_version"), "files": []}
+    if log:
+        log(f"saving the {record['head']} ensemble of {len(members.records)} runs into {out}")
+    with new_model_dir(out) as tmp:
+        for i, member in enumerate(members.records):
+            save_run_model(member, tmp / "members" / str(i), log)
+        if combiner.meta is None:
+            manifest["offsets"] = combiner.offsets.tolist()
+        else:
+            np.savez(tmp / STATE, **combiner.meta.get_state())
+            manifest.update(files=[STATE], meta={"head": META_HEAD, "params": combiner.meta.get_params(),
+                                                 "classes": [CLASSES[int(c)] for c in combiner.meta.classes_]})
+        write_manifest(tmp, manifest)
+    return Path(out)
