@@ -18,6 +18,7 @@ import numpy as np
 
 from skinfeat.errors import DataError
 from skinfeat.external import image_features, tta_views, worst_case
+from skinfeat.fusion import parts
 from skinfeat.heads.inference import class_offsets, decide, mean_over_views
 from skinfeat.metrics import classification_metrics
 
@@ -67,7 +68,8 @@ def tflite_backbone(attrs):
 
 def shift_check(fs, head, rows, manifest, shifts, tta="none", fold=0, progress=True):
     """Scores (BMCA, accuracy) of fitted ``head`` on rows ``rows`` of the FeatureSet
-    ``fs`` (a fold it was not trained on), clean and under each of ``shifts``;
+    ``fs`` (a fold it was not trained on), clean and under each of ``shifts``
+    (each backbone of joined features shifted, metadata columns unchanged);
     ``manifest`` says where those images are (the dataset the features came from)."""
     from tqdm import tqdm
 
@@ -79,14 +81,18 @@ def shift_check(fs, head, rows, manifest, shifts, tta="none", fold=0, progress=T
                         f"{len(missing)} of its {len(ids)} (e.g. {', '.join(missing[:3])}); expected --data "
                         "to be the dataset the features were extracted from")
     paths = [where[i] for i in ids]
-    backbone = tflite_backbone(fs.attrs)
+    backbones = [(part, tflite_backbone(part)) for part in parts(fs.attrs)]
     y = fs.labels[rows].astype(int)
     offsets = class_offsets(head.classes_, head.class_offsets_)
     results = {}
     with tqdm(total=len(ids) * (1 + len(shifts)), unit="img", desc=f"shift check, fold {fold}",
               disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for done, shift in enumerate([None] + list(shifts), start=1):
-            feats = shifted_features(fs.attrs, ids, paths, shift, tta, bar.update, backbone)
+            step = lambda n: bar.update(n / len(backbones))  # noqa: E731
+            feats = np.concatenate([shifted_features(part, ids, paths, shift, tta, step, backbone)
+                                    for part, backbone in backbones], axis=2)
+            if fs.extra is not None:  # metadata columns: the same under any shift of the image
+                feats = np.concatenate([feats, np.repeat(fs.extra[rows][:, None], feats.shape[1], axis=1)], axis=2)
             bar.update(done * len(ids) - bar.n)  # cached shifts count as done too
             proba = mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
                                     feats[:, 1:] if feats.shape[1] > 1 else None)
