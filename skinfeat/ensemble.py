@@ -300,6 +300,10 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
     records = select_runs(read_records(runs), run_ids, top, log)
     members = load_members(records, runs)
     check_folds(members, method)
+    if out is not None:
+        from skinfeat.ensemble_refit import check_image_only
+
+        check_image_only(records)
     load_seconds = time.perf_counter() - start
     if log:
         log(f"{method} of {len(records)} runs: {_short(records)}; {int(members.scored.sum())} images, folds "

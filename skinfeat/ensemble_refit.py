@@ -24,13 +24,17 @@ def _no_images():
     raise _NotCached
 
 
+def _features_files(record):
+    return record["features"].get("paths") or [record["features"].get("path")]
+
+
 def recorded_shifts(records):
     """(shifts, TTA set, fold) of the members' own shift checks when they all ran the
     same ones on the same fold and their features files are still here; else None."""
     from skinfeat.shifts import parse_shifts
 
     checks = [r.get("shift") for r in records]
-    if not all(checks) or not all(Path(str(r["features"].get("path"))).is_file() for r in records):
+    if not all(checks) or not all(Path(str(f)).is_file() for r in records for f in _features_files(r)):
         return None
     if len({(tuple(c.get("shifts", {})), c.get("tta"), c.get("fold")) for c in checks}) > 1:
         return None
@@ -41,31 +45,33 @@ def shift_check(members, result, manifest, shifts, tta="none", progress=False):
     """The shift block (``skinfeat.shiftcheck.shift_check``) of the ensemble's first
     fold: each member's head of that fold refitted on the other folds, scored on
     the fold's images under each shift (features cached per backbone in
-    ``features/shifted/``), combined by that fold's combiner. Without ``manifest``
-    only cached features are used (``_NotCached`` when some are missing)."""
-    from skinfeat.shiftcheck import fold_paths, scored_shifts, shifted_features, tflite_backbone
+    ``features/shifted/``, so members of one backbone share them), combined by that
+    fold's combiner. Without ``manifest`` only cached features are used
+    (``_NotCached`` when some are missing)."""
+    from skinfeat.fusion import parts
+    from skinfeat.shiftcheck import fold_features, fold_paths, scored_shifts, tflite_backbone
 
     fold, rows, combiner = result.first
-    ids, loaded, parts = members.image_ids[rows], {}, []
+    loaded, inputs, cache = {}, [], {}
     for record in members.records:
-        path = record["features"]["path"]
-        fs, folds = loaded[path] = loaded.get(path) or record_features(record)
+        key = (tuple(map(str, _features_files(record))), tuple(record.get("metadata") or ()), record["use_views"],
+               record["folds"]["source"])
+        fs, folds = loaded[key] = loaded.get(key) or record_features(record)
         own = np.flatnonzero(folds.fold == fold)  # the member's own order: its shift check's cache entries
-        own_ids = [str(i) for i in fs.image_ids[own]]
-        position = dict(zip(own_ids, range(len(own_ids))))
+        position = dict(zip(fs.image_ids[own], range(len(own))))
         head = fit_final(fs, record["head"], record["params"], folds, record["use_views"], leave_out=fold)
-        backbone = tflite_backbone(fs.attrs) if manifest is not None else _no_images
-        paths = fold_paths(own_ids, manifest, fold) if manifest is not None else None
-        parts.append((fs, own_ids, paths, backbone, head, [position[i] for i in ids]))
-    cache = {}
+        backbones = [(part, tflite_backbone(part) if manifest is not None else _no_images)
+                     for part in parts(fs.attrs)]
+        paths = fold_paths([str(i) for i in fs.image_ids[own]], manifest, fold) if manifest is not None else None
+        inputs.append((key, fs, own, paths, backbones, head, [position[i] for i in members.image_ids[rows]]))
 
     def probabilities(shift, update):
         member_proba = []
-        for fs, own_ids, paths, backbone, head, order in parts:
-            key = (fs.path, shift.name if shift else None)
-            if key not in cache:
-                cache[key] = shifted_features(fs.attrs, own_ids, paths, shift, tta, update, backbone)
-            feats = cache[key]
+        for key, fs, own, paths, backbones, head, order in inputs:
+            at = (key, shift.name if shift else None)
+            if at not in cache:
+                cache[at] = fold_features(fs, own, paths, shift, tta, update, backbones)
+            feats = cache[at]
             member_proba.append(mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
                                                 feats[:, 1:] if feats.shape[1] > 1 else None)[order])
         return combiner.proba(np.stack(member_proba))
@@ -92,6 +98,15 @@ def shift_block(members, result, manifest, shifts, tta, progress, log):
     return block
 
 
+def check_image_only(records):
+    """DataError for members fitted with metadata: an ensemble directory predicts from images alone."""
+    for r in records:
+        if r.get("metadata"):
+            raise DataError(f"run {r['run_id']} was fitted with metadata ({', '.join(r['metadata'])}); an ensemble "
+                            "directory holds image-only members: leave out --out, or ensemble runs fitted "
+                            "without --metadata")
+
+
 def save_ensemble(record, out, runs=None, log=None, members=None):
     """The ensemble ``record`` as a model directory ``out`` (``skinfeat.model.ensemble``):
     each member refitted on every CV row and saved with its backbone into
@@ -108,6 +123,7 @@ def save_ensemble(record, out, runs=None, log=None, members=None):
             raise DataError(f"ensemble {record['run_id']}: the records of its members {', '.join(lost)} are gone "
                             "from the runs folder; refit them and run `skinfeat ensemble` again")
         members = load_members([found[w] for w in wanted], runs)
+    check_image_only(members.records)
     used = members.fold >= 0
     combiner = fit_combiner(record["head"], members, np.flatnonzero(members.scored), members.labels[used])
     manifest = {"format": ENSEMBLE_FORMAT, "format_version": FORMAT_VERSION, "method": record["head"],

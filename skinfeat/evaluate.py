@@ -225,8 +225,9 @@ def _settings_label(cls, params):
 
 def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=True, out=None,
             log=None, runs=None, shift_data=None, shifts=(), tta="none", test=None, test_name=None,
-            progress=False):
-    """Cross-validate ``head`` on the features file ``features``; with ``shifts`` (and
+            progress=False, metadata=None):
+    """Cross-validate ``head`` on the features file ``features`` (or a list of files of
+    several backbones, joined, and ``metadata`` columns appended: ``skinfeat.fusion``); with ``shifts`` (and
     ``shift_data``, the Manifest of the images the features came from), score the
     first fold's head on that fold's images under each shift (``skinfeat.shiftcheck``);
     with ``out``, fit the head on every CV row, save it as a model directory and export
@@ -235,7 +236,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     on it (``skinfeat.external``); then write the run record (returned, with its
     path under ``record_path``)."""
     from skinfeat import __version__
-    from skinfeat.features import read_features
+    from skinfeat.fusion import fit_features
     from skinfeat.heads import head_class
     from skinfeat.model.store import save_model
     from skinfeat.outputs import check_writable
@@ -249,15 +250,16 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     if out is not None:
         check_writable(out, "the model", folder=True)
     start = time.perf_counter()
-    fs = read_features(features, with_views=use_views)
+    fs = fit_features(features, metadata, with_views=use_views)
     load_seconds = time.perf_counter() - start
     use_views = bool(use_views and fs.views is not None)
     folds = resolve_folds(fs, folds_path, cv)
     scored = unseen_folds(fs, folds)
     if log:
         views = f", training on {fs.views.shape[1] + 1} views, TTA" if use_views else ""
+        meta = f" (with {fs.extra.shape[1]} metadata columns)" if fs.extra is not None else ""
         log(f"{cls.name} on {fs.path}: {fs.module}, {int((folds.fold >= 0).sum())} images, "
-            f"{fs.feature_dim}-D{views}; folds {folds.source} ({folds.sha256[:8]})")
+            f"{fs.feature_dim}-D{meta}{views}; folds {folds.source} ({folds.sha256[:8]})")
     if scored is not None:  # said even with --quiet: the figures cover part of the folds
         (log or _stderr)(f"leak guard: {fs.module} was fine-tuned on {int(fs.trained_on.sum())} of these "
                          f"images; scoring only fold{'s' * (len(scored) > 1)} {', '.join(map(str, scored))} "
@@ -273,11 +275,14 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         "backbone": {k: attrs.get(k) for k in ("module", "module_source", "module_fingerprint",
                                                 "input_size", "resize", "feature_dim", "views",
                                                 "images_per_second", "dataset")},
-        "features": {"path": str(fs.path), "key": attrs.get("key"), "n_images": len(fs),
-                     "n_labelled": int((fs.labels >= 0).sum())},
+        "features": {"path": str(fs.path), "paths": feature_paths(fs), "key": attrs.get("key"),
+                     "n_images": len(fs), "n_labelled": int((fs.labels >= 0).sum())},
+        "metadata": metadata_columns(fs),
         "head": cls.name, "params": all_params, "use_views": use_views,
         "settings": settings_hash(cls.name, all_params, use_views),
         "settings_label": ",".join(filter(None, [_settings_label(cls, all_params),
+                                                 "metadata=" + "+".join(metadata_columns(fs))
+                                                 if metadata_columns(fs) else "",
                                                  "no-views" if fs.attrs.get("views") and not use_views
                                                  else ""])),
         "folds": dict(folds.describe(), **({"scored": scored} if scored is not None else {})),
@@ -313,6 +318,16 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     record["predictions_file"] = write_oof(record, fs, folds.fold, result, runs)
     record["record_path"] = str(write_record(record, runs))
     return record
+
+
+def feature_paths(fs):
+    """The features files behind ``fs``: one, or each joined backbone's."""
+    return [p["path"] for p in fs.attrs["parts"]] if fs.attrs.get("parts") else [str(fs.path)]
+
+
+def metadata_columns(fs):
+    encoding = fs.attrs.get("metadata_encoding")
+    return list(encoding["columns"]) if encoding else None
 
 
 def _stderr(line):
@@ -431,11 +446,12 @@ def save_best(records, out, log=None):
 
 
 def record_features(record):
-    """(FeatureSet, Folds) of a fit ``record``: its features file and folds as it ran;
-    DataError when the folds are no longer the recorded ones."""
-    from skinfeat.features import read_features
+    """(FeatureSet, Folds) of a fit ``record``: its features (files and metadata) and
+    folds as it ran; DataError when the folds are no longer the recorded ones."""
+    from skinfeat.fusion import fit_features
 
-    fs = read_features(record["features"]["path"], with_views=record["use_views"])
+    fs = fit_features(record["features"].get("paths") or record["features"]["path"], record.get("metadata"),
+                      with_views=record["use_views"])
     source = record["folds"]["source"]
     folds_path = None if source.startswith("make_folds") else source
     folds = resolve_folds(fs, folds_path, None if folds_path else record["folds"]["k"])

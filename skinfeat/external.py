@@ -23,17 +23,18 @@ from skinfeat.tta import TTA_SETS, tta_views, with_views  # noqa: F401 (re-expor
 from skinfeat.metrics import classification_metrics, prior_baseline
 
 
-def prepared(path, size, policy, shift=None, tta=()):
-    """Views [1 + len(tta), H, W, 3] of the image at ``path``: decoded, shifted,
-    resized by ``policy``, then each TTA view of the resized image."""
-    image = decode(path)
+def prepared(source, size, policy, shift=None, tta=()):
+    """Views [1 + len(tta), H, W, 3] of the image at ``source`` (a path, or an image
+    decoded already): decoded, shifted, resized by ``policy``, then each TTA view of
+    the resized image."""
+    image = source if isinstance(source, np.ndarray) else decode(source)
     if shift is not None:
         image = shift(image)
     return with_views(resize(image, size, policy), tta)
 
 
 def image_features(backbone, paths, policy, shift=None, tta=(), batch_size=32, progress=None):
-    """Backbone features [n, 1 + len(tta), D] of the images at ``paths`` (their
+    """Backbone features [n, 1 + len(tta), D] of the images at ``paths`` (or decoded images; their
     TTA views second). ``backbone``: a callable [B, H, W, 3] -> [B, D] with an
     ``input_size``. Decoding runs on a second thread, beside the network."""
     size, n_views = backbone.input_size, 1 + len(tta)
@@ -80,14 +81,40 @@ def score(y, proba, offsets, train_counts=None):
     return metrics
 
 
-def model_probabilities(predictor, features):
-    """Mean probabilities [n, 7] (as trained) over the views of features [n, V, D]."""
-    return np.mean([predictor.head(features[:, v]) for v in range(features.shape[1])], axis=0)
+def metadata_for(predictor, image_ids, table=None, own=None, where="the data"):
+    """The encoded metadata [n, m] of ``image_ids`` for a model fitted with metadata
+    (None for an image-only model): from ``table`` (``skinfeat.metadata.read_metadata_csv``,
+    the user's --metadata CSV) or else ``own`` (the dataset's own metadata columns).
+    DataError when there is none, or the table has no row for some images."""
+    from skinfeat.metadata import lookup
+
+    if not predictor.metadata:
+        return None
+    columns = ", ".join(predictor.metadata["columns"])
+    absent = [c for c in predictor.metadata["columns"] if c not in (own or {})]
+    if table is None and absent:
+        raise DataError(f"model {predictor.directory} was fitted with metadata ({columns}) and {where} has "
+                        f"no {', '.join(absent)}; pass --metadata CSV (HAM10000_metadata.csv or the ISIC "
+                        "metadata layout)")
+    if table is not None:
+        values, missing = lookup(table, image_ids)
+        if missing:
+            raise DataError(f"the metadata CSV has no row for {len(missing)} of the {len(image_ids)} images of "
+                            f"{where} (e.g. {', '.join(missing[:3])}); the model needs {columns}: add their rows")
+    else:
+        values = own
+    encoded, unknown = predictor.encode_metadata(values, len(image_ids), where=f"metadata of {where}")
+    for column, count in unknown.items():
+        if count:
+            print(f"note: {count} images of {where} have a {column} the model never saw in training; "
+                  "encoded as unknown", file=sys.stderr)
+    return encoded
 
 
-def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data", progress=None):
+def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data", progress=None, metadata=None):
     """Score the model in ``directory`` on the labelled images of ``manifest``, clean
-    and under each of ``shifts`` (``skinfeat.shifts.Shift``), with TTA set ``tta``.
+    and under each of ``shifts`` (``skinfeat.shifts.Shift``), with TTA set ``tta``
+    (``metadata``: a --metadata CSV table, for a model fitted with metadata).
     Returns ``{"clean": metrics, "shifts": {name: metrics}, "worst": {...}}``.
     ``progress(n)`` is called as images are done."""
     from skinfeat.model.ensemble import load_any
@@ -96,14 +123,17 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
     predictor = load_any(directory)
     rows = labelled(manifest, where)
     paths = [manifest.paths[i] for i in rows]
+    ids = [manifest.image_ids[i] for i in rows]
+    own = {k: [v[i] for i in rows] for k, v in manifest.metadata.items()}
+    meta = metadata_for(predictor, ids, metadata, own, where)
     y = np.asarray(manifest.labels)[rows].astype(int)
     counts = (predictor.manifest.get("training") or {}).get("class_counts")
     results = {}
     for shift in [None] + list(shifts):
-        results[shift.name if shift else "clean"] = score(y, predictor.probabilities(paths, shift, views, progress),
-                                                          predictor.head.offsets, counts)
+        proba = predictor.probabilities(paths, shift, views, progress=progress, metadata=meta)
+        results[shift.name if shift else "clean"] = score(y, proba, predictor.head.offsets, counts)
     clean = results.pop("clean")
-    return {"n": len(rows), "image_ids": [manifest.image_ids[i] for i in rows], "tta": tta,
+    return {"n": len(rows), "image_ids": ids, "tta": tta,
             "clean": clean, "shifts": results, "worst": worst_case(results)}
 
 
@@ -136,7 +166,7 @@ def _write(result, write, runs=None):
 
 
 def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, write=True, progress=True,
-                    runs=None):
+                    runs=None, metadata=None):
     """``evaluate_model`` with a progress bar, described and (``write``) recorded in runs/."""
     from datetime import datetime, timezone
 
@@ -152,7 +182,8 @@ def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, writ
     total = int((np.asarray(manifest.labels) >= 0).sum()) * (1 + len(shifts))
     with tqdm(total=total, unit="img", desc="evaluate", disable=not progress, file=sys.stderr,
               dynamic_ncols=True) as bar:
-        result = evaluate_model(directory, manifest, shifts, tta, where=where or "the data", progress=bar.update)
+        result = evaluate_model(directory, manifest, shifts, tta, where=where or "the data", progress=bar.update,
+                                metadata=metadata)
     backbone = info.get("backbone") or {}
     result.update(created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
                   model_dir=str(directory), model_run_id=(info.get("training") or {}).get("run_id"),

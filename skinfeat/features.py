@@ -54,6 +54,7 @@ class FeatureSet:
     views: np.ndarray | None = None  # [N, V, D] or None
     metadata: dict = field(default_factory=dict)  # column -> [N] str
     attrs: dict = field(default_factory=dict)
+    extra: np.ndarray | None = None  # [N, m] encoded metadata, the last m columns of features (skinfeat.fusion)
 
     def __len__(self):
         return len(self.image_ids)
@@ -84,7 +85,12 @@ class FeatureSet:
 
 def trained_on_attr(image_ids, seen):
     """The TRAINED_ON attribute of rows ``image_ids`` for a backbone fine-tuned on the ids in ``seen``."""
-    mask = np.fromiter((str(i) in seen for i in image_ids), bool, len(image_ids))
+    return trained_on_bits(np.fromiter((str(i) in seen for i in image_ids), bool, len(image_ids)))
+
+
+def trained_on_bits(mask):
+    """The TRAINED_ON attribute of a bool per row."""
+    mask = np.asarray(mask, bool)
     return {"n_rows": int(mask.sum()), "rows": base64.b64encode(np.packbits(mask)).decode()}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat.classes import CLASSES
-from skinfeat.errors import DataError, UsageError
+from skinfeat.errors import DataError
 from skinfeat.images import IMAGE_EXTENSIONS, decode, name_problem, walk_images
 from skinfeat.model.predictor import DEFAULT_TOP_K, Prediction, Predictor, load_predictor
 from skinfeat.model.tflite import TFLiteBackbone
@@ -58,26 +58,27 @@ def iter_image_paths(inputs, on_skip=None):
             raise DataError(f"{item}: no such file or folder; expected image files or folders of images")
 
 
-def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None):
+def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None, metadata=None, fallback=None):
     """Predictions for every image under ``inputs``, streamed: ``batch_size`` images
     in memory at a time. An image that cannot be read is passed to
     ``on_skip(path, DataError)`` (default: raise) and left out. ``tta``: a set of
     ``skinfeat.tta.TTA_SETS`` (fixed views, averaged), or True / "views" for
-    extraction's augmentation as the model was trained (imports TensorFlow). An
-    ensemble (``EnsemblePredictor``) gets the paths: each member prepares the images
-    as it was trained."""
-    from skinfeat.model.ensemble import EnsemblePredictor
-    from skinfeat.tta import tta_views, with_views
+    extraction's augmentation as the model was trained (imports TensorFlow).
+    A model fitted with metadata takes each image's values from ``metadata``
+    (``skinfeat.metadata.read_metadata_csv``: image id -> values); an image with no
+    row there is predicted by the image-only model ``fallback`` when given, else
+    DataError before any image is predicted."""
+    from skinfeat.tta import tta_views
 
     if tta == "views":
         tta = True
-    ensemble = isinstance(model, EnsemblePredictor)
-    if ensemble and tta is True:
-        raise UsageError("--tta views (extraction's augmentation) is not available for an ensemble, whose "
-                         "members were trained on different views; use --tta flips or multiscale")
     views = tta_views(tta) if isinstance(tta, str) else ()
-    batch = []
-    for path in iter_image_paths(inputs, on_skip):
+    table = metadata or {}
+    paths = iter_image_paths(inputs, on_skip)
+    if model.metadata:
+        paths = _check_metadata(model, list(paths), table, fallback)
+    batch, target = [], model
+    for path in paths:
         try:
             image = decode(path)
         except DataError as exc:
@@ -85,26 +86,48 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None)
                 raise
             on_skip(path, exc)
             continue
-        if tta is True:
-            yield model.prediction(path, model.predict_tta(image))
-            continue
-        batch.append((path, views if ensemble else with_views(model.resized(image), views)))
-        if len(batch) == batch_size:
-            yield from _flush(model, batch, ensemble)
+        chosen = fallback if model.metadata and Path(path).stem not in table else model
+        if batch and (chosen is not target or len(batch) == batch_size):
+            yield from _flush(target, batch, views, table)
             batch = []
-    yield from _flush(model, batch, ensemble)
+        target = chosen
+        if tta is True:
+            meta = _metadata(target, [path], table)
+            yield target.prediction(path, target.predict_tta(image, metadata=meta))
+            continue
+        batch.append((path, image))
+    yield from _flush(target, batch, views, table)
 
 
-def _flush(model, batch, ensemble=False):
+def _check_metadata(model, paths, table, fallback):
+    missing = [p for p in paths if Path(p).stem not in table]
+    columns = ", ".join(model.metadata["columns"])
+    if missing and fallback is None:
+        raise DataError(f"model {model.directory} was fitted with metadata ({columns}), and "
+                        + (f"the metadata CSV has no row for {len(missing)} of the {len(paths)} images (e.g. "
+                           f"{Path(missing[0]).name})" if table else "no --metadata CSV was given")
+                        + "; pass --metadata CSV with their rows, or --fallback DIR (an image-only model) "
+                          "for images without")
+    if fallback is not None and fallback.metadata:
+        raise DataError(f"fallback model {fallback.directory} needs metadata too; expected an image-only model")
+    return paths
+
+
+def _metadata(model, paths, table):
+    if not model.metadata:
+        return None
+    ids = [Path(p).stem for p in paths]
+    values = {c: [table[i].get(c, "") for i in ids] for c in model.metadata["columns"]}
+    return model.encode_metadata(values, len(ids))[0]
+
+
+def _flush(model, batch, views=(), table=None):
     if not batch:
         return
-    if ensemble:
-        proba = model.probabilities([path for path, _ in batch], tta=batch[0][1])
-    else:
-        n_views = len(batch[0][1])
-        proba = model.predict_proba(np.concatenate([views for _, views in batch]))
-        proba = proba.reshape(len(batch), n_views, -1).mean(axis=1)
-    for (path, _), p in zip(batch, proba):
+    paths = [path for path, _ in batch]
+    proba = model.probabilities([image for _, image in batch], tta=views,
+                                metadata=_metadata(model, paths, table or {}))
+    for path, p in zip(paths, proba):
         yield model.prediction(path, p)
 
 

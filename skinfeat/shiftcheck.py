@@ -18,6 +18,7 @@ import numpy as np
 
 from skinfeat.errors import DataError
 from skinfeat.external import image_features, tta_views, worst_case
+from skinfeat.fusion import parts
 from skinfeat.heads.inference import class_offsets, decide, mean_over_views
 from skinfeat.metrics import classification_metrics
 
@@ -67,14 +68,14 @@ def tflite_backbone(attrs):
 
 def shift_check(fs, head, rows, manifest, shifts, tta="none", fold=0, progress=True):
     """Scores (BMCA, accuracy) of fitted ``head`` on rows ``rows`` of the FeatureSet
-    ``fs`` (a fold it was not trained on), clean and under each of ``shifts``;
+    ``fs`` (a fold it was not trained on), clean and under each of ``shifts``
+    (each backbone of joined features shifted, metadata columns unchanged);
     ``manifest`` says where those images are (the dataset the features came from)."""
-    ids = [str(i) for i in fs.image_ids[rows]]
-    paths = fold_paths(ids, manifest, fold)
-    backbone = tflite_backbone(fs.attrs)
+    paths = fold_paths([str(i) for i in fs.image_ids[rows]], manifest, fold)
+    backbones = [(part, tflite_backbone(part)) for part in parts(fs.attrs)]
 
     def probabilities(shift, update):
-        feats = shifted_features(fs.attrs, ids, paths, shift, tta, update, backbone)
+        feats = fold_features(fs, rows, paths, shift, tta, update, backbones)
         return mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
                                feats[:, 1:] if feats.shape[1] > 1 else None)
     return scored_shifts(fs.labels[rows].astype(int), probabilities, class_offsets(head.classes_, head.class_offsets_),
@@ -90,6 +91,20 @@ def fold_paths(ids, manifest, fold):
                         f"{len(missing)} of its {len(ids)} (e.g. {', '.join(missing[:3])}); expected --data "
                         "to be the dataset the features were extracted from")
     return [where[i] for i in ids]
+
+
+def fold_features(fs, rows, paths, shift, tta, progress, backbones):
+    """Head inputs [n, 1 + TTA views, D] of rows ``rows`` of ``fs`` (images at
+    ``paths``) under ``shift``: each backbone's (``backbones``: [(part attrs, loader)])
+    shifted features side by side, then the rows' metadata columns, which no shift of
+    the image changes."""
+    ids = [str(i) for i in fs.image_ids[rows]]
+    step = (lambda n: progress(n / len(backbones))) if progress else None
+    feats = np.concatenate([shifted_features(part, ids, paths, shift, tta, step, backbone)
+                            for part, backbone in backbones], axis=2)
+    if fs.extra is not None:
+        feats = np.concatenate([feats, np.repeat(fs.extra[rows][:, None], feats.shape[1], axis=1)], axis=2)
+    return feats
 
 
 def scored_shifts(y, probabilities, offsets, shifts, tta="none", fold=0, progress=True):

@@ -18,7 +18,7 @@ def _zoom(image, factor):
 TTA_VIEWS = {
     "hflip": lambda x: x[:, ::-1],
     "vflip": lambda x: x[::-1],
-    "rot90": lambda x: np.rot90(x),
+    "rot90": lambda x: np.rot90(x, 1 if x.shape[0] == x.shape[1] else 2),  # a non-square input turns 180°
     "zoom1.3": lambda x: _zoom(x, 1.3),
     "zoom1.3-hflip": lambda x: _zoom(x, 1.3)[:, ::-1],
 }

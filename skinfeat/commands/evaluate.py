@@ -27,8 +27,11 @@ from skinfeat.commands.data import dataset_options, load_manifest
               help="Output format.")
 @click.option("--record/--no-record", default=True, show_default=True,
               help="Write a JSON record into runs/ ($SKINFEAT_RUNS) for `skinfeat compare` and `report`.")
+@click.option("--metadata", "metadata_csv", type=click.Path(dir_okay=False), metavar="CSV",
+              help="For a model fitted with --metadata: age, sex and site by image id (HAM10000 or ISIC "
+                   "layout); default: the dataset's own metadata columns.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, record, progress):
+def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, record, metadata_csv, progress):
     """Score a model on labelled images it was not trained on (another clinic's,
     ISIC's validation or test set), as `predict` runs it.
 
@@ -69,8 +72,13 @@ def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, rec
 
             raise DataError(f"{data or images}: {len(errors)} problems in the data, the first: {errors[0]}; "
                             "evaluate scores every image, so fix them first (`skinfeat data check` lists them)")
+        table = None
+        if metadata_csv:
+            from skinfeat.metadata import read_metadata_csv
+
+            table = read_metadata_csv(metadata_csv)
         result = evaluate_images(model_dir, manifest, parsed, tta, where=data or images,
-                                 write=record, progress=progress)
+                                 write=record, progress=progress, metadata=table)
     if fmt == "json":
         click.echo(json.dumps({k: v for k, v in result.items() if k != "image_ids"}, indent=1))
     else:

@@ -26,8 +26,12 @@ def _parse_params(values):
 
 @click.command()
 @click.option("--head", required=True, metavar="NAME", help=f"Head to fit: {', '.join(HEADS)}.")
-@click.option("--features", "features", required=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="Features file written by `skinfeat extract`.")
+@click.option("--features", "features", required=True, multiple=True, type=click.Path(dir_okay=False),
+              metavar="FILE", help="Features file written by `skinfeat extract`. Repeat it to fit one head on "
+                                   "several backbones' features of the same images, joined side by side.")
+@click.option("--metadata", "metadata", metavar="COLUMNS",
+              help="Also give the head the patient metadata stored in the features file: a comma-separated "
+                   "subset of age,sex,localization (scaled age, one-hot sex and site, missing indicators).")
 @click.option("--folds", "folds_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Folds file from `skinfeat data split` (the same for every backbone and head).")
 @click.option("--cv", type=int, metavar="K",
@@ -57,8 +61,8 @@ def _parse_params(values):
 @click.option("--test", "test_data", type=click.Path(), metavar="PATH",
               help="With --out: also score the saved model on this labelled dataset (`skinfeat evaluate`).")
 @click.option("--quiet", "-q", is_flag=True, help="No per-fold progress on stderr.")
-def fit(head, features, folds_path, cv, class_weight, sampling, adjust, param, views, out, shift_data, shifts,
-        tta, test_data, quiet):
+def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust, param, views, out, shift_data,
+        shifts, tta, test_data, quiet):
     """Fit a head on cached features with lesion-grouped cross-validation.
 
     Prints BMCA (balanced multiclass accuracy, the ISIC metric), accuracy,
@@ -72,6 +76,9 @@ def fit(head, features, folds_path, cv, class_weight, sampling, adjust, param, v
     from skinfeat.evaluate import run_fit
     from skinfeat.records import summary_lines
 
+    from skinfeat.metadata import parse_columns
+
+    columns = parse_columns(metadata) if metadata else None
     params = _parse_params(param)
     params.update({k: v for k, v in (("class_weight", class_weight), ("sampling", sampling),
                                       ("adjust", adjust)) if v is not None})
@@ -84,9 +91,9 @@ def fit(head, features, folds_path, cv, class_weight, sampling, adjust, param, v
         from skinfeat.external import labelled
 
         labelled(test, test_data)  # unlabelled test data fails before any fitting
-    record = run_fit(features, head, params, folds_path=folds_path, cv=cv, use_views=views, out=out,
+    record = run_fit(list(features) if len(features) > 1 else features[0], head, params, folds_path=folds_path, cv=cv, use_views=views, out=out,
                      log=log, shift_data=shift_manifest, shifts=parsed, tta=tta, test=test,
-                     test_name=test_data, progress=not quiet)
+                     test_name=test_data, progress=not quiet, metadata=columns)
     click.echo("\n".join(summary_lines(record)))
     click.echo(f"record: {record['record_path']}")
     if record.get("shift"):

@@ -26,7 +26,13 @@ from skinfeat.predict import FORMATS  # light to import (no TensorFlow, scikit-l
                    "(image,MEL,NV,BCC,AKIEC,BKL,DF,VASC).")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Write here (replaced only when all images are done) instead of standard output.")
-def predict(model_dir, inputs, top_k, tta, fmt, out):
+@click.option("--metadata", "metadata_csv", type=click.Path(dir_okay=False), metavar="CSV",
+              help="For a model fitted with --metadata: each image's age, sex and site, by image id "
+                   "(HAM10000_metadata.csv, or the ISIC layout: image, age_approx, sex, anatom_site_general).")
+@click.option("--fallback", "fallback_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="An image-only model directory that predicts the images the --metadata CSV has no row for "
+                   "(default: such images are an error).")
+def predict(model_dir, inputs, top_k, tta, fmt, out, metadata_csv, fallback_dir):
     """Predict the lesion class of images (files, or folders searched recursively).
 
     Prints the top classes with their full names and probabilities. Folders of
@@ -38,15 +44,22 @@ def predict(model_dir, inputs, top_k, tta, fmt, out):
     json also lists them as trained. Only the model directory is needed.
     """
     from skinfeat.atomic import write_atomically
-    from skinfeat.outputs import check_writable, writing
     from skinfeat.model.ensemble import load_any
-    from skinfeat.predict import predict_paths, write_predictions
+    from skinfeat.outputs import check_writable, writing
+    from skinfeat.predict import load_predictor, predict_paths, write_predictions
 
     if out is not None:
         check_writable(out, "the predictions")
     model = load_any(model_dir)
+    fallback = load_predictor(fallback_dir) if fallback_dir else None
+    table = None
+    if metadata_csv:
+        from skinfeat.metadata import read_metadata_csv
+
+        table = read_metadata_csv(metadata_csv)
     skips = _Skips()
-    predictions = skips.reported(predict_paths(model, inputs, tta=tta, on_skip=skips.add))
+    predictions = skips.reported(predict_paths(model, inputs, tta=tta, on_skip=skips.add, metadata=table,
+                                               fallback=fallback))
     if out is None:
         count = write_predictions(predictions, sys.stdout, fmt, top_k)
     else:
@@ -96,12 +109,13 @@ class _Skips:
 @click.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Model directory written by `skinfeat fit --out DIR`.")
-@click.option("--module", metavar="SPEC",
+@click.option("--module", "modules", multiple=True, metavar="SPEC",
               help="Where the model's backbone is now (catalog name, SavedModel folder, handle); "
                    "default: the one recorded in the model, if it is in the catalog (a SavedModel "
-                   "folder or handle runs, so it is used only when named here). Its fingerprint must match.")
-def export(model_dir, module):
-    """Put the model's backbone inside its directory as backbone.tflite.
+                   "folder or handle runs, so it is used only when named here). Its fingerprint must match. "
+                   "A model on several backbones takes one --module per backbone, in their order.")
+def export(model_dir, modules):
+    """Put the model's backbones inside its directory as TFLite files.
 
     `skinfeat fit --out` does this already when the backbone is available;
     use this for a model saved without it. The TFLite copy is checked against
@@ -109,7 +123,7 @@ def export(model_dir, module):
     """
     from skinfeat.model.export import export_model
 
-    info = export_model(model_dir, module)
-    click.echo(f"exported {info['module']} into {Path(model_dir) / info['file']} "
-               f"({info['input_size'][0]}x{info['input_size'][1]}, {info['feature_dim']}-D, "
-               f"max difference to the SavedModel {info['max_abs_diff']:.1e})")
+    for info in export_model(model_dir, modules):
+        click.echo(f"exported {info['module']} into {Path(model_dir) / info['file']} "
+                   f"({info['input_size'][0]}x{info['input_size'][1]}, {info['feature_dim']}-D, "
+                   f"max difference to the SavedModel {info['max_abs_diff']:.1e})")

@@ -149,8 +149,8 @@ class _Offsets:
 
 class EnsemblePredictor:
     """An ensemble directory loaded for prediction: each member a ``Predictor``; the
-    interface ``evaluate`` and ``predict`` use: ``probabilities``, ``head.adjust``,
-    ``head.offsets``, ``manifest``, ``prediction``."""
+    interface ``evaluate`` and ``predict`` use: ``probabilities``, ``predict_tta``,
+    ``head.adjust``, ``head.offsets``, ``manifest``, ``metadata``, ``prediction``."""
 
     def __init__(self, directory, verify_hash=True):
         from skinfeat.model.predictor import HeadFunction, Predictor
@@ -167,7 +167,11 @@ class EnsemblePredictor:
                 raise damaged(directory, f"its {entry['dir']} is not the model of run {entry['run_id']} its "
                                          f"{MANIFEST} lists (it holds run "
                                          f"{(member.manifest.get('training') or {}).get('run_id')})")
+            if member.metadata:
+                raise damaged(directory, f"its {entry['dir']} was fitted with metadata; an ensemble directory "
+                                         "holds image-only members")
             self.members.append(member)
+        self.metadata = None  # image-only: what predict and evaluate ask of a model
         if self.method == "mean":
             self.head = _Offsets(self.manifest["offsets"])
         else:
@@ -177,14 +181,18 @@ class EnsemblePredictor:
                 raise damaged(directory, f"its meta-learner takes {self.head.n_features} inputs, expected "
                                          f"{len(CLASSES)} per member ({len(CLASSES) * len(self.members)})")
 
-    def probabilities(self, paths, shift=None, tta=(), progress=None):
-        """Probabilities [n, 7] as trained of the images at ``paths`` (under ``shift``,
-        each member averaging over the TTA views ``tta``); ``progress(k)`` as the last
-        member finishes images."""
-        last = len(self.members) - 1
-        member_proba = np.stack([m.probabilities(paths, shift, tta, progress if i == last else None)
-                                 for i, m in enumerate(self.members)])
-        return combine(self.method, member_proba, self.head)
+    def probabilities(self, sources, shift=None, tta=(), progress=None, metadata=None):
+        """Probabilities [n, 7] as trained of ``sources`` (paths or decoded images; under
+        ``shift``), each member averaging over the TTA views ``tta``."""
+        step = (lambda n: progress(n / len(self.members))) if progress else None
+        return combine(self.method, np.stack([m.probabilities(sources, shift, tta, step) for m in self.members]),
+                       self.head)
+
+    def predict_tta(self, image, views=None, metadata=None):
+        """Probabilities [7] of a decoded image, each member averaging over the views of
+        extraction's augmentation it was trained with (``Predictor.predict_tta``)."""
+        return combine(self.method, np.stack([m.predict_tta(image, views)[None] for m in self.members]),
+                       self.head)[0]
 
     def prediction(self, path, proba):
         from skinfeat.model.predictor import Prediction

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from skinfeat.atomic import atomic_dir
 from skinfeat.errors import ModelError, SkinfeatError
-from skinfeat.model.format import TFLITE, backbone_spec, check_fingerprint, new_model_dir, read_manifest, \
-    resize_policy, sha256_file, write_manifest
+from skinfeat.model.format import TFLITE, backbone_spec, check_fingerprint, model_parts, new_model_dir, \
+    read_manifest, resize_policy, sha256_file, write_manifest
 from skinfeat.runtime import run_fresh
 
 MAX_RELATIVE_DIFF = 1e-3  # TFLite vs SavedModel, relative to the largest feature
@@ -43,7 +43,7 @@ class Unavailable(ModelError):
     since the features were extracted (a full disk or a crash is something else)."""
 
 
-def export_backbone(directory, backbone, module, model=None):
+def export_backbone(directory, backbone, module, model=None, file=TFLITE):
     """Write ``directory/backbone.tflite`` of ``module`` (a spec for ``resolve_module``:
     the caller decides which it may load, see ``backbone_spec``), checked against the
     fingerprint in the model's ``backbone`` block (from model.json), and return the
@@ -54,7 +54,7 @@ def export_backbone(directory, backbone, module, model=None):
     if not module:
         raise Unavailable("the model does not record which backbone produced its features; re-fit it "
                           "with `skinfeat fit --out` on features from `skinfeat extract`")
-    out = Path(directory) / TFLITE
+    out = Path(directory) / file
     args = {"module": module, "fingerprint": backbone.get("module_fingerprint"),
             "input_size": backbone.get("input_size"), "out": str(out), "model": str(model or directory)}
     info = run_fresh("skinfeat.model.export", [json.dumps(args)], ModelError,
@@ -63,7 +63,7 @@ def export_backbone(directory, backbone, module, model=None):
         raise OSError(*info["os_error"])
     if "unavailable" in info:
         raise Unavailable(info["unavailable"])
-    info.update(file=TFLITE, sha256=sha256_file(out), module=backbone.get("module"))
+    info.update(file=file, sha256=sha256_file(out), module=backbone.get("module"))
     return info
 
 
@@ -91,45 +91,61 @@ def cached_backbone(backbone):
     return path
 
 
-def export_into(directory, manifest, module, model, skip_unavailable=False):
-    """Export ``module`` into ``directory`` (a model being written) and record it in
-    ``manifest`` (the caller writes it); returns the ``export`` record. With
-    ``skip_unavailable``, a backbone that cannot be exported here is recorded as
-    ``{"skipped": why}`` instead (the model is still usable with features;
-    ``skinfeat export`` can add the backbone later). A file that cannot be written
-    (a full disk) is never "unavailable": its OSError goes up."""
-    backbone = manifest["backbone"]
-    try:
-        resize = resize_policy(model, backbone, Unavailable)  # prediction resizes images as extraction did
-        info = dict(export_backbone(directory, backbone, module, model), resize=resize)
-    except Unavailable as exc:
-        if not skip_unavailable:
-            raise
-        info = {"skipped": str(exc)}
-    manifest["files"] = [name for name in manifest["files"] if name != TFLITE] + ([TFLITE] if "file" in info else [])
-    manifest["export"] = info
-    return info
+def export_into(directory, manifest, modules, model, skip_unavailable=False):
+    """Export each backbone of the model being written in ``directory`` (``modules``:
+    one spec per ``model_parts`` entry) and record it in ``manifest`` (the caller
+    writes it); returns the ``export`` records. With ``skip_unavailable``, a
+    backbone that cannot be exported here is recorded as ``{"skipped": why}``
+    instead (the model is still usable with features; ``skinfeat export`` can add
+    the backbone later). A file that cannot be written (a full disk) is never
+    "unavailable": its OSError goes up."""
+    parts, infos = model_parts(manifest), []
+    for i, (part, module) in enumerate(zip(parts, modules)):
+        backbone = part["backbone"]
+        try:
+            resize = resize_policy(model, backbone, Unavailable)  # prediction resizes images as extraction did
+            info = dict(export_backbone(directory, backbone, module, model, part["file"]), resize=resize)
+        except Unavailable as exc:
+            if not skip_unavailable:
+                raise
+            info = {"skipped": str(exc)}
+        manifest["files"] = [n for n in manifest["files"] if n != part["file"]] + ([part["file"]] if "file" in info else [])
+        if manifest.get("parts"):
+            manifest["parts"][i]["export"] = info
+        else:
+            manifest["export"] = info
+        infos.append(info)
+    return infos
 
 
-def export_model(directory, module=None):
-    """Export the backbone into the model ``directory`` (again, or for the first time):
-    a copy of the model (the files its model.json lists) with the new backbone is made
-    beside it and takes its place, so the old backbone stays until the new one is in. ``module``: where the backbone
-    is (the user's ``--module``); by default the recorded one if the catalog has it
-    (``backbone_spec``). Returns the ``export`` record."""
+def export_model(directory, modules=()):
+    """Export the backbones into the model ``directory`` (again, or for the first time):
+    a copy of the model (the files its model.json lists) with the new backbones is made
+    beside it and takes its place, so the old backbones stay until the new ones are in.
+    ``modules``: where each backbone is (the user's ``--module``s, one per backbone, in
+    order; a string for one); by default the recorded one if the catalog has it
+    (``backbone_spec``). Returns the ``export`` records, one per backbone."""
     from skinfeat.model.predictor import HeadFunction
 
     directory = Path(directory)
-    manifest = read_manifest(directory, optional=(TFLITE,))
+    manifest = read_manifest(directory, optional=("*.tflite",))  # the backbones are what is being made
     HeadFunction(directory, manifest)  # a damaged head is refused now: a new backbone cannot mend it
-    spec = backbone_spec(directory, manifest, module)
+    parts = model_parts(manifest)
+    modules = [modules] if isinstance(modules, str) else list(modules or ())
+    if modules and len(modules) != len(parts):
+        raise ModelError(f"model {directory} joins {len(parts)} backbone{'s' * (len(parts) > 1)}' features "
+                         f"({manifest['backbone'].get('module')}) and got {len(modules)} --module; expected one "
+                         "per backbone in their order, or none (each is exported from the module it records)")
+    specs = [backbone_spec(directory, manifest, m, part["backbone"])
+             for part, m in zip(parts, modules or [None] * len(parts))]
+    files = {p["file"] for p in parts}
     with new_model_dir(directory) as tmp:
         for name in manifest["files"]:
-            if name != TFLITE:
+            if name not in files:
                 shutil.copyfile(directory / name, tmp / name)
-        info = export_into(tmp, manifest, spec, directory)
+        infos = export_into(tmp, manifest, specs, directory)
         write_manifest(tmp, manifest)
-    return info
+    return infos
 
 
 # ----------------------------------------------------------------------------- the subprocess

@@ -9,6 +9,7 @@ A model directory may come from anywhere, so reading one trusts nothing in it:
 every field has its type checked before use, a symlink may not lead out of the
 directory, and damage is a one-line ModelError naming the directory."""
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ _NONE = type(None)
 _FIELDS = {  # block -> field -> the types it may have (absent counts as None)
     "": {"head": (str,), "params": (dict,), "classes": (list,), "backbone": (dict,), "files": (list,),
          "training": (dict, _NONE), "export": (dict, _NONE), "features": (dict, _NONE),
-         "numpy_head": (dict, _NONE)},
+         "numpy_head": (dict, _NONE), "parts": (list, _NONE), "metadata": (dict, _NONE)},
     "backbone": {"module": (str, _NONE), "module_source": (str, _NONE), "module_fingerprint": (str, _NONE),
                  "module_info": (dict, str, _NONE), "input_size": (list, int, _NONE), "resize": (str, _NONE),
                  "feature_dim": (int, _NONE), "views": (int, _NONE), "dtype": (str, _NONE),
@@ -80,7 +81,8 @@ def sha256_file(path):
 
 def read_manifest(directory, optional=()):
     """The decoded and checked model.json of ``directory``, with every file it lists
-    present (but those in ``optional``); ModelError saying what is wrong otherwise."""
+    present (but those matching a pattern in ``optional``); ModelError saying what is
+    wrong otherwise."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelError(f"model directory {directory} does not exist; expected a folder written by "
@@ -110,7 +112,8 @@ def read_manifest(directory, optional=()):
         raise ModelError(f"{path} has model format version {manifest.get('format_version')}, this "
                          f"skinfeat reads version {FORMAT_VERSION}; {REFIT}")
     _check_fields(directory, manifest)
-    missing = [name for name in manifest["files"] if name not in optional and not (directory / name).is_file()]
+    missing = [name for name in manifest["files"] if not any(fnmatch.fnmatchcase(name, p) for p in optional)
+               and not (directory / name).is_file()]
     if missing:
         raise ModelError(f"model {directory} is incomplete or damaged: it is missing {', '.join(missing)} "
                          f"(listed in its {MANIFEST}); copy the whole directory, or re-fit with "
@@ -140,15 +143,36 @@ def _check_fields(directory, manifest):
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 expected = " or ".join("null" if t is _NONE else t.__name__ for t in types)
                 raise bad(f"{block + '.' if block else ''}{key}", value, expected)
+    for i, part in enumerate(manifest.get("parts") or []):
+        if not isinstance(part, dict) or not isinstance(part.get("backbone"), dict) \
+                or not isinstance(part.get("export"), (dict, _NONE)):
+            raise bad(f"parts[{i}]", part, "{backbone: {...}, export: {...} or null}")
+        for block in ("backbone", "export"):
+            for key, types in _FIELDS[block].items():
+                value = (part.get(block) or {}).get(key)
+                if not isinstance(value, types) or isinstance(value, bool):
+                    raise bad(f"parts[{i}].{block}.{key}", value,
+                              " or ".join("null" if t is _NONE else t.__name__ for t in types))
+    if manifest.get("parts") is not None and len(manifest["parts"]) < 2:
+        raise bad("parts", manifest["parts"], "two or more backbones (one is the backbone block)")
+    if manifest.get("metadata") is not None:
+        from skinfeat.metadata import check_encoding
+
+        why = check_encoding(manifest["metadata"])
+        if why:
+            raise bad("metadata", manifest["metadata"], f"a metadata encoding ({why})")
     classes, files = manifest["classes"], manifest["files"]
     if len(classes) < 2 or len(set(map(str, classes))) < len(classes) or not set(map(str, classes)) <= set(CLASSES):
         raise bad("classes", classes, f"two or more of {', '.join(CLASSES)}")
     if not all(isinstance(f, str) and f not in ("", ".", "..") and os.path.basename(f) == f for f in files):
         raise bad("files", files, "names of files inside the model directory")
-    export = manifest.get("export") or {}
-    if export.get("file") not in (None, TFLITE):
-        raise bad("export.file", export["file"], repr(TFLITE))
-    for where, block in (("backbone", manifest["backbone"]), ("export", export)):
+    blocks = []
+    for i, part in enumerate(model_parts(manifest)):
+        where = f"parts[{i}]." if manifest.get("parts") else ""
+        if part["export"].get("file") not in (None, part["file"]):
+            raise bad(f"{where}export.file", part["export"]["file"], repr(part["file"]))
+        blocks += [(f"{where}backbone", part["backbone"]), (f"{where}export", part["export"])]
+    for where, block in blocks:
         size = block.get("input_size")
         if isinstance(size, list) and not (len(size) == 2 and all(_count(s) and s > 0 for s in size)):
             raise bad(f"{where}.input_size", size, "[height, width]")
@@ -160,6 +184,22 @@ def _check_fields(directory, manifest):
     why = problem(manifest["head"], manifest["params"])
     if why:
         raise damaged(directory, f"its {MANIFEST} params: {why}")
+
+
+def model_parts(manifest):
+    """The backbones of a model, in the order their features are joined: each
+    ``{"backbone": block, "export": block, "file": its TFLite file name}``. One
+    (the manifest's own backbone and export blocks), or the ``parts`` of a model
+    fitted on several backbones' features (``skinfeat.fusion``)."""
+    parts = manifest.get("parts")
+    if not parts:
+        return [{"backbone": manifest["backbone"], "export": manifest.get("export") or {}, "file": TFLITE}]
+    return [{"backbone": p["backbone"], "export": p.get("export") or {}, "file": part_file(i)}
+            for i, p in enumerate(parts)]
+
+
+def part_file(index):
+    return f"backbone-{index}.tflite"
 
 
 def _count(value):
@@ -242,15 +282,16 @@ def resize_policy(directory, block, error=ModelError):
     return policy
 
 
-def backbone_spec(directory, manifest, module=None):
+def backbone_spec(directory, manifest, module=None, block=None):
     """What ``resolve_module`` may load as the backbone of the model in ``directory``:
     ``module`` when the user names one (``--module``), otherwise the recorded module
     only if the catalog has it or it is a ``finetuned/NAME`` of skinfeat's own module
-    cache (resolved there only, never as a path). A model folder never picks a SavedModel path or a
+    cache (resolved there only, never as a path); ``block``: the backbone block
+    of one of its ``model_parts`` (default: the model's own). A model folder never picks a SavedModel path or a
     handle by itself: the graph it names could do anything when it runs."""
     if module:
         return str(module)
-    recorded = manifest["backbone"].get("module")
+    recorded = (block or manifest["backbone"]).get("module")
     if not recorded:
         raise ModelError(f"model {directory} does not record which backbone produced its features; pass it "
                          "with --module, or re-fit with `skinfeat fit --out` on features from `skinfeat extract`")

@@ -16,7 +16,8 @@ from skinfeat.classes import CLASSES, FULL_NAMES
 from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, adjusted, class_offsets, in_classes_order
 from skinfeat.images import decode, resize
-from skinfeat.model.format import HEAD_ERRORS, TFLITE, check_fingerprint, damaged, probe_head, read_manifest, \
+from skinfeat.metadata import encode, width
+from skinfeat.model.format import HEAD_ERRORS, check_fingerprint, damaged, model_parts, probe_head, read_manifest, \
     read_state, resize_policy, sha256_file
 from skinfeat.model.tflite import TFLiteBackbone
 
@@ -98,80 +99,144 @@ class Prediction:
         return [(CLASSES[i], FULL_NAMES[CLASSES[i]], float(self.adjusted[i])) for i in order]
 
 
-def _check_export(directory, manifest, verify_hash):
-    export, backbone = manifest.get("export") or {}, manifest.get("backbone") or {}
+def _check_export(directory, manifest, part, verify_hash):
+    export, backbone = part["export"], part["backbone"]
     fix = (f"run `skinfeat export --model {directory}` where backbone {backbone.get('module')!r} is available "
            "(with --module naming it, if it is not in the catalog)")
     if not export.get("file"):
         why = f" ({export['skipped']})" if export.get("skipped") else ""
         raise ModelError(f"model {directory} has no exported backbone{why}; prediction from images needs "
-                         f"{TFLITE} inside the model: {fix}")
+                         f"{part['file']} inside the model: {fix}")
     path = Path(directory) / export["file"]
     if not path.is_file():
         raise ModelError(f"model {directory} is missing {export['file']} (its backbone); {fix}")
-    check_fingerprint(directory, manifest, export.get("module_fingerprint"), f"its {export['file']}", fix)
+    check_fingerprint(directory, {"backbone": backbone}, export.get("module_fingerprint"), f"its {export['file']}", fix)
     if verify_hash and sha256_file(path) != export.get("sha256"):
         raise ModelError(f"model {directory}: {export['file']} changed since it was exported (sha256 "
                          f"differs from model.json); {fix}")
     return path, export
 
 
+@dataclass
+class Part:
+    """One backbone of a model: its TFLite network and how images are resized for it."""
+
+    backbone: TFLiteBackbone
+    resize: str
+    input_size: tuple
+    augment: str
+
+
+def _load_part(directory, manifest, part, verify_hash, threads):
+    path, export = _check_export(directory, manifest, part, verify_hash)
+    resize = resize_policy(directory, export)
+    try:
+        backbone = TFLiteBackbone(path, threads)
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"model {directory}: {export['file']} cannot be loaded ({exc}); "
+                         f"re-export it with `skinfeat export --model {directory}`") from None
+    return Part(backbone, resize, backbone.input_size, part["backbone"].get("augment") or "mild")
+
+
 class Predictor:
-    """A model directory loaded for prediction: TFLite backbone plus numpy head."""
+    """A model directory loaded for prediction: its TFLite backbones (one, or several
+    whose features are joined) plus the numpy head, and the metadata encoding of a
+    model fitted with ``--metadata``."""
 
     def __init__(self, directory, verify_hash=True, threads=None):
         self.directory = Path(directory)
         self.manifest = read_manifest(directory)
-        path, export = _check_export(directory, self.manifest, verify_hash)
-        self.resize = resize_policy(directory, export)
+        self.parts = [_load_part(directory, self.manifest, part, verify_hash, threads)
+                      for part in model_parts(self.manifest)]
         self.head = HeadFunction(directory, self.manifest)
-        try:
-            self.backbone = TFLiteBackbone(path, threads)
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"model {directory}: {export['file']} cannot be loaded ({exc}); "
-                             f"re-export it with `skinfeat export --model {directory}`") from None
-        if self.backbone.feature_dim != self.head.n_features:
-            raise ModelError(f"model {directory}: the backbone gives {self.backbone.feature_dim} features, "
-                             f"the head expects {self.head.n_features}; re-export with `skinfeat export`")
-        self.input_size = self.backbone.input_size
+        self.metadata = self.manifest.get("metadata")  # the encoding, or None for an image-only model
+        n_meta = width(self.metadata) if self.metadata else 0
+        dims = sum(p.backbone.feature_dim for p in self.parts)
+        if dims + n_meta != self.head.n_features:
+            meta = f" and {n_meta} metadata columns" if n_meta else ""
+            raise ModelError(f"model {directory}: the backbone{'s' * (len(self.parts) > 1)} give{'s' * (len(self.parts) == 1)} "
+                             f"{dims} features{meta}, the head expects {self.head.n_features}; re-export with "
+                             "`skinfeat export`, or re-fit")
+        first = self.parts[0]
+        self.backbone, self.resize, self.input_size = first.backbone, first.resize, first.input_size
         backbone = self.manifest.get("backbone") or {}
         use_views = (self.manifest.get("training") or {}).get("use_views")
         trained_views = int(backbone.get("views") or 0) if use_views else 0
         self.tta_views = trained_views or DEFAULT_TTA_VIEWS
-        self.augment = backbone.get("augment") or "mild"  # the preset its views were made with
+
+    @property
+    def image_only(self):
+        """One backbone and no metadata: images alone go in (what saliency maps need)."""
+        return len(self.parts) == 1 and not self.metadata
+
+    def _image_only(self, what):
+        if not self.image_only:
+            raise ModelError(f"model {self.directory} joins {self.manifest['backbone'].get('module')}"
+                             f"{' with metadata' if self.metadata else ''}; {what} works on a model of one "
+                             "backbone and no metadata: fit one with a single --features and no --metadata")
 
     def load_image(self, source):
-        """Decoded and resized like extraction: float32 [H, W, 3] in [0, 1]."""
+        """Decoded and resized like extraction: float32 [H, W, 3] in [0, 1] (a model of one backbone)."""
+        self._image_only("loading one resized image")
         return self.resized(decode(source))
 
-    def resized(self, image):
+    def resized(self, image, part=None):
+        part = part or self.parts[0]
         with one_blas_thread():
-            return resize(image, self.input_size, self.resize)
+            return resize(image, part.input_size, part.resize)
 
     def predict_proba(self, images):
-        """Probabilities [n, 7] (CLASSES order, as trained) of resized images [n, H, W, 3]."""
+        """Probabilities [n, 7] (CLASSES order, as trained) of resized images [n, H, W, 3]
+        (a model of one backbone and no metadata: saliency maps)."""
+        self._image_only("predicting from resized images")
         features = self.backbone(images)
         with one_blas_thread():
             return self.head(features)
 
-    def probabilities(self, paths, shift=None, tta=(), progress=None):
-        """Probabilities [n, 7] as trained of the images at ``paths`` (under ``shift``),
-        the mean over the TTA views ``tta`` (``skinfeat.tta``), as ``evaluate`` runs them."""
-        from skinfeat.external import image_features, model_probabilities
+    def features(self, sources, shift=None, tta=(), progress=None, metadata=None):
+        """Head inputs [n, 1 + len(tta), D] of ``sources`` (paths or decoded images):
+        each backbone's features side by side, then the encoded ``metadata`` (an
+        array [n, m]) of a model fitted with it."""
+        from skinfeat.external import image_features
 
-        feats = image_features(self.backbone, paths, self.resize, shift, tta, progress=progress)
-        return model_probabilities(self, feats)
+        step = (lambda n: progress(n / len(self.parts))) if progress else None
+        feats = [image_features(p.backbone, sources, p.resize, shift, tta, progress=step) for p in self.parts]
+        return self._with_metadata(np.concatenate(feats, axis=2), metadata)
+
+    def _with_metadata(self, feats, metadata):
+        if not self.metadata:
+            return feats
+        if metadata is None or len(metadata) != len(feats):
+            raise ModelError(f"model {self.directory} was fitted with metadata ({', '.join(self.metadata['columns'])}) "
+                             "and none was given for these images; pass --metadata CSV")
+        return np.concatenate([feats, np.repeat(np.asarray(metadata, np.float32)[:, None], feats.shape[1], 1)], 2)
+
+    def probabilities(self, sources, shift=None, tta=(), progress=None, metadata=None):
+        """Probabilities [n, 7] as trained, averaged over the TTA views (``features``)."""
+        feats = self.features(sources, shift, tta, progress, metadata)
+        with one_blas_thread():
+            return np.mean([self.head(feats[:, v]) for v in range(feats.shape[1])], axis=0)
+
+    def encode_metadata(self, values, n, where="the metadata"):
+        """[n, m] encoding of ``values`` ({column: n values}) and the unknown-category counts."""
+        return encode(self.metadata, values, n, where)
 
     def prediction(self, path, proba):
         return Prediction(Path(path).stem, str(path), proba, self.head.adjust(proba[None])[0])
 
-    def predict_tta(self, image, views=None):
+    def predict_tta(self, image, views=None, metadata=None):
         """Mean probabilities [7] over the clean view and ``views`` augmented views of a
-        decoded (not resized) image, augmented as extraction does."""
-        batch = np.concatenate([self.resized(image)[None],
-                                augmented_views(image, views or self.tta_views, self.input_size, self.resize,
-                                                preset=self.augment)])
-        return self.predict_proba(batch).mean(axis=0)
+        decoded (not resized) image, augmented as extraction does (the same
+        augmentation for every backbone, each resized to its own input)."""
+        feats = []
+        for part in self.parts:
+            batch = np.concatenate([self.resized(image, part)[None],
+                                    augmented_views(image, views or self.tta_views, part.input_size, part.resize,
+                                                    preset=part.augment)])
+            feats.append(part.backbone(batch))
+        joined = self._with_metadata(np.concatenate(feats, axis=1)[None], metadata)[0]
+        with one_blas_thread():
+            return self.head(joined).mean(axis=0)
 
 
 def load_predictor(directory, verify_hash=True):

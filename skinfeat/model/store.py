@@ -34,8 +34,8 @@ class FittedModel:
 def save_model(directory, head, head_name, attrs, training=None, export=False, skip_unavailable=False):
     """Save fitted ``head`` (registered as ``head_name``) trained on features whose file
     attributes are ``attrs`` into ``directory``, replacing a previous model there. With
-    ``export``, the backbone that extracted the features (``attrs["module"]``: the user
-    named that features file) goes in too (``skinfeat.model.export.export_into``;
+    ``export``, the backbone that extracted the features (``attrs["module"]``, or each
+    of ``attrs["parts"]``: the user named those features files) goes in too (``skinfeat.model.export.export_into``;
     ``skip_unavailable``: a backbone not available here is recorded as skipped). The
     whole model is built in a temporary directory that then takes ``directory``'s
     place (``skinfeat.model.format.new_model_dir``): it is complete or it is not there."""
@@ -49,14 +49,19 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # The predictor evaluates the head with the functions the head itself predicts with.
         "numpy_head": {"ok": head_name in LOG_PROBA, "evaluator": "skinfeat.heads.inference"},
+        "metadata": attrs.get("metadata_encoding"),
     }
+    parts = attrs.get("parts")  # features of several backbones side by side (skinfeat.fusion)
+    if parts:
+        manifest["parts"] = [{"backbone": {k: p.get(k) for k in BACKBONE_KEYS}, "export": None} for p in parts]
     with new_model_dir(directory) as tmp:
         np.savez(tmp / STATE, **head.get_state())
         manifest["files"] = [STATE] + head.save_files(tmp)
         if export:
             from skinfeat.model.export import export_into
 
-            export_into(tmp, manifest, attrs.get("module"), directory, skip_unavailable)
+            modules = [p.get("module") for p in parts] if parts else [attrs.get("module")]
+            export_into(tmp, manifest, modules, directory, skip_unavailable)
         write_manifest(tmp, manifest)
     return directory
 
