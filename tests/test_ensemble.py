@@ -227,7 +227,8 @@ def test_ensemble_shift_check_from_the_members_cache(shifted):
 
 
 def test_ensemble_directory_predict_and_evaluate(shifted, ham10000, tmp_path):
-    from skinfeat.model.ensemble import EnsemblePredictor
+    from skinfeat.images import decode
+    from skinfeat.model.ensemble import EnsemblePredictor, stack_features
     from skinfeat.model.predictor import Predictor
 
     model = EnsemblePredictor(shifted.model)
@@ -255,8 +256,10 @@ def test_ensemble_directory_predict_and_evaluate(shifted, ham10000, tmp_path):
     assert result["clean"]["top3"] == want["top3"] and set(result["shifts"]) == {"pad"}
     assert "is an ensemble of 2 models" in error_line(run("export", "--model", shifted.model))
     assert "members/0" in error_line(run("explain", "--model", shifted.model, images.paths[0]))
-    assert "not available for an ensemble" in error_line(run("predict", "--model", shifted.model,
-                                                             images.paths[0], "--tta"), 2)
+    tta, = json.loads(run("predict", "--model", shifted.model, images.paths[0], "--tta", "--format", "json").stdout)
+    members = np.stack([m.predict_tta(decode(images.paths[0]))[None] for m in model.members])
+    want = model.head(stack_features(members))[0]  # each member's own training views, then the meta-learner
+    assert np.abs(np.array([tta["probabilities_as_trained"][c] for c in CLASSES]) - want).max() < 1e-5
 
 
 def test_mean_with_a_shift_check_on_the_data_and_as_the_best_model(shifted, ham10000, tmp_path):
