@@ -69,9 +69,10 @@ class Members:
 
 # ----------------------------------------------------------------------------- members
 
-def select_runs(records, run_ids=(), top=None, log=None):
+def select_runs(records, run_ids=(), top=None, log=None, where="the runs folder"):
     """The member records: ``run_ids`` (each a run id or its unique start) or the
-    ``top`` best fits (``records.rank_key``) on the folds of the best one."""
+    ``top`` best fits (``records.rank_key``) on the folds of the best one, of
+    ``records`` (read from ``where``)."""
     from skinfeat.records import latest_per_setting, rank_key
 
     if run_ids and top is not None:
@@ -79,7 +80,8 @@ def select_runs(records, run_ids=(), top=None, log=None):
     if top is not None:
         rows = sorted(latest_per_setting([r for r in records if not r.get("members")]), key=rank_key, reverse=True)
         if not rows:
-            raise DataError("no fit recorded to ensemble; run `skinfeat fit` or `skinfeat compare --fit` first")
+            raise DataError(f"no fit recorded in {where} to ensemble; run `skinfeat fit` or `skinfeat compare "
+                            "--fit` first")
         sha = rows[0].get("folds", {}).get("sha256")
         chosen = [r for r in rows if r.get("folds", {}).get("sha256") == sha][:top]
         if len(chosen) < 2:
@@ -97,7 +99,7 @@ def select_runs(records, run_ids=(), top=None, log=None):
         matches = [r for r in records if r["run_id"] == given] or [r for r in records
                                                                    if r["run_id"].startswith(given)]
         if not matches:
-            raise UsageError(f"no run {given!r} is recorded in the runs folder; expected the run id (or its "
+            raise UsageError(f"no run {given!r} is recorded in {where}; expected the run id (or its "
                              "unique start) of a `skinfeat fit` record: `skinfeat compare --all --format csv` "
                              "lists them")
         if len(matches) > 1:
@@ -289,6 +291,7 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
     from skinfeat import __version__
     from skinfeat.model.ensemble import METHODS
     from skinfeat.outputs import check_writable
+    from skinfeat.paths import runs_dir
     from skinfeat.records import check_runs_writable, new_run_id, read_records, write_record
 
     if method not in METHODS:
@@ -297,13 +300,13 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
     if out is not None:
         check_writable(out, "the ensemble", folder=True)
     start = time.perf_counter()
-    records = select_runs(read_records(runs), run_ids, top, log)
+    records = select_runs(read_records(runs), run_ids, top, log, runs or runs_dir())
     members = load_members(records, runs)
     check_folds(members, method)
-    if out is not None:
-        from skinfeat.ensemble_refit import check_image_only
+    if out is not None or shifts:
+        from skinfeat.ensemble_refit import check_refittable
 
-        check_image_only(records)
+        check_refittable(records, image_only=out is not None)
     load_seconds = time.perf_counter() - start
     if log:
         log(f"{method} of {len(records)} runs: {_short(records)}; {int(members.scored.sum())} images, folds "

@@ -98,13 +98,19 @@ def shift_block(members, result, manifest, shifts, tta, progress, log):
     return block
 
 
-def check_image_only(records):
-    """DataError for members fitted with metadata: an ensemble directory predicts from images alone."""
+def check_refittable(records, image_only=True):
+    """DataError, before any work, for a member that cannot be refitted: its features
+    files are gone or (``image_only``: for an ensemble directory) it was fitted with metadata."""
     for r in records:
-        if r.get("metadata"):
-            raise DataError(f"run {r['run_id']} was fitted with metadata ({', '.join(r['metadata'])}); an ensemble "
-                            "directory holds image-only members: leave out --out, or ensemble runs fitted "
-                            "without --metadata")
+        missing = [f for f in _features_files(r) if not Path(str(f)).is_file()]
+        if missing:
+            raise DataError(f"run {r['run_id']}'s features file {missing[0]} is not here; the shift check and "
+                            "--out refit every member on its features: extract them again with `skinfeat "
+                            "extract`, or leave out --shift and --out")
+        if image_only and r.get("metadata"):
+            raise DataError(f"run {r['run_id']} was fitted with metadata ({', '.join(r['metadata'])}); an "
+                            "ensemble directory holds image-only members: leave out --out, or ensemble runs "
+                            "fitted without --metadata")
 
 
 def save_ensemble(record, out, runs=None, log=None, members=None):
@@ -123,7 +129,7 @@ def save_ensemble(record, out, runs=None, log=None, members=None):
             raise DataError(f"ensemble {record['run_id']}: the records of its members {', '.join(lost)} are gone "
                             "from the runs folder; refit them and run `skinfeat ensemble` again")
         members = load_members([found[w] for w in wanted], runs)
-    check_image_only(members.records)
+    check_refittable(members.records)
     used = members.fold >= 0
     combiner = fit_combiner(record["head"], members, np.flatnonzero(members.scored), members.labels[used])
     manifest = {"format": ENSEMBLE_FORMAT, "format_version": FORMAT_VERSION, "method": record["head"],

@@ -180,6 +180,8 @@ def test_bad_run_lists_are_one_line_and_write_nothing(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     line = error_line(run("ensemble", "run-a", "run-f", "--out", tmp_path / "model"))
     assert f"run run-f's out-of-fold probabilities {path} are damaged" in line
+    line = error_line(run("ensemble", "run-a", "run-g", "--method", "mean", "--out", tmp_path / "model"))
+    assert "run run-a's features file /nowhere/alpha.h5 is not here" in line  # --out refits members
     assert leftovers() == sorted(set(before) - {"run-e.oof.npz"}) and not (tmp_path / "model").exists()
     mean = run("ensemble", "run-a", "run-g", "--method", "mean", "-q")  # the mean needs no other fold
     assert mean.exit_code == 0, mean.output

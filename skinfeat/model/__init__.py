@@ -29,6 +29,11 @@ Layout of a model directory (``skinfeat.model.format``)::
 The backbone block holds what prediction from images needs to reproduce the
 features: which module, its fingerprint, input size and resize method.
 
+An ensemble directory (``skinfeat ensemble --out``: model.json of format
+"skinfeat-ensemble", the meta-learner's state.npz, a model directory per member
+under ``members/``) is described and loaded by ``ensemble`` (``EnsemblePredictor``;
+``load_any`` takes either kind); ``read_manifest`` of one says it is an ensemble.
+
 Modules: ``format`` (names, version, manifest, hashes, the fingerprint check),
 ``store`` (``save_model``, ``load_model``: the scikit-learn head), ``tflite``
 (``TFLiteBackbone``), ``export`` (the backbone into the directory, in a fresh
