@@ -21,7 +21,7 @@ this is the usual stacked generalisation, not a fully nested CV (which would
 refit every member inside each outer fold, (k-1) times the member fits).
 
 The shift check and the model directory, which refit members from their features
-files, are in ``skinfeat.ensemble_refit``.
+files, are in ``skinfeat.refit``.
 """
 
 import hashlib
@@ -36,7 +36,7 @@ import numpy as np
 
 from skinfeat.classes import CLASSES
 from skinfeat.errors import DataError, UsageError
-from skinfeat.evaluate import CVResult, _folds_hash, _summary_fields
+from skinfeat.evaluate import CVResult, _folds_hash, _summary_fields, write_oof
 from skinfeat.heads import make_head
 from skinfeat.heads.imbalance import prior_offsets
 from skinfeat.heads.inference import class_offsets, decide, in_classes_order
@@ -207,8 +207,9 @@ class Combiner:
     offsets: np.ndarray
 
     def proba(self, member_proba):
-        return combine(self.method, member_proba,
-                       self.meta and (lambda X: in_classes_order(self.meta.predict_proba(X), self.meta.classes_)))
+        meta = None if self.meta is None else (
+            lambda X: in_classes_order(self.meta.predict_proba(X), self.meta.classes_))
+        return combine(self.method, member_proba, meta)
 
 
 def mean_offsets(labels):
@@ -289,6 +290,7 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
     have one; with ``out``, saved as an ensemble model directory. Writes the run
     record (and its oof file) and returns it, with its path under ``record_path``."""
     from skinfeat import __version__
+    from skinfeat.refit import check_refittable, save_ensemble, shift_block
     from skinfeat.model.ensemble import METHODS
     from skinfeat.outputs import check_writable
     from skinfeat.paths import runs_dir
@@ -304,8 +306,6 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
     members = load_members(records, runs)
     check_folds(members, method)
     if out is not None or shifts:
-        from skinfeat.ensemble_refit import check_refittable
-
         check_refittable(records, image_only=out is not None)
     load_seconds = time.perf_counter() - start
     if log:
@@ -341,15 +341,11 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
                     "cv_seconds": cv_seconds, "final_fit_seconds": None},
         "model_dir": None,
     }
-    from skinfeat.ensemble_refit import save_ensemble, shift_block
-
     record["shift"] = shift_block(members, result, shift_data, shifts, tta, progress, log)
     if out is not None:
         start = time.perf_counter()
         record["model_dir"] = str(save_ensemble(record, out, runs, log, members))
         record["timings"]["final_fit_seconds"] = time.perf_counter() - start
-    from skinfeat.evaluate import write_oof
-
     record["predictions_file"] = write_oof(record, members, members.fold, result, runs)
     record["record_path"] = str(write_record(record, runs))
     return record

@@ -202,8 +202,8 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
 def fit_final(fs, head_name, params=None, folds=None, use_views=True, leave_out=None):
     """The head fitted on every row that took part in the CV (held-out rows stay out,
     and those of fold ``leave_out``: the head of that fold's CV)."""
-    rows = np.flatnonzero((folds.fold >= 0) & (folds.fold != (-1 if leave_out is None else leave_out))) \
-        if folds is not None else np.flatnonzero(fs.labels >= 0)
+    used = fs.labels >= 0 if folds is None else (folds.fold >= 0) & (folds.fold != leave_out)  # != None: all
+    rows = np.flatnonzero(used)
     X, y, groups = training_rows(fs, rows, use_views and fs.views is not None)
     return make_head(head_name, **(params or {})).fit(X, y, groups=groups)
 
@@ -438,38 +438,8 @@ def save_best(records, out, log=None):
     best = best_record(records)
     if best is None:
         raise DataError("no fit recorded to choose the best model from; run `skinfeat compare --fit` first")
-    if best.get("members"):
-        from skinfeat.ensemble_refit import save_ensemble
+    from skinfeat.refit import save_ensemble, save_run_model
 
+    if best.get("members"):
         return save_ensemble(best, out, log=log), best
     return save_run_model(best, out, log), best
-
-
-def record_features(record):
-    """(FeatureSet, Folds) of a fit ``record``: its features (files and metadata) and
-    folds as it ran; DataError when the folds are no longer the recorded ones."""
-    from skinfeat.fusion import fit_features
-
-    fs = fit_features(record["features"].get("paths") or record["features"]["path"], record.get("metadata"),
-                      with_views=record["use_views"])
-    source = record["folds"]["source"]
-    folds_path = None if source.startswith("make_folds") else source
-    folds = resolve_folds(fs, folds_path, None if folds_path else record["folds"]["k"])
-    if folds.sha256 != record["folds"].get("sha256"):
-        raise DataError(f"run {record['run_id']} was scored on folds {str(record['folds'].get('sha256'))[:8]}, "
-                        f"but {fs.path} with {source} now gives folds {folds.sha256[:8]}: the features or "
-                        f"folds file changed since; re-run its `skinfeat fit`")
-    return fs, folds
-
-
-def save_run_model(record, out, log=None):
-    """The fit ``record``'s head fitted on every CV row, saved into ``out`` with its backbone."""
-    from skinfeat.model.store import save_model
-
-    fs, folds = record_features(record)
-    if log:
-        log(f"saving run {record['run_id']} ({record['head']} on {record['backbone']['module']}) fitted on all "
-            f"{int((folds.fold >= 0).sum())} CV images into {out}")
-    final = fit_final(fs, record["head"], record["params"], folds, record["use_views"])
-    attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
-    return save_model(out, final, record["head"], attrs, training_info(fs, folds, record), export=True)

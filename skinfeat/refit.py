@@ -1,7 +1,8 @@
-"""What an ensemble (``skinfeat.ensemble``) needs its members' features for: its
+"""Recorded runs refitted from their features files: a fit's model directory
+(``save_run_model``: ``compare --best``, and each member of an ensemble), and
+what an ensemble (``skinfeat.ensemble``) needs its members' features for: its
 shift check, with each member's head of the checked fold refitted on the other
-folds (as the member's own CV fitted it), and its model directory, with each
-member refitted on every CV row (``evaluate.save_run_model``)."""
+folds (as the member's own CV fitted it), and its model directory."""
 
 import sys
 from pathlib import Path
@@ -11,9 +12,39 @@ import numpy as np
 from skinfeat.classes import CLASSES
 from skinfeat.errors import DataError
 from skinfeat.ensemble import fit_combiner, load_members
-from skinfeat.evaluate import fit_final, record_features, save_run_model
+from skinfeat.evaluate import fit_final, resolve_folds, training_info
 from skinfeat.heads.inference import mean_over_views
 from skinfeat.model.ensemble import ENSEMBLE_FORMAT, FORMAT_VERSION, META_HEAD
+
+
+def record_features(record):
+    """(FeatureSet, Folds) of a fit ``record``: its features (files and metadata) and
+    folds as it ran; DataError when the folds are no longer the recorded ones."""
+    from skinfeat.fusion import fit_features
+
+    fs = fit_features(record["features"].get("paths") or record["features"]["path"], record.get("metadata"),
+                      with_views=record["use_views"])
+    source = record["folds"]["source"]
+    folds_path = None if source.startswith("make_folds") else source
+    folds = resolve_folds(fs, folds_path, None if folds_path else record["folds"]["k"])
+    if folds.sha256 != record["folds"].get("sha256"):
+        raise DataError(f"run {record['run_id']} was scored on folds {str(record['folds'].get('sha256'))[:8]}, "
+                        f"but {fs.path} with {source} now gives folds {folds.sha256[:8]}: the features or "
+                        f"folds file changed since; re-run its `skinfeat fit`")
+    return fs, folds
+
+
+def save_run_model(record, out, log=None):
+    """The fit ``record``'s head fitted on every CV row, saved into ``out`` with its backbone."""
+    from skinfeat.model.store import save_model
+
+    fs, folds = record_features(record)
+    if log:
+        log(f"saving run {record['run_id']} ({record['head']} on {record['backbone']['module']}) fitted on all "
+            f"{int((folds.fold >= 0).sum())} CV images into {out}")
+    final = fit_final(fs, record["head"], record["params"], folds, record["use_views"])
+    attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
+    return save_model(out, final, record["head"], attrs, training_info(fs, folds, record), export=True)
 
 
 class _NotCached(Exception):
