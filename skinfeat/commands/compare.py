@@ -31,8 +31,8 @@ from skinfeat.records import FORMATS, SORTS
               help="Then fit the best run (worst-shift BMCA first, CV BMCA second) on all CV images "
                    "and save it here as a model directory, with its backbone.")
 @click.option("--ensemble", "ensemble_k", type=click.IntRange(2), metavar="K",
-              help="After --fit: also fit the stacked ensemble of the top K runs (`skinfeat ensemble --top K`), "
-                   "unless one of those runs is recorded already.")
+              help="Then (after --fit's fits) record the stacked ensemble of the top K runs (`skinfeat "
+                   "ensemble --top K`), unless an ensemble of exactly those runs is recorded already.")
 def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, shifts, tta, best_dir, ensemble_k):
     """Print the leaderboard of every backbone x head run recorded in runs/.
 
@@ -87,7 +87,7 @@ def _ensemble_top(k, manifest, shifts, tta):
     from skinfeat.errors import SkinfeatError, UsageError
     from skinfeat.records import read_records
 
-    log = (lambda line: click.echo(line, err=True))
+    log = lambda line: click.echo(line, err=True)  # noqa: E731
     try:
         records = read_records()
         members = {r["run_id"] for r in select_runs(records, top=k)}
