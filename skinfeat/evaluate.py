@@ -427,19 +427,3 @@ def fit_missing(feature_files, heads, folds_path=None, cv=None, use_views=True, 
             path, head, folds_path=folds_path, cv=cv, use_views=use_views, log=log, runs=runs,
             shift_data=shift_data, shifts=shifts, tta=tta, progress=progress)))
     return [r for r in records if r is not None], failures
-
-
-def save_best(records, out, log=None):
-    """Fit the leaderboard's best run (``skinfeat.records.best_record``) on every CV
-    row, save it into ``out`` with its backbone, and return the model directory
-    (an ensemble directory when the best run is an ensemble: ``skinfeat.ensemble``)."""
-    from skinfeat.records import best_record
-
-    best = best_record(records)
-    if best is None:
-        raise DataError("no fit recorded to choose the best model from; run `skinfeat compare --fit` first")
-    from skinfeat.refit import save_ensemble, save_run_model
-
-    if best.get("members"):
-        return save_ensemble(best, out, log=log), best
-    return save_run_model(best, out, log), best

@@ -11,10 +11,24 @@ import numpy as np
 
 from skinfeat.classes import CLASSES
 from skinfeat.errors import DataError
-from skinfeat.ensemble import fit_combiner, load_members
+from skinfeat.stacking import fit_combiner, load_members
 from skinfeat.evaluate import fit_final, resolve_folds, training_info
 from skinfeat.heads.inference import mean_over_views
 from skinfeat.model.ensemble import ENSEMBLE_FORMAT, FORMAT_VERSION, META_HEAD
+
+
+def save_best(records, out, log=None):
+    """Fit the leaderboard's best run (``skinfeat.records.best_record``) on every CV
+    row, save it into ``out`` with its backbone, and return (the model directory,
+    the run); an ensemble directory when the best run is an ensemble."""
+    from skinfeat.records import best_record
+
+    best = best_record(records)
+    if best is None:
+        raise DataError("no fit recorded to choose the best model from; run `skinfeat compare --fit` first")
+    if best.get("members"):
+        return save_ensemble(best, out, log=log), best
+    return save_run_model(best, out, log), best
 
 
 def record_features(record):

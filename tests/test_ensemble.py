@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from model_factory import ham_subset, pool_model
 from skinfeat.classes import CLASSES
 from skinfeat.cli import cli
-from skinfeat.ensemble import cross_validate, load_members
+from skinfeat.stacking import cross_validate, load_members
 from skinfeat.evaluate import _folds_hash, write_oof
 from skinfeat.heads.imbalance import prior_offsets
 from skinfeat.heads.inference import decide
@@ -265,7 +265,7 @@ def test_ensemble_directory_predict_and_evaluate(shifted, ham10000, tmp_path):
 
 
 def test_mean_with_a_shift_check_on_the_data_and_as_the_best_model(shifted, ham10000, tmp_path):
-    from skinfeat.evaluate import save_best
+    from skinfeat.refit import save_best
     from skinfeat.model.ensemble import EnsemblePredictor
 
     use_runs(shifted)

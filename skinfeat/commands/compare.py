@@ -41,10 +41,11 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     accuracy, top-3, macro AUC, CV fit time, extraction images/s, folds hash.
     """
     from skinfeat.commands.fit import shift_options
-    from skinfeat.evaluate import fit_missing, save_best
+    from skinfeat.evaluate import fit_missing
     from skinfeat.outputs import check_writable
     from skinfeat.paths import features_dir, runs_dir
     from skinfeat.records import baseline_note, format_leaderboard, leaderboard_rows, read_evaluations, read_records
+    from skinfeat.refit import save_best
 
     manifest, parsed = shift_options(shift_data, shifts, tta)
     if best_dir:
