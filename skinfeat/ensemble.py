@@ -10,7 +10,9 @@ from datetime import datetime, timezone
 from skinfeat.errors import DataError, UsageError
 from skinfeat.evaluate import _summary_fields, write_oof
 from skinfeat.heads import make_head
-from skinfeat.model.ensemble import META_HEAD
+from skinfeat.model.ensemble import META_HEAD, METHODS
+from skinfeat.records import check_runs_writable, latest_per_setting, new_run_id, rank_key, read_records, \
+    settings_hash, write_record
 from skinfeat.refit import check_refittable, save_ensemble, shift_block
 from skinfeat.stacking import META_PARAMS, check_folds, cross_validate, load_members, short
 
@@ -19,8 +21,6 @@ def select_runs(records, run_ids=(), top=None, log=None, where="the runs folder"
     """The member records: ``run_ids`` (each a run id or its unique start) or the
     ``top`` best fits (``records.rank_key``) on the folds of the best one, of
     ``records`` (read from ``where``)."""
-    from skinfeat.records import latest_per_setting, rank_key
-
     if run_ids and top is not None:
         raise UsageError("give RUN_IDs or --top K, not both")
     if top is not None:
@@ -65,8 +65,6 @@ def select_runs(records, run_ids=(), top=None, log=None, where="the runs folder"
 
 
 def _key_and_settings(records, method, params):
-    from skinfeat.records import settings_hash
-
     keys = sorted(str(r["features"].get("key")) for r in records)
     key = hashlib.sha256("\n".join(keys).encode()).hexdigest()
     parts = sorted([str(r["features"].get("key")), r["head"], str(r.get("settings"))] for r in records)
@@ -81,10 +79,8 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
     have one; with ``out``, saved as an ensemble model directory. Writes the run
     record (and its oof file) and returns it, with its path under ``record_path``."""
     from skinfeat import __version__
-    from skinfeat.model.ensemble import METHODS
     from skinfeat.outputs import check_writable
     from skinfeat.paths import runs_dir
-    from skinfeat.records import check_runs_writable, new_run_id, read_records, write_record
 
     if method not in METHODS:
         raise UsageError(f"--method {method!r} is unknown; expected one of {', '.join(METHODS)}")
