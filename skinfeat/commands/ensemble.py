@@ -14,7 +14,8 @@ from skinfeat.model.ensemble import METHODS  # light: no scikit-learn
               help="stack: a logreg meta-learner on the members' log-probabilities, cross-validated on "
                    "their folds; mean: their average.")
 @click.option("--data", "shift_data", type=click.Path(), metavar="PATH",
-              help="With --shift: the dataset the members' features were extracted from.")
+              help="The dataset the members' features were extracted from: for --shift, or for repeating "
+                   "the members' own shift checks where their shifted features are not cached.")
 @click.option("--shift", "shifts", multiple=True, metavar="NAME[:LEVEL]",
               help="Shift check of the ensemble on its first fold (repeatable; 'standard' for the set). "
                    "Without it, the members' own shift checks are repeated when they all have the same one.")
@@ -38,6 +39,10 @@ def ensemble(run_ids, top, method, shift_data, shifts, tta, out, quiet):
     from skinfeat.records import summary_lines
 
     manifest, parsed = shift_options(shift_data, shifts, tta)
+    if shift_data and not shifts:
+        from skinfeat.commands.data import load_manifest
+
+        manifest = load_manifest(shift_data)
     record = run_ensemble(run_ids, top, method, shift_data=manifest, shifts=parsed, tta=tta, out=out,
                           log=None if quiet else (lambda line: click.echo(line, err=True)), progress=not quiet)
     click.echo("\n".join(summary_lines(record)))
