@@ -226,6 +226,10 @@ def test_ensemble_shift_check_from_the_members_cache(shifted):
     use_runs(shifted)
     board = run("compare").stdout
     assert f"{check['worst']['bmca']:.3f}/{check['worst']['accuracy']:.3f}" in board and " stack" in board
+    shutil.rmtree(features_dir() / "shifted")
+    again = run("ensemble", "--top", "2", "--method", "mean", "-q")  # no images given, nothing cached
+    assert again.exit_code == 0 and "note: no shift check of the ensemble" in again.stderr
+    assert "shift check" not in again.stdout
 
 
 def test_ensemble_directory_predict_and_evaluate(shifted, ham10000, tmp_path):
