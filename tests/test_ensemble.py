@@ -268,17 +268,20 @@ def test_ensemble_directory_predict_and_evaluate(shifted, ham10000, tmp_path):
     assert np.abs(np.array([tta["probabilities_as_trained"][c] for c in CLASSES]) - want).max() < 1e-5
 
 
-def test_mean_with_a_shift_check_on_the_data_and_as_the_best_model(shifted, ham10000, tmp_path):
+def test_mean_with_a_shift_check_on_the_data_and_as_the_best_run(shifted, ham10000, tmp_path):
+    from skinfeat.errors import DataError
     from skinfeat.refit import save_best
-    from skinfeat.model.ensemble import EnsemblePredictor
 
     use_runs(shifted)
     mean = run("ensemble", "--top", "2", "--method", "mean", "--data", ham10000, "--shift", "zoom:2", "-q")
     assert mean.exit_code == 0, mean.output
     record = json.loads(Path(mean.stdout.split("record: ")[1].split()[0]).read_text())
     assert set(record["shift"]["shifts"]) == {"zoom:2"} and record["head"] == "mean"
-    best = save_best([record], tmp_path / "best")[0]  # compare --best when an ensemble is the best run
-    assert EnsemblePredictor(best).method == "mean"
+    for member in record["members"]:  # compare --best when an ensemble is the best run, its members gone
+        (runs_dir() / f"{member['run_id']}.json").unlink()
+    with pytest.raises(DataError, match=f"ensemble {record['run_id']}: the records of its members .* are gone"):
+        save_best([record], tmp_path / "best")
+    assert not (tmp_path / "best").exists()
 
 
 def damage_model_json(directory, **changes):
