@@ -207,6 +207,7 @@ def shifted(skinfeat_home, ham10000, tmp_path_factory):
         assert out.exit_code == 0, out.output
     record = json.loads(Path(out.stdout.split("record: ")[1].split()[0]).read_text())
     return SimpleNamespace(root=root, model=root / "ens", stdout=out.stdout, record=record, cached=cached,
+                           features=pool["features"],
                            cached_after=sorted((root / "features" / "shifted").iterdir()))
 
 
@@ -277,6 +278,17 @@ def test_mean_with_a_shift_check_on_the_data_and_as_the_best_run(shifted, ham100
     assert mean.exit_code == 0, mean.output
     record = json.loads(Path(mean.stdout.split("record: ")[1].split()[0]).read_text())
     assert set(record["shift"]["shifts"]) == {"zoom:2"} and record["head"] == "mean"
+    fit = run("fit", "--head", "logreg", "--features", shifted.features, "--cv", "2", "--no-views", "-q",
+              "--metadata", "age,sex,localization", "--data", ham10000, "--shift", "zoom:2", "--shift", "pad")
+    assert fit.exit_code == 0, fit.output
+    with_metadata = json.loads(Path(fit.stdout.split("record: ")[1].split()[0]).read_text())
+    stack = run("ensemble", shifted.record["members"][0]["run_id"], with_metadata["run_id"], "-q")
+    assert stack.exit_code == 0, stack.output  # the metadata columns go with every shifted image
+    assert set(json.loads(Path(stack.stdout.split("record: ")[1].split()[0]).read_text())["shift"]["shifts"]) == \
+        {"zoom:2", "pad"}
+    line = error_line(run("ensemble", shifted.record["members"][0]["run_id"], with_metadata["run_id"], "--out",
+                          tmp_path / "meta"))
+    assert "was fitted with metadata (age, sex, localization); an ensemble directory holds image-only" in line
     for member in record["members"]:  # compare --best when an ensemble is the best run, its members gone
         (runs_dir() / f"{member['run_id']}.json").unlink()
     with pytest.raises(DataError, match=f"ensemble {record['run_id']}: the records of its members .* are gone"):
