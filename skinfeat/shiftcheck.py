@@ -17,7 +17,8 @@ import sys
 import numpy as np
 
 from skinfeat.errors import DataError
-from skinfeat.external import image_features, tta_views, worst_case
+from skinfeat.external import tta_views, worst_case
+from skinfeat.model.batches import image_features
 from skinfeat.fusion import parts
 from skinfeat.heads.inference import class_offsets, decide, mean_over_views
 from skinfeat.metrics import classification_metrics

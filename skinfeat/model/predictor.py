@@ -17,6 +17,7 @@ from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, adjusted, class_offsets, in_classes_order
 from skinfeat.images import decode, resize
 from skinfeat.metadata import encode, width
+from skinfeat.model.batches import image_features
 from skinfeat.model.format import HEAD_ERRORS, check_fingerprint, damaged, model_parts, probe_head, read_manifest, \
     read_state, resize_policy, sha256_file
 from skinfeat.model.tflite import TFLiteBackbone
@@ -197,8 +198,6 @@ class Predictor:
         """Head inputs [n, 1 + len(tta), D] of ``sources`` (paths or decoded images):
         each backbone's features side by side, then the encoded ``metadata`` (an
         array [n, m]) of a model fitted with it."""
-        from skinfeat.external import image_features
-
         step = (lambda n: progress(n / len(self.parts))) if progress else None
         feats = [image_features(p.backbone, sources, p.resize, shift, tta, progress=step) for p in self.parts]
         return self._with_metadata(np.concatenate(feats, axis=2), metadata)
