@@ -3,7 +3,8 @@
 # extract features with the default recipe (built-in backbone, offline; square
 # crops plus two robust augmented views, chosen by the worst shift: see README),
 # fit the heads with 5-fold lesion-grouped CV, shift-check each on fold 0 under
-# the standard shifts, print the leaderboard and save the best run as
+# the standard shifts, add a row with patient metadata and the stacked ensemble
+# of the top 3 runs, print the leaderboard and save the best run as
 # models/best/. Reruns reuse the feature cache, the shifted features and the fit
 # records, so a second run takes about a minute (refitting the best model).
 set -euo pipefail
@@ -19,8 +20,15 @@ skinfeat data check --data "$data"
 [ -f "$runs/folds.csv" ] || skinfeat data split --data "$data" --folds 5 --seed 0 --out "$runs/folds.csv"
 features="$(skinfeat extract --data "$data")"
 echo "features: $features"
+# Patient metadata (age, sex, site from the dataset's metadata CSV) beside the image
+# features: a leaderboard row of its own, once.
+if ! skinfeat compare --format csv 2>/dev/null | grep -q "metadata=age+sex+localization"; then
+  skinfeat fit --head logreg --features "$features" --metadata age,sex,localization --folds "$runs/folds.csv" \
+    --data "$data" --shift standard -q
+fi
 # Fit every head on every feature file that has no record yet (shift-checked on
-# fold 0), print the table, then save the best run (worst shift first, CV second).
+# fold 0), stack the top 3 runs into an ensemble (its own row, shift-checked),
+# print the table, then save the best run (worst shift first, CV second).
 skinfeat compare --fit --heads "${SKINFEAT_HEADS:-logreg,softmax}" --folds "$runs/folds.csv" \
-  --data "$data" --shift standard --best "$best"
+  --data "$data" --shift standard --ensemble 3 --best "$best"
 echo "predict with: skinfeat predict --model $best IMAGES...; evaluate with: skinfeat evaluate --model $best --data D --shift standard"

@@ -92,7 +92,7 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
     members = load_members(records, runs)
     check_folds(members, method)
     if out is not None or shifts:
-        check_refittable(records, image_only=out is not None)
+        check_refittable(records)
     load_seconds = time.perf_counter() - start
     if log:
         log(f"{method} of {len(records)} runs: {short(records)}; {int(members.scored.sum())} images, folds "

@@ -46,7 +46,7 @@ def score(y, proba, offsets, train_counts=None):
 
 
 def metadata_for(predictor, image_ids, table=None, own=None, where="the data"):
-    """The encoded metadata [n, m] of ``image_ids`` for a model fitted with metadata
+    """The metadata ({column: values}) of ``image_ids`` for a model fitted with metadata
     (None for an image-only model): from ``table`` (``skinfeat.metadata.read_metadata_csv``,
     the user's --metadata CSV) or else ``own`` (the dataset's own metadata columns).
     DataError when there is none, or the table has no row for some images."""
@@ -67,12 +67,12 @@ def metadata_for(predictor, image_ids, table=None, own=None, where="the data"):
                             f"{where} (e.g. {', '.join(missing[:3])}); the model needs {columns}: add their rows")
     else:
         values = own
-    encoded, unknown = predictor.encode_metadata(values, len(image_ids), where=f"metadata of {where}")
+    unknown = predictor.unknown_metadata(values, len(image_ids), where=f"metadata of {where}")
     for column, count in unknown.items():
         if count:
             print(f"note: {count} images of {where} have a {column} the model never saw in training; "
                   "encoded as unknown", file=sys.stderr)
-    return encoded
+    return values
 
 
 def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data", progress=None, metadata=None):

@@ -117,8 +117,7 @@ def _metadata(model, paths, table):
     if not model.metadata:
         return None
     ids = [Path(p).stem for p in paths]
-    values = {c: [table[i].get(c, "") for i in ids] for c in model.metadata["columns"]}
-    return model.encode_metadata(values, len(ids))[0]
+    return {c: [table[i].get(c, "") for i in ids] for c in model.metadata["columns"]}
 
 
 def _flush(model, batch, views=(), table=None):

@@ -143,19 +143,15 @@ def shift_block(members, result, manifest, shifts, tta, progress, log):
     return block
 
 
-def check_refittable(records, image_only=True):
+def check_refittable(records):
     """DataError, before any work, for a member that cannot be refitted: its features
-    files are gone or (``image_only``: for an ensemble directory) it was fitted with metadata."""
+    files are gone."""
     for r in records:
         missing = [f for f in _features_files(r) if not Path(str(f)).is_file()]
         if missing:
             raise DataError(f"run {r['run_id']}'s features file {missing[0]} is not here; the shift check and "
                             "--out refit every member on its features: extract them again with `skinfeat "
                             "extract`, or leave out --shift and --out")
-        if image_only and r.get("metadata"):
-            raise DataError(f"run {r['run_id']} was fitted with metadata ({', '.join(r['metadata'])}); an "
-                            "ensemble directory holds image-only members: leave out --out, or ensemble runs "
-                            "fitted without --metadata")
 
 
 def save_ensemble(record, out, runs=None, log=None, members=None):

@@ -286,9 +286,16 @@ def test_mean_with_a_shift_check_on_the_data_and_as_the_best_run(shifted, ham100
     assert stack.exit_code == 0, stack.output  # the metadata columns go with every shifted image
     assert set(json.loads(Path(stack.stdout.split("record: ")[1].split()[0]).read_text())["shift"]["shifts"]) == \
         {"zoom:2", "pad"}
-    line = error_line(run("ensemble", shifted.record["members"][0]["run_id"], with_metadata["run_id"], "--out",
-                          tmp_path / "meta"))
-    assert "was fitted with metadata (age, sex, localization); an ensemble directory holds image-only" in line
+    saved = run("ensemble", shifted.record["members"][0]["run_id"], with_metadata["run_id"], "--out",
+                tmp_path / "meta", "-q")
+    assert saved.exit_code == 0, saved.output  # a member with metadata: the ensemble asks for it
+    images = [str(p) for p in sorted((Path(ham10000) / "images").glob("*.jpg"))[:2]]
+    line = error_line(run("predict", "--model", tmp_path / "meta", *images))
+    assert "fitted with metadata (age, localization, sex)" in line
+    out = run("predict", "--model", tmp_path / "meta", "--metadata", Path(ham10000) / "HAM10000_metadata.csv",
+              *images)
+    assert out.exit_code == 0, out.output
+    assert len(out.stdout.splitlines()) == 2
     for member in record["members"]:  # compare --best when an ensemble is the best run, its members gone
         (runs_dir() / f"{member['run_id']}.json").unlink()
     with pytest.raises(DataError, match=f"ensemble {record['run_id']}: the records of its members .* are gone"):

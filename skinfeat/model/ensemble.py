@@ -167,11 +167,9 @@ class EnsemblePredictor:
                 raise damaged(directory, f"its {entry['dir']} is not the model of run {entry['run_id']} its "
                                          f"{MANIFEST} lists (it holds run "
                                          f"{(member.manifest.get('training') or {}).get('run_id')})")
-            if member.metadata:
-                raise damaged(directory, f"its {entry['dir']} was fitted with metadata; an ensemble directory "
-                                         "holds image-only members")
             self.members.append(member)
-        self.metadata = None  # image-only: what predict and evaluate ask of a model
+        columns = sorted({c for m in self.members if m.metadata for c in m.metadata["columns"]})
+        self.metadata = {"columns": columns} if columns else None  # what predict and evaluate ask for
         if self.method == "mean":
             self.head = _Offsets(self.manifest["offsets"])
         else:
@@ -185,14 +183,19 @@ class EnsemblePredictor:
         """Probabilities [n, 7] as trained of ``sources`` (paths or decoded images; under
         ``shift``), each member averaging over the TTA views ``tta``."""
         step = (lambda n: progress(n / len(self.members))) if progress else None
-        return combine(self.method, np.stack([m.probabilities(sources, shift, tta, step) for m in self.members]),
-                       self.head)
+        return combine(self.method, np.stack([m.probabilities(sources, shift, tta, step, metadata if m.metadata else None)
+                                              for m in self.members]), self.head)
 
     def predict_tta(self, image, views=None, metadata=None):
         """Probabilities [7] of a decoded image, each member averaging over the views of
         extraction's augmentation it was trained with (``Predictor.predict_tta``)."""
-        return combine(self.method, np.stack([m.predict_tta(image, views)[None] for m in self.members]),
-                       self.head)[0]
+        return combine(self.method, np.stack([m.predict_tta(image, views, metadata if m.metadata else None)[None]
+                                              for m in self.members]), self.head)[0]
+
+    def unknown_metadata(self, values, n, where="the metadata"):
+        """The members' counts of categories they never saw (``Predictor.unknown_metadata``), the largest."""
+        counts = [m.unknown_metadata(values, n, where) for m in self.members]
+        return {c: max(k.get(c, 0) for k in counts) for k in counts for c in k}
 
     def prediction(self, path, proba):
         from skinfeat.model.predictor import Prediction

@@ -196,8 +196,8 @@ class Predictor:
 
     def features(self, sources, shift=None, tta=(), progress=None, metadata=None):
         """Head inputs [n, 1 + len(tta), D] of ``sources`` (paths or decoded images):
-        each backbone's features side by side, then the encoded ``metadata`` (an
-        array [n, m]) of a model fitted with it."""
+        each backbone's features side by side, then ``metadata`` ({column: n raw
+        values}) encoded as in fitting, for a model fitted with it."""
         step = (lambda n: progress(n / len(self.parts))) if progress else None
         feats = [image_features(p.backbone, sources, p.resize, shift, tta, progress=step) for p in self.parts]
         return self._with_metadata(np.concatenate(feats, axis=2), metadata)
@@ -205,10 +205,11 @@ class Predictor:
     def _with_metadata(self, feats, metadata):
         if not self.metadata:
             return feats
-        if metadata is None or len(metadata) != len(feats):
+        if metadata is None:
             raise ModelError(f"model {self.directory} was fitted with metadata ({', '.join(self.metadata['columns'])}) "
                              "and none was given for these images; pass --metadata CSV")
-        return np.concatenate([feats, np.repeat(np.asarray(metadata, np.float32)[:, None], feats.shape[1], 1)], 2)
+        encoded, _ = encode(self.metadata, metadata, len(feats))
+        return np.concatenate([feats, np.repeat(encoded[:, None], feats.shape[1], 1)], 2)
 
     def probabilities(self, sources, shift=None, tta=(), progress=None, metadata=None):
         """Probabilities [n, 7] as trained, averaged over the TTA views (``features``)."""
@@ -216,9 +217,10 @@ class Predictor:
         with one_blas_thread():
             return np.mean([self.head(feats[:, v]) for v in range(feats.shape[1])], axis=0)
 
-    def encode_metadata(self, values, n, where="the metadata"):
-        """[n, m] encoding of ``values`` ({column: n values}) and the unknown-category counts."""
-        return encode(self.metadata, values, n, where)
+    def unknown_metadata(self, values, n, where="the metadata"):
+        """{column: how many of the n images have a category the model never saw}; DataError
+        for a value that cannot be encoded (an age that is not a number)."""
+        return encode(self.metadata, values, n, where)[1] if self.metadata else {}
 
     def prediction(self, path, proba):
         return Prediction(Path(path).stem, str(path), proba, self.head.adjust(proba[None])[0])
