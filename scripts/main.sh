@@ -31,4 +31,5 @@ fi
 # print the table, then save the best run (worst shift first, CV second).
 skinfeat compare --fit --heads "${SKINFEAT_HEADS:-logreg,softmax}" --folds "$runs/folds.csv" \
   --data "$data" --shift standard --ensemble 3 --best "$best"
-echo "predict with: skinfeat predict --model $best IMAGES...; evaluate with: skinfeat evaluate --model $best --data D --shift standard"
+echo "predict with: skinfeat predict --model $best [--metadata CSV] IMAGES...; evaluate with: skinfeat evaluate --model $best --data D --shift standard" \
+  "(--metadata CSV: HAM10000_metadata.csv or the ISIC layout, when the best run was fitted with metadata)"
