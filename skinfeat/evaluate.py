@@ -268,6 +268,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     result = cross_validate(fs, cls.name, all_params, folds, use_views, log, scored)
     cv_seconds = time.perf_counter() - start
     attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
+    columns = metadata_columns(fs)
     record = {
         "run_id": new_run_id(cls.name, attrs.get("key")),
         "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
@@ -277,12 +278,11 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                                                 "images_per_second", "dataset")},
         "features": {"path": str(fs.path), "paths": feature_paths(fs), "key": attrs.get("key"),
                      "n_images": len(fs), "n_labelled": int((fs.labels >= 0).sum())},
-        "metadata": metadata_columns(fs),
+        "metadata": columns,
         "head": cls.name, "params": all_params, "use_views": use_views,
         "settings": settings_hash(cls.name, all_params, use_views),
         "settings_label": ",".join(filter(None, [_settings_label(cls, all_params),
-                                                 "metadata=" + "+".join(metadata_columns(fs))
-                                                 if metadata_columns(fs) else "",
+                                                 "metadata=" + "+".join(columns) if columns else "",
                                                  "no-views" if fs.attrs.get("views") and not use_views
                                                  else ""])),
         "folds": dict(folds.describe(), **({"scored": scored} if scored is not None else {})),

@@ -58,14 +58,11 @@ def join(sets):
     from skinfeat.features import FeatureSet
 
     first = sets[0]
-    order = {i: n for n, i in enumerate(first.image_ids)}
     aligned = [first]
     for fs in sets[1:]:
         _check_same_images(first, fs)
-        rows = np.array([order[i] for i in fs.image_ids])
-        inverse = np.empty_like(rows)
-        inverse[rows] = np.arange(len(rows))
-        aligned.append(_take(fs, inverse))
+        row = {i: n for n, i in enumerate(fs.image_ids)}
+        aligned.append(_take(fs, np.array([row[i] for i in first.image_ids])))
     for fs in aligned[1:]:
         for what, a, b in (("label", first.labels, fs.labels), ("lesion", first.lesion_ids, fs.lesion_ids)):
             differ = np.flatnonzero(np.asarray(a) != np.asarray(b))
@@ -153,13 +150,13 @@ def _combined_rate(rates):
 def with_metadata(fs, columns):
     """``fs`` with the metadata ``columns`` encoded (``skinfeat.metadata``) and appended."""
     from skinfeat.features import FeatureSet
-    from skinfeat.metadata import encode, fit_encoding
+    from skinfeat.metadata import beside_views, encode, fit_encoding
 
     encoding = fit_encoding(fs.metadata, columns, where=f"features file {fs.path}")
     extra, _ = encode(encoding, fs.metadata, len(fs), where=f"features file {fs.path}")
     views = None
     if fs.views is not None:
-        views = np.concatenate([fs.views, np.repeat(extra[:, None], fs.views.shape[1], axis=1)], axis=2)
+        views = beside_views(fs.views, extra)
     attrs = dict(fs.attrs, metadata_encoding=encoding, key=_digest([fs.attrs.get("key"), encoding["columns"]]))
     return FeatureSet(path=fs.path, features=np.concatenate([fs.features, extra], axis=1), views=views,
                       image_ids=fs.image_ids, labels=fs.labels, lesion_ids=fs.lesion_ids, metadata=fs.metadata,

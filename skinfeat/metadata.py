@@ -135,6 +135,12 @@ def encode(encoding, metadata, n, where="the metadata"):
     return np.concatenate(parts, axis=1).astype(np.float32), unknown
 
 
+def beside_views(feats, encoded):
+    """Features [n, V, D] with the encoded metadata [n, m] after each view's: [n, V, D + m]
+    (the image's metadata is the same in every view and under every shift)."""
+    return np.concatenate([feats, np.repeat(np.asarray(encoded, feats.dtype)[:, None], feats.shape[1], axis=1)], axis=2)
+
+
 def check_encoding(encoding):
     """Why a saved encoding is not one ``fit_encoding`` writes, or None."""
     if not isinstance(encoding, dict) or not isinstance(encoding.get("columns"), list):

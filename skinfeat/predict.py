@@ -116,8 +116,9 @@ def _check_metadata(model, paths, table, fallback):
 def _metadata(model, paths, table):
     if not model.metadata:
         return None
-    ids = [Path(p).stem for p in paths]
-    return {c: [table[i].get(c, "") for i in ids] for c in model.metadata["columns"]}
+    from skinfeat.metadata import lookup
+
+    return lookup(table, [Path(p).stem for p in paths])[0]
 
 
 def _flush(model, batch, views=(), table=None):

@@ -20,6 +20,7 @@ from skinfeat.errors import DataError
 from skinfeat.external import tta_views, worst_case
 from skinfeat.model.batches import image_features
 from skinfeat.fusion import parts
+from skinfeat.metadata import beside_views
 from skinfeat.heads.inference import class_offsets, decide, mean_over_views
 from skinfeat.metrics import classification_metrics
 
@@ -103,9 +104,7 @@ def fold_features(fs, rows, paths, shift, tta, progress, backbones):
     step = (lambda n: progress(n / len(backbones))) if progress else None
     feats = np.concatenate([shifted_features(part, ids, paths, shift, tta, step, backbone)
                             for part, backbone in backbones], axis=2)
-    if fs.extra is not None:
-        feats = np.concatenate([feats, np.repeat(fs.extra[rows][:, None], feats.shape[1], axis=1)], axis=2)
-    return feats
+    return feats if fs.extra is None else beside_views(feats, fs.extra[rows])
 
 
 def scored_shifts(y, probabilities, offsets, shifts, tta="none", fold=0, progress=True):

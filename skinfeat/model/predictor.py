@@ -16,7 +16,7 @@ from skinfeat.classes import CLASSES, FULL_NAMES
 from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, adjusted, class_offsets, in_classes_order
 from skinfeat.images import decode, resize
-from skinfeat.metadata import encode, width
+from skinfeat.metadata import beside_views, encode, width
 from skinfeat.model.batches import image_features
 from skinfeat.model.format import HEAD_ERRORS, check_fingerprint, damaged, model_parts, probe_head, read_manifest, \
     read_state, resize_policy, sha256_file
@@ -208,8 +208,7 @@ class Predictor:
         if metadata is None:
             raise ModelError(f"model {self.directory} was fitted with metadata ({', '.join(self.metadata['columns'])}) "
                              "and none was given for these images; pass --metadata CSV")
-        encoded, _ = encode(self.metadata, metadata, len(feats))
-        return np.concatenate([feats, np.repeat(encoded[:, None], feats.shape[1], 1)], 2)
+        return beside_views(feats, encode(self.metadata, metadata, len(feats))[0])
 
     def probabilities(self, sources, shift=None, tta=(), progress=None, metadata=None):
         """Probabilities [n, 7] as trained, averaged over the TTA views (``features``)."""
