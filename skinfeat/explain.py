@@ -16,27 +16,42 @@
   catalog or named with ``--module``: a model folder never picks a graph to run) with the
   head's gradient in feature space (central differences of the model's own
   head: no second copy of the head to keep in step). Imports TensorFlow.
+- ``gradcam`` (any head): Grad-CAM on the backbone's last convolutional map A
+  [h, w, C], from the module's ``feature_map`` signature (the built-in backbones
+  and modules fine-tuned from them have it). The first C features are A's
+  spatial mean, so d log P / d A[i, j, k] = g_k / (h w) with g the head's gradient
+  in those features, and the map is ``relu(sum_k g_k A[:, :, k] / (h w))``: each
+  cell's first-order share of the log-probability. For a linear head that is
+  class activation mapping (CAM) of the log-probability. A tree head (LightGBM)
+  is piecewise constant, so its g is a finite difference of one spatial standard
+  deviation of each channel (how much one region of an image moves it) instead
+  of a derivative. Features pooled from earlier stages (``-stages`` backbones)
+  are not part of the map. Imports TensorFlow, one forward pass.
 
-Both explain the model input (the image resized as extraction resizes it). The
+All explain the model input (the image resized as extraction resizes it). The
 figure shows the image, the map over it, and the top classes with their
-probabilities.
+probabilities; :func:`explain_sample` draws a contact sheet of a dataset's images
+(their maps, true and predicted classes, and how much of each map lies on the
+image's border: letterbox bands, vignette, rulers).
 """
 
-import textwrap
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from skinfeat.classes import CLASSES, FULL_NAMES, class_index
-from skinfeat.errors import UsageError
+from skinfeat.classes import CLASSES, class_index
+from skinfeat.errors import ModuleError, UsageError
 
-METHODS = ("occlusion", "gradient")
+METHODS = ("occlusion", "gradient", "gradcam")
 DEFAULT_GRID = 16
 GREY = 0.5
 SMOOTHGRAD_SAMPLES = 12
 SMOOTHGRAD_NOISE = 0.1  # standard deviation, in [0, 1] pixel units
 DIFFERENTIABLE = ("logreg", "softmax")
+BORDER_BAND = 0.125  # the outer band, as a fraction of each side, whose share of a map a sheet reports
+DEFAULT_SAMPLE = 12
 
 
 @dataclass
@@ -47,6 +62,7 @@ class Explanation:
     proba: np.ndarray  # [7] CLASSES order, as ``skinfeat predict`` shows them (adjusted)
     target: int  # the explained class (index into CLASSES)
     method: str
+    peak: float = 1.0  # what 1 on the map stands for (UNITS[method])
     figure: object = None
     out: Path | None = None
 
@@ -65,19 +81,118 @@ def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT
     image = model.load_image(image_path)
     proba = model.head.adjust(model.predict_proba(image[None]))[0]
     index = int(np.argmax(proba)) if target is None else _class(target)
-    if method == "occlusion":
-        saliency = occlusion_map(model, image, index, grid)
-    else:
-        saliency = gradient_map(model, image, index, module=module)
-    result = Explanation(Path(image_path).stem, image, saliency, proba, index, method)
-    result.figure = plot_explanation(result)
-    if out is not None:
-        from skinfeat.outputs import writing
-        from skinfeat.viz import save_figure
+    saliency, peak = saliency_map(model, image, index, method, grid, module)
+    result = Explanation(Path(image_path).stem, image, saliency, proba, index, method, peak)
+    from skinfeat.viz.saliency import plot_explanation
 
-        with writing(out, "the picture"):
-            result.out = save_figure(result.figure, out)
+    result.figure = plot_explanation(result)
+    result.out = _save(result.figure, out)
     return result
+
+
+def _save(figure, out):
+    if out is None:
+        return None
+    from skinfeat.outputs import writing
+    from skinfeat.viz import save_figure
+
+    with writing(out, "the picture"):
+        return save_figure(figure, out)
+
+
+@dataclass
+class Cell:
+    image_id: str
+    image: np.ndarray
+    saliency: np.ndarray  # [H, W] in [0, 1]
+    peak: float
+    true: int  # -1 when unlabelled
+    predicted: int
+    proba: float  # of the predicted class (adjusted, as predict shows it)
+    border: float  # the map's share on the outer band
+
+
+@dataclass
+class Sheet:
+    cells: list
+    method: str
+    title: str
+    per_class: bool
+    band: float = BORDER_BAND
+    figure: object = None
+    out: Path | None = None
+
+    @property
+    def band_area(self):
+        return 1 - (1 - 2 * self.band) ** 2
+
+    @property
+    def border(self):
+        """The maps' mass on the outer band over their whole mass, all cells together."""
+        mass = sum(c.saliency.sum() * c.peak for c in self.cells)
+        return sum(c.border * c.saliency.sum() * c.peak for c in self.cells) / mass if mass > 0 else 0.0
+
+
+def border_share(saliency, band=BORDER_BAND):
+    """The share of ``saliency``'s mass on the outer ``band`` of each side (0 when empty)."""
+    h, w = saliency.shape
+    dh, dw = max(1, round(h * band)), max(1, round(w * band))
+    total = saliency.sum()
+    return float((total - saliency[dh:h - dh, dw:w - dw].sum()) / total) if total > 0 else 0.0
+
+
+def sample_rows(labels, n, per_class=False, seed=0):
+    """Row indices: ``n`` at random, or up to ``n`` of each class present (labelled rows)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    if not per_class:
+        return np.sort(rng.choice(len(labels), min(n, len(labels)), replace=False))
+    rows = [rng.permutation(np.flatnonzero(labels == k))[:n] for k in range(len(CLASSES))]
+    return np.concatenate([np.sort(r) for r in rows if len(r)])
+
+
+def explain_sample(model_dir, data, n=DEFAULT_SAMPLE, per_class=False, method="occlusion", grid=8,
+                   seed=0, out=None, module=None, progress=True):
+    """Contact sheet of ``n`` images of dataset ``data`` (or ``n`` per class) with
+    their maps for the predicted class, true and predicted classes; written as PNG
+    with ``out``. Returns a :class:`Sheet`."""
+    from tqdm import tqdm
+
+    from skinfeat.data import load_dataset
+    from skinfeat.model.predictor import load_predictor
+
+    if method not in METHODS:
+        raise UsageError(f"--method {method!r} is unknown; expected one of {', '.join(METHODS)}")
+    if n < 1:
+        raise UsageError(f"--sample {n}: expected a positive number of images")
+    model = load_predictor(model_dir)
+    manifest = load_dataset(data=data)
+    if per_class and not (np.asarray(manifest.labels) >= 0).any():
+        raise UsageError(f"--per-class needs labels, and {data} has none; drop --per-class")
+    cells = []
+    for row in tqdm(sample_rows(manifest.labels, n, per_class, seed), unit="img", desc=f"explain ({method})",
+                    disable=not progress, file=sys.stderr, dynamic_ncols=True):
+        image = model.load_image(manifest.paths[row])
+        proba = model.head.adjust(model.predict_proba(image[None]))[0]
+        best = int(np.argmax(proba))
+        saliency, peak = saliency_map(model, image, best, method, grid, module)
+        cells.append(Cell(manifest.image_ids[row], image, saliency, peak, int(manifest.labels[row]), best,
+                          float(proba[best]), border_share(saliency)))
+    from skinfeat.viz.saliency import plot_sheet
+
+    sheet = Sheet(cells, method, f"{Path(model_dir).name} on {Path(data).name}", per_class)
+    sheet.figure = plot_sheet(sheet)
+    sheet.out = _save(sheet.figure, out)
+    return sheet
+
+
+def saliency_map(model, image, target, method, grid=DEFAULT_GRID, module=None):
+    """(map [H, W] in [0, 1], the raw value its 1 stands for) of ``image`` by ``method``."""
+    if method == "occlusion":
+        return occlusion_map(model, image, target, grid)
+    if method == "gradient":
+        return gradient_map(model, image, target, module=module)
+    return gradcam_map(model, image, target, module=module)
 
 
 def _class(code):
@@ -88,10 +203,10 @@ def _class(code):
 
 
 def _normalise(saliency, percentile=100):
-    """Clipped to [0, the ``percentile``-th value], scaled to [0, 1]."""
+    """(clipped to [0, the ``percentile``-th value] and scaled to [0, 1], that value)."""
     saliency = np.clip(saliency, 0, None)
-    top = np.percentile(saliency, percentile)
-    return np.minimum(saliency / top, 1) if top > 0 else saliency
+    top = float(np.percentile(saliency, percentile))
+    return (np.minimum(saliency / top, 1) if top > 0 else saliency), top
 
 
 # ----------------------------------------------------------------------------- occlusion
@@ -107,7 +222,8 @@ def occlusion_windows(size, grid):
 
 
 def occlusion_map(model, image, target, grid=DEFAULT_GRID, batch_size=32):
-    """Mean drop of P(target) over the grey windows covering each pixel, [H, W] in [0, 1]."""
+    """Mean drop of P(target) over the grey windows covering each pixel: (map [H, W] in
+    [0, 1], the drop its 1 stands for)."""
     base = model.predict_proba(image[None])[0, target]
     windows = occlusion_windows(image.shape[:2], grid)
     drop = np.zeros(image.shape[:2])
@@ -126,21 +242,22 @@ def occlusion_map(model, image, target, grid=DEFAULT_GRID, batch_size=32):
 
 # ----------------------------------------------------------------------------- gradient
 
-def head_gradient(head, features, target, step=1e-4):
-    """d log P(target) / d features [n, D] by central differences of ``head``
-    (features -> probabilities, evaluated in float64), every coordinate of a row in
-    one batch; the step is relative to each feature (power-normalising heads
-    curve steeply near 0)."""
+def head_gradient(head, features, target, step=1e-4, columns=None, steps=None):
+    """d log P(target) / d features [n, columns] (default all D) by central differences
+    of ``head`` (features -> probabilities, evaluated in float64), every coordinate of
+    a row in one batch; the step is relative to each feature (power-normalising heads
+    curve steeply near 0), or ``steps`` [columns] as given."""
     n, d = features.shape
-    h = step * np.maximum(np.abs(features), 1e-2)
-    grads = np.zeros((n, d))
+    m = d if columns is None else columns
+    h = np.broadcast_to(step * np.maximum(np.abs(features[:, :m]), 1e-2) if steps is None else steps, (n, m))
+    grads = np.zeros((n, m))
     for row in range(n):
-        plus = np.repeat(features[row:row + 1].astype(np.float64), d, axis=0)
+        plus = np.repeat(features[row:row + 1].astype(np.float64), m, axis=0)
         minus = plus.copy()
-        plus[np.arange(d), np.arange(d)] += h[row]
-        minus[np.arange(d), np.arange(d)] -= h[row]
+        plus[np.arange(m), np.arange(m)] += h[row]
+        minus[np.arange(m), np.arange(m)] -= h[row]
         logp = np.log(np.clip(head(np.concatenate([plus, minus]))[:, target], 1e-30, None))
-        grads[row] = (logp[:d] - logp[d:]) / (2 * h[row])
+        grads[row] = (logp[:m] - logp[m:]) / (2 * h[row])
     return grads
 
 
@@ -161,8 +278,9 @@ def input_gradient(backbone, head, images, target):
 
 
 def gradient_map(model, image, target, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHGRAD_NOISE, seed=0, module=None):
-    """SmoothGrad saliency [H, W] in [0, 1]: mean |d log P(target) / d pixel| (max over
-    colour channels) over ``samples`` noisy copies, lightly blurred, its top 1 % at 1."""
+    """SmoothGrad saliency: mean |d log P(target) / d pixel| (max over colour channels)
+    over ``samples`` noisy copies, lightly blurred: (map [H, W] in [0, 1], its top 1 % at
+    1; the gradient that 1 stands for)."""
     name = model.manifest.get("head")
     if name not in DIFFERENTIABLE:
         raise UsageError(f"--method gradient needs a differentiable head ({', '.join(DIFFERENTIABLE)}); "
@@ -174,6 +292,51 @@ def gradient_map(model, image, target, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHG
         noisy = np.clip(image + rng.normal(0, noise, image.shape), 0, 1)
         total += np.abs(input_gradient(backbone, model.head, noisy[None], target)[0]).max(axis=-1)
     return _normalise(_blur(total / samples), percentile=99)  # a few extreme pixels would hide the rest
+
+
+# ----------------------------------------------------------------------------- Grad-CAM
+
+def grad_cam(head, fmap, features, target, differentiable=True):
+    """Grad-CAM [h, w] before its ReLU: ``sum_k g_k fmap[:, :, k] / (h w)``, with g the
+    head's d log P(target) / d features[:C] (``fmap`` [h, w, C], whose spatial mean is
+    ``features`` [1, D]'s first C). A non-differentiable head's g is the central
+    difference over one spatial standard deviation of each channel."""
+    h, w, c = fmap.shape
+    steps = None if differentiable else np.maximum(fmap.std(axis=(0, 1)), 1e-3)
+    g = head_gradient(head, features, target, columns=c, steps=steps)[0]
+    return np.tensordot(fmap.astype(np.float64), g, axes=([2], [0])) / (h * w)
+
+
+def gradcam_map(model, image, target, module=None):
+    """Grad-CAM [H, W] in [0, 1] of ``image`` for class ``target``, upsampled (bilinear)
+    from the backbone's last convolutional map; and the raw value its 1 stands for."""
+    from PIL import Image
+
+    from skinfeat.backbones.layers import MAP_SIGNATURE
+    from skinfeat.model.predictor import one_blas_thread
+    from skinfeat.runtime import tensorflow
+
+    tf = tensorflow()
+    backbone = savedmodel_backbone(model, module)
+    signature = (getattr(backbone.saved_model, "signatures", None) or {}).get(MAP_SIGNATURE)
+    name = model.manifest["backbone"].get("module")
+    if signature is None:
+        raise ModuleError(f"backbone {name} has no {MAP_SIGNATURE!r} signature (its last convolutional map), "
+                          "which --method gradcam needs: the built-in backbones and modules fine-tuned from "
+                          "them have one; use --method occlusion")
+    out = signature(images=tf.constant(image[None], tf.float32))
+    fmap, features = out["feature_map"].numpy()[0], out["feature_vector"].numpy()
+    c = fmap.shape[-1]
+    if fmap.ndim != 3 or features.shape[1] < c or not np.allclose(
+            fmap.mean(axis=(0, 1)), features[0, :c], rtol=1e-3, atol=1e-4):
+        raise ModuleError(f"backbone {name}: the spatial mean of its {MAP_SIGNATURE} is not the start of its "
+                          "feature vector, so Grad-CAM cannot be computed from it; use --method occlusion")
+    with one_blas_thread():
+        cam = np.maximum(grad_cam(model.head, fmap, features, target,
+                                  model.manifest.get("head") in DIFFERENTIABLE), 0)
+    height, width = image.shape[:2]
+    up = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
+    return _normalise(np.maximum(up, 0).astype(np.float64))
 
 
 def savedmodel_backbone(model, module=None):
@@ -197,54 +360,3 @@ def _blur(saliency, radius=2):
     top = saliency.max() or 1.0
     img = Image.fromarray((saliency / top * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius))
     return np.asarray(img, np.float64) / 255 * top
-
-
-# ----------------------------------------------------------------------------- figure
-
-TITLES = {"occlusion": "occlusion sensitivity:\nwhere grey patches lower P({})",
-          "gradient": "input gradient (SmoothGrad):\npixels that change P({}) most"}
-
-
-def _label(index):
-    code = CLASSES[index]
-    return "\n".join(textwrap.wrap(f"{FULL_NAMES[code]} ({code})", 20))
-
-
-def plot_explanation(result, top_k=3):
-    """Figure: the model input, the saliency over it, the top classes' probabilities."""
-    from matplotlib.figure import Figure
-
-    from skinfeat.viz.plots import CLASS_COLORS
-
-    fig = Figure(figsize=(13, 4.6), dpi=100, layout="constrained")
-    left, middle, right = fig.subplots(1, 3, width_ratios=(1, 1.15, 0.9))
-    h, w = result.image.shape[:2]
-    left.imshow(result.image)
-    left.set_title(f"{result.image_id}\nmodel input, {w}x{h}", fontsize=11)
-    import matplotlib
-    from matplotlib.cm import ScalarMappable
-
-    cmap = matplotlib.colormaps["inferno"]
-    overlay = cmap(result.saliency)
-    overlay[..., 3] = 0.1 + 0.75 * result.saliency  # unimportant parts stay visible
-    middle.imshow(result.image)
-    middle.imshow(overlay)
-    fig.colorbar(ScalarMappable(cmap=cmap), ax=middle, shrink=0.85, label="relative importance")
-    code = CLASSES[result.target]
-    middle.set_title(TITLES[result.method].format(code), fontsize=11)
-    for ax in (left, middle):
-        ax.set_xticks([])
-        ax.set_yticks([])
-    order = np.argsort(-result.proba)[:top_k][::-1]
-    bars = right.barh([_label(i) for i in order], result.proba[order],
-                      color=[CLASS_COLORS[CLASSES[i]] for i in order])
-    right.bar_label(bars, labels=[f"{result.proba[i]:.3f}" for i in order], padding=3)
-    right.set_xlim(0, 1.2)
-    right.set_xticks([0, 0.25, 0.5, 0.75, 1])
-    right.set_xlabel("probability")
-    right.set_title(f"top {top_k} classes", fontsize=11)
-    best = int(np.argmax(result.proba))
-    fig.suptitle(f"predicted: {FULL_NAMES[CLASSES[best]]} ({CLASSES[best]}) {result.proba[best]:.3f}"
-                 + (f"; explained: {FULL_NAMES[code]} ({code})" if result.target != best else ""),
-                 fontsize=14)
-    return fig

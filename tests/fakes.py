@@ -26,7 +26,8 @@ TRAINABLE_DIM = 8
 
 class _TinyNet(tf.Module):
     """One strided convolution with BatchNorm (skinfeat.backbones.layers.ConvBN), then
-    global average pooling: a trainable backbone with the built-ins' contract."""
+    global average pooling: a trainable backbone with the built-ins' contract, its
+    ``feature_map`` signature included."""
 
     def __init__(self):
         super().__init__()
@@ -41,6 +42,11 @@ class _TinyNet(tf.Module):
 
     def features(self, images, training=False):
         return tf.reduce_mean(self.conv(images, training), axis=[1, 2])
+
+    def feature_map(self, images):
+        """The convolution's map and its global average (the built-ins' Grad-CAM signature)."""
+        x = self.conv(images)
+        return {"feature_map": x, "feature_vector": tf.reduce_mean(x, axis=[1, 2])}
 
 
 def make_trainable_module(path):

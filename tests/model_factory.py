@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fakes import make_pooling_module
+from fakes import make_pooling_module, make_trainable_module
 
 PER_CLASS = 4  # 28 images: every class, enough for 2-fold CV
 
@@ -53,6 +53,31 @@ def pool_model(skinfeat_home, ham10000, head="logreg"):
         make_pooling_module(module)
     return build_model(home / f"pool-{head}", ham10000, str(module), head, views=2,
                        params={"max_epochs": 5} if head == "softmax" else None)
+
+
+def map_model(skinfeat_home, ham10000, head="logreg", params=None):
+    """Fast, with a last convolutional map (Grad-CAM): the tiny trainable backbone of
+    tests/fakes.py (one strided convolution, 8 channels, global average pooling)."""
+    home = Path(skinfeat_home) / "test_models"
+    module = home / "tiny_module"
+    if not module.exists():
+        make_trainable_module(module)
+    tag = "-".join(f"{k}{v}" for k, v in sorted((params or {}).items()))
+    return build_model(home / f"tiny-{head}{tag}", ham10000, str(module), head, params=params)
+
+
+def write_ham_folder(data, ham10000, image_ids):
+    """A HAM10000-layout dataset at ``data``: the metadata rows of ``image_ids`` and
+    symbolic links to their images. Returns ``data``."""
+    data = Path(data)
+    (data / "images").mkdir(parents=True)
+    lines = (ham10000 / "HAM10000_metadata.csv").read_text().splitlines()
+    wanted = set(image_ids)
+    rows = [line for line in lines[1:] if line.split(",")[1] in wanted]
+    (data / "HAM10000_metadata.csv").write_text("\n".join([lines[0], *rows]) + "\n")
+    for image_id in wanted:
+        (data / "images" / f"{image_id}.jpg").symlink_to(next(ham10000.glob(f"*/{image_id}.jpg")))
+    return data
 
 
 def lite0_model(skinfeat_home, ham10000, head="logreg"):

@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from model_factory import lite0_model, pool_model
+from model_factory import ham_subset, lite0_model, map_model, pool_model, write_ham_folder
 from skinfeat.cli import cli
-from skinfeat.errors import ModelError, UsageError
-from skinfeat.explain import (explain, head_gradient, input_gradient, occlusion_map,
-                              savedmodel_backbone)
+from skinfeat.errors import ModelError, ModuleError, UsageError
+from skinfeat.explain import (border_share, explain, explain_sample, grad_cam, head_gradient, input_gradient,
+                              occlusion_map, savedmodel_backbone)
 from skinfeat.predict import load_predictor
 from conftest import HAM10000
 
@@ -40,8 +40,10 @@ class QuadrantModel:
 
 def test_occlusion_finds_the_region_the_answer_depends_on():
     image = np.full((64, 64, 3), 0.9, np.float32)
-    saliency = occlusion_map(QuadrantModel(), image, target=0, grid=8)
+    saliency, peak = occlusion_map(QuadrantModel(), image, target=0, grid=8)
     assert saliency.shape == (64, 64) and saliency.max() == pytest.approx(1)
+    sigmoid = 1 / (1 + np.exp(-np.array([3.2, 2.4])))  # P(MEL): clean; a window greys 1/4 of the quadrant
+    assert peak == pytest.approx(sigmoid[0] - sigmoid[1], rel=0.1)  # the colour bar's 1: that drop
     assert saliency[:24, :24].mean() > 0.5
     assert saliency[48:, :].max() < 0.05 and saliency[:, 48:].max() < 0.05  # the blur spreads a little
 
@@ -124,3 +126,137 @@ def test_bad_image_and_bad_class_are_one_line_errors(pool, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == \
         "Error: --target 'XYZ' is not a class; expected one of MEL, NV, BCC, AKIEC, BKL, DF, VASC"
+
+
+# ----------------------------------------------------------------------------- Grad-CAM
+
+@pytest.fixture(scope="module")
+def linear(skinfeat_home, ham10000):
+    """The tiny convolutional backbone with a linear head (logreg without power normalisation)."""
+    return map_model(skinfeat_home, ham10000, params={"power": 1})
+
+
+def _feature_map(info, image):
+    obj = savedmodel_backbone(load_predictor(info["model"]), info["module"]).saved_model
+    out = obj.signatures["feature_map"](images=image[None])
+    return out["feature_map"].numpy()[0], out["feature_vector"].numpy()
+
+
+def test_gradcam_of_a_linear_head_is_class_activation_mapping(linear):
+    """For global average pooling and a linear head, Grad-CAM of log P(c) is CAM of the
+    log-probability: sum_k (w_ck - sum_j p_j w_jk) A_k / (h w), w the head's weights on
+    the raw features (standardisation folded in), computed here from the head's arrays."""
+    model = load_predictor(linear["model"])
+    state = np.load(f"{linear['model']}/state.npz")
+    weights = state["coef_"] / state["scale_"]  # [7, C]: d logit / d feature
+    for image_id in ("ISIC_0024310", "ISIC_0024306"):
+        image = model.load_image(HAM10000 / "images" / f"{image_id}.jpg")
+        fmap, features = _feature_map(linear, image)
+        p = model.head(features)[0]
+        cams = np.tensordot(fmap, weights, axes=([2], [1]))  # [h, w, 7]: CAM of every class
+        h, w = fmap.shape[:2]
+        for target in (int(p.argmax()), int(p.argmin())):
+            want = (cams[..., target] - cams @ p) / (h * w)
+            got = grad_cam(model.head, fmap, features, target)
+            assert want.std() > 0.2 * np.abs(want).mean() > 0  # not a flat map
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * np.abs(want).max())
+
+
+def test_gradcam_map_is_the_upsampled_positive_part(linear):
+    result = explain(linear["model"], IMAGE, method="gradcam", module=linear["module"])
+    model = load_predictor(linear["model"])
+    fmap, features = _feature_map(linear, result.image)
+    cam = np.maximum(grad_cam(model.head, fmap, features, result.target), 0)
+    assert result.saliency.shape == result.image.shape[:2] and result.saliency.max() == pytest.approx(1)
+    assert result.peak == pytest.approx(cam.max(), rel=0.02)  # the colour bar's 1, in log P per cell
+    # every 2x2 block of the input is one map cell: the map's hottest cell is where the picture is hottest
+    top = np.unravel_index(np.argmax(cam), cam.shape)
+    assert result.saliency[2 * top[0]:2 * top[0] + 2, 2 * top[1]:2 * top[1] + 2].max() > 0.9
+
+
+def test_gradcam_works_with_a_tree_head(skinfeat_home, ham10000):
+    info = map_model(skinfeat_home, ham10000, head="lightgbm")
+    result = explain(info["model"], IMAGE, method="gradcam", module=info["module"])
+    assert result.saliency.max() == pytest.approx(1) and result.peak > 0
+
+
+def test_gradcam_with_the_real_backbone_and_a_sheet(skinfeat_home, ham10000, tmp_path):
+    """The built-in Lite0 has the map signature; the sheet draws real HAM10000 images,
+    one row per class, with their true and predicted classes."""
+    info = lite0_model(skinfeat_home, ham10000)
+    result = explain(info["model"], IMAGE, method="gradcam", out=tmp_path / "g.png")
+    assert result.saliency.shape == (224, 224) and result.saliency.max() == pytest.approx(1)
+    assert (tmp_path / "g.png").stat().st_size > 10_000
+    data = write_ham_folder(tmp_path / "data", ham10000, ham_subset(ham10000, per_class=2, skip=4).image_ids)
+    out = tmp_path / "sheet.png"
+    run_ = CliRunner().invoke(cli, ["explain", "--model", info["model"], "--data", str(data), "--sample", "2",
+                                    "--per-class", "--method", "gradcam", "--out", str(out)])
+    assert run_.exit_code == 0, run_.output
+    line = run_.stdout.strip()
+    assert line.startswith(f"wrote {out}: gradcam maps of 14 images (") and " predicted right); " in line
+    assert line.endswith("of the maps' mass on the outer band (44% of the image)")
+    with Image.open(out) as png:
+        assert png.size[0] > 500 and png.size[1] > 7 * 200  # seven rows
+        assert np.asarray(png.convert("RGB")).std() > 20
+
+
+def test_sheet_with_occlusion_counts_right_and_wrong(pool, ham10000, tmp_path):
+    data = write_ham_folder(tmp_path / "data", ham10000, ham_subset(ham10000, per_class=1, skip=6).image_ids)
+    sheet = explain_sample(pool["model"], data, n=5, grid=4, seed=1, out=tmp_path / "s.png", progress=False)
+    manifest_ids = set(ham_subset(ham10000, per_class=1, skip=6).image_ids)
+    assert len(sheet.cells) == 5 and {c.image_id for c in sheet.cells} <= manifest_ids
+    model = load_predictor(pool["model"])
+    for cell in sheet.cells:
+        proba = model.head.adjust(model.predict_proba(cell.image[None]))[0]
+        assert cell.predicted == int(proba.argmax()) and cell.proba == pytest.approx(proba.max())
+        assert cell.true >= 0 and 0 <= cell.border <= 1
+    again = explain_sample(pool["model"], data, n=5, grid=4, seed=2, progress=False)
+    assert [c.image_id for c in again.cells] != [c.image_id for c in sheet.cells]  # the seed draws others
+    assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+def test_border_share():
+    saliency = np.zeros((80, 80))
+    saliency[:10] = 1  # the top band only
+    assert border_share(saliency) == 1.0
+    saliency = np.zeros((80, 80))
+    saliency[30:50, 30:50] = 1
+    assert border_share(saliency) == 0.0
+    assert border_share(np.ones((80, 80))) == pytest.approx(1 - 0.75 ** 2)
+    assert border_share(np.zeros((80, 80))) == 0.0
+
+
+def test_gradcam_refuses_a_module_without_a_map(pool):
+    with pytest.raises(ModuleError, match="has no 'feature_map' signature .* use --method occlusion"):
+        explain(pool["model"], IMAGE, method="gradcam", module=pool["module"])
+    result = run("explain", "--model", pool["model"], IMAGE, "--method", "gradcam", "--module", pool["module"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: backbone ")
+
+
+def test_explain_bad_inputs_are_one_line_errors(pool, ham10000, tmp_path):
+    with pytest.raises(UsageError, match="--method 'cam' is unknown; expected one of occlusion, gradient, gradcam"):
+        explain(pool["model"], IMAGE, method="cam")
+    data = write_ham_folder(tmp_path / "data", ham10000, ["ISIC_0024306"])
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    shutil.copy(IMAGE, unlabelled)
+    cases = [
+        (("explain", "--model", pool["model"], IMAGE, "--method", "cam"), 2, "Invalid value for '--method'"),
+        (("explain", "--model", pool["model"]), 2, "Error: give one IMAGE, or --data PATH for a contact sheet"),
+        (("explain", "--model", pool["model"], IMAGE, "--data", data), 2, "Error: give one IMAGE, or --data PATH"),
+        (("explain", "--model", pool["model"], "--data", data, "--sample", "0"), 2,
+         "Error: --sample 0: expected a positive number of images"),
+        (("explain", "--model", pool["model"], "--data", data, "--target", "MEL"), 2,
+         "Error: --target explains one image; a sheet shows each image's predicted class"),
+        (("explain", "--model", pool["model"], "--data", unlabelled, "--per-class"), 2,
+         f"Error: --per-class needs labels, and {unlabelled} has none"),
+        (("explain", "--model", pool["model"], "--data", tmp_path / "nowhere"), 1, "Error: "),
+    ]
+    for args, code, start in cases:
+        result = run(*args)
+        assert result.exit_code == code, (args, result.output)
+        assert "Traceback" not in result.output
+        last = result.output.strip().splitlines()[-1]
+        assert start in last, (args, last)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "unlabelled"]  # no picture half-written

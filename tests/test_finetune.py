@@ -112,6 +112,9 @@ def test_the_module_honours_the_tf_hub_contract(setup):
     assert model(images).shape == (2, 8) and len(layer.trainable_weights) == 3
     obj = hub.load(directory)
     assert obj.signatures["serving_default"](images=images)["feature_vector"].shape == (2, 8)
+    after = obj.signatures["feature_map"](images=images)  # Grad-CAM's map, with the fine-tuned weights
+    assert after["feature_map"].shape == (2, 20, 28, 8)
+    np.testing.assert_allclose(after["feature_vector"], obj(images, training=False), rtol=1e-5)
     np.testing.assert_allclose(obj(images, training=False), model(images), rtol=1e-5)
     assert obj(images, training=True).shape == (2, 8) and obj.regularization_losses == []
 

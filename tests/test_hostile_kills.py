@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from model_factory import pool_model
+from model_factory import pool_model, write_ham_folder
 from skinfeat.atomic import leftovers
 from skinfeat.cli import cli
 
@@ -42,17 +42,10 @@ WRITERS = {  # name: (argv, the output it writes, relative to the test's folder)
 def inputs(skinfeat_home, ham10000, tmp_path_factory):
     info = pool_model(skinfeat_home, ham10000)
     root = tmp_path_factory.mktemp("kills")
-    data = root / "data"
-    (data / "images").mkdir(parents=True)
     import h5py
 
     with h5py.File(info["features"]) as f:
-        ids = set(f["image_id"].asstr()[:])
-    lines = (ham10000 / "HAM10000_metadata.csv").read_text().splitlines()
-    rows = [line for line in lines[1:] if line.split(",")[1] in ids]
-    (data / "HAM10000_metadata.csv").write_text("\n".join([lines[0], *rows]) + "\n")
-    for image_id in ids:
-        os.symlink(next((ham10000).glob(f"*/{image_id}.jpg")), data / "images" / f"{image_id}.jpg")
+        data = write_ham_folder(root / "data", ham10000, f["image_id"].asstr()[:])
     runs = root / "runs"
     runs.mkdir()
     shutil.copy(info["record"], runs)

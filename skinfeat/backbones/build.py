@@ -21,7 +21,7 @@ from skinfeat.runtime import run_fresh
 # Converters by the catalog's ``builder`` name: skinfeat.backbones.<name>.build(weights_path)
 BUILDERS = ("efficientnet_lite", "mobilenet_v1")
 # Bump when a converter changes what it writes: cached builds of another version are rebuilt.
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: the feature_map signature (Grad-CAM)
 
 
 def builtin_dir(entry):

@@ -111,7 +111,8 @@ class EfficientNetLite(tf.Module):
                                 epsilon=EPSILON)
         self.head = Dense(np.ascontiguousarray(sd["_fc.weight"].T), sd["_fc.bias"])
 
-    def features(self, images, training=False):
+    def _forward(self, images, training=False):
+        """(the head convolution's output map [B, h, w, 1280], the pooled stage statistics)."""
         if self.colour == "shades-of-gray":
             illuminant = tf.reduce_mean(images ** SOG_POWER, axis=[1, 2], keepdims=True) ** (1 / SOG_POWER)
             images = tf.clip_by_value(images * (SOG_LEVEL / tf.maximum(illuminant, 1e-3)), 0.0, 1.0)
@@ -123,8 +124,19 @@ class EfficientNetLite(tf.Module):
             if self.pooling == "stages" and i in self.stage_ends:
                 mean, variance = tf.nn.moments(x, axes=[1, 2])
                 pooled += [mean, tf.sqrt(variance + 1e-6)]
-        final = global_average_pool(self.head_conv(x, training))
+        return self.head_conv(x, training), pooled
+
+    def features(self, images, training=False):
+        last, pooled = self._forward(images, training)
+        final = global_average_pool(last)
         return tf.concat([final] + pooled, axis=1) if pooled else final
+
+    def feature_map(self, images):
+        """The last convolutional map (its spatial mean is the first 1280 features) and the
+        feature vector, from one pass (Grad-CAM: ``skinfeat explain --method gradcam``)."""
+        last, pooled = self._forward(images)
+        final = global_average_pool(last)
+        return {"feature_map": last, "feature_vector": tf.concat([final] + pooled, axis=1) if pooled else final}
 
     def logits(self, features):
         """ImageNet logits of ``features`` (the final 1280 come first, whatever the pooling)."""

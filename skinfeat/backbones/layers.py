@@ -15,6 +15,7 @@ tf = tensorflow()
 
 BN_MOMENTUM = 0.99
 IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+MAP_SIGNATURE = "feature_map"  # the signature (and function) with the last convolutional map
 
 
 class ConvBN(tf.Module):
@@ -85,7 +86,11 @@ def export_saved_model(net, path):
       feature extractor (the ImageNet head is not part of them);
     - ``imagenet_logits(images)``: the source network's classifier, for port
       checks (a separate function: the feature path does not compute it);
-    - a ``serving_default`` signature returning ``{"feature_vector": [B, D]}``.
+    - a ``serving_default`` signature returning ``{"feature_vector": [B, D]}``;
+    - when the network has ``feature_map(images)``: a ``feature_map`` signature (and
+      function) returning ``{"feature_map": [B, h, w, C], "feature_vector": [B, D]}``,
+      the last convolutional map whose global average is the first C features
+      (``skinfeat explain --method gradcam``).
     """
     head = {id(v) for v in net.head.variables}
     variables = [v for v in net.variables if id(v) not in head]
@@ -106,4 +111,7 @@ def export_saved_model(net, path):
     root.imagenet_logits = tf.function(lambda images: logits(features(images)), input_signature=[IMAGES])
     serving = tf.function(lambda images: {"feature_vector": features(images)}, input_signature=[IMAGES])
     root.__call__ = call
-    tf.saved_model.save(root, str(path), signatures={"serving_default": serving})
+    signatures = {"serving_default": serving}
+    if hasattr(net, "feature_map"):
+        root.feature_map = signatures[MAP_SIGNATURE] = tf.function(net.feature_map, input_signature=[IMAGES])
+    tf.saved_model.save(root, str(path), signatures=signatures)

@@ -48,11 +48,19 @@ class MobileNetV1(tf.Module):
         logits = f"{PREFIX}/Logits/Conv2d_1c_1x1"
         self.head = Dense(consts[f"{logits}/weights"][0, 0], consts[f"{logits}/biases"])
 
-    def features(self, images, training=False):
+    def _last_map(self, images, training=False):
         x = images * 2.0 - 1.0
         for layer in self.layers:
             x = layer(x, training)
-        return global_average_pool(x)
+        return x
+
+    def features(self, images, training=False):
+        return global_average_pool(self._last_map(images, training))
+
+    def feature_map(self, images):
+        """The last pointwise convolution's map [B, 7, 7, 1024] and its global average."""
+        x = self._last_map(images)
+        return {"feature_map": x, "feature_vector": global_average_pool(x)}
 
     def logits(self, features):
         return self.head(features)

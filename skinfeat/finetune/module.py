@@ -8,7 +8,8 @@
   (``skinfeat.backbones.layers.export_saved_model``): ``__call__(images,
   training=False)``, float32 ``[B, H, W, 3]`` in [0, 1] -> ``[B, D]``, traced both
   ways; ``variables``, ``trainable_variables``, ``regularization_losses``; a
-  ``serving_default`` signature returning ``{"feature_vector"}``. It goes into the
+  ``serving_default`` signature returning ``{"feature_vector"}`` (and the
+  ``feature_map`` signature when the module had one). It goes into the
   module cache as ``finetuned/NAME`` (``skinfeat.backbones.cache.atomic_build``,
   fingerprinted), its descriptor holding the catalog metadata and the ids of
   every image it saw, so ``--module finetuned/NAME`` works everywhere and ``fit``
@@ -128,7 +129,7 @@ def init_head(model, standardize, head, batches, seed=0):
 def export_module(obj, directory):
     """Save the (fine-tuned) loaded module ``obj`` into ``directory`` with the TF-Hub
     image feature-vector contract of the built-ins."""
-    from skinfeat.backbones.layers import IMAGES
+    from skinfeat.backbones.layers import IMAGES, MAP_SIGNATURE
     from skinfeat.runtime import tensorflow
     tf = tensorflow()
 
@@ -145,7 +146,11 @@ def export_module(obj, directory):
         features = call.get_concrete_function(IMAGES)
     serving = tf.function(lambda images: {"feature_vector": features(images)}, input_signature=[IMAGES])
     root.__call__ = call
-    tf.saved_model.save(root, str(directory), signatures={"serving_default": serving})
+    signatures = {"serving_default": serving}
+    if hasattr(obj, MAP_SIGNATURE):  # a built-in's last convolutional map, with the fine-tuned weights
+        root.feature_map = signatures[MAP_SIGNATURE] = tf.function(
+            lambda images: obj.feature_map(images), input_signature=[IMAGES])
+    tf.saved_model.save(root, str(directory), signatures=signatures)
 
 
 def publish(obj, name, descriptor, run_key):
