@@ -308,9 +308,11 @@ def grad_cam(head, fmap, features, target, differentiable=True):
 
 
 def gradcam_map(model, image, target, module=None):
-    """Grad-CAM [H, W] in [0, 1] of ``image`` for class ``target``, upsampled (bilinear)
-    from the backbone's last convolutional map; and the raw value its 1 stands for."""
+    """Grad-CAM [H, W] in [0, 1] of ``image`` for class ``target``, upsampled (bilinear,
+    then a light Gaussian) from the backbone's last convolutional map; and the peak
+    of the map itself, in log P per map cell."""
     from PIL import Image
+    from scipy.ndimage import gaussian_filter
 
     from skinfeat.backbones.layers import MAP_SIGNATURE
     from skinfeat.model.predictor import one_blas_thread
@@ -336,7 +338,9 @@ def gradcam_map(model, image, target, module=None):
                                   model.manifest.get("head") in DIFFERENTIABLE), 0)
     height, width = image.shape[:2]
     up = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
-    return _normalise(np.maximum(up, 0).astype(np.float64))
+    # bilinear alone draws each hot cell as a cross (a product of two triangles): smooth it over a third of a cell
+    up = gaussian_filter(np.maximum(up, 0).astype(np.float64), sigma=max(height / cam.shape[0], 1) / 3)
+    return _normalise(up)[0], float(cam.max())
 
 
 def savedmodel_backbone(model, module=None):

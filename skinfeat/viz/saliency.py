@@ -32,13 +32,13 @@ def draw_overlay(ax, image, saliency):
     ax.set_yticks([])
 
 
-def _colorbar(fig, ax, method, peak, **kwargs):
+def _colorbar(fig, ax, label, peak, **kwargs):
     import matplotlib
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
     fig.colorbar(ScalarMappable(Normalize(0, peak), matplotlib.colormaps[CMAP]), ax=ax,
-                 label=UNITS[method], **kwargs)
+                 label=label, **kwargs)
 
 
 def plot_explanation(result, top_k=3):
@@ -55,7 +55,7 @@ def plot_explanation(result, top_k=3):
     left.set_xticks([])
     left.set_yticks([])
     draw_overlay(middle, result.image, result.saliency)
-    _colorbar(fig, middle, result.method, result.peak, shrink=0.85)
+    _colorbar(fig, middle, UNITS[result.method], result.peak, shrink=0.85)
     code = CLASSES[result.target]
     middle.set_title(TITLES[result.method].format(code), fontsize=11)
     order = np.argsort(-result.proba)[:top_k][::-1]
@@ -75,8 +75,9 @@ def plot_explanation(result, top_k=3):
 
 def plot_sheet(sheet, columns=6):
     """Contact sheet of a :class:`skinfeat.explain.Sheet`: one cell per image (its map
-    over it; id, true and predicted class, green when right, red when wrong), one row
-    per class with ``per_class``, all maps on one colour scale."""
+    over it, scaled to its own peak, which the cell shows beside its border share; id,
+    true and predicted class, green when right, red when wrong), one row per class
+    with ``per_class``."""
     from matplotlib.figure import Figure
 
     cells = sheet.cells
@@ -88,7 +89,6 @@ def plot_sheet(sheet, columns=6):
         rows = [cells[i:i + columns] for i in range(0, len(cells), columns)]
     fig = Figure(figsize=(2.3 * columns + 1.2, 2.55 * len(rows) + 0.9), dpi=100, layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), columns, squeeze=False))
-    peak = max(c.peak for c in cells)
     for r, row in enumerate(rows):
         for k in range(columns):
             ax = axes[r, k]
@@ -96,14 +96,14 @@ def plot_sheet(sheet, columns=6):
                 ax.axis("off")
                 continue
             cell = row[k]
-            draw_overlay(ax, cell.image, np.clip(cell.saliency * cell.peak / peak, 0, 1))
+            draw_overlay(ax, cell.image, cell.saliency)
             true = CLASSES[cell.true] if cell.true >= 0 else "?"
             right = cell.true == cell.predicted
             ax.set_title(f"{cell.image_id}\ntrue {true} · pred {CLASSES[cell.predicted]} {cell.proba:.2f}",
                          fontsize=8.5, color="black" if cell.true < 0 else ("#1a7f37" if right else "#c62828"))
-            ax.set_xlabel(f"border {cell.border:.0%}", fontsize=8)
-    _colorbar(fig, axes[:, -1].tolist(), sheet.method, peak, shrink=0.6)
-    fig.suptitle(f"{sheet.title}: {TITLES[sheet.method].splitlines()[0].rstrip(':')} of the predicted class; "
-                 f"{sheet.border:.0%} of the maps' mass on the outer {sheet.band:.0%} band "
-                 f"({sheet.band_area:.0%} of the image)", fontsize=11)
+            ax.set_xlabel(f"peak {cell.peak:.3g} · border {cell.border:.0%}", fontsize=8)
+    _colorbar(fig, axes[:, -1].tolist(), f"{UNITS[sheet.method]}, relative to each map's peak", 1.0, shrink=0.6)
+    fig.suptitle(f"{sheet.title}: {TITLES[sheet.method].splitlines()[0].rstrip(':')} of the predicted class\n"
+                 f"{sheet.border:.0%} of the maps' mass lies on the outer {sheet.band:.1%} of each side "
+                 f"({sheet.band_area:.0%} of the image)", fontsize=10)
     return fig
