@@ -16,8 +16,9 @@ images of different lesion ids. They are false pairs or leaks: a look at the
 most similar (``skinfeat data duplicates --out sheet.png``) finds most of them
 to be one lesion photographed twice under two lesion ids. HAM10000's two known
 byte-identical pairs (ISIC_0029861/ISIC_0024366, ISIC_0029938/ISIC_0024777,
-each within one lesion id) must be found ("known"). Both ways of measuring similarity are scored: cosine of the raw features
-and cosine after centring (subtracting the mean feature of the sets searched).
+each within one lesion id) must be found ("known"). Both ways of measuring
+similarity are scored: cosine of the raw features and cosine after centring
+(subtracting the mean feature of the sets searched).
 
 Prints one table per way (threshold, planted recall overall and per kind of
 copy, other-lesion pairs, search seconds, peak memory), lists the false pairs at the
