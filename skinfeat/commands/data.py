@@ -4,6 +4,7 @@ Other commands read datasets the same way: decorate them with
 :func:`dataset_options` and call :func:`load_manifest` with its three values.
 """
 
+import dataclasses
 import functools
 import sys
 
@@ -13,7 +14,8 @@ import numpy as np
 from skinfeat.classes import CLASSES
 from skinfeat.data import check_dataset, load_dataset, make_folds, summarize, write_folds
 from skinfeat.data.manifest import ERROR
-from skinfeat.data.split import HOLDOUT, fold_balance
+from skinfeat.data.split import HOLDOUT, fold_balance, merge_lesions
+from skinfeat.duplicates import DEFAULT_THRESHOLD
 
 
 def dataset_options(command):
@@ -118,20 +120,30 @@ def format_summary(summary):
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed and data, same folds.")
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Fraction of images set aside as a held-out part (fold -1), e.g. 0.2.")
+@click.option("--duplicates", type=click.Path(dir_okay=False), metavar="CSV",
+              help="Pairs file of 'skinfeat data duplicates --pairs-out': the lesions of each pair share a fold.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, metavar="FILE",
               help="Folds CSV to write (image_id,lesion_id,label,fold); replaced atomically.")
-def split(data, images, labels, k, seed, holdout, out):
+def split(data, images, labels, k, seed, holdout, duplicates, out):
     """Write reproducible lesion-grouped, class-stratified folds.
 
     All images of a lesion share one fold, and every fold holds about its share
     of each class. Fold -1 is the held-out part (--holdout). Later commands take
     the file (--folds FILE) so every backbone and head is scored on the same folds.
+    With --duplicates, lesions linked by near-duplicate images also share one.
     """
+    from skinfeat.duplicates import read_pairs
     from skinfeat.outputs import check_writable, writing
 
     check_writable(out, "the folds file")
     manifest = load_manifest(data, images, labels)
-    folds = make_folds(manifest, k=k, seed=seed, holdout=holdout)
+    grouped = manifest
+    if duplicates:
+        merged = merge_lesions(manifest.image_ids, manifest.lesion_ids, read_pairs(duplicates), duplicates)
+        grouped = dataclasses.replace(manifest, lesion_ids=merged)
+        joined = len(set(manifest.lesion_ids)) - len(set(merged))
+        click.echo(f"{duplicates}: {joined:,} lesions joined others' groups to share their fold")
+    folds = make_folds(grouped, k=k, seed=seed, holdout=holdout)
     with writing(out, "the folds file"):
         write_folds(out, manifest, folds)
     click.echo(f"wrote {out}: {len(manifest):,} images, {len(set(manifest.lesion_ids)):,} lesions")
@@ -144,3 +156,64 @@ def split(data, images, labels, k, seed, holdout, out):
     if (manifest.labels >= 0).any():
         gap = fold_balance(manifest.labels, folds)
         click.echo(f"largest class-share gap to the whole (classes of 100+ images): {gap:.2f} points")
+
+
+@data.command()
+@click.option("--features", type=click.Path(dir_okay=False), required=True, metavar="FILE",
+              help="Features file written by 'skinfeat extract' (its clean view is compared).")
+@click.option("--against", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A second features file of the same backbone (e.g. the test set): only pairs across the two.")
+@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
+              help="Lowest cosine similarity of a pair, in (0, 1].")
+@click.option("--folds", type=click.Path(dir_okay=False), metavar="CSV",
+              help="Folds file of 'skinfeat data split', to say which pairs cross folds (else 'fold ?').")
+@click.option("--all", "show_all", is_flag=True, help="Also list pairs of images of one lesion.")
+@click.option("--pairs-out", type=click.Path(dir_okay=False), metavar="CSV",
+              help="Write every pair as CSV, for 'skinfeat data split --duplicates'.")
+@click.option("--out", type=click.Path(dir_okay=False), metavar="PNG",
+              help="Contact sheet of the most similar listed pairs side by side (needs --data).")
+@click.option("--data", "datasets", type=click.Path(), multiple=True, metavar="PATH",
+              help="Dataset (folder or labels CSV) holding the images, for --out; repeat for --against's.")
+def duplicates(features, against, threshold, folds, show_all, pairs_out, out, datasets):
+    """List near-duplicate images: pairs whose features' cosine similarity is at
+    least --threshold, most similar first, one line each (image, lesion and fold
+    of both, and whether the pair leaks), then a summary line.
+
+    \b
+    Within one file, pairs of different lesions in different folds leak (a
+    lesion-grouped split keeps the images of one lesion together, not copies
+    under two lesion ids); with --against every pair leaks. The search is exact,
+    in blocks of rows: the 10,015 HAM10000 images take seconds.
+    """
+    from skinfeat.data import read_folds
+    from skinfeat.duplicates import check_threshold, contact_sheet, describe, find_duplicates, format_pair, \
+        summary, write_pairs
+    from skinfeat.errors import UsageError
+    from skinfeat.features import read_features
+    from skinfeat.outputs import check_writable, writing
+
+    check_threshold(threshold)
+    if out and not datasets:
+        raise UsageError(f"--out {out} draws the images: name the dataset holding them with --data PATH")
+    for path, what in ((pairs_out, "the pairs file"), (out, "the contact sheet")):
+        if path:
+            check_writable(path, what)
+    fs = read_features(features, with_views=False)
+    other = read_features(against, with_views=False) if against else None
+    rows = describe(find_duplicates(fs, other, threshold), fs, other, read_folds(folds) if folds else None)
+    shown = rows if show_all or other is not None else [r for r in rows if r["verdict"] != "same lesion"]
+    for row in shown:
+        click.echo(format_pair(row))
+    click.echo(summary(rows, threshold, against=other is not None))
+    if pairs_out:
+        with writing(pairs_out, "the pairs file"):
+            write_pairs(pairs_out, rows)
+        click.echo(f"wrote {pairs_out}")
+    if out:
+        paths = {}
+        for path in datasets:
+            manifest = load_dataset(data=path)
+            paths.update(zip(manifest.image_ids, manifest.paths))
+        with writing(out, "the contact sheet"):
+            contact_sheet(shown, paths, out)
+        click.echo(f"wrote {out}")

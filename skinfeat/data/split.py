@@ -104,6 +104,29 @@ def leaking_lesions(lesion_ids, folds):
     return sorted(lesion for lesion, p in parts.items() if len(p) > 1)
 
 
+def merge_lesions(image_ids, lesion_ids, pairs, source):
+    """``lesion_ids`` with every group of lesions that near-duplicate ``pairs`` (of image ids) link
+    under one id, the group's smallest (union-find), so :func:`make_folds` keeps each group in one
+    part. Pairs naming an image outside ``image_ids`` are ignored; DataError if all do."""
+    lesion_of = dict(zip(image_ids, lesion_ids))
+    known = [(lesion_of[a], lesion_of[b]) for a, b in pairs if a in lesion_of and b in lesion_of]
+    if pairs and not known:
+        raise DataError(f"{source}: none of its {len(pairs)} pairs names two images of this dataset; expected "
+                        "the pairs file of this dataset's features ('skinfeat data duplicates --pairs-out')")
+    parent = {}
+
+    def root(lesion):
+        while parent.get(lesion, lesion) != lesion:
+            lesion = parent[lesion]
+        return lesion
+
+    for a, b in known:
+        a, b = root(a), root(b)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return [root(lesion) for lesion in lesion_ids]
+
+
 def write_folds(path, manifest, folds):
     """Write the folds file atomically: a half-written file never appears under ``path``."""
     folds = np.asarray(folds)
