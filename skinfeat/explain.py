@@ -75,13 +75,13 @@ def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT
     (default: the recorded one, if the catalog has it)."""
     from skinfeat.model.predictor import load_predictor
 
-    if method not in METHODS:
-        raise UsageError(f"--method {method!r} is unknown; expected one of {', '.join(METHODS)}")
+    _check_method(method)
     model = load_predictor(model_dir)
     image = model.load_image(image_path)
     proba = model.head.adjust(model.predict_proba(image[None]))[0]
     index = int(np.argmax(proba)) if target is None else _class(target)
-    saliency, peak = saliency_map(model, image, index, method, grid, module)
+    backbone = method_backbone(model, method, module)
+    saliency, peak = saliency_map(model, image, index, method, grid, backbone)
     result = Explanation(Path(image_path).stem, image, saliency, proba, index, method, peak)
     from skinfeat.viz.saliency import plot_explanation
 
@@ -161,21 +161,21 @@ def explain_sample(model_dir, data, n=DEFAULT_SAMPLE, per_class=False, method="o
     from skinfeat.data import load_dataset
     from skinfeat.model.predictor import load_predictor
 
-    if method not in METHODS:
-        raise UsageError(f"--method {method!r} is unknown; expected one of {', '.join(METHODS)}")
+    _check_method(method)
     if n < 1:
         raise UsageError(f"--sample {n}: expected a positive number of images")
     model = load_predictor(model_dir)
     manifest = load_dataset(data=data)
     if per_class and not (np.asarray(manifest.labels) >= 0).any():
         raise UsageError(f"--per-class needs labels, and {data} has none; drop --per-class")
+    backbone = method_backbone(model, method, module)  # loaded once
     cells = []
     for row in tqdm(sample_rows(manifest.labels, n, per_class, seed), unit="img", desc=f"explain ({method})",
                     disable=not progress, file=sys.stderr, dynamic_ncols=True):
         image = model.load_image(manifest.paths[row])
         proba = model.head.adjust(model.predict_proba(image[None]))[0]
         best = int(np.argmax(proba))
-        saliency, peak = saliency_map(model, image, best, method, grid, module)
+        saliency, peak = saliency_map(model, image, best, method, grid, backbone)
         cells.append(Cell(manifest.image_ids[row], image, saliency, peak, int(manifest.labels[row]), best,
                           float(proba[best]), border_share(saliency)))
     from skinfeat.viz.saliency import plot_sheet
@@ -186,13 +186,29 @@ def explain_sample(model_dir, data, n=DEFAULT_SAMPLE, per_class=False, method="o
     return sheet
 
 
-def saliency_map(model, image, target, method, grid=DEFAULT_GRID, module=None):
-    """(map [H, W] in [0, 1], the raw value its 1 stands for) of ``image`` by ``method``."""
+def _check_method(method):
+    if method not in METHODS:
+        raise UsageError(f"--method {method!r} is unknown; expected one of {', '.join(METHODS)}")
+
+
+def method_backbone(model, method, module=None):
+    """The SavedModel function ``method`` needs (None for occlusion), loaded once;
+    UsageError for a method the model's head cannot take."""
+    name = model.manifest.get("head")
+    if method == "gradient" and name not in DIFFERENTIABLE:
+        raise UsageError(f"--method gradient needs a differentiable head ({', '.join(DIFFERENTIABLE)}); "
+                         f"this model's head is {name}: use --method occlusion")
+    return None if method == "occlusion" else savedmodel_backbone(model, module)
+
+
+def saliency_map(model, image, target, method, grid=DEFAULT_GRID, backbone=None):
+    """(map [H, W] in [0, 1], the raw value its 1 stands for) of ``image`` by ``method``;
+    ``backbone``: the SavedModel function of gradient and gradcam (``savedmodel_backbone``)."""
     if method == "occlusion":
         return occlusion_map(model, image, target, grid)
     if method == "gradient":
-        return gradient_map(model, image, target, module=module)
-    return gradcam_map(model, image, target, module=module)
+        return gradient_map(model, image, target, backbone)
+    return gradcam_map(model, image, target, backbone)
 
 
 def _class(code):
@@ -277,15 +293,10 @@ def input_gradient(backbone, head, images, target):
     return tape.gradient(features, x, output_gradients=tf.constant(g)).numpy()
 
 
-def gradient_map(model, image, target, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHGRAD_NOISE, seed=0, module=None):
+def gradient_map(model, image, target, backbone, samples=SMOOTHGRAD_SAMPLES, noise=SMOOTHGRAD_NOISE, seed=0):
     """SmoothGrad saliency: mean |d log P(target) / d pixel| (max over colour channels)
     over ``samples`` noisy copies, lightly blurred: (map [H, W] in [0, 1], its top 1 % at
     1; the gradient that 1 stands for)."""
-    name = model.manifest.get("head")
-    if name not in DIFFERENTIABLE:
-        raise UsageError(f"--method gradient needs a differentiable head ({', '.join(DIFFERENTIABLE)}); "
-                         f"this model's head is {name}: use --method occlusion")
-    backbone = savedmodel_backbone(model, module)
     rng = np.random.default_rng(seed)
     total = np.zeros(image.shape[:2])
     for _ in range(samples):
@@ -307,7 +318,7 @@ def grad_cam(head, fmap, features, target, differentiable=True):
     return np.tensordot(fmap.astype(np.float64), g, axes=([2], [0])) / (h * w)
 
 
-def gradcam_map(model, image, target, module=None):
+def gradcam_map(model, image, target, backbone):
     """Grad-CAM [H, W] in [0, 1] of ``image`` for class ``target``, upsampled (bilinear,
     then a light Gaussian) from the backbone's last convolutional map; and the peak
     of the map itself, in log P per map cell."""
@@ -319,7 +330,6 @@ def gradcam_map(model, image, target, module=None):
     from skinfeat.runtime import tensorflow
 
     tf = tensorflow()
-    backbone = savedmodel_backbone(model, module)
     signature = (getattr(backbone.saved_model, "signatures", None) or {}).get(MAP_SIGNATURE)
     name = model.manifest["backbone"].get("module")
     if signature is None:
