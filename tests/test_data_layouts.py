@@ -1,13 +1,17 @@
 """Each layout a user may arrive with becomes the same kind of Manifest."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from dataset_factory import four_classes_rows, make_class_folders, make_ham, make_isic, write_image
 from skinfeat.classes import CLASSES, UNLABELLED
+from skinfeat.cli import cli
 from skinfeat.data import Manifest, load_dataset
+from skinfeat.data.layouts import NO_GROUPING
 from skinfeat.errors import DataError, UsageError
 
 MEL, NV, BCC, BKL = (CLASSES.index(c) for c in ("MEL", "NV", "BCC", "BKL"))
@@ -77,7 +81,50 @@ def test_class_folders_match_class_names_in_any_case(tmp_path):
     assert dict(zip(m.image_ids, m.labels.tolist())) == {
         "Bcc_0": BCC, "MEL_0": MEL, "MEL_1": MEL, "nv_0": NV, "nv_1": NV, "nv_2": NV}
     assert m.lesion_ids == m.image_ids
-    assert m.metadata == {} and m.problems == []
+    assert m.metadata == {} and [(p.level, p.message) for p in m.problems] == [("warning", NO_GROUPING)]
+
+
+def test_class_folders_recognise_full_names_and_common_spellings(tmp_path):
+    names = ["Melanoma", "melanocytic_nevi", "2-basal cell carcinoma", "actinic-keratoses", "Benign keratosis-like "
+             "lesions", "dermatofibroma", "vascular lesions"]
+    make_class_folders(tmp_path, {name: 1 for name in names})
+    m = load_dataset(data=tmp_path)
+    assert m.layout == "class-folders" and len(m) == 7
+    assert {Path(p).parent.name: CLASSES[k] for p, k in zip(m.paths, m.labels)} == dict(zip(names, CLASSES))
+
+
+def test_a_keras_train_val_tree_is_read_as_one_dataset_with_a_warning(tmp_path):
+    make_class_folders(tmp_path / "train", {"mel": 2, "nv": 3})
+    make_class_folders(tmp_path / "val", {"melanoma": 1, "nevus": 1}, suffix=".jpg")
+    m = load_dataset(data=tmp_path)
+    assert m.layout == "class-folders" and len(m) == 7
+    assert m.labels.tolist().count(MEL) == 3 and m.labels.tolist().count(NV) == 4
+    messages = [p.message for p in m.problems]
+    assert messages[0] == (f"class folders found in 2 parts (train/, val/): read as one dataset of 7 images, since "
+                           f"skinfeat makes its own lesion-grouped folds; pass one part as --data ({tmp_path / 'train'}) "
+                           "to use it alone") and messages[1] == NO_GROUPING
+
+
+def test_folders_named_like_no_class_are_said_not_silently_unlabelled(tmp_path):
+    make_class_folders(tmp_path, {"cats": 2, "dogs": 1})
+    m = load_dataset(data=tmp_path)
+    assert m.layout == "unlabelled" and len(m) == 3
+    assert [p.level for p in m.problems] == ["warning"]
+    assert m.problems[0].message.startswith("the images lie in sub-folders (cats/, dogs/) whose names are none of "
+                                            "the seven classes MEL, NV, BCC, AKIEC, BKL, DF, VASC")
+    result = CliRunner().invoke(cli, ["data", "check", "--data", str(tmp_path)])
+    assert "cats/, dogs/" in result.output
+    from fakes import make_pooling_module
+
+    module = make_pooling_module(tmp_path / "module")
+    features = tmp_path / "f.h5"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["extract", "--module", module, "--data", str(tmp_path), "--out", str(features),
+                                 "--no-progress", "--views", "0"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["fit", "--features", str(features), "--head", "logreg"])
+    last = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 1 and last.startswith(f"Error: features file {features} has no labelled images")
 
 
 def test_unlabelled_folder_searched_recursively_skipping_hidden_files(tmp_path):

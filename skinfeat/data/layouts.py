@@ -12,7 +12,7 @@ names and CSVs are read here, never pixels, so 100,000 images take seconds.
 import os
 from pathlib import Path
 
-from skinfeat.classes import CLASSES, FULL_NAMES, UNLABELLED, class_index
+from skinfeat.classes import CLASSES, FULL_NAMES, UNLABELLED, class_index, folder_class
 from skinfeat.data.csvfile import close_matches, read_header, read_table, shorten
 from skinfeat.data.manifest import METADATA_COLUMNS, Manifest, error, warning
 from skinfeat.errors import DataError, UsageError
@@ -221,16 +221,38 @@ def _read_groupings(path, problems):
     return lesions, dx_types
 
 
+NO_GROUPING = ("class folders carry no lesion ids: each image counts as its own lesion, so folds are per image "
+               "and may put photos of one lesion on both sides; for grouped folds give a HAM10000 metadata CSV "
+               "(lesion_id,image_id,dx) or ISIC ground truth with its lesion groupings")
+
+
 def read_class_folders(root):
-    """One sub-folder per class (``MEL/``, ``nv/`` ...); images directly under ``root`` are left out."""
+    """One sub-folder per class (``MEL/``, ``nv/``, ``melanoma/`` ...; see
+    ``skinfeat.classes.folder_class``); images directly under ``root`` are left out. A
+    tree of parts with class folders in each (Keras' ``train/``, ``val/``, ``test/``)
+    is read as one dataset, with a warning: skinfeat makes its own folds."""
     problems, records, files = [], [], {}
+    parts = _split_parts(root)
+    for part in parts or [root]:
+        _read_classes(part, problems, records, files)
+    if parts:
+        problems.append(warning(
+            f"class folders found in {len(parts)} parts ({', '.join(p.name + '/' for p in parts)}): read as one "
+            f"dataset of {len(records)} images, since skinfeat makes its own lesion-grouped folds; pass one part "
+            f"as --data ({parts[0]}) to use it alone", root))
+    problems.append(warning(NO_GROUPING, root))
+    records.sort(key=lambda r: r[1])
+    return _assemble(records, files, "class-folders", problems, {"images": str(root)}, root)
+
+
+def _read_classes(root, problems, records, files):
     for path, is_dir in list_folder(root, _skipper(problems)):
         if not is_dir:
             if is_image_name(path.name):
                 problems.append(warning("image outside the class folders is left out: move it into one", path))
             continue
         found = find_images(path, problems)
-        label = class_index(path.name)
+        label = folder_class(path.name)
         if label is None:
             if found:
                 problems.append(error(f"folder '{path.name}' ({len(found)} images) is not one of the seven "
@@ -240,14 +262,22 @@ def read_class_folders(root):
         for image_id, paths in found.items():
             records.append((paths[0], image_id, label, "", {}))
             files.setdefault(image_id, []).extend(paths)
-    records.sort(key=lambda r: r[1])
-    return _assemble(records, files, "class-folders", problems, {"images": str(root)}, root)
 
 
 def read_unlabelled(root):
-    """Every image below ``root``, without labels."""
+    """Every image below ``root``, without labels (a warning when they lie in sub-folders
+    whose names are no class: misspelt class folders would otherwise pass silently)."""
     problems = []
-    paths = _unique_paths(find_images(root, problems), problems)
+    found = find_images(root, problems)
+    folders = sorted({Path(p).relative_to(root).parts[0] for paths in found.values() for p in paths
+                      if len(Path(p).relative_to(root).parts) > 1})
+    if len(folders) > 1:
+        shown_names = ", ".join(f"{f}/" for f in folders[:6]) + (f" and {len(folders) - 6} more" if len(folders) > 6 else "")
+        problems.append(warning(
+            f"the images lie in sub-folders ({shown_names}) whose names are none of the seven classes {CLASS_LIST} "
+            "or their names (melanoma/, nevus/, ...), and no labels CSV was found: read as unlabelled; rename the "
+            "folders to label the images by folder", root))
+    paths = _unique_paths(found, problems)
     ids = sorted(paths)
     return Manifest(ids, [paths[i] for i in ids], [UNLABELLED] * len(ids), list(ids), "unlabelled",
                     problems=problems, sources={"images": str(root)})
@@ -281,7 +311,15 @@ def _csvs(root, depth=2):
 
 
 def _has_class_folders(root):
-    return any(is_dir and class_index(path.name) is not None for path, is_dir in list_folder(root, lambda *_: None))
+    return any(is_dir and folder_class(path.name) is not None for path, is_dir in list_folder(root, lambda *_: None))
+
+
+def _split_parts(root):
+    """Sub-folders of ``root`` that hold class folders themselves (``train/``, ``val/``),
+    when ``root`` has no class folders of its own."""
+    if _has_class_folders(root):
+        return []
+    return [path for path, is_dir in list_folder(root, lambda *_: None) if is_dir and _has_class_folders(path)]
 
 
 def _read_isic2018_with_groupings(labels, images):
@@ -313,7 +351,7 @@ def _from_labels(labels, images):
 
 
 def _from_folder(root):
-    return read_class_folders(root) if _has_class_folders(root) else read_unlabelled(root)
+    return read_class_folders(root) if _has_class_folders(root) or _split_parts(root) else read_unlabelled(root)
 
 
 def load_dataset(data=None, images=None, labels=None):

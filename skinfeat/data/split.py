@@ -49,6 +49,10 @@ def make_folds(manifest, k=5, seed=0, holdout=0.0):
     shares = np.full(k, (1.0 - holdout) / k)
     if holdout:
         shares = np.append(shares, holdout)
+    if not len(lesions):  # fit passes the labelled images only
+        raise DataError("the dataset has no labelled images, so there is nothing to split "
+                        "into folds; label them: class folders (MEL/, nevus/, ...) or a HAM10000 / ISIC 2018 "
+                        "labels CSV (`skinfeat data check` shows what was found)")
     if len(lesions) < len(shares):
         raise DataError(f"{len(lesions)} lesions cannot fill {len(shares)} parts; use fewer --folds")
     sizes = np.array([len(m) for m in members])
