@@ -2,6 +2,9 @@
 and format its answer; each concern's commands live in ``skinfeat.commands``.
 """
 
+import os
+import sys
+
 import click
 
 from skinfeat import __version__
@@ -18,6 +21,15 @@ class SkinfeatGroup(click.Group):
             raise click.UsageError(str(exc), ctx=ctx) from None
         except SkinfeatError as exc:
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:  # `skinfeat predict ... | head -1`: the reader has what it wanted
+            _silence_stdout()
+            ctx.exit(0)
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null, so that the flush at exit does not fail on a closed pipe
+    (Python's advice for SIGPIPE: https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @click.group(cls=SkinfeatGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,4 +71,10 @@ _register()
 
 
 def main():
-    cli(prog_name="skinfeat")
+    try:
+        cli(prog_name="skinfeat")
+    finally:  # output still buffered when the reader closed the pipe: exit quietly, as when it was written
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import shutil
+import shlex
 import subprocess
 import sys
 
@@ -263,6 +264,18 @@ def test_prediction_imports_neither_tensorflow_nor_scikit_learn(pool):
               "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'sklearn', 'lightgbm', 'scipy'}))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("repeat", [1, 60])  # output left in the buffer at exit; a write failing mid-run
+def test_a_reader_that_closes_the_pipe_ends_it_quietly(pool, repeat):
+    """`skinfeat predict ... | head -1` in a shell with pipefail: the first line, exit 0, nothing on stderr."""
+    images = " ".join(shlex.quote(str(p)) for p in _paths(pool)) + " "
+    command = f"{shlex.quote(sys.executable)} -m skinfeat predict --model {shlex.quote(pool['model'])} " \
+              f"--format isic {images * repeat} | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n"
+    assert "Error" not in done.stderr and "Traceback" not in done.stderr and "Exception" not in done.stderr
 
 
 # ----------------------------------------------------------------------------- heads in numpy
