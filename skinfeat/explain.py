@@ -202,13 +202,37 @@ def method_backbone(model, method, module=None):
 
 
 def saliency_map(model, image, target, method, grid=DEFAULT_GRID, backbone=None):
-    """(map [H, W] in [0, 1], the raw value its 1 stands for) of ``image`` by ``method``;
-    ``backbone``: the SavedModel function of gradient and gradcam (``savedmodel_backbone``)."""
+    """(map [H, W] in [0, 1], the raw value its 1 stands for) of ``image`` by ``method``,
+    zero on letterbox bands (``content_mask``: they are not image, but a map can be
+    hottest there); ``backbone``: the SavedModel function of gradient and gradcam."""
     if method == "occlusion":
-        return occlusion_map(model, image, target, grid)
-    if method == "gradient":
-        return gradient_map(model, image, target, backbone)
-    return gradcam_map(model, image, target, backbone)
+        saliency, peak = occlusion_map(model, image, target, grid)
+    elif method == "gradient":
+        saliency, peak = gradient_map(model, image, target, backbone)
+    else:
+        saliency, peak = gradcam_map(model, image, target, backbone)
+    mask = content_mask(image)
+    if mask.all():
+        return saliency, peak
+    inside = saliency * mask
+    top = inside.max()
+    return (inside / top if top > 0 else inside), peak * top
+
+
+def content_mask(image):
+    """[H, W] True on the image, False on the letterbox bands of the ``pad`` policy:
+    whole rows or columns of exact zeros reaching the edge."""
+    blank = ~image.any(axis=-1)
+    rows, cols = blank.all(axis=1), blank.all(axis=0)
+    mask = np.ones(blank.shape, bool)
+    for line, axis in ((rows, 0), (cols, 1)):
+        start = int(np.argmin(line)) if not line.all() else len(line)
+        stop = len(line) - int(np.argmin(line[::-1])) if not line.all() else 0
+        if axis == 0:
+            mask[:start], mask[stop:] = False, False
+        else:
+            mask[:, :start], mask[:, stop:] = False, False
+    return mask
 
 
 def _class(code):

@@ -11,8 +11,9 @@ from PIL import Image
 from model_factory import ham_subset, lite0_model, map_model, pool_model, write_ham_folder
 from skinfeat.cli import cli
 from skinfeat.errors import ModelError, ModuleError, UsageError
-from skinfeat.explain import (border_share, explain, explain_sample, grad_cam, head_gradient, input_gradient,
-                              occlusion_map, savedmodel_backbone)
+from skinfeat.explain import (border_share, content_mask, explain, explain_sample, grad_cam, head_gradient,
+                              input_gradient, occlusion_map, saliency_map, savedmodel_backbone)
+from skinfeat.images import resize
 from skinfeat.predict import load_predictor
 from conftest import HAM10000
 
@@ -46,6 +47,28 @@ def test_occlusion_finds_the_region_the_answer_depends_on():
     assert peak == pytest.approx(sigmoid[0] - sigmoid[1], rel=0.1)  # the colour bar's 1: that drop
     assert saliency[:24, :24].mean() > 0.5
     assert saliency[48:, :].max() < 0.05 and saliency[:, 48:].max() < 0.05  # the blur spreads a little
+
+
+class BandModel:
+    """P(MEL) rises with the darkness of the top 8 rows and the brightness of the next 8."""
+
+    def predict_proba(self, images):
+        z = 8 * (images[:, 8:16].mean(axis=(1, 2, 3)) - images[:, :8].mean(axis=(1, 2, 3)) - 0.5)
+        p = 1 / (1 + np.exp(-z))
+        return np.stack([p, 1 - p] + [np.zeros_like(p)] * 5, axis=1)
+
+
+def test_letterbox_bands_are_not_part_of_the_map():
+    """A model that reads the letterbox band at the top: the map is zero on the band
+    (not image) and still reaches 1 on the image."""
+    image = resize(np.full((150, 200, 3), 0.9, np.float32), (64, 64), "pad")
+    mask = content_mask(image)
+    assert not mask[:7].any() and mask[8:56].all() and not mask[57:].any() and mask.mean() == pytest.approx(0.75, abs=0.02)
+    raw, _ = occlusion_map(BandModel(), image, target=0, grid=8)
+    assert raw[:7].max() > 0.5  # unmasked, the band lights up
+    saliency, _ = saliency_map(BandModel(), image, 0, "occlusion", grid=8)
+    assert saliency[~mask].max() == 0 and saliency.max() == pytest.approx(1)
+    assert content_mask(resize(np.random.default_rng(0).random((150, 200, 3), np.float32), (64, 64), "crop")).all()
 
 
 def test_head_gradient_matches_the_analytic_one():
