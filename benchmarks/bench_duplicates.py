@@ -115,7 +115,8 @@ def compared(sets, way):
     """The unit rows the search compares, of each of ``sets`` (FeatureSets searched together)."""
     from skinfeat.duplicates import _unit, whiten
 
-    rows = [s.features.copy() for s in sets] if way == "raw" else whiten([s.features for s in sets], [s.path for s in sets])
+    features = [s.features for s in sets]
+    rows = [f.copy() for f in features] if way == "raw" else whiten(features, [s.path for s in sets])
     return [_unit(r) for r in rows]
 
 

@@ -25,9 +25,11 @@ full set (10,015 x 2,688) takes about 6 s.
 images alone, 20 other-lesion pairs admit 100 % of re-encoded and resized copies,
 92 % of cropped and 88 % of tilted ones (raw cosine: 100, 83, 41, 32 %); but its
 threshold scales with the number of axes (one per 5 images): 0.3 suits 10,015
-images and finds dozens of false pairs among 112, so it is not the default. The pairs file (``--pairs-out``) is a CSV ``image_a, lesion_a,
-fold_a, image_b, lesion_b, fold_b, similarity, verdict`` that ``skinfeat data
-split --duplicates`` reads to keep each group of near-duplicates in one fold.
+images and finds dozens of false pairs among 112, so it is not the default.
+
+The pairs file (``--pairs-out``) is a CSV ``image_a, lesion_a, fold_a, image_b,
+lesion_b, fold_b, similarity, verdict`` that ``skinfeat data split --duplicates``
+reads to keep each group of near-duplicates in one fold.
 """
 
 from dataclasses import dataclass
