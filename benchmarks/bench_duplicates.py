@@ -47,8 +47,8 @@ import numpy as np  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "ham10000"
 KNOWN = (("ISIC_0029861", "ISIC_0024366"), ("ISIC_0029938", "ISIC_0024777"))
 KINDS = ("jpeg", "resize", "crop", "rot90", "rot180", "tilt", "hflip", "vflip", "combo")
-THRESHOLDS = {"raw": (0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995),
-              "centred": (0.70, 0.75, 0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.96)}
+THRESHOLDS = {"whitened": (0.20, 0.25, 0.28, 0.30, 0.32, 0.35, 0.40, 0.45, 0.50),
+              "raw": (0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995)}
 
 
 def peak_mib():
@@ -111,12 +111,19 @@ def plant(manifest, folder, n, seed):
     return folder
 
 
-def count_false(full, threshold, centre, block=1024):
+def compared(sets, way):
+    """The unit rows the search compares, of each of ``sets`` (FeatureSets searched together)."""
+    from skinfeat.duplicates import _unit, whiten
+
+    features = [s.features for s in sets]
+    rows = [f.copy() for f in features] if way == "raw" else whiten(features, [s.path for s in sets])
+    return [_unit(r) for r in rows]
+
+
+def count_false(full, threshold, way, block=1024):
     """Pairs of images of different lesions at or above ``threshold``, counted (not kept: at a
     threshold that low there are millions)."""
-    from skinfeat.duplicates import _unit
-
-    x = _unit(full.features, full.features.mean(axis=0) if centre else None)
+    x = compared([full], way)[0]
     lesions = np.unique(full.lesion_ids, return_inverse=True)[1]
     n = 0
     for start in range(0, len(x), block):
@@ -140,12 +147,10 @@ def found_sources(pairs, source):
     return found
 
 
-def source_similarity(copies, full, source, centre):
-    """Each copy's cosine similarity to its source, computed directly (the --against mean)."""
-    from skinfeat.duplicates import _unit
-
-    mean = np.concatenate([copies.features, full.features]).mean(axis=0) if centre else None
-    return np.einsum("ij,ij->i", _unit(copies.features, mean), _unit(full.features[source], mean))
+def source_similarity(copies, full, source, way):
+    """Each copy's cosine similarity to its source, computed directly (as --against compares them)."""
+    c, f = compared([copies, full], way)
+    return np.einsum("ij,ij->i", c, f[source])
 
 
 def main(argv=None):
@@ -161,7 +166,7 @@ def main(argv=None):
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
     from skinfeat.data import load_dataset
-    from skinfeat.duplicates import DEFAULT_THRESHOLD, find_duplicates
+    from skinfeat.duplicates import THRESHOLDS as DEFAULTS, find_duplicates
     from skinfeat.extract import extract_features
     from skinfeat.features import read_features
     from skinfeat.paths import skinfeat_home
@@ -175,18 +180,17 @@ def main(argv=None):
     full, copies = read_features(args.full, with_views=False), read_features(copies_path, with_views=False)
     kind_of = np.array([c.split("__")[1] for c in copies.image_ids])
     lesion = dict(zip(full.image_ids, full.lesion_ids))
-    default = args.default or DEFAULT_THRESHOLD
     results = {}
-    for centre in (False, True):
-        way = "centred" if centre else "raw"
+    for way in THRESHOLDS:
+        default = args.default or DEFAULTS[way]
         low = min(THRESHOLDS[way])
         start = time.perf_counter()
-        found = find_duplicates(full, threshold=low, centre=centre)
+        found = find_duplicates(full, threshold=low, similarity=way)
         seconds = time.perf_counter() - start
-        against = find_duplicates(copies, full, threshold=low, centre=centre)
+        against = find_duplicates(copies, full, threshold=low, similarity=way)
         source = sources(copies, full)
         sims = found_sources(against, source)
-        direct = source_similarity(copies, full, source, centre)
+        direct = source_similarity(copies, full, source, way)
         assert np.allclose(sims[sims >= low], direct[sims >= low], atol=1e-5) and (direct[sims < 0] < low).all()
         ids_a, ids_b = full.image_ids[found.a], full.image_ids[found.b]
         different = full.lesion_ids[found.a] != full.lesion_ids[found.b]
@@ -204,7 +208,7 @@ def main(argv=None):
                             if d and not k and s >= default]
         results[way] = {"rows": rows, "search_seconds": seconds, "peak_mib": peak_mib(),
                         "min_copy_similarity": {k: float(direct[kind_of == k].min()) for k in KINDS},
-                        "false_pairs_at_recall_1": count_false(full, float(direct.min()), centre),
+                        "false_pairs_at_recall_1": count_false(full, float(direct.min()), way),
                         "false_pairs_at_default": sorted(false_at_default, key=lambda r: -r[4])}
         print(f"\n{way} cosine: full self-search {seconds:.1f} s, peak memory {peak_mib():.0f} MiB")
         print("threshold  recall  " + " ".join(f"{k:>6}" for k in KINDS) + "  other-lesion  same-lesion  known")
@@ -215,8 +219,9 @@ def main(argv=None):
         print("lowest similarity of a copy to its source: "
               + ", ".join(f"{k} {v:.3f}" for k, v in results[way]["min_copy_similarity"].items())
               + f"; at {direct.min():.3f} (recall 1.0): {results[way]['false_pairs_at_recall_1']:,} other-lesion pairs")
-    print(f"\nother-lesion pairs of the raw full set at {default} (the default: raw cosine):")
-    for a, la, b, lb, s in results["raw"]["false_pairs_at_default"]:
+    default = args.default or DEFAULTS["whitened"]
+    print(f"\nother-lesion pairs of the whitened full set at {default} (the default):")
+    for a, la, b, lb, s in results["whitened"]["false_pairs_at_default"]:
         print(f"  {s:.4f}  {a} ({la})  {b} ({lb})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -67,14 +67,21 @@ def test_block_search_is_exact_and_worst_first():
     y = x[:80] + 0.1
     fs = read_like(x)
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    for centre in (False, True):
-        got = find_duplicates(fs, threshold=0.9, block=64, centre=centre)
-        u = unit if not centre else (lambda c: c / np.linalg.norm(c, axis=1, keepdims=True))(x - x.mean(0))
+    centred = x - x.mean(0)
+    variance, vectors = np.linalg.eigh(centred.T @ centred / len(x))
+    white = centred @ vectors / np.sqrt(variance)  # 300 rows: all 12 axes (one per 5 rows or fewer)
+    for similarity, rows in (("raw", x), ("whitened", white)):
+        got = find_duplicates(fs, threshold=0.9, similarity=similarity, block=64)
+        u = rows / np.linalg.norm(rows, axis=1, keepdims=True)
         sims = u @ u.T
         want = {(a, b) for a, b in zip(*np.nonzero(sims >= 0.9 - 1e-6)) if a < b}
         assert set(zip(got.a.tolist(), got.b.tolist())) == want and len(got) == len(want) > 100
         assert np.all(np.diff(got.similarity) <= 0)
         assert np.allclose(got.similarity, sims[got.a, got.b], atol=1e-5)
+    across = find_duplicates(read_like(y), fs, threshold=0.9, similarity="whitened")  # learnt from fs only
+    queries = (y - x.mean(0)) @ vectors / np.sqrt(variance)
+    u, v = (r / np.linalg.norm(r, axis=1, keepdims=True) for r in (queries, white))
+    assert set(zip(across.a.tolist(), across.b.tolist())) == set(zip(*np.nonzero(u @ v.T >= 0.9 - 1e-6)))
     across = find_duplicates(fs, read_like(y), threshold=0.95, block=64)
     sims = unit @ (y / np.linalg.norm(y, axis=1, keepdims=True)).T
     assert set(zip(across.a.tolist(), across.b.tolist())) == set(zip(*np.nonzero(sims >= 0.95 - 1e-6)))
@@ -205,6 +212,11 @@ def test_missing_and_foreign_features_files(toy):
         f["x"] = [1]
     fails(run("data", "duplicates", "--features", toy["features"], "--against", tmp / "foreign.h5"), 1,
           "foreign.h5", "not a skinfeat features file")
+
+
+def test_too_few_images_to_whiten(toy):
+    fails(run("data", "duplicates", "--features", toy["features"], "--similarity", "whitened"), 1, toy["features"],
+          "6 images", "--similarity raw")
 
 
 def test_too_low_a_threshold_is_refused_not_a_memory_blowup(toy, monkeypatch):

@@ -15,7 +15,7 @@ from skinfeat.classes import CLASSES
 from skinfeat.data import check_dataset, load_dataset, make_folds, summarize, write_folds
 from skinfeat.data.manifest import ERROR
 from skinfeat.data.split import HOLDOUT, fold_balance, merge_lesions
-from skinfeat.duplicates import DEFAULT_THRESHOLD
+from skinfeat.duplicates import THRESHOLDS
 
 
 def dataset_options(command):
@@ -163,8 +163,12 @@ def split(data, images, labels, k, seed, holdout, duplicates, out):
               help="Features file written by 'skinfeat extract' (its clean view is compared).")
 @click.option("--against", type=click.Path(dir_okay=False), metavar="FILE",
               help="A second features file of the same backbone (e.g. the test set): only pairs across the two.")
-@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
-              help="Lowest cosine similarity of a pair, in (0, 1].")
+@click.option("--similarity", type=click.Choice(list(THRESHOLDS)), default="raw", show_default=True,
+              help="Cosine of the features raw or whitened (PCA learnt from --against, else --features; its "
+              "threshold was measured on 10,015 images and depends on their number).")
+@click.option("--threshold", type=float, metavar="FLOAT",
+              help="Lowest cosine similarity of a pair, in (0, 1]. [default: "
+              + ", ".join(f"{v} {k}" for k, v in THRESHOLDS.items()) + "]")
 @click.option("--folds", type=click.Path(dir_okay=False), metavar="CSV",
               help="Folds file of 'skinfeat data split', to say which pairs cross folds (else 'fold ?').")
 @click.option("--all", "show_all", is_flag=True, help="Also list pairs of images of one lesion.")
@@ -174,7 +178,7 @@ def split(data, images, labels, k, seed, holdout, duplicates, out):
               help="Contact sheet of the most similar listed pairs side by side (needs --data).")
 @click.option("--data", "datasets", type=click.Path(), multiple=True, metavar="PATH",
               help="Dataset (folder or labels CSV) holding the images, for --out; repeat for --against's.")
-def duplicates(features, against, threshold, folds, show_all, pairs_out, out, datasets):
+def duplicates(features, against, similarity, threshold, folds, show_all, pairs_out, out, datasets):
     """List near-duplicate images: pairs whose features' cosine similarity is at
     least --threshold, most similar first, one line each (image, lesion and fold
     of both, and whether the pair leaks), then a summary line.
@@ -192,7 +196,8 @@ def duplicates(features, against, threshold, folds, show_all, pairs_out, out, da
     from skinfeat.features import read_features
     from skinfeat.outputs import check_writable, writing
 
-    check_threshold(threshold)
+    threshold = THRESHOLDS[similarity] if threshold is None else threshold
+    check_threshold(threshold, similarity)
     if out and not datasets:
         raise UsageError(f"--out {out} draws the images: name the dataset holding them with --data PATH")
     for path, what in ((pairs_out, "the pairs file"), (out, "the contact sheet")):
@@ -200,7 +205,7 @@ def duplicates(features, against, threshold, folds, show_all, pairs_out, out, da
             check_writable(path, what)
     fs = read_features(features, with_views=False)
     other = read_features(against, with_views=False) if against else None
-    rows = describe(find_duplicates(fs, other, threshold), fs, other, read_folds(folds) if folds else None)
+    rows = describe(find_duplicates(fs, other, threshold, similarity), fs, other, read_folds(folds) if folds else None)
     shown = rows if show_all or other is not None else [r for r in rows if r["verdict"] != "same lesion"]
     for row in shown:
         click.echo(format_pair(row))
