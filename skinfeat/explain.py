@@ -35,7 +35,6 @@ probabilities; :func:`explain_sample` draws a contact sheet of a dataset's image
 image's border: letterbox bands, vignette, rulers).
 """
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,10 +155,9 @@ def explain_sample(model_dir, data, n=DEFAULT_SAMPLE, per_class=False, method="o
     """Contact sheet of ``n`` images of dataset ``data`` (or ``n`` per class) with
     their maps for the predicted class, true and predicted classes; written as PNG
     with ``out``. Returns a :class:`Sheet`."""
-    from tqdm import tqdm
-
     from skinfeat.data import load_dataset
     from skinfeat.model.predictor import load_predictor
+    from skinfeat.progress import bar
 
     _check_method(method)
     if n < 1:
@@ -170,8 +168,7 @@ def explain_sample(model_dir, data, n=DEFAULT_SAMPLE, per_class=False, method="o
         raise UsageError(f"--per-class needs labels, and {data} has none; drop --per-class")
     backbone = method_backbone(model, method, module)  # loaded once
     cells = []
-    for row in tqdm(sample_rows(manifest.labels, n, per_class, seed), unit="img", desc=f"explain ({method})",
-                    disable=not progress, file=sys.stderr, dynamic_ncols=True):
+    for row in bar(sample_rows(manifest.labels, n, per_class, seed), progress, unit="img", desc=f"explain ({method})"):
         image = model.load_image(manifest.paths[row])
         proba = model.head.adjust(model.predict_proba(image[None]))[0]
         best = int(np.argmax(proba))

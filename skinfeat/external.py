@@ -134,7 +134,7 @@ def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, writ
     """``evaluate_model`` with a progress bar, described and (``write``) recorded in runs/."""
     from datetime import datetime, timezone
 
-    from tqdm import tqdm
+    from skinfeat.progress import bar
 
     from skinfeat.model.ensemble import read_any_manifest
 
@@ -144,9 +144,8 @@ def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, writ
         check_runs_writable(runs)
     info = read_any_manifest(directory)
     total = int((np.asarray(manifest.labels) >= 0).sum()) * (1 + len(shifts))
-    with tqdm(total=total, unit="img", desc="evaluate", disable=not progress, file=sys.stderr,
-              dynamic_ncols=True) as bar:
-        result = evaluate_model(directory, manifest, shifts, tta, where=where or "the data", progress=bar.update,
+    with bar(None, progress, total=total, unit="img", desc="evaluate") as shown:
+        result = evaluate_model(directory, manifest, shifts, tta, where=where or "the data", progress=shown.update,
                                 metadata=metadata)
     backbone = info.get("backbone") or {}
     result.update(created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),

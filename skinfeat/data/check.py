@@ -6,12 +6,11 @@ labels; plus the summary it prints."""
 
 import hashlib
 import os
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from tqdm import tqdm
+from skinfeat.progress import bar
 
 from skinfeat.classes import CLASSES, UNLABELLED
 from skinfeat.data.manifest import ERROR, error, warning
@@ -42,9 +41,8 @@ def check_images(manifest, progress=False, workers=None):
     problems, by_digest = [], {}
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         results = pool.map(scan_image, manifest.paths)
-        bar = tqdm(results, total=len(manifest), disable=not progress, file=sys.stderr,
-                   unit="img", desc="checking images", leave=False)
-        for i, (digest, complaint) in enumerate(bar):
+        for i, (digest, complaint) in enumerate(bar(results, progress, total=len(manifest), unit="img",
+                                                     desc="checking images", leave=False)):
             if complaint:
                 problems.append(error(f"image {manifest.image_ids[i]} {complaint.reason}", manifest.paths[i]))
             if digest:

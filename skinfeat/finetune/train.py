@@ -32,7 +32,6 @@ import fcntl
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -217,7 +216,7 @@ def evaluate(model, batches):
 def train(run, log, progress):
     """Train ``run`` (a ``skinfeat.finetune.Run``) from its state to the end; returns
     (model, standardisation layer, head, state) with the best epoch's weights in the model."""
-    from tqdm import tqdm
+    from skinfeat.progress import bar as progress_bar
 
     from skinfeat.finetune import data
     from skinfeat.finetune.module import build_model, init_head
@@ -265,8 +264,7 @@ def train(run, log, progress):
         return loss
 
     n = len(split.train)
-    bar = tqdm(total=n * s["epochs"], initial=n * state["epoch"], unit="img", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(None, progress, total=n * s["epochs"], initial=n * state["epoch"], unit="img")
     while not state["done"]:
         epoch = state["epoch"] + 1
         bar.set_description(f"finetune epoch {epoch}/{s['epochs']}")
