@@ -41,12 +41,13 @@ def test_check_lists_errors_and_exits_1(tmp_path):
     (tmp_path / "images" / "ISIC_3.jpg").write_bytes(b"")
     result = run("data", "check", "--data", tmp_path)
     assert result.exit_code == 1
-    out = result.stdout.splitlines()
+    out = result.stderr.splitlines()  # the problems; the summary and the count on stdout
     assert f"error: {tmp_path}/HAM10000_metadata.csv:3: label 'mole' of ISIC_2 is not one of the seven classes " \
            "MEL, NV, BCC, AKIEC, BKL, DF, VASC; row skipped: fix the label" in out
     assert any(line.startswith("error: ") and "image ISIC_3 is a zero-byte file" in line for line in out)
     assert any(line.startswith("warning: ") and "ISIC_2 has no row" in line for line in out)
-    assert out[-1] == "2 errors, 1 warnings: fix the errors above"
+    assert result.stdout.splitlines()[-1] == "2 errors, 1 warnings: fix the errors above"
+    assert result.stdout.splitlines()[0] == "layout: ham10000" and "error:" not in result.stdout
 
 
 def test_check_warnings_only_exit_0_and_no_pixels_skips_decoding(tmp_path):
@@ -55,7 +56,7 @@ def test_check_warnings_only_exit_0_and_no_pixels_skips_decoding(tmp_path):
     assert run("data", "check", "--data", tmp_path).exit_code == 1
     result = run("data", "check", "--data", tmp_path, "--no-pixels")
     assert result.exit_code == 0
-    assert "separated by ';'" in result.stdout and result.stdout.splitlines()[-1] == "0 errors, 1 warnings"
+    assert "separated by ';'" in result.stderr and result.stdout.splitlines()[-1] == "0 errors, 1 warnings"
 
 
 def test_check_of_unlabelled_images(tmp_path):

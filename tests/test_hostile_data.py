@@ -212,7 +212,7 @@ def _check(data):
     """``data check`` output lines and exit code."""
     result = run("data", "check", "--data", data)
     assert "Traceback" not in result.output
-    return result.exit_code, result.stdout.splitlines()
+    return result.exit_code, result.output.splitlines()  # problems on stderr, the summary and count on stdout
 
 
 def test_a_symbolic_link_loop_is_searched_once_with_a_warning(tmp_path):
@@ -286,7 +286,7 @@ def test_an_unreadable_sub_folder_is_a_warning_not_a_traceback(tmp_path):
     finally:
         os.chmod(tmp_path / "locked", 0o755)
     assert "Traceback" not in result.stderr, result.stderr
-    out = result.stdout.splitlines()
+    out = result.stderr.splitlines()
     assert f"warning: {tmp_path / 'locked'}: locked is a folder that cannot be read (Permission denied); its " \
            "images are left out: make it readable (chmod a+rx)" in out
     assert result.returncode == 1 and sum("has no file" in line for line in out) == len(rows) // 2

@@ -88,8 +88,8 @@ def check(data, images, labels, pixels):
     manifest = load_dataset(data=data, images=images, labels=labels)
     problems = check_dataset(manifest, pixels=pixels, progress=sys.stderr.isatty())
     click.echo(format_summary(summarize(manifest)))
-    for problem in problems:
-        click.echo(str(problem))
+    for problem in problems:  # problems on stderr, the summary and the count on stdout
+        click.echo(str(problem), err=True)
     errors = sum(p.level == ERROR for p in problems)
     warnings = len(problems) - errors
     click.echo(f"{errors} errors, {warnings} warnings" + (": fix the errors above" if errors else ""))
