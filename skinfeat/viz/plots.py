@@ -205,9 +205,8 @@ def plot_roc_pr(y_true, proba, title=None):
                title=f"ROC, one class vs rest (macro AUC {np.mean(aucs):.3f})")
     pr_ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01),
               title=f"precision-recall (macro AP {np.mean(aps):.3f})")
-    roc_ax.legend(loc="lower right", fontsize=10)
-    pr_ax.legend(loc="lower left", fontsize=9)
-    for ax in (roc_ax, pr_ax):
+    for ax in (roc_ax, pr_ax):  # legends beside the axes: inside, they hid the curves of weak classes
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=9, frameon=False)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
     note = f"; not in y_true (skipped): {', '.join(skipped)}" if skipped else ""
