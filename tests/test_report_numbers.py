@@ -16,6 +16,7 @@ from model_factory import pool_model
 from skinfeat.classes import CLASSES
 from skinfeat.cli import cli
 from skinfeat.metrics import ECE_BINS, expected_calibration_error
+from skinfeat.paths import runs_dir
 from skinfeat.records import write_record
 from skinfeat.report import write_report
 
@@ -35,9 +36,17 @@ def text_of(fragment):
     return html.unescape(re.sub(r"<[^>]+>", " ", fragment))
 
 
+def fit3(features):
+    """`skinfeat fit` with 3 folds of the 28 images: their class counts differ between
+    folds, so the mean over folds and the pooled figures differ. Returns the record."""
+    result = run("fit", "--head", "logreg", "--features", features, "--cv", "3", "-q")
+    assert result.exit_code == 0, result.output
+    return result, json.loads(Path(result.stdout.split("record: ")[1].split()[0]).read_text())
+
+
 def test_report_numbers_are_fits_labelled_mean_over_folds_or_pooled(fitted, tmp_path):
-    runs, _ = fitted
-    record = json.loads(next(runs.glob("*.json")).read_text())
+    _, record = fit3(fitted[1])
+    runs = runs_dir()
     write_report(tmp_path / "r.html", runs=runs, map_method="none")
     page = (tmp_path / "r.html").read_text()
     k = len(record["metrics"]["bmca"]["folds"])
@@ -58,6 +67,8 @@ def test_report_numbers_are_fits_labelled_mean_over_folds_or_pooled(fitted, tmp_
     assert [int(c[1]) for c in cells] == confusion.sum(axis=1).tolist()
     assert [c[2] for c in cells] == [f"{v:.3f}" for v in precision]
     assert [c[3] for c in cells] == [f"{v:.3f}" for v in recall]  # the matrix's fractions, not a fold mean
+    assert recall.tolist() != [record["per_class"][c]["recall"]["mean"] for c in CLASSES]  # they differ here
+    assert f"{recall.mean():.3f}" != f"{m['bmca']['mean']:.3f}"
 
     captions = [text_of(c) for c in re.findall(r"<figcaption>(.*?)</figcaption>", page)]
     confusion_caption, roc_caption, reliability_caption = captions
@@ -105,17 +116,14 @@ def test_roc_and_pr_legends_lie_beside_the_curves():
         assert legend.x1 <= fig.bbox.x1 + 1  # and inside the picture
 
 
-def test_fit_prints_pooled_recall_consistent_with_its_confusion(fitted, tmp_path, monkeypatch):
-    _, features = fitted
-    result = run("fit", "--head", "logreg", "--features", features, "--cv", "2", "-q")
-    assert result.exit_code == 0, result.output
+def test_fit_prints_pooled_recall_consistent_with_its_confusion(fitted):
+    result, record = fit3(fitted[1])
     lines = result.stdout.splitlines()
-    record = json.loads(Path(result.stdout.split("record: ")[1].split()[0]).read_text())
     confusion = np.asarray(record["confusion"])
     recall = np.diag(confusion) / confusion.sum(axis=1)
     assert next(line for line in lines if line.startswith("recall")).split()[1:] == [
         *[v for c, r in zip(CLASSES, recall) for v in (c, f"{r:.2f}")], "(pooled)"]
-    assert (f"(mean ± std over 2 folds; pooled over the folds, the confusion below: balanced accuracy "
+    assert (f"(mean ± std over 3 folds; pooled over the folds, the confusion below: balanced accuracy "
             f"{recall.mean():.3f}") in result.stdout
     assert next(line for line in lines if line.startswith("BMCA")).split()[1] == f"{record['metrics']['bmca']['mean']:.3f}"
 
