@@ -73,7 +73,7 @@ def write_report(out="report.html", runs=None, map_method=DEFAULT_MAP, map_subsa
         result.notes.append(f"the runs come from {len(datasets)} datasets ({', '.join(datasets)}); the run shown "
                             "in detail is the leaderboard's first: pick another with `skinfeat report --run ID`")
     sections = [_leaderboard_section(rows, records, best), _run_section(best, runs, result, run is None),
-                _shift_section(best, evaluations, result)]
+                _shift_section(best, evaluations, result, "the best run" if run is None else "the run")]
     fs = _features(best, result)
     if fs is not None:
         sections.append(_map_section(fs, map_method, map_subsample, result))
@@ -154,12 +154,12 @@ def _run_section(record, runs, result, best):
     return "<section>" + "".join(parts) + "</section>"
 
 
-def _shift_section(record, evaluations, result):
+def _shift_section(record, evaluations, result, which):
     """BMCA / accuracy per shift: the best run's shift check (plotted too) and every
     `skinfeat evaluate` record (external data, clean and shifted)."""
     from skinfeat.viz import plot_shifts
 
-    checks = ([(f"shift check of the run (fold {record['shift']['fold']}, {record['shift']['n']} images)",
+    checks = ([(f"shift check of {which} (fold {record['shift']['fold']}, {record['shift']['n']} images)",
                 record["shift"])] if record.get("shift") else [])
     checks += [(f"evaluate {e.get('model_dir')} on {e.get('dataset')} ({e['n']} images)", e)
                for e in evaluations if e.get("clean")]
