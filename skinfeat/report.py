@@ -131,7 +131,7 @@ def _run_section(record, runs, result, best):
              f"{html.escape(dataset_of(record))}, settings {html.escape(record.get('settings_label') or 'default')}, "
              f"{_count(record['features'].get('n_labelled') or 0, 'labelled image')}, folds "
              f"{html.escape(str(record.get('folds', {}).get('source')))}.</p>"]
-    pooled_title = f"{name}, pooled over {k} folds"
+    pooled_title = f"pooled over {k} folds · {name}"  # the label first: a long module name is cut at the end
     if record.get("confusion"):
         pooled = pooled_scores(record)
         parts.append(_per_class_table(pooled))

@@ -147,7 +147,7 @@ def test_report_run_shows_the_run_asked_for(fitted, tmp_path, monkeypatch):
     result = run("report", "--out", out, "--map", "none")
     assert result.exit_code == 0, result.output
     assert "the runs come from 2 datasets (isic2019, dataset)" in result.stderr and "--run ID" in result.stderr
-    assert "best lite0 + logreg (BMCA 0.990)" in result.stdout
+    assert "best lite0 + logreg (run x-1, BMCA 0.990)" in result.stdout
 
     result = run("report", "--out", out, "--map", "none", "--run", real[:20])  # a unique start will do
     assert result.exit_code == 0, result.output

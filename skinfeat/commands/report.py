@@ -29,4 +29,5 @@ def report(out, map_method, run_id):
     best = result.best
     which = "run" if run_id else "best"
     click.echo(f"wrote {result.path}: {result.n_runs} run{'' if result.n_runs == 1 else 's'}, {which} {best['backbone'].get('module')} + "
-               f"{best['head']} (BMCA {best['metrics']['bmca']['mean']:.3f}), {len(result.figures)} figures")
+               f"{best['head']} (run {best['run_id']}, BMCA {best['metrics']['bmca']['mean']:.3f}), "
+               f"{len(result.figures)} figures")

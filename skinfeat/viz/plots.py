@@ -245,7 +245,7 @@ def plot_reliability(y_true, proba, n_bins=ECE_BINS, title=None):
             edgecolor=CLASS_COLORS["MEL"], hatch="///", lw=1.2, label="gap to mean confidence")
     top.plot([0, 1], [0, 1], ls="--", color="black", lw=1, label="perfect calibration")
     top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-            title=f"{title + ': ' if title else ''}reliability, ECE {bins['ece']:.3f} "
+            title=f"{title + chr(10) if title else ''}reliability, ECE {bins['ece']:.3f} "
                   f"({n_bins} bins, n = {count.sum():,})")
     top.legend(loc="upper left", fontsize=10)
     top.grid(alpha=0.3)
