@@ -139,7 +139,7 @@ def _run_section(record, runs, result, best):
         parts.append(_figure(plot_confusion(y, pred, title=pooled_title), "confusion matrix", result,
                              f"Pooled over the {k} folds (every fold's test part, summed): balanced accuracy "
                              f"{pooled['bmca']:.3f}, accuracy {pooled['accuracy']:.3f}; the table above is read "
-                             f"from this matrix. The BMCA above is the mean over folds of each fold's own."))
+                             "from this matrix. The BMCA above is the mean over folds of each fold's own."))
     oof = _load_oof(record, runs, result)
     if oof is not None:
         y, proba = oof
@@ -155,7 +155,7 @@ def _run_section(record, runs, result, best):
 
 
 def _shift_section(record, evaluations, result, which):
-    """BMCA / accuracy per shift: the best run's shift check (plotted too) and every
+    """BMCA / accuracy per shift: the shown run's shift check (plotted too) and every
     `skinfeat evaluate` record (external data, clean and shifted)."""
     from skinfeat.viz import plot_shifts
 
@@ -187,7 +187,7 @@ def _shift_section(record, evaluations, result, which):
 
 
 def _per_class_table(pooled):
-    head = ("<tr><th>class</th><th>support</th><th>precision</th><th>recall</th><th>F1</th></tr>")
+    head = "<tr><th>class</th><th>support</th><th>precision</th><th>recall</th><th>F1</th></tr>"
     rows = []
     for c in CLASSES:
         m = pooled["per_class"][c]
