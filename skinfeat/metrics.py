@@ -8,6 +8,12 @@ adjustment decides on shifted scores); ranking and calibration metrics (top-k,
 AUC, log-loss, ECE) score the probabilities. A class absent from ``y``
 (a fold's test part without DF, say) has no recall: it is left out of
 balanced accuracy, macro F1 and macro AUC and reported as None, never as 0.
+
+Two ways to sum up a cross-validation, named wherever both are shown: *mean over
+folds* (``summarize_folds``: each fold scored on its own, the scalars a run record
+and the leaderboard hold) and *pooled* (every fold's out-of-fold predictions
+together: ``confusion_scores`` of the summed confusion matrix, and the report's
+ROC and reliability diagrams).
 """
 
 import numpy as np
@@ -42,6 +48,29 @@ def expected_calibration_error(y, proba, n_bins=ECE_BINS):
     return float(ece)
 
 
+def confusion_scores(confusion, class_names=CLASSES):
+    """The decision metrics a confusion matrix (rows: true class) holds: ``per_class``
+    precision, recall, f1, support (None where undefined), ``bmca`` (the mean recall of
+    the classes present), ``accuracy`` and ``macro_f1``. Of a matrix summed over folds,
+    these are the *pooled* figures (``summarize_folds`` gives the means over folds)."""
+    cm = np.asarray(confusion, dtype=np.int64)
+    per_class = {}
+    for c, name in enumerate(class_names):
+        support, predicted, hits = int(cm[c].sum()), int(cm[:, c].sum()), int(cm[c, c])
+        recall = hits / support if support else None
+        precision = hits / predicted if predicted else (0.0 if support else None)
+        f1 = None
+        if support:
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    recalls = [m["recall"] for m in per_class.values() if m["support"]]
+    f1s = [m["f1"] for m in per_class.values() if m["support"]]
+    total = int(cm.sum())
+    return {"per_class": per_class, "bmca": float(np.mean(recalls)) if recalls else None,
+            "accuracy": float(np.trace(cm) / total) if total else None,
+            "macro_f1": float(np.mean(f1s)) if f1s else None}
+
+
 def classification_metrics(y, proba, pred=None, class_names=CLASSES):
     """All metrics of one part: the scalars in SCALARS, ``per_class`` (precision,
     recall, f1, support; None where undefined), ``confusion`` (rows: true class,
@@ -53,32 +82,21 @@ def classification_metrics(y, proba, pred=None, class_names=CLASSES):
     k = len(class_names)
     pred = np.argmax(proba, axis=1) if pred is None else np.asarray(pred, dtype=int)
     cm = confusion_matrix(y, pred, labels=range(k))
-    present = cm.sum(axis=1) > 0
-    per_class, f1s, aucs = {}, [], []
-    for c, name in enumerate(class_names):
-        support, predicted, hits = int(cm[c].sum()), int(cm[:, c].sum()), int(cm[c, c])
-        recall = hits / support if support else None
-        precision = hits / predicted if predicted else (0.0 if support else None)
-        f1 = None
-        if support:
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            f1s.append(f1)
-        if support and support < len(y):
-            aucs.append(roc_auc_score(y == c, proba[:, c]))
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    scores = confusion_scores(cm, class_names)
+    aucs = [roc_auc_score(y == c, proba[:, c]) for c, name in enumerate(class_names)
+            if 0 < scores["per_class"][name]["support"] < len(y)]
     p_true = np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0)
-    recalls = [per_class[n]["recall"] for n, p in zip(class_names, present) if p]
     return {
         "n": int(len(y)),
-        "bmca": float(np.mean(recalls)) if recalls else None,
-        "accuracy": float(np.mean(pred == y)) if len(y) else None,
+        "bmca": scores["bmca"],
+        "accuracy": scores["accuracy"],
         "top2": top_k_accuracy(y, proba, 2),
         "top3": top_k_accuracy(y, proba, 3),
-        "macro_f1": float(np.mean(f1s)) if f1s else None,
+        "macro_f1": scores["macro_f1"],
         "macro_auc": float(np.mean(aucs)) if aucs else None,
         "log_loss": float(-np.mean(np.log(p_true))),
         "ece": expected_calibration_error(y, proba),
-        "per_class": per_class,
+        "per_class": scores["per_class"],
         "confusion": cm.tolist(),
     }
 

@@ -36,6 +36,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -80,12 +81,40 @@ def new_run_id(head, features_key):
     return f"{stamp}-{str(features_key)[:8]}-{head}"
 
 
+# the fields that name files or folders: (block or None, key); a list value names several
+PATH_FIELDS = (("features", "path"), ("features", "paths"), (None, "model_dir"), ("test", "record"))
+
+
+def _map_paths(record, fn):
+    """``record`` with ``fn`` applied to every relative path in PATH_FIELDS (in place)."""
+    for block, key in PATH_FIELDS:
+        holder = record.get(block) if block else record
+        value = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            holder[key] = fn(value)
+        elif isinstance(value, list):
+            holder[key] = [fn(v) if isinstance(v, str) and v and not os.path.isabs(v) else v for v in value]
+    return record
+
+
+def _found(path, directory):
+    """A relative path of an older record (relative to the folder `skinfeat fit` ran
+    in): here, or beside the runs folder (the default ./runs), whichever exists;
+    as it was when neither does (readers then say which file is missing)."""
+    for base in (Path.cwd(), Path(directory).absolute().parent):
+        if (base / path).exists():
+            return os.path.normpath(base / path)
+    return path
+
+
 def write_record(record, directory=None, schema=SCHEMA):
-    """Write ``record`` as ``<run_id>.json`` atomically; returns the path."""
+    """Write ``record`` as ``<run_id>.json`` atomically; returns the path. Paths
+    (PATH_FIELDS) are stored absolute, so the record reads the same from any folder."""
     directory = Path(directory or runs_dir())
     directory.mkdir(parents=True, exist_ok=True)
     sweep(directory, everything=True)  # records have new names: no later write of the same path sweeps
-    record = {"schema": schema, "schema_version": SCHEMA_VERSION, **json_safe(record)}
+    record = {"schema": schema, "schema_version": SCHEMA_VERSION,
+              **_map_paths(json_safe(record), os.path.abspath)}
     path = directory / f"{record['run_id']}.json"
     with writing(path, "the run record"):
         write_atomically(path, lambda f: json.dump(record, f, indent=1, allow_nan=False))
@@ -132,7 +161,8 @@ def _warn(path, why):
 def read_records(directory=None, schema=SCHEMA):
     """Every record of ``schema`` under ``directory``. A JSON file that is not a
     record of a known schema is skipped; one that is broken (not JSON, or a record
-    lacking what readers need) is skipped with one warning line on stderr."""
+    lacking what readers need) is skipped with one warning line on stderr. Relative
+    paths of older records are looked up (``_found``)."""
     directory = Path(directory or runs_dir())
     records = []
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
@@ -150,7 +180,7 @@ def read_records(directory=None, schema=SCHEMA):
         if why:
             _warn(path, why)
             continue
-        records.append(record)
+        records.append(_map_paths(record, lambda p: _found(p, directory)))
     return records
 
 
@@ -180,9 +210,16 @@ def _test_result(record, evaluations):
     return test.get("bmca"), test.get("dataset")
 
 
+def dataset_of(record):
+    """The name of the dataset a run's features were extracted from ('?' if unrecorded)."""
+    return record["backbone"].get("dataset") or "?"
+
+
 def leaderboard_rows(records, sort="bmca", latest=True, evaluations=()):
     """One row (dict) per record, sorted by ``sort`` (a key of SORTS; missing values
-    last). ``evaluations``: ``skinfeat evaluate`` records, shown as the test column."""
+    last) within each dataset, the datasets in the order of their first row: runs of
+    one dataset stay together. ``evaluations``: ``skinfeat evaluate`` records, shown
+    as the test column."""
     if latest:
         records = latest_per_setting(records)
     rows = []
@@ -191,7 +228,7 @@ def leaderboard_rows(records, sort="bmca", latest=True, evaluations=()):
         worst = (r.get("shift") or {}).get("worst") or {}
         test_bmca, test_data = _test_result(r, evaluations)
         rows.append({
-            "backbone": r["backbone"].get("module"), "head": r["head"],
+            "dataset": dataset_of(r), "backbone": r["backbone"].get("module"), "head": r["head"],
             "settings": r.get("settings_label", ""), "dim": r["backbone"].get("feature_dim"),
             "views": r["backbone"].get("views") if r.get("use_views") else 0,
             "bmca": bmca.get("mean"), "bmca_std": bmca.get("std"),
@@ -206,7 +243,9 @@ def leaderboard_rows(records, sort="bmca", latest=True, evaluations=()):
     field, descending = SORTS[sort]
     present = [row for row in rows if row[field] is not None]
     missing = [row for row in rows if row[field] is None]
-    return sorted(present, key=lambda row: row[field], reverse=descending) + missing
+    rows = sorted(present, key=lambda row: row[field], reverse=descending) + missing
+    order = list(dict.fromkeys(row["dataset"] for row in rows))
+    return sorted(rows, key=lambda row: order.index(row["dataset"]))  # stable: the sort holds within each
 
 
 def _folds_cell(folds):
@@ -219,8 +258,8 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-TABLE_COLUMNS = ("backbone", "head", "settings", "dim", "BMCA", "worst shift", "test BMCA", "accuracy",
-                 "top-3", "AUC", "fit s", "extract img/s", "folds")
+TABLE_COLUMNS = ("dataset", "backbone", "head", "settings", "dim", "BMCA", "worst shift", "test BMCA",
+                 "accuracy", "top-3", "AUC", "fit s", "extract img/s", "folds", "run")
 
 
 def _cells(row):
@@ -228,14 +267,21 @@ def _cells(row):
     worst = "-" if row["worst_bmca"] is None else (
         f"{row['worst_bmca']:.3f}/{row['worst_accuracy']:.3f} {row['worst_shift']}")
     test = "-" if row["test_bmca"] is None else f"{row['test_bmca']:.3f} {row['test_data']}"
-    return [str(row["backbone"]), row["head"] + (f"+tta{row['views']}" if row["views"] else ""),
+    return [row["dataset"], str(row["backbone"]), row["head"] + (f"+tta{row['views']}" if row["views"] else ""),
             row["settings"] or "default", _fmt(row["dim"], "d"), bmca, worst, test, _fmt(row["accuracy"], ".3f"),
             _fmt(row["top3"], ".3f"), _fmt(row["auc"], ".3f"), _fmt(row["fit_s"], ".1f"),
-            _fmt(row["images_per_s"], ".1f"), row["folds"]]
+            _fmt(row["images_per_s"], ".1f"), row["folds"], str(row["run_id"])]
 
 
-def format_leaderboard(rows, fmt="table"):
-    """The rows as ``table`` (aligned text), ``markdown``, ``csv`` or ``json``."""
+def table_cells(rows):
+    """The leaderboard as text cells: the header (TABLE_COLUMNS), then one list per row."""
+    return [list(TABLE_COLUMNS)] + [_cells(row) for row in rows]
+
+
+def format_leaderboard(rows, fmt="table", records=None):
+    """The rows as ``table`` (aligned text), ``markdown``, ``csv`` or ``json``; with
+    ``records`` (those the rows come from), table and markdown end with the always-NV
+    baseline of each dataset (``baseline_lines``), markdown as paragraphs after the table."""
     if fmt == "json":
         return json.dumps(rows, indent=1)
     if fmt == "csv":
@@ -245,15 +291,16 @@ def format_leaderboard(rows, fmt="table"):
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue().rstrip("\n")
-    cells = [list(TABLE_COLUMNS)] + [_cells(row) for row in rows]
+    cells = table_cells(rows)
+    notes = baseline_lines(rows, records) if records is not None else []
     if fmt == "markdown":
-        lines = ["| " + " | ".join(c) + " |" for c in cells]
+        lines = ["| " + " | ".join(v.replace("|", "\\|") for v in c) + " |" for c in cells]
         lines.insert(1, "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|")
-        return "\n".join(lines)
+        return "\n\n".join(["\n".join(lines), *notes])  # a blank line ends a table
     widths = [max(len(c[i]) for c in cells) for i in range(len(TABLE_COLUMNS))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + notes)
 
 
 def rank_key(record):
@@ -269,19 +316,23 @@ def best_record(records):
     return max(rows, key=rank_key) if rows else None
 
 
-def baseline_note(records):
-    """A line with the always-NV baseline of the shown records, so 0.67 accuracy reads as no skill."""
-    bases = [r.get("baseline") for r in records if r.get("baseline")]
-    if not bases:
-        return ""
-    b = bases[0]
-    return (f"baseline (always NV): BMCA {_fmt(b.get('bmca'), '.3f')}, accuracy "
-            f"{_fmt(b.get('accuracy'), '.3f')}, top-3 {_fmt(b.get('top3'), '.3f')}")
+def baseline_lines(rows, records):
+    """One line per dataset of ``rows`` with the always-NV baseline of its newest
+    shown run, so 0.67 accuracy reads as no skill; each dataset has its own."""
+    shown = {row["run_id"] for row in rows}
+    newest = {}
+    for r in sorted(records, key=lambda r: r.get("created", "")):
+        if r.get("run_id") in shown and r.get("baseline"):
+            newest[dataset_of(r)] = r["baseline"]
+    return [f"baseline (always NV) on {name if name != '?' else 'the runs that name no dataset (?)'}: BMCA {_fmt(b.get('bmca'), '.3f')}, accuracy "
+            f"{_fmt(b.get('accuracy'), '.3f')}, top-3 {_fmt(b.get('top3'), '.3f')}"
+            for name in dict.fromkeys(row["dataset"] for row in rows) if (b := newest.get(name))]
 
 
 def summary_lines(record):
-    """The result of one fit as text lines: metrics mean ± std next to the always-NV
-    baseline, per-class recall, and the confusion matrix summed over folds."""
+    """The result of one fit as text lines: metrics mean ± std over folds next to the
+    always-NV baseline, then the pooled figures of the confusion matrix summed over
+    folds (balanced accuracy, accuracy, per-class recall) and the matrix itself."""
     from skinfeat.classes import CLASSES
     from skinfeat.metrics import LABELS, SCALARS
 
@@ -291,11 +342,22 @@ def summary_lines(record):
         m = record["metrics"][name]
         b = f"{base[name]:.3f}" if base.get(name) is not None else ""
         lines.append(f"{LABELS[name]:<10} {_fmt(m['mean'], '6.3f')} ± {_fmt(m['std'], '<6.3f')} {b}")
-    recall = record["per_class"]
-    lines.append("recall     " + "  ".join(f"{c} {_fmt(recall[c]['recall']['mean'], '.2f')}"
-                                           for c in CLASSES))
+    k = len(record["metrics"]["bmca"].get("folds") or [])
+    pooled = pooled_scores(record)
+    lines.append(f"(mean ± std over {k} folds; pooled over the folds, the confusion below: balanced "
+                 f"accuracy {_fmt(pooled['bmca'], '.3f')}, accuracy {_fmt(pooled['accuracy'], '.3f')})")
+    lines.append("recall     " + "  ".join(f"{c} {_fmt(pooled['per_class'][c]['recall'], '.2f')}"
+                                           for c in CLASSES) + "  (pooled)")
     lines.append("confusion (rows: true, columns: predicted, summed over folds)")
     lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
     for c, row in zip(CLASSES, record["confusion"]):
         lines.append(f"{c:<7}" + "".join(f"{v:>7}" for v in row))
     return lines
+
+
+def pooled_scores(record):
+    """``metrics.confusion_scores`` of the record's confusion matrix (summed over folds):
+    the pooled per-class precision, recall, F1, balanced accuracy and accuracy."""
+    from skinfeat.metrics import confusion_scores
+
+    return confusion_scores(record["confusion"])

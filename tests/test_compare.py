@@ -17,15 +17,16 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def record(run_id, module, head, bmca, created, settings="s1", fit_s=10.0, folds="f" * 64):
+def record(run_id, module, head, bmca, created, settings="s1", fit_s=10.0, folds="f" * 64, dataset="ham10000",
+           baseline=(1 / 7, 0.669, 0.89), label=None):
     """A hand-made record: compare must show exactly these numbers."""
     return {"run_id": run_id, "created": created, "head": head, "settings": settings, "use_views": False,
-            "settings_label": "" if settings == "s1" else "class_weight=sqrt",
-            "backbone": {"module": module, "feature_dim": 1280, "images_per_second": 130.5},
-            "features": {"key": f"key-{module}"}, "folds": {"sha256": folds},
+            "settings_label": label or ("" if settings == "s1" else "class_weight=sqrt"),
+            "backbone": {"module": module, "feature_dim": 1280, "images_per_second": 130.5, "dataset": dataset},
+            "features": {"key": f"key-{module}-{dataset}"}, "folds": {"sha256": folds},
             "metrics": {"bmca": {"mean": bmca, "std": 0.01}, "accuracy": {"mean": 0.8, "std": 0.0},
                         "top3": {"mean": 0.95, "std": 0.0}, "macro_auc": {"mean": 0.9, "std": 0.0}},
-            "baseline": {"bmca": 1 / 7, "accuracy": 0.669, "top3": 0.89},
+            "baseline": dict(zip(("bmca", "accuracy", "top3"), baseline)),
             "timings": {"cv_seconds": fit_s}}
 
 
@@ -41,14 +42,16 @@ def test_table_sorted_by_bmca_with_baseline():
     result = run("compare")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["backbone", "head", "settings", "dim", "BMCA", "worst", "shift", "test", "BMCA",
-                                "accuracy", "top-3", "AUC", "fit", "s", "extract", "img/s", "folds"]
-    assert [line.split()[:2] for line in lines[2:5]] == [["lite0", "softmax"], ["lite0", "logreg"],
-                                                         ["mobilenet", "logreg"]]
-    assert lines[2].split()[3:11] == ["1280", "0.641±0.010", "-", "-", "0.800", "0.950", "0.900", "30.0"]
+    assert lines[0].split() == ["dataset", "backbone", "head", "settings", "dim", "BMCA", "worst", "shift", "test",
+                                "BMCA", "accuracy", "top-3", "AUC", "fit", "s", "extract", "img/s", "folds", "run"]
+    assert [line.split()[:3] for line in lines[2:5]] == [["ham10000", "lite0", "softmax"],
+                                                         ["ham10000", "lite0", "logreg"],
+                                                         ["ham10000", "mobilenet", "logreg"]]
+    assert lines[2].split()[4:12] == ["1280", "0.641±0.010", "-", "-", "0.800", "0.950", "0.900", "30.0"]
+    assert [line.split()[-1] for line in lines[2:5]] == ["c", "b", "d"]  # the run ids, for report --run
     assert "0.612" not in result.stdout  # the older lite0 x logreg record is superseded
-    assert lines[3].split()[2] == "default" and lines[4].split()[2] == "class_weight=sqrt"
-    assert lines[-1] == "baseline (always NV): BMCA 0.143, accuracy 0.669, top-3 0.890"
+    assert lines[3].split()[3] == "default" and lines[4].split()[3] == "class_weight=sqrt"
+    assert lines[-1] == "baseline (always NV) on ham10000: BMCA 0.143, accuracy 0.669, top-3 0.890"
 
 
 def test_sort_all_and_formats():
@@ -60,7 +63,64 @@ def test_sort_all_and_formats():
     everything = json.loads(run("compare", "--all", "--format", "json").stdout)
     assert sorted(r["run_id"] for r in everything) == ["a", "b", "c", "d"]
     markdown = run("compare", "--format", "markdown").stdout.splitlines()
-    assert markdown[0].startswith("| backbone | head |") and markdown[1].startswith("|---|")
+    assert markdown[0].startswith("| dataset | backbone | head |") and markdown[1].startswith("|---|")
+
+
+def two_datasets():
+    """Runs of two datasets in one runs folder, their BMCAs interleaved, each dataset
+    with its own always-NV baseline; one old record names no dataset."""
+    write_record(record("h1", "lite0", "logreg", 0.70, "2026-01-01T00:00:00"))
+    write_record(record("h2", "lite2", "logreg", 0.50, "2026-01-01T00:00:00"))
+    write_record(record("i1", "lite0", "logreg", 0.60, "2026-01-02T00:00:00", dataset="isic2019",
+                        baseline=(0.125, 0.508, 0.79), label="C=0.5|sqrt"))
+    old = record("o1", "lite1", "logreg", 0.65, "2025-06-01T00:00:00")
+    del old["backbone"]["dataset"]
+    write_record(old)
+
+
+def test_runs_of_two_datasets_stay_apart_each_with_its_baseline():
+    two_datasets()
+    result = run("compare")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [(line.split()[0], line.split()[-1]) for line in lines[2:6]] == [
+        ("ham10000", "h1"), ("ham10000", "h2"), ("?", "o1"), ("isic2019", "i1")]  # best first within each
+    assert lines[6:] == ["baseline (always NV) on ham10000: BMCA 0.143, accuracy 0.669, top-3 0.890",
+                         "baseline (always NV) on the runs that name no dataset (?): BMCA 0.143, accuracy 0.669, "
+                         "top-3 0.890",
+                         "baseline (always NV) on isic2019: BMCA 0.125, accuracy 0.508, top-3 0.790"]
+    rows = list(csv.DictReader(io.StringIO(run("compare", "--format", "csv").stdout)))
+    assert [(r["dataset"], r["run_id"]) for r in rows] == [("ham10000", "h1"), ("ham10000", "h2"), ("?", "o1"),
+                                                           ("isic2019", "i1")]
+
+
+def test_markdown_is_one_table_and_the_baselines_paragraphs_after_it():
+    from markdown_it import MarkdownIt
+
+    from skinfeat.records import TABLE_COLUMNS
+
+    two_datasets()
+    result = run("compare", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    tokens = MarkdownIt("commonmark").enable("table").parse(result.stdout)  # GitHub's table rules
+    assert [t.type for t in tokens].count("table_open") == 1
+    body = tokens[[t.type for t in tokens].index("tbody_open"):[t.type for t in tokens].index("tbody_close")]
+    rows, row = [], None
+    for t in body:
+        if t.type == "tr_open":
+            row = []
+            rows.append(row)
+        elif t.type == "inline":
+            row.append(t.content)
+    assert len(rows) == 4 and all(len(r) == len(TABLE_COLUMNS) for r in rows)
+    assert [(r[0], r[-1]) for r in rows] == [("ham10000", "h1"), ("ham10000", "h2"), ("?", "o1"), ("isic2019", "i1")]
+    assert rows[3][3] == "C=0.5|sqrt"  # a "|" in a cell (escaped) stays in its cell
+    after = tokens[[t.type for t in tokens].index("table_close") + 1:]
+    paragraphs = [t.content for t in after if t.type == "inline"]
+    assert paragraphs == ["baseline (always NV) on ham10000: BMCA 0.143, accuracy 0.669, top-3 0.890",
+                          "baseline (always NV) on the runs that name no dataset (?): BMCA 0.143, accuracy 0.669, "
+                          "top-3 0.890",
+                          "baseline (always NV) on isic2019: BMCA 0.125, accuracy 0.508, top-3 0.790"]
 
 
 def test_bad_sort_key_and_empty_runs():

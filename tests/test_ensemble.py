@@ -337,6 +337,6 @@ def test_compare_fit_ensemble_fills_in_the_top_runs_once():
     rows = leaderboard_rows(read_records())
     stack = next(r for r in rows if r["head"] == "stack")
     assert stack["backbone"] == "alpha" and sorted(stack["settings"].split(",")) == ["lightgbm", "logreg"]
-    assert any(line.split()[:2] == ["alpha", "stack"] for line in result.stdout.splitlines())
+    assert any(line.split()[1:3] == ["alpha", "stack"] for line in result.stdout.splitlines())
     again = run("compare", "--fit", "--heads", "logreg,lightgbm", "--cv", "3", "--ensemble", "2")
     assert "fitting" not in again.stderr and len(list(runs_dir().glob("*.json"))) == 3

@@ -54,7 +54,7 @@ def test_report_renders_offline_with_leaderboard_and_every_picture(runs, tmp_pat
     body = re.search(r"<body([^>]*)>", dom).group(1)
     assert 'data-images="4"' in body and 'data-rendered="4"' in body, body
     board = re.search(r"<table id=\"leaderboard\">(.*?)</table>", dom, re.S).group(1)
-    assert board.count("<tr>") == 2 and "BMCA" in board and "logreg" in board
+    assert board.count("<tr") == 2 and "BMCA" in board and "logreg" in board
     for title in ("confusion matrix", "ROC and precision-recall", "reliability", "pca feature map"):
         assert f'alt="{title}"' in dom
     for png in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text):

@@ -37,14 +37,16 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     """Print the leaderboard of every backbone x head run recorded in runs/.
 
     Reads the JSON records written by `skinfeat fit`; it never recomputes a
-    metric. Columns: backbone, head, settings, feature dimension, BMCA mean±std,
-    accuracy, top-3, macro AUC, CV fit time, extraction images/s, folds hash.
+    metric. Columns: dataset, backbone, head, settings, feature dimension, BMCA
+    mean±std over folds, worst shift, test BMCA, accuracy, top-3, macro AUC, CV fit
+    time, extraction images/s, folds hash, run id (for `skinfeat report --run`).
+    Runs of one dataset stay together, each dataset with its always-NV baseline.
     """
     from skinfeat.commands.fit import shift_options
     from skinfeat.evaluate import fit_missing
     from skinfeat.outputs import check_writable
     from skinfeat.paths import features_dir, runs_dir
-    from skinfeat.records import baseline_note, format_leaderboard, leaderboard_rows, read_evaluations, read_records
+    from skinfeat.records import format_leaderboard, leaderboard_rows, read_evaluations, read_records
     from skinfeat.refit import save_best
 
     manifest, parsed = shift_options(shift_data, shifts, tta)
@@ -66,9 +68,7 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
         click.echo(f"no runs recorded in {runs_dir()}; run `skinfeat fit` or `skinfeat compare --fit`",
                    err=True)
         return _fail_if(failures)
-    click.echo(format_leaderboard(rows, fmt))
-    if fmt in ("table", "markdown"):
-        click.echo(baseline_note(records))
+    click.echo(format_leaderboard(rows, fmt, records))
     if best_dir:
         directory, best = save_best(records, best_dir, log=lambda line: click.echo(line, err=True))
         worst = (best.get("shift") or {}).get("worst")

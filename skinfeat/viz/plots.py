@@ -205,9 +205,8 @@ def plot_roc_pr(y_true, proba, title=None):
                title=f"ROC, one class vs rest (macro AUC {np.mean(aucs):.3f})")
     pr_ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01),
               title=f"precision-recall (macro AP {np.mean(aps):.3f})")
-    roc_ax.legend(loc="lower right", fontsize=10)
-    pr_ax.legend(loc="lower left", fontsize=9)
-    for ax in (roc_ax, pr_ax):
+    for ax in (roc_ax, pr_ax):  # legends beside the axes: inside, they hid the curves of weak classes
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=9, frameon=False)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
     note = f"; not in y_true (skipped): {', '.join(skipped)}" if skipped else ""
@@ -246,7 +245,7 @@ def plot_reliability(y_true, proba, n_bins=ECE_BINS, title=None):
             edgecolor=CLASS_COLORS["MEL"], hatch="///", lw=1.2, label="gap to mean confidence")
     top.plot([0, 1], [0, 1], ls="--", color="black", lw=1, label="perfect calibration")
     top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-            title=f"{title + ': ' if title else ''}reliability, ECE {bins['ece']:.3f} "
+            title=f"{title + chr(10) if title else ''}reliability, ECE {bins['ece']:.3f} "
                   f"({n_bins} bins, n = {count.sum():,})")
     top.legend(loc="upper left", fontsize=10)
     top.grid(alpha=0.3)
