@@ -35,7 +35,9 @@ def write_synthetic(path, labels=None, metadata=True, seed=0):
     ids = [f"ISIC_{i:07d}" for i in range(len(x))]
     rng = np.random.default_rng(1)
     meta = {"sex": rng.choice(["male", "female", "unknown"], len(x)),
-            "localization": rng.choice(["back", "face", "trunk"], len(x))} if metadata else {}
+            "localization": rng.choice(["back", "face", "trunk"], len(x)),
+            "age": np.where(np.arange(len(x)) % 50 == 0, "", (5 * rng.integers(0, 18, len(x))).astype(str))} \
+        if metadata else {}
     write_features(path, x, ids, y, ids, metadata=meta, attrs={"module": "synthetic"})
     return path
 
@@ -232,6 +234,21 @@ def test_embedding_figure_colours_by_class_and_category(tmp_path):
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["2 (100)", "10 (100)", "unknown (100)"]
 
 
+def test_age_is_a_colour_scale_not_categories(features_file, tmp_path):
+    from skinfeat.viz import color_values, feature_map
+
+    notes = []
+    values, kind = color_values(read_features(features_file), "age", notes=notes)
+    assert kind == "numeric" and values.dtype == float and np.isnan(values).sum() == 6 and np.nanmax(values) <= 85
+    assert notes == ["6 of 300 images have no age: drawn grey"]
+    fig = feature_map(features_file, method="pca", color="age", cache_dir=tmp_path).figure
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and bars[0].get_ylabel() == "age"  # one colour bar, not 18 legend entries
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["missing (6)"]
+    values, kind = color_values(read_features(features_file), "localization")
+    assert kind == "category"
+
+
 # ----------------------------------------------------------------------------- command
 
 def test_viz_draws_then_restyles_from_the_cache(run, features_file, tmp_path):
@@ -267,7 +284,7 @@ def test_viz_colours_by_fold(run, features_file, tmp_path):
 
 @pytest.mark.parametrize("args,code,message", [
     (["--color", "dx_type"], 2, "Error: cannot colour by 'dx_type': {f} has no such column; choose class, "
-                                "fold (with --folds) or a metadata column of this file (localization, sex)"),
+                                "fold (with --folds) or a metadata column of this file (age, localization, sex)"),
     (["--method", "mds"], 2, "Error: Invalid value for '--method': 'mds' is not one of 'umap', 'tsne', 'pca'."),
     (["--subsample", "2"], 2, "Error: Invalid value for '--subsample': 2 is not in the range x>=3."),
 ])

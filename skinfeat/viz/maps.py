@@ -66,14 +66,36 @@ def _choices(fs, with_class=True):
 
 def color_values(fs, color, folds=None, notes=None):
     """``(values [N], kind)`` to colour the rows of FeatureSet ``fs`` by: class indices
-    (``kind="class"``) or strings (``"category"``). ``folds``: a folds file or
+    (``kind="class"``), floats of a column whose values are all numbers, such as age
+    (``"numeric"``, NaN where missing), or strings (``"category"``). ``folds``: a folds file or
     ``{image_id: fold}``, for ``color="fold"``."""
     notes = [] if notes is None else notes
     if color in COLORINGS:
         return COLORINGS[color](fs, folds, notes)
     if color not in fs.metadata:
         raise UsageError(f"cannot colour by {color!r}: {fs.path} has no such column; choose {_choices(fs)}")
-    return np.asarray(fs.metadata[color], dtype=str), "category"
+    values = np.asarray(fs.metadata[color], dtype=str)
+    numbers = _numbers(values)
+    if numbers is not None:  # age: a colour scale, not one colour per value
+        missing = int(np.isnan(numbers).sum())
+        if missing:
+            notes.append(f"{missing:,} of {len(fs):,} images have no {color}: drawn grey")
+        return numbers, "numeric"
+    return values, "category"
+
+
+def _numbers(values):
+    """``values`` as floats (NaN where missing) when every given one is a number, else None."""
+    from skinfeat.metadata import MISSING
+
+    given = [v for v in values if v.strip().lower() not in MISSING]
+    try:
+        [float(v) for v in given]
+    except ValueError:
+        return None
+    if not given:
+        return None
+    return np.array([float(v) if v.strip().lower() not in MISSING else np.nan for v in values])
 
 
 def default_out(features_path, method, color):

@@ -81,19 +81,40 @@ def _tab20():
     return colours[::2] + colours[1::2]  # dark shades first; no greys: grey means "missing" here
 
 
+def _numeric_scatter(fig, ax, coords, values, size, label):
+    """Points coloured on one scale (viridis) with its colour bar; missing values grey, below."""
+    missing = np.isnan(values)
+    if missing.any():
+        ax.scatter(coords[missing, 0], coords[missing, 1], s=size, color=MISSING_COLOR, alpha=0.75, linewidths=0,
+                   rasterized=True, label=f"missing ({missing.sum():,})")
+        fig.legend(loc="outside right lower", frameon=False, fontsize=10, markerscale=max(1.0, 9 / np.sqrt(size)))
+    points = ax.scatter(coords[~missing, 0], coords[~missing, 1], c=values[~missing], cmap="viridis", s=size,
+                        alpha=0.75, linewidths=0, rasterized=True)
+    fig.colorbar(points, ax=ax, label=label, shrink=0.85)
+
+
 def plot_embedding(coords, labels_or_values, kind="class", title=None, axis_labels=("1", "2"),
                    legend_title=None):
     """Scatter of 2-D ``coords [N, 2]`` coloured by class index (``kind="class"``, -1
-    unlabelled) or by any category (``kind="category"``, e.g. sex or localization).
+    unlabelled), by any category (``kind="category"``, e.g. sex or localization) or on a
+    colour scale (``kind="numeric"``, e.g. age; NaN grey).
     Larger groups are drawn first so that rare classes stay visible."""
     coords = np.asarray(coords)
     if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) != len(labels_or_values):
         raise ValueError(f"expected coords [N, 2] and N values, got coords {coords.shape} and "
                          f"{len(labels_or_values)} values")
-    groups = _groups(labels_or_values, kind)
     fig = _figure("embedding")
     ax = fig.add_subplot()
     size = float(np.clip(50000 / max(len(coords), 1), 3, 30))
+    if kind == "numeric":
+        _numeric_scatter(fig, ax, coords, np.asarray(labels_or_values, float), size, legend_title)
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title or f"{len(coords):,} points")
+        return fig
+    groups = _groups(labels_or_values, kind)
     artists = {}
     for label, colour, mask in sorted(groups, key=lambda g: -g[2].sum()):
         artists[label] = ax.scatter(coords[mask, 0], coords[mask, 1], s=size, color=colour, alpha=0.75,
