@@ -198,3 +198,17 @@ def test_fit_has_help():
     result = run("fit", "--help")
     assert result.exit_code == 0 and "lesion-grouped cross-validation" in result.output
     assert isinstance(cli, click.Group)
+
+
+@pytest.mark.parametrize("head", ["softmax", "logreg"])
+def test_fit_prints_no_numpy_warnings(features, head):
+    """A new user saw numpy's 'divide by zero encountered in log' from a softmax fit."""
+    import warnings
+
+    _, path = features
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = run("fit", "--head", head, "--features", path, "--cv", "5", "--param", "max_epochs=3"
+                     if head == "softmax" else "alpha=0.05")
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.output and "divide by zero" not in result.output
