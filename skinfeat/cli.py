@@ -50,7 +50,7 @@ def cli():
 
 def _register():
     from skinfeat.commands import compare, data, ensemble, evaluate, explain, extract, finetune, fit, modules, \
-        predict, report, viz
+        predict, report, serve, viz
 
     cli.add_command(data.data)
     cli.add_command(modules.modules)
@@ -65,6 +65,7 @@ def _register():
     cli.add_command(predict.export)
     cli.add_command(explain.explain)
     cli.add_command(report.report)
+    cli.add_command(serve.serve)
 
 
 _register()

@@ -24,7 +24,7 @@ from skinfeat.model.predictor import DEFAULT_TOP_K, Prediction, Predictor, load_
 from skinfeat.model.tflite import TFLiteBackbone
 
 __all__ = ["FORMATS", "Prediction", "Predictor", "TFLiteBackbone", "isic_row", "iter_image_paths",
-           "load_predictor", "predict_paths", "write_predictions"]
+           "load_predictor", "predict_image", "predict_paths", "prediction_item", "write_predictions"]
 BATCH_SIZE = 16
 
 
@@ -99,6 +99,19 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None,
     yield from _flush(target, batch, views, table)
 
 
+def predict_image(model, source, tta="none", metadata=None, name="image"):
+    """The prediction of one image (a path or the file's bytes) as ``predict_paths``
+    makes it: ``tta`` as there, ``metadata`` ({column: [value]}) for a model fitted with it."""
+    from skinfeat.tta import tta_views
+
+    image = decode(source)
+    if tta in (True, "views"):
+        proba = model.predict_tta(image, metadata=metadata)
+    else:
+        proba = model.probabilities([image], tta=tta_views(tta) if tta else (), metadata=metadata)[0]
+    return model.prediction(name, proba)
+
+
 def _check_metadata(model, paths, table, fallback):
     missing = [p for p in paths if Path(p).stem not in table]
     columns = ", ".join(model.metadata["columns"])
@@ -144,6 +157,14 @@ def isic_row(proba, decimals=6):
     return [f"{u / 10**decimals:.{decimals}f}" for u in units]
 
 
+def prediction_item(p, top_k=DEFAULT_TOP_K):
+    """One prediction as ``--format json`` writes it (see ``write_predictions``)."""
+    return {"image": p.image, "path": p.path,
+            "top": [{"class": c, "name": n, "probability": round(q, 6)} for c, n, q in p.top(top_k)],
+            "probabilities": {c: round(float(q), 6) for c, q in zip(CLASSES, p.adjusted)},
+            "probabilities_as_trained": {c: round(float(q), 6) for c, q in zip(CLASSES, p.proba)}}
+
+
 def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
     """Write ``predictions`` (an iterable, consumed as it comes) to the text
     ``stream`` in ``fmt`` (one of FORMATS); returns how many were written.
@@ -180,11 +201,7 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
         elif fmt == "isic":
             writer.writerow([p.image, *isic_row(p.adjusted)])
         else:
-            item = {"image": p.image, "path": p.path,
-                    "top": [{"class": c, "name": n, "probability": round(q, 6)} for c, n, q in top],
-                    "probabilities": {c: round(float(q), 6) for c, q in zip(CLASSES, p.adjusted)},
-                    "probabilities_as_trained": {c: round(float(q), 6) for c, q in zip(CLASSES, p.proba)}}
-            stream.write(("," if count else "") + "\n " + json.dumps(item))
+            stream.write(("," if count else "") + "\n " + json.dumps(prediction_item(p, top_k)))
         count += 1
     if fmt == "json":
         stream.write("\n]\n")
