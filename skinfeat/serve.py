@@ -239,29 +239,31 @@ def make_app(directory, workers=DEFAULT_WORKERS, tta="none", max_upload_mb=MAX_U
     return App(ModelPool(directory, workers), tta, int(max_upload_mb * 2**20))
 
 
-def serve(directory, host="127.0.0.1", port=8000, workers=DEFAULT_WORKERS, tta="none",
-          max_upload_mb=MAX_UPLOAD_MB, on_ready=None):
-    """Serve the model in ``directory`` with waitress until interrupted; ``on_ready(url)``
-    once listening. DataError when the port cannot be had."""
-    from waitress.server import create_server
+def create_server(app, host="127.0.0.1", port=8000, workers=DEFAULT_WORKERS):
+    """A waitress server of ``app`` bound to ``host:port`` (``.run()`` serves, ``.close()``
+    stops); DataError when the port cannot be had."""
+    from waitress.server import create_server as waitress_server
 
-    app = make_app(directory, workers, tta, max_upload_mb)
-    try:  # the body limit above is the app's (a JSON 413); waitress's own is a backstop for chunked bodies
-        server = create_server(app, host=host, port=port, threads=workers, ident="skinfeat",
-                               max_request_body_size=2 * app.max_upload + 2**16, clear_untrusted_proxy_headers=True)
+    try:  # the body limit is the app's (a JSON 413); waitress's own is a backstop for chunked bodies
+        return waitress_server(app, host=host, port=port, threads=workers, ident="skinfeat",
+                               max_request_body_size=2 * app.max_upload + 2**16)
     except OSError as exc:
         raise DataError(f"cannot listen on {host}:{port} ({exc.strerror}); expected a free port: "
                         "pick another with --port, or stop what uses it") from None
-    url = f"http://{host}:{server.effective_port}/"
+
+
+def serve(directory, host="127.0.0.1", port=8000, workers=DEFAULT_WORKERS, tta="none",
+          max_upload_mb=MAX_UPLOAD_MB, on_ready=None):
+    """Serve the model in ``directory`` until interrupted; ``on_ready(url)`` once listening."""
+    server = create_server(make_app(directory, workers, tta, max_upload_mb), host, port, workers)
     if on_ready:
-        on_ready(url)
+        on_ready(f"http://{host}:{server.effective_port}/")
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
-
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
