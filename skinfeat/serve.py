@@ -255,6 +255,9 @@ def create_server(app, host="127.0.0.1", port=8000, workers=DEFAULT_WORKERS):
 def serve(directory, host="127.0.0.1", port=8000, workers=DEFAULT_WORKERS, tta="none",
           max_upload_mb=MAX_UPLOAD_MB, on_ready=None):
     """Serve the model in ``directory`` until interrupted; ``on_ready(url)`` once listening."""
+    import logging
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is 2" whenever requests wait
     server = create_server(make_app(directory, workers, tta, max_upload_mb), host, port, workers)
     if on_ready:
         on_ready(f"http://{host}:{server.effective_port}/")
