@@ -36,7 +36,7 @@ from skinfeat.images import FileError
 MAX_UPLOAD_MB = 20
 DEFAULT_WORKERS = 4
 STATUS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found", 405: "405 Method Not Allowed",
-          411: "411 Length Required", 413: "413 Content Too Large", 500: "500 Internal Server Error"}
+          413: "413 Content Too Large", 500: "500 Internal Server Error"}
 
 
 class HTTPError(Exception):
@@ -168,11 +168,7 @@ class App:
     """The WSGI application (see the module's docstring)."""
 
     def __init__(self, pool, tta="none", max_upload=MAX_UPLOAD_MB * 2**20):
-        from skinfeat.tta import TTA_SETS
-
-        if tta not in (*TTA_SETS, "views"):
-            raise UsageError(f"test-time augmentation {tta!r} is unknown; expected one of "
-                             f"{', '.join((*TTA_SETS, 'views'))}")
+        check_tta(tta)
         self.pool, self.tta, self.max_upload = pool, tta, max_upload
         self.summary = model_summary(pool.first, tta)
         self.routes = {"/": ("GET", self.page), "/health": ("GET", self.health), "/model": ("GET", self.model),
@@ -235,7 +231,17 @@ def _error(exc):
     return _json({"error": str(exc)})
 
 
+def check_tta(tta):
+    """UsageError unless ``tta`` is a set of ``skinfeat.tta.TTA_SETS`` or ``views``."""
+    from skinfeat.tta import TTA_SETS
+
+    if tta not in (*TTA_SETS, "views"):
+        raise UsageError(f"test-time augmentation {tta!r} is unknown; expected one of "
+                         f"{', '.join((*TTA_SETS, 'views'))}")
+
+
 def make_app(directory, workers=DEFAULT_WORKERS, tta="none", max_upload_mb=MAX_UPLOAD_MB):
+    check_tta(tta)  # before the models load
     return App(ModelPool(directory, workers), tta, int(max_upload_mb * 2**20))
 
 
@@ -260,7 +266,7 @@ def serve(directory, host="127.0.0.1", port=8000, workers=DEFAULT_WORKERS, tta="
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is 2" whenever requests wait
     server = create_server(make_app(directory, workers, tta, max_upload_mb), host, port, workers)
     if on_ready:
-        on_ready(f"http://{host}:{server.effective_port}/")
+        on_ready(f"http://{f'[{host}]' if ':' in host else host}:{server.effective_port}/")
     try:
         server.run()
     except KeyboardInterrupt:
