@@ -220,7 +220,7 @@ def test_a_real_backbone_model_answers_as_predict(skinfeat_home, ham10000, image
 
 def test_concurrent_requests_are_each_answered_right(server, pool, images):
     want = {Path(p).name: proba(item) for p, item in zip(images, predict_json("--model", pool, *images))}
-    jobs = [images[i % len(images)] for i in range(40)]
+    jobs = [images[i % len(images)] for i in range(96)]
     with ThreadPoolExecutor(8) as workers:
         answers = list(workers.map(lambda p: (p, server.predict(Path(p).read_bytes(), name=Path(p).name)), jobs))
     for path, (status, answer, _) in answers:
