@@ -146,7 +146,7 @@ def main():
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--images", type=int, default=50, help="How many distinct images to upload, cycled.")
     args = parser.parse_args()
-    images = sorted((args.data / "images").glob("*.jpg"))[:args.images] or sorted(args.data.rglob("*.jpg"))[:args.images]
+    images = sorted(args.data.rglob("*.jpg"))[:args.images]
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or default_model(args.data, Path(tmp))
         bench_server(model, images, tuple(int(c) for c in args.clients.split(",")), args.requests, args.workers)
