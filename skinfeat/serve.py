@@ -218,8 +218,12 @@ class App:
                 prediction = predict_image(model, data, tta=self.tta, metadata=metadata)
             except FileError as exc:
                 raise DataError(f"{name} {exc.reason}") from None
+            unknown = [c for c, n in model.unknown_metadata(metadata, 1).items() if n] if metadata else []
         item = prediction_item(prediction, top_k)
         del item["image"], item["path"]
+        if unknown:  # predicted as a missing value, as `predict` and `evaluate` do
+            item["warnings"] = [f"{c} {fields[c]!r} is a category the model never saw in training; "
+                                "predicted as unknown" for c in unknown]
         return 200, "application/json", _json(item)
 
 

@@ -192,6 +192,10 @@ def test_a_model_fitted_with_metadata_takes_the_form_fields_or_refuses(pool, ima
         status, answer, _ = s.predict(data, fields)
         status2, raw, _ = s.call("/predict?age=55&sex=male&localization=back", data, "image/jpeg")
         assert s.call("/model")[1]["metadata"] == list(META)
+        status3, odd, _ = s.predict(data, dict(fields, localization="moon"))
+        assert status3 == 200 and odd["warnings"] == ["localization 'moon' is a category the model never saw in "
+                                                      "training; predicted as unknown"]
+        assert "warnings" not in answer
     finally:
         s.close()
     assert status == 200 and status2 == 200 and answer == raw
