@@ -232,6 +232,22 @@ def test_concurrent_requests_are_each_answered_right(server, pool, images):
         np.testing.assert_allclose(proba(answer), want[Path(path).name], atol=1e-6)
 
 
+def test_multipart_bodies_keep_every_byte(images):
+    """Line ends, lone CRs and boundary-like lines inside a file survive the parser."""
+    from skinfeat.serve import _multipart
+
+    rng = np.random.default_rng(0)
+    files = [Path(images[0]).read_bytes(), rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+             b"\r\n\r\n", b"\r", b"\n--x\r\n--", b"a\r\n"]
+    for data in files:
+        boundary = uuid.uuid4().hex
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="age"\r\n\r\n55\r\n--{boundary}\r\n'
+                f'Content-Disposition: form-data; name="image"; filename="x.jpg"\r\n\r\n').encode() + data \
+            + f"\r\n--{boundary}--\r\n".encode()
+        form = _multipart(f"multipart/form-data; boundary={boundary}", body)
+        assert form == {"age": (None, b"55"), "image": ("x.jpg", data)}
+
+
 # ----------------------------------------------------------------------------- bad requests
 
 def _bomb():
