@@ -5,6 +5,7 @@
 // Math.fround). `?image=URL` predicts that image on load and fills
 // <table id="predictions">; window.skinfeat exposes the same for automation.
 import {loadLiteRt, loadAndCompile, Tensor} from "./vendor/litertjs/core.js";
+import {decodeJpeg} from "./jpeg.js";
 
 const f32 = Math.fround;
 const $ = (id) => document.getElementById(id);
@@ -95,18 +96,27 @@ const RESIZERS = {squash: resizeExact, crop, pad};
 
 const INV_255 = f32(1 / 255);
 
-// A Blob -> {h, w, data}: RGB float32 in [0, 1], no colour management, alpha dropped.
+// A Blob -> {h, w, data}: RGB float32 in [0, 1]. JPEGs as predict decodes them (jpeg.js),
+// other images (and JPEGs jpeg.js does not handle) by the browser: no colour management,
+// alpha dropped. `decoder` says which.
 async function decode(blob) {
+  const jpeg = decodeJpeg(new Uint8Array(await blob.arrayBuffer()));
+  if (jpeg) return {h: jpeg.h, w: jpeg.w, data: scaled(jpeg.rgb, 3), decoder: "skinfeat"};
   const bitmap = await createImageBitmap(blob, {colorSpaceConversion: "none", premultiplyAlpha: "none"});
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const ctx = canvas.getContext("2d", {willReadFrequently: true});
   ctx.drawImage(bitmap, 0, 0);
   const rgba = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
-  const n = bitmap.width * bitmap.height, data = new Float32Array(n * 3);
+  return {h: bitmap.height, w: bitmap.width, data: scaled(rgba, 4), decoder: "browser"};
+}
+
+// uint8 pixels of `channels` channels -> RGB float32 * (1/255), as numpy does in float32.
+function scaled(pixels, channels) {
+  const n = pixels.length / channels, data = new Float32Array(n * 3);
   for (let i = 0; i < n; i++) {
-    for (let c = 0; c < 3; c++) data[i * 3 + c] = f32(rgba[i * 4 + c] * INV_255);
+    for (let c = 0; c < 3; c++) data[i * 3 + c] = f32(pixels[i * channels + c] * INV_255);
   }
-  return {h: bitmap.height, w: bitmap.width, data};
+  return data;
 }
 
 // ---------------------------------------------------------------- the model
@@ -167,9 +177,10 @@ async function features(model, resized) {
 async function predict(model, blob) {
   const start = performance.now();
   const [height, width] = model.info.input_size;
-  const resized = RESIZERS[model.info.resize](await decode(blob), height, width);
+  const decoded = await decode(blob);
+  const resized = RESIZERS[model.info.resize](decoded, height, width);
   const proba = headProba(model, await features(model, resized));
-  return {image: resized, ...proba, ms: performance.now() - start};
+  return {image: resized, decoder: decoded.decoder, ...proba, ms: performance.now() - start};
 }
 
 // ---------------------------------------------------------------- the page
@@ -241,7 +252,7 @@ const ready = main().catch((error) => {
 });
 
 // For automation: await skinfeat.ready; skinfeat.predictUrl(url) -> {trained, adjusted, ms};
-// skinfeat.inspect(url) -> the decoded and resized pixels and the features as well.
+// skinfeat.inspect(url) -> the decoder used, the decoded and resized pixels and the features as well.
 async function fetched(url) {
   const response = await fetch(url);
   if (!response.ok) throw new Error(`cannot fetch ${url} (HTTP ${response.status})`);
@@ -251,14 +262,14 @@ async function fetched(url) {
 window.skinfeat = {
   ready,
   async predictUrl(url) {
-    const {trained, adjusted, ms} = await predict(await ready, await fetched(url));
-    return {trained, adjusted, ms};
+    const {trained, adjusted, ms, decoder} = await predict(await ready, await fetched(url));
+    return {trained, adjusted, ms, decoder};
   },
   async inspect(url) {
     const model = await ready, decoded = await decode(await fetched(url));
     const [height, width] = model.info.input_size;
     const resized = RESIZERS[model.info.resize](decoded, height, width), feats = await features(model, resized);
-    return {decoded: Array.from(decoded.data), resized: Array.from(resized.data), features: Array.from(feats),
+    return {decoder: decoded.decoder, decoded: Array.from(decoded.data), resized: Array.from(resized.data), features: Array.from(feats),
             ...headProba(model, feats)};
   },
 };

@@ -28,7 +28,7 @@ from skinfeat.errors import ModelError, UsageError
 from skinfeat.model.format import model_parts, read_manifest, read_state
 
 HERE = Path(__file__).parent
-PAGE_FILES = ("index.html", "app.js")
+PAGE_FILES = ("index.html", "app.js", "jpeg.js")
 VENDOR = HERE / "vendor" / "litertjs"
 HEAD_JSON = "model/head.json"  # also what marks a folder as a site written here (it may be replaced)
 
