@@ -2,14 +2,10 @@
 Chromium (networking off, served by a local http.server: browsers run no Wasm
 from file://), against the Predictor on real HAM10000 images."""
 
-import functools
-import io
 import json
 import re
 import shutil
 import subprocess
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +16,7 @@ from model_factory import lite0_model, pool_model
 from skinfeat.cli import cli
 from skinfeat.images import decode
 from skinfeat.model.predictor import Predictor
-from skinfeat.web.chromium import Browser, chromium
+from skinfeat.web.chromium import Browser, Served, chromium
 
 N_IMAGES = 12
 MODELS = {"lite0-logreg": lambda home, ham: lite0_model(home, ham),
@@ -34,26 +30,6 @@ def export_web(model, out):
 def ham_images(ham10000, n=N_IMAGES):
     """``n`` real HAM10000 JPEGs, none of them among the models' training images (the first few per class)."""
     return sorted(ham10000.glob("*/*.jpg"))[500:500 + n]
-
-
-class Served:
-    """A folder served over http on 127.0.0.1, recording every path asked for."""
-
-    def __init__(self, root):
-        self.asked = []
-        served = self
-
-        class Handler(SimpleHTTPRequestHandler):
-            def log_message(self, *args):
-                served.asked.append(self.path)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))

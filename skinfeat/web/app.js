@@ -173,14 +173,19 @@ async function features(model, resized) {
   return out;
 }
 
-// A Blob -> {image (resized), trained, adjusted, ms: time from decode to probabilities}.
+// A Blob -> {image (resized), decoder, trained, adjusted, ms: decode to probabilities, phases: ms of each step}.
 async function predict(model, blob) {
-  const start = performance.now();
-  const [height, width] = model.info.input_size;
+  const [height, width] = model.info.input_size, t = [performance.now()];
   const decoded = await decode(blob);
+  t.push(performance.now());
   const resized = RESIZERS[model.info.resize](decoded, height, width);
-  const proba = headProba(model, await features(model, resized));
-  return {image: resized, decoder: decoded.decoder, ...proba, ms: performance.now() - start};
+  t.push(performance.now());
+  const feats = await features(model, resized);
+  t.push(performance.now());
+  const proba = headProba(model, feats);
+  t.push(performance.now());
+  const phases = {decode: t[1] - t[0], resize: t[2] - t[1], backbone: t[3] - t[2], head: t[4] - t[3]};
+  return {image: resized, decoder: decoded.decoder, ...proba, ms: t[4] - t[0], phases};
 }
 
 // ---------------------------------------------------------------- the page
@@ -251,7 +256,7 @@ const ready = main().catch((error) => {
   throw error;
 });
 
-// For automation: await skinfeat.ready; skinfeat.predictUrl(url) -> {trained, adjusted, ms};
+// For automation: await skinfeat.ready; skinfeat.predictUrl(url) -> {trained, adjusted, ms, decoder, phases};
 // skinfeat.inspect(url) -> the decoder used, the decoded and resized pixels and the features as well.
 async function fetched(url) {
   const response = await fetch(url);
@@ -262,8 +267,8 @@ async function fetched(url) {
 window.skinfeat = {
   ready,
   async predictUrl(url) {
-    const {trained, adjusted, ms, decoder} = await predict(await ready, await fetched(url));
-    return {trained, adjusted, ms, decoder};
+    const {trained, adjusted, ms, decoder, phases} = await predict(await ready, await fetched(url));
+    return {trained, adjusted, ms, decoder, phases};
   },
   async inspect(url) {
     const model = await ready, decoded = await decode(await fetched(url));

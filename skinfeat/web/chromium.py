@@ -1,14 +1,18 @@
 """Headless Chromium driven through the DevTools protocol over a pipe
 (``--remote-debugging-pipe``: no port, no websocket library), networking off
-except the local pages it is sent to. For the tests and benchmark of the page
-``skinfeat export --format web`` writes (``skinfeat.web.site``)."""
+except 127.0.0.1, and a folder served there (``Served``: browsers run no Wasm
+from file://). For the tests and benchmark of the page ``skinfeat export
+--format web`` writes (``skinfeat.web.site``)."""
 
 import fcntl
+import functools
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
           "--disable-background-networking", "--disable-sync", "--disable-component-update",
@@ -90,3 +94,24 @@ class Browser:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class Served:
+    """A folder served over http on 127.0.0.1 (a free port) in a thread, recording
+    every path asked for in ``asked``; ``url`` ends with a slash."""
+
+    def __init__(self, root):
+        self.asked = []
+        asked = self.asked
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                asked.append(self.path)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
