@@ -118,16 +118,49 @@ def test_page_decodes_other_jpeg_kinds(served, kind, options, decoder):
     path.unlink()
 
 
+def open_with_image(served, url):
+    """Open the page with ?image=URL; its final state (done or error)."""
+    _, _, server, browser = served
+    browser.goto(f"{server.url}index.html?image={url}")
+    return browser.evaluate("new Promise(r => { const t = setInterval(() => { const s = document.body.dataset.state; "
+                            "if (s === 'done' || s === 'error') { clearInterval(t); r(s); } }, 20); })")
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("notes.jpg", b"not an image", "cannot be used"),
+    ("tiny.png", "tiny", "is 5 x 5 pixels, too small; expected at least 8 pixels on each side"),
+])
+def test_page_says_why_an_image_cannot_be_used(served, name, content, words):
+    from PIL import Image
+
+    _, site, _, browser = served
+    path = site / "img" / name
+    if content == "tiny":
+        Image.new("RGB", (5, 5)).save(path)
+    else:
+        path.write_bytes(content)
+    try:
+        assert open_with_image(served, f"img/{name}") == "error"
+        status = browser.evaluate("document.getElementById('status').textContent")
+        assert status.startswith("This image cannot be used: it ") and words in status, status
+        assert browser.evaluate("document.getElementById('result').hidden")
+    finally:
+        path.unlink()
+
+
+def test_page_opened_from_a_file_says_to_serve_it(served, tmp_path):
+    _, site, _, _ = served
+    dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+                          "--no-first-run", "--virtual-time-budget=3000", "--dump-dom", (site / "index.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 'data-state="error"' in dom and "This page must be served over http" in dom
+
+
 def test_query_image_fills_the_predictions_table(served):
     model, site, server, browser = served
     path = sorted((site / "img").glob("*.png"))[0]
     server.asked.clear()
-    browser.goto(f"{server.url}index.html?image=img/{path.name}")
-    state = browser.evaluate("new Promise(r => { const t = setInterval(() => { if (document.body.dataset.state"
-                             " !== 'loading' && document.body.dataset.state !== 'working' && "
-                             "document.body.dataset.state !== 'ready') { clearInterval(t); "
-                             "r(document.body.dataset.state); } }, 20); })")
-    assert state == "done", browser.evaluate("document.getElementById('status').textContent")
+    assert open_with_image(served, f"img/{path.name}") == "done"
     dom = browser.evaluate("document.documentElement.outerHTML")
     table = re.search(r'<table id="predictions">(.*?)</table>', dom, re.S).group(1)
     rows = dict(re.findall(r'<tr data-class="(\w+)" data-probability="(0\.\d{6,})"', table))

@@ -102,7 +102,9 @@ const INV_255 = f32(1 / 255);
 async function decode(blob) {
   const jpeg = decodeJpeg(new Uint8Array(await blob.arrayBuffer()));
   if (jpeg) return {h: jpeg.h, w: jpeg.w, data: scaled(jpeg.rgb, 3), decoder: "skinfeat"};
-  const bitmap = await createImageBitmap(blob, {colorSpaceConversion: "none", premultiplyAlpha: "none"});
+  const bitmap = await createImageBitmap(blob, {colorSpaceConversion: "none", premultiplyAlpha: "none"}).catch(() => {
+    throw new Error("is not an image this browser can decode, or a damaged one");
+  });
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const ctx = canvas.getContext("2d", {willReadFrequently: true});
   ctx.drawImage(bitmap, 0, 0);
@@ -117,6 +119,17 @@ function scaled(pixels, channels) {
     for (let c = 0; c < 3; c++) data[i * 3 + c] = f32(pixels[i * channels + c] * INV_255);
   }
   return data;
+}
+
+// The image size limits of skinfeat/images.py check_size (head.json "limits").
+function checkSize({min_side, max_aspect, max_pixels}, image) {
+  const {h, w} = image, size = `is ${w} x ${h} pixels`;
+  if (w * h > max_pixels) throw new Error(`${size}, more than the ${max_pixels} pixels skinfeat decodes; downscale it`);
+  if (Math.min(h, w) < min_side) throw new Error(`${size}, too small; expected at least ${min_side} pixels on each side`);
+  if (Math.max(h, w) > max_aspect * Math.min(h, w)) {
+    throw new Error(`${size}, too elongated; expected sides at most ${max_aspect} times as long as each other`);
+  }
+  return image;
 }
 
 // ---------------------------------------------------------------- the model
@@ -176,7 +189,7 @@ async function features(model, resized) {
 // A Blob -> {image (resized), decoder, trained, adjusted, ms: decode to probabilities, phases: ms of each step}.
 async function predict(model, blob) {
   const [height, width] = model.info.input_size, t = [performance.now()];
-  const decoded = await decode(blob);
+  const decoded = checkSize(model.info.limits, await decode(blob));
   t.push(performance.now());
   const resized = RESIZERS[model.info.resize](decoded, height, width);
   t.push(performance.now());
@@ -219,17 +232,13 @@ async function run(model, blob) {
     document.body.dataset.state = "done";
     return result;
   } catch (error) {
-    $("status").textContent = `This image could not be read (${error.message || error}); expected a JPEG or PNG.`;
+    $("status").textContent = `This image cannot be used: it ${error.message || error} (expected a JPEG or PNG photo).`;
     document.body.dataset.state = "error";
     throw error;
   }
 }
 
 async function main() {
-  if (location.protocol === "file:") {
-    throw new Error("this page must be served over http (browsers do not run Wasm from file://): " +
-                    "run `python -m http.server` in this folder and open http://localhost:8000/");
-  }
   const model = await loadModel();
   $("model").textContent = `${model.info.name}: ${model.info.head} head on ${model.info.backbone} ` +
     `(${model.info.input_size.join("x")}, ${model.info.resize})`;
@@ -245,7 +254,7 @@ async function main() {
   $("status").textContent = "Ready: choose or drop an image.";
   const url = new URLSearchParams(location.search).get("image");
   if (url) {
-    await run(model, await fetched(url));
+    await run(model, await fetched(url)).catch(() => {});  // run() shows why
   }
   return model;
 }

@@ -25,6 +25,7 @@ import numpy as np
 
 from skinfeat.classes import CLASSES, FULL_NAMES
 from skinfeat.errors import ModelError, UsageError
+from skinfeat.images import MAX_ASPECT, MAX_PIXELS, MIN_SIDE
 from skinfeat.model.format import model_parts, read_manifest, read_state
 
 HERE = Path(__file__).parent
@@ -82,6 +83,7 @@ def head_files(directory, manifest, predictor):
             "resize": predictor.resize, "classes": list(CLASSES), "full_names": [FULL_NAMES[c] for c in CLASSES],
             "columns": predictor.head.columns.tolist(), "offsets": predictor.head.offsets.tolist(),
             "power": float(manifest["params"].get("power", 1)), "n_features": predictor.head.n_features,
+            "limits": {"min_side": MIN_SIDE, "max_aspect": MAX_ASPECT, "max_pixels": MAX_PIXELS},
             "arrays": arrays, "layers": layers}
     return info, bytes(blob)
 
