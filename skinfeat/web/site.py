@@ -2,17 +2,26 @@
 the browser, offline.
 
 The backbone runs as the ``backbone.tflite`` the model directory already holds
-(its batch fixed at 1: ``batch_of_one``), with LiteRT.js (``@litertjs/core``, vendored under ``vendor/litertjs``: its Wasm
-is self-hosted, nothing is fetched from elsewhere). The head (logreg or softmax)
+(its batch fixed at 1: ``batch_of_one``), with LiteRT.js (``@litertjs/core``,
+vendored under ``vendor/litertjs``: its Wasm is self-hosted, nothing is fetched
+from elsewhere). The head (logreg or softmax)
 is a few matrix products in the page's script, from ``model/head.json`` and the
-float32 arrays of ``model/head.bin``. Images are decoded by the browser and
-resized in the script as ``skinfeat.images`` resizes them (the triangle filter,
-the crop / pad / squash policies), with the clean view only, as ``predict``
-does by default (no ``--tta``).
+float32 arrays of ``model/head.bin``. Baseline JPEGs are decoded by ``jpeg.js``
+exactly as ``skinfeat.images`` decodes them (libjpeg-turbo's fast IDCT: the
+browser's own decoder uses the accurate one, 3/255 apart, ~0.07 in probability);
+other images by the browser. Resizing in the script follows ``skinfeat.images``
+(the triangle filter, the crop / pad / squash policies), with the clean view
+only, as ``predict`` does by default (no ``--tta``).
+
+LiteRT.js was chosen by measurement over ONNX Runtime Web 1.30 (tf2onnx 1.17 from
+the same TFLite file), both single-threaded Wasm in headless Chromium on this
+CPU: EfficientNet-Lite0 warm 48-51 ms vs 83-90 ms, load 0.3-0.5 s vs 0.6-1.0 s,
+features identical to predict's TFLite (0.0) vs 6e-6 apart, no conversion step
+(tf2onnx needs its own TensorFlow), 9.4 MB of Wasm vs 14 MB.
 
 Layout of SITE/::
 
-    index.html  app.js  model/backbone.tflite  model/head.json  model/head.bin
+    index.html  app.js  jpeg.js  model/backbone.tflite  model/head.json  model/head.bin
     vendor/litertjs/{core.js, wasm-utils.js, litert_wasm[_compat]_internal.{js,wasm}, LICENSE}
 """
 
