@@ -268,3 +268,20 @@ def read_only(tmp_path):
 def test_out_on_a_read_only_place(pool, read_only):
     result = export_web(pool, read_only / "site")
     one_line_error(result, f"cannot write the web page to {read_only / 'site'}", "read-only")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    place = tmp_path / "small"
+    place.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(place)], check=True)
+    try:
+        yield place
+    finally:
+        subprocess.run(["umount", "-l", str(place)], check=True)
+
+
+def test_out_on_a_full_disk_leaves_nothing(pool, small_disk):
+    result = export_web(pool, small_disk / "site")
+    one_line_error(result, f"cannot write the web page to {small_disk / 'site'}", "the disk is full")
+    assert list(small_disk.iterdir()) == []
