@@ -114,13 +114,37 @@ class _Skips:
                    "default: the one recorded in the model, if it is in the catalog (a SavedModel "
                    "folder or handle runs, so it is used only when named here). Its fingerprint must match. "
                    "A model on several backbones takes one --module per backbone, in their order.")
-def export(model_dir, modules):
-    """Put the model's backbones inside its directory as TFLite files.
+@click.option("--format", "fmt", type=click.Choice(("tflite", "web")), default="tflite", show_default=True,
+              help="tflite: the backbones into the model directory; web: a static site (--out) whose page "
+                   "runs the model in the browser, offline.")
+@click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
+              help="With --format web: the folder to write the site into (new, empty, or an earlier site).")
+def export(model_dir, modules, fmt, out):
+    """Put the model's backbones inside its directory as TFLite files, or
+    (--format web) write a static site that runs the model in a browser.
 
     `skinfeat fit --out` does this already when the backbone is available;
     use this for a model saved without it. The TFLite copy is checked against
     the backbone on probe images. Prediction then needs only the directory.
+
+    The site (index.html, its script, the backbone, the head's weights and the
+    LiteRT.js runtime) needs no network: serve the folder with any static web
+    server (`python -m http.server -d DIR`) and open it. It predicts as
+    `skinfeat predict` does without --tta.
     """
+    from skinfeat.errors import UsageError
+
+    if fmt == "web" or out is not None:
+        if fmt != "web" or not out or modules:
+            raise UsageError("--format web takes --out DIR (the site's folder) and no --module; "
+                             "--out is only for --format web: export the backbone first with "
+                             f"`skinfeat export --model {model_dir}` if the model has none")
+        from skinfeat.web.site import export_web
+
+        done = export_web(model_dir, out)
+        click.echo(f"wrote {out}: {done['files']} files, {done['bytes'] / 1e6:.1f} MB; serve it with "
+                   f"`python -m http.server -d {out}` and open http://localhost:8000/")
+        return
     from skinfeat.model.export import export_model
 
     for info in export_model(model_dir, modules):

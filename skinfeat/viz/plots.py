@@ -81,6 +81,20 @@ def _tab20():
     return colours[::2] + colours[1::2]  # dark shades first; no greys: grey means "missing" here
 
 
+def _grouped_scatter(fig, ax, coords, groups, size, legend_title):
+    """One colour per group, larger groups drawn first, a legend with the counts."""
+    artists = {}
+    for label, colour, mask in sorted(groups, key=lambda g: -g[2].sum()):
+        artists[label] = ax.scatter(coords[mask, 0], coords[mask, 1], s=size, color=colour, alpha=0.75,
+                                    linewidths=0, rasterized=True)
+    legend = fig.legend([artists[label] for label, _, _ in groups],
+                        [f"{label} ({mask.sum():,})" for label, _, mask in groups],
+                        loc="outside right upper", title=legend_title, markerscale=max(1.0, 9 / np.sqrt(size)),
+                        frameon=False, fontsize=10, title_fontsize=11, alignment="left")
+    for handle in legend.legend_handles:
+        handle.set_alpha(1)
+
+
 def _numeric_scatter(fig, ax, coords, values, size, label):
     """Points coloured on one scale (viridis) with its colour bar; missing values grey, below."""
     missing = np.isnan(values)
@@ -108,23 +122,8 @@ def plot_embedding(coords, labels_or_values, kind="class", title=None, axis_labe
     size = float(np.clip(50000 / max(len(coords), 1), 3, 30))
     if kind == "numeric":
         _numeric_scatter(fig, ax, coords, np.asarray(labels_or_values, float), size, legend_title)
-        ax.set_xlabel(axis_labels[0])
-        ax.set_ylabel(axis_labels[1])
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(title or f"{len(coords):,} points")
-        return fig
-    groups = _groups(labels_or_values, kind)
-    artists = {}
-    for label, colour, mask in sorted(groups, key=lambda g: -g[2].sum()):
-        artists[label] = ax.scatter(coords[mask, 0], coords[mask, 1], s=size, color=colour, alpha=0.75,
-                                    linewidths=0, rasterized=True)
-    legend = fig.legend([artists[label] for label, _, _ in groups],
-               [f"{label} ({mask.sum():,})" for label, _, mask in groups],
-               loc="outside right upper", title=legend_title, markerscale=max(1.0, 9 / np.sqrt(size)),
-               frameon=False, fontsize=10, title_fontsize=11, alignment="left")
-    for handle in legend.legend_handles:
-        handle.set_alpha(1)
+    else:
+        _grouped_scatter(fig, ax, coords, _groups(labels_or_values, kind), size, legend_title)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.set_xticks([])
