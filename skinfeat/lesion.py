@@ -20,7 +20,7 @@ background hurt), kept inside the image, at full resolution. When nothing
 convincing is found it is the whole image.
 
 Hair removal (``crop+hair``) is DullRazor's: thin dark lines found by a
-morphological black-hat of the grey image, long ones kept, painted over by
+morphological black-hat of the grey image (smoothed: camera noise is no hair), long ones kept, painted over by
 OpenCV's inpainting (Telea); it runs on the whole image, before the lesion is
 looked for (hair would be taken for it).
 
@@ -85,7 +85,7 @@ def hair_mask(image):
     """bool [H, W]: the pixels of long thin dark lines (hairs)."""
     cv2 = _cv2()
     side = _odd(max(image.shape[:2]) * HAIR_KERNEL)
-    grey = np.round(image.mean(axis=2) * 255).astype(np.uint8)
+    grey = cv2.GaussianBlur(np.round(image.mean(axis=2) * 255).astype(np.uint8), (3, 3), 0)  # not the noise
     depth = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (side, side)))
     lines = (depth > HAIR_LEVEL * 255).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
@@ -137,6 +137,8 @@ def find_lesion(image):
     if field.sum() < MIN_AREA * sh * sw * 10:
         return None
     level = _otsu(darkness[field])
+    if level is None:  # one flat colour
+        return None
     dark = ((darkness < level) & field).astype(np.uint8)
     ellipse = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     dark = cv2.morphologyEx(cv2.morphologyEx(dark, cv2.MORPH_OPEN, ellipse), cv2.MORPH_CLOSE, ellipse)
@@ -170,7 +172,7 @@ def _touches_border(stats, h, w):
 
 
 def _otsu(values, bins=128):
-    """Otsu's threshold of ``values`` in [0, 1]."""
+    """Otsu's threshold of ``values`` in [0, 1]; None when they all fall in one bin."""
     counts, edges = np.histogram(values, bins=bins, range=(0, 1))
     centres = (edges[:-1] + edges[1:]) / 2
     weight = np.cumsum(counts)
@@ -178,4 +180,5 @@ def _otsu(values, bins=128):
     mass = np.cumsum(counts * centres)
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (mass[-1] * weight / total - mass) ** 2 / (weight * (total - weight))
-    return edges[int(np.nanargmax(between[:-1])) + 1]
+    between = np.nan_to_num(between[:-1], nan=-1)
+    return edges[int(np.argmax(between)) + 1] if between.max() > 0 else None
