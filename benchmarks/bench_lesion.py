@@ -73,7 +73,7 @@ def main(argv=None):
         extract_s = time.perf_counter() - t0
         done = steps.get(step)
         if done and Path(done).is_file():
-            record = json.loads(Path(done).read_text())
+            record = dict(json.loads(Path(done).read_text()), record_path=done)
         else:
             log(f"[{name}] fitting logreg, 5-fold CV{' and the shift check' if shifts else ''}")
             record = run_fit(str(features.path), "logreg", runs=runs, shift_data=manifest if shifts else None,
