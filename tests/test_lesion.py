@@ -137,20 +137,17 @@ def test_no_convincing_lesion_falls_back_to_the_whole_image(case):
         assert min(out.shape[:2]) >= min(8, h) and np.isfinite(out).all()
 
 
-def test_crop_is_fast_enough_to_run_inside_extraction():
-    """~100 images/s on 2 cores leaves a few ms per 600 x 450 image (measured: ~2 ms
-    crop, ~5 ms crop+hair on HAM10000); the bounds leave room for a busy machine."""
-    image, _ = with_hair(synthetic()[0])
+def test_crop_is_fast_enough_to_run_inside_extraction(ham10000):
+    """~100 images/s on 2 cores leaves a few ms per 600 x 450 image (measured on 300
+    HAM10000 images: ~2 ms crop, ~5 ms crop+hair); the bounds leave room for a busy machine."""
+    images = [decode(p) for p in ham_subset(ham10000, per_class=2).paths]
     timings = {}
     for option in ("crop", "crop+hair"):
-        lesion.preprocess(image, option)
-        runs = []
-        for _ in range(5):
-            start = time.perf_counter()
+        start = time.perf_counter()
+        for image in images:
             lesion.preprocess(image, option)
-            runs.append(time.perf_counter() - start)
-        timings[option] = min(runs)
-    assert timings["crop"] < 0.02 and timings["crop+hair"] < 0.05, timings
+        timings[option] = (time.perf_counter() - start) / len(images)
+    assert timings["crop"] < 0.015 and timings["crop+hair"] < 0.04, timings
 
 
 # ----------------------------------------------------------------------------- hair
@@ -164,7 +161,7 @@ def test_hair_removal_paints_over_synthetic_hair_and_leaves_the_rest():
     found = lesion.hair_mask(hairy)
     assert found[hair].mean() > 0.9  # the hairs are found...
     assert (out[~found] == hairy[~found]).all()  # ...and only what was found is changed
-    assert found.mean() < 3 * hair.mean()
+    assert found.mean() < 4 * hair.mean()  # the hairs, a pixel wider on each side
     top, left, bottom, right = truth
     inside = np.zeros(hair.shape, bool)
     inside[top + 20:bottom - 20, left + 20:right - 20] = True
@@ -271,18 +268,21 @@ def test_predict_and_evaluate_run_a_cropping_model(fitted, tmp_path):
     paths = [str(p) for p in fitted["manifest"].paths[:3]]
     result = run("predict", "--model", fitted["models"]["crop"], "--format", "json", *paths)
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.output)) == 3
+    assert len(json.loads(result.stdout)) == 3
     result = run("predict", "--model", fitted["models"]["crop"], "--tta", "views", paths[0])
     assert result.exit_code == 0, result.output
     images = tmp_path / "images"
     images.mkdir()
     for p in fitted["manifest"].paths:
         shutil.copy(p, images)
-    labels = Path(fitted["manifest"].paths[0]).parents[1] / "HAM10000_metadata.csv"
+    lines = (Path(fitted["manifest"].paths[0]).parents[1] / "HAM10000_metadata.csv").read_text().splitlines()
+    ids = set(fitted["manifest"].image_ids)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join([lines[0]] + [line for line in lines[1:] if line.split(",")[1] in ids]) + "\n")
     result = run("evaluate", "--model", fitted["models"]["crop"], "--images", images, "--labels", labels,
                  "--shift", "zoom:1.5", "--format", "json", "--no-record")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["n"] == len(fitted["manifest"])
+    assert json.loads(result.stdout)["n"] == len(fitted["manifest"])
 
 
 def test_shift_check_crops_each_shifted_image_as_prediction_does(fitted):
@@ -302,7 +302,7 @@ def test_shift_check_crops_each_shifted_image_as_prediction_does(fitted):
 
 
 def test_fit_with_shift_check_on_cropped_features(fitted):
-    result = run("fit", "--features", fitted["features"]["crop"], "--cv", "2", "--shift", "blur:2",
+    result = run("fit", "--head", "logreg", "--features", fitted["features"]["crop"], "--cv", "2", "--shift", "blur:2",
                  "--data", Path(fitted["manifest"].paths[0]).parents[1])
     assert result.exit_code == 0, result.output
 
@@ -364,7 +364,7 @@ def test_features_with_an_unknown_lesion_option_are_refused_by_fit(fitted, tmp_p
     path = shutil.copy(fitted["features"]["crop"], tmp_path / "features.h5")
     with h5py.File(path, "r+") as f:
         f.attrs["lesion"] = "crop+magic"
-    line = error_line(run("fit", "--features", path, "--cv", "2", "--out", tmp_path / "model"))
+    line = error_line(run("fit", "--head", "logreg", "--features", path, "--cv", "2", "--out", tmp_path / "model"))
     assert str(path) in line and "'crop+magic'" in line, line
     assert not (tmp_path / "model").exists() and not list((tmp_path / "runs").glob("**/*.json"))
 
