@@ -22,7 +22,7 @@ from skinfeat.lesion import DEFAULT_LESION, LESION_OPTIONS
                    "or pad (letterbox).")
 @click.option("--lesion", type=click.Choice(LESION_OPTIONS), default=DEFAULT_LESION, show_default=True,
               help="Before the resize: none, crop (a square box around the lesion, found without labels, "
-                   "15%% wider on each side; the whole image when none is found) or crop+hair (hairs "
+                   "15% wider on each side; the whole image when none is found) or crop+hair (hairs "
                    "painted over first). A model fitted on these features prepares every image so.")
 @click.option("--views", type=click.IntRange(min=0), default=DEFAULT_VIEWS, show_default=True,
               help="Also store N augmented views per image (see --augment) for training heads that "
