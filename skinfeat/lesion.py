@@ -154,7 +154,8 @@ def find_lesion(image):
         return None
     best = int(np.argmax(np.where(ok, area * (1 - offset) ** 2, -1)))
     region = labels == best + 1
-    ring = cv2.dilate(region.astype(np.uint8), ellipse, iterations=3).astype(bool) & ~region & field & ~dark.astype(bool)
+    around = cv2.dilate(region.astype(np.uint8), ellipse, iterations=3).astype(bool)
+    ring = around & field & ~dark.astype(bool)  # the skin just around it
     if not ring.any() or darkness[ring].mean() - darkness[region].mean() < MIN_CONTRAST:
         return None
     x, y = stats[best + 1, cv2.CC_STAT_LEFT], stats[best + 1, cv2.CC_STAT_TOP]

@@ -399,4 +399,5 @@ def test_tiny_and_odd_images_are_extracted_with_the_crop(tmp_path):
     result = extract_features(manifest, make_pooling_module(tmp_path / "pool"), views=2, augment="robust",
                               lesion="crop+hair", progress=False, dataset_name="odd")
     assert result.n_images == 5 and not result.skipped
-    assert "__crop-lesion-hair-robust2__" in result.path.name and read_features(result.path).attrs["lesion"] == "crop+hair"
+    assert "__crop-lesion-hair-robust2__" in result.path.name
+    assert read_features(result.path).attrs["lesion"] == "crop+hair"
