@@ -236,8 +236,9 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     on it (``skinfeat.external``); then write the run record (returned, with its
     path under ``record_path``)."""
     from skinfeat import __version__
-    from skinfeat.fusion import fit_features
+    from skinfeat.fusion import fit_features, parts
     from skinfeat.heads import head_class
+    from skinfeat.model.format import lesion_policy
     from skinfeat.model.store import save_model
     from skinfeat.outputs import check_writable
     from skinfeat.records import check_runs_writable, new_run_id, settings_hash, write_record
@@ -252,6 +253,8 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     start = time.perf_counter()
     fs = fit_features(features, metadata, with_views=use_views)
     load_seconds = time.perf_counter() - start
+    for part in parts(fs.attrs):  # its model prepares images as these features' were: a way this skinfeat knows
+        lesion_policy(f"features file {part.get('path') or fs.path}", part, FeaturesError)
     use_views = bool(use_views and fs.views is not None)
     folds = resolve_folds(fs, folds_path, cv)
     scored = unseen_folds(fs, folds)
@@ -274,7 +277,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         "skinfeat_version": __version__,
         "backbone": {k: attrs.get(k) for k in ("module", "module_source", "module_fingerprint",
-                                                "input_size", "resize", "feature_dim", "views",
+                                                "input_size", "resize", "lesion", "feature_dim", "views",
                                                 "images_per_second", "dataset")},
         "features": {"path": str(fs.path), "paths": feature_paths(fs), "key": attrs.get("key"),
                      "n_images": len(fs), "n_labelled": int((fs.labels >= 0).sum())},

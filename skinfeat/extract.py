@@ -36,6 +36,7 @@ from skinfeat.errors import CacheError, DataError, SkinfeatError, UsageError
 from skinfeat.features import FORMAT_VERSION, TRAINED_ON, check_layout, read_attrs, trained_on_attr, \
     write_feature_file
 from skinfeat.images import decode
+from skinfeat.lesion import DEFAULT_LESION, LESION_OPTIONS, TAGS, preprocess
 from skinfeat.outputs import probe
 from skinfeat.paths import features_dir
 
@@ -97,10 +98,12 @@ def _slug(text):
 
 # ----------------------------------------------------------------------------- pipeline
 
-def _pipeline(paths, spans, size, resize, views, augment_seed, augment="mild"):
+def _pipeline(paths, spans, size, resize, views, augment_seed, augment="mild", lesion=DEFAULT_LESION):
     """Batches of (row index, images [B,H,W,3], views [B,V,H,W,3]) over the rows of
     every ``(start, stop)`` span, in order. A batch never spans two spans. Images
     that fail to decode are dropped (their rows are missing from the output).
+    ``lesion``: the preprocessing of each decoded image (``skinfeat.lesion``), before
+    the resize and the augmented views.
     The whole pipeline is traced once, whatever the number of spans."""
     from skinfeat.runtime import tensorflow
     tf = tensorflow()
@@ -111,7 +114,7 @@ def _pipeline(paths, spans, size, resize, views, augment_seed, augment="mild"):
     def load(row, path):
         # skinfeat.images.decode, as predict and data check: one definition of a readable image
         # (TIFF included; bombs, degenerate sizes and FIFOs refused), the same pixels as tf.io.decode_image.
-        image = tf.numpy_function(_decode, [path], tf.float32, stateful=False)
+        image = tf.numpy_function(lambda p: _decode(p, lesion), [path], tf.float32, stateful=False)
         image.set_shape([None, None, 3])
         clean = _resize(image, size, resize)
         clean.set_shape([size[0], size[1], 3])
@@ -139,8 +142,8 @@ def _pipeline(paths, spans, size, resize, views, augment_seed, augment="mild"):
     return ds.with_options(options)
 
 
-def _decode(path):
-    return decode(os.fsdecode(path))
+def _decode(path, lesion=DEFAULT_LESION):
+    return preprocess(decode(os.fsdecode(path)), lesion)
 
 
 def _why_unreadable(path):
@@ -224,11 +227,13 @@ def _assemble(out, parts, manifest, key_parts, attrs, dim, trained_on=None):
 
 def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, views=0,
                      augment=DEFAULT_AUGMENT, augment_seed=0, image_size=None, dtype="float32", on_error="skip",
-                     dataset_name="dataset", progress=True, chunk_size=CHUNK):
+                     dataset_name="dataset", progress=True, chunk_size=CHUNK, lesion=DEFAULT_LESION):
     """Extract features of every image in ``manifest`` with ``module`` (a spec for
     ``skinfeat.backbones.resolve_module`` or a resolved module) into an HDF5 file.
 
     Returns an ExtractResult. Rerunning with the same inputs reuses the file.
+    ``lesion``: crop each image to its lesion first (``skinfeat.lesion``); part of the
+    key (and the file name) unless "none", so features made otherwise never mix.
     ``chunk_size`` (a multiple of BATCH_SIZE) is how many rows a resumable part holds.
     """
     if resize not in RESIZE_POLICIES:
@@ -239,6 +244,8 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
         raise UsageError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     if views < 0:
         raise UsageError(f"--views {views}: expected 0 or a positive number of augmented views")
+    if lesion not in LESION_OPTIONS:
+        raise UsageError(f"--lesion {lesion!r}: expected one of {', '.join(LESION_OPTIONS)}")
     if augment not in AUGMENTS:
         raise UsageError(f"--augment {augment!r}: expected one of {', '.join(AUGMENTS)}")
     if chunk_size <= 0 or chunk_size % BATCH_SIZE:
@@ -256,12 +263,13 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
     key_parts = {
         "module": mod.name, "module_fingerprint": mod.fingerprint, "input_size": list(size),
         "resize": resize, "views": int(views), "augment_seed": int(augment_seed) if views else None,
-        **({"augment": augment} if views else {}),
+        **({"augment": augment} if views else {}), **({"lesion": lesion} if lesion != "none" else {}),
         "dtype": dtype, "manifest_sha256": manifest_digest(manifest), "format_version": FORMAT_VERSION,
     }
     key = feature_key(key_parts)
     out = Path(out) if out else features_dir() / (
-        f"{_slug(dataset_name)}__{_slug(mod.name)}__{resize}{f'-{augment}{views}' if views else ''}__{key[:12]}.h5")
+        f"{_slug(dataset_name)}__{_slug(mod.name)}__{resize}{TAGS[lesion]}{f'-{augment}{views}' if views else ''}"
+        f"__{key[:12]}.h5")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         reuse = _reusable(out, key)
@@ -337,7 +345,8 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
         # One pipeline over every missing chunk, so decoding overlaps the network;
         # batches never span two chunks, so a resumed run computes what a whole one does.
         pipeline = _pipeline(manifest.paths, [(starts[i], min(starts[i] + chunk, n)) for i in todo],
-                             size, key_parts["resize"], views, seed, key_parts.get("augment", "mild"))
+                             size, key_parts["resize"], views, seed, key_parts.get("augment", "mild"),
+                             key_parts.get("lesion", "none"))
 
         it = iter(pipeline)
         pending = list(todo)
@@ -368,8 +377,8 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
         bar.close()
 
     info = mod.describe()
-    attrs = {"key": key, "dataset": dataset_name, "module_source": info.get("source", ""),
-             "module_info": info, "skinfeat_version": __version__,
+    attrs = {"key": key, "dataset": dataset_name, "module_source": info.get("source", ""), "module_info": info,
+             "lesion": key_parts.get("lesion", "none"), "skinfeat_version": __version__,
              "tensorflow_version": _tf_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     skipped, seconds, count = _assemble(out, part, manifest, key_parts, attrs, mod.feature_dim,
                                         mod.trained_on() if hasattr(mod, "trained_on") else None)

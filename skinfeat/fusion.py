@@ -24,7 +24,7 @@ from skinfeat.errors import FeaturesError
 
 PART_KEYS = ("module", "module_source", "module_fingerprint", "module_info", "input_size", "resize",
              "feature_dim", "views", "dtype", "augment", "augment_seed", "images_per_second", "key", "path",
-             "dataset")
+             "dataset", "lesion")
 
 
 def fit_features(paths, metadata=None, with_views=True):

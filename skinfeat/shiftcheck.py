@@ -16,9 +16,10 @@ import sys
 
 import numpy as np
 
-from skinfeat.errors import DataError
+from skinfeat.errors import DataError, FeaturesError
 from skinfeat.external import tta_views, worst_case
 from skinfeat.model.batches import image_features
+from skinfeat.model.format import lesion_policy
 from skinfeat.fusion import parts
 from skinfeat.metadata import beside_views
 from skinfeat.heads.inference import class_offsets, decide, mean_over_views
@@ -28,15 +29,16 @@ from skinfeat.metrics import classification_metrics
 def shifted_features(attrs, image_ids, paths, shift, tta="none", progress=None, backbone=None):
     """Features [n, 1 + TTA views, D] of the images at ``paths`` (ids ``image_ids``)
     under ``shift`` (None: clean), through the TFLite copy of the backbone that
-    features with attributes ``attrs`` came from, resized by their policy; cached in
+    features with attributes ``attrs`` came from, cropped and resized as they were; cached in
     ``features/shifted/``. ``backbone``: a function returning the loaded
     TFLiteBackbone (called only when the features must be computed)."""
     from skinfeat.atomic import atomic_path
     from skinfeat.paths import features_dir
 
+    lesion = lesion_policy(f"the features of {attrs.get('module')}", attrs, FeaturesError)
     key = hashlib.sha256(json.dumps([attrs.get("module_fingerprint"), attrs.get("input_size"),
-                                     attrs.get("resize"), list(image_ids), shift.name if shift else None,
-                                     tta]).encode()).hexdigest()[:20]
+                                     attrs.get("resize"), list(image_ids), shift.name if shift else None, tta]
+                                    + ([lesion] if lesion != "none" else [])).encode()).hexdigest()[:20]
     path = features_dir() / "shifted" / f"{key}.npy"
     if path.is_file():
         try:
@@ -44,7 +46,7 @@ def shifted_features(attrs, image_ids, paths, shift, tta="none", progress=None, 
         except (OSError, ValueError):  # a damaged cache entry: computed again and replaced
             pass
     feats = image_features((backbone or tflite_backbone(attrs))(), paths, attrs["resize"], shift,
-                           tta_views(tta), progress=progress)
+                           tta_views(tta), progress=progress, lesion=lesion)
     try:
         with atomic_path(path, suffix=".npy") as tmp:
             np.save(tmp, feats)

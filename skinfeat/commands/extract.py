@@ -6,6 +6,7 @@ import click
 
 from skinfeat.commands.data import dataset_options, load_manifest
 from skinfeat.extract import AUGMENTS, DEFAULT_AUGMENT, DEFAULT_RESIZE, DEFAULT_VIEWS, DTYPES, ON_ERROR, RESIZE_POLICIES
+from skinfeat.lesion import DEFAULT_LESION, LESION_OPTIONS
 
 
 @click.command()
@@ -19,6 +20,10 @@ from skinfeat.extract import AUGMENTS, DEFAULT_AUGMENT, DEFAULT_RESIZE, DEFAULT_
 @click.option("--resize", type=click.Choice(RESIZE_POLICIES), default=DEFAULT_RESIZE, show_default=True,
               help="How images reach the module's input size: squash (stretch), crop (centre crop) "
                    "or pad (letterbox).")
+@click.option("--lesion", type=click.Choice(LESION_OPTIONS), default=DEFAULT_LESION, show_default=True,
+              help="Before the resize: none, crop (a square box around the lesion, found without labels, "
+                   "15% wider on each side; the whole image when none is found) or crop+hair (hairs "
+                   "painted over first). A model fitted on these features prepares every image so.")
 @click.option("--views", type=click.IntRange(min=0), default=DEFAULT_VIEWS, show_default=True,
               help="Also store N augmented views per image (see --augment) for training heads that "
                    "hold up on images framed, zoomed and coloured otherwise; 0 for the clean image only.")
@@ -35,12 +40,12 @@ from skinfeat.extract import AUGMENTS, DEFAULT_AUGMENT, DEFAULT_RESIZE, DEFAULT_
 @click.option("--on-error", type=click.Choice(ON_ERROR), default="skip", show_default=True,
               help="An unreadable image: skip it (recorded in the file) or stop.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def extract(data, images, labels, module, out, resize, views, augment, augment_seed, image_size, dtype,
+def extract(data, images, labels, module, out, resize, lesion, views, augment, augment_seed, image_size, dtype,
             on_error, progress):
     """Extract bottleneck features of every image ONCE and cache them in HDF5.
 
     The file is keyed by everything that changes its contents (module and its
-    fingerprint, input size, resize policy, views, the images' ids and bytes):
+    fingerprint, input size, resize policy, lesion crop, views, the images' ids and bytes):
     rerunning with the same inputs does nothing, changing any makes a new file.
     An interrupted run resumes where it stopped. Prints the file's path.
     """
@@ -48,7 +53,7 @@ def extract(data, images, labels, module, out, resize, views, augment, augment_s
 
     manifest = load_manifest(data, images, labels)
     name = Path(data or images).resolve().name
-    result = extract_features(manifest, module, out=out, resize=resize, views=views, augment=augment,
+    result = extract_features(manifest, module, out=out, resize=resize, lesion=lesion, views=views, augment=augment,
                               augment_seed=augment_seed, image_size=image_size, dtype=dtype,
                               on_error=on_error, dataset_name=name, progress=progress)
     if result.reused:

@@ -1,5 +1,6 @@
 """Images through a backbone in batches, as prediction and evaluation send them:
-decoded (``skinfeat.images``), optionally shifted, resized by the model's policy,
+decoded (``skinfeat.images``), optionally shifted, cropped to the lesion when the
+model's features were (``skinfeat.lesion``), resized by the model's policy,
 then each test-time view of the resized image (``skinfeat.tta``); decoding runs on
 a second thread beside the network."""
 
@@ -8,20 +9,21 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from skinfeat.images import decode, resize
+from skinfeat.lesion import preprocess
 from skinfeat.tta import with_views
 
 
-def prepared(source, size, policy, shift=None, tta=()):
+def prepared(source, size, policy, shift=None, tta=(), lesion="none"):
     """Views [1 + len(tta), H, W, 3] of the image at ``source`` (a path, or an image
-    decoded already): decoded, shifted, resized by ``policy``, then each TTA view of
-    the resized image."""
+    decoded already): decoded, shifted, preprocessed by ``lesion``, resized by
+    ``policy``, then each TTA view of the resized image."""
     image = source if isinstance(source, np.ndarray) else decode(source)
     if shift is not None:
         image = shift(image)
-    return with_views(resize(image, size, policy), tta)
+    return with_views(resize(preprocess(image, lesion), size, policy), tta)
 
 
-def image_features(backbone, paths, policy, shift=None, tta=(), batch_size=32, progress=None):
+def image_features(backbone, paths, policy, shift=None, tta=(), batch_size=32, progress=None, lesion="none"):
     """Backbone features [n, 1 + len(tta), D] of the images at ``paths`` (or decoded images; their
     TTA views second). ``backbone``: a callable [B, H, W, 3] -> [B, D] with an
     ``input_size``. Decoding runs on a second thread, beside the network."""
@@ -30,7 +32,7 @@ def image_features(backbone, paths, policy, shift=None, tta=(), batch_size=32, p
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
 
     def load(chunk):
-        return np.concatenate([prepared(p, size, policy, shift, tta) for p in chunk])
+        return np.concatenate([prepared(p, size, policy, shift, tta, lesion) for p in chunk])
 
     parts = []
     with ThreadPoolExecutor(1) as pool:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from skinfeat.atomic import atomic_dir
 from skinfeat.errors import ModelError, SkinfeatError
-from skinfeat.model.format import TFLITE, backbone_spec, check_fingerprint, model_parts, new_model_dir, \
-    read_manifest, resize_policy, sha256_file, write_manifest
+from skinfeat.model.format import TFLITE, backbone_spec, check_fingerprint, lesion_policy, model_parts, \
+    new_model_dir, read_manifest, resize_policy, sha256_file, write_manifest
 from skinfeat.runtime import run_fresh
 
 MAX_RELATIVE_DIFF = 1e-3  # TFLite vs SavedModel, relative to the largest feature
@@ -104,6 +104,7 @@ def export_into(directory, manifest, modules, model, skip_unavailable=False):
         backbone = part["backbone"]
         try:
             resize = resize_policy(model, backbone, Unavailable)  # prediction resizes images as extraction did
+            lesion_policy(f"model {model}", backbone, Unavailable)  # and crops them so: one it knows
             info = dict(export_backbone(directory, backbone, module, model, part["file"]), resize=resize)
         except Unavailable as exc:
             if not skip_unavailable:

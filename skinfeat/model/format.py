@@ -31,7 +31,7 @@ MANIFEST = "model.json"
 STATE = "state.npz"
 TFLITE = "backbone.tflite"
 BACKBONE_KEYS = ("module", "module_source", "module_fingerprint", "module_info", "input_size",
-                 "resize", "feature_dim", "views", "dtype", "augment")
+                 "resize", "feature_dim", "views", "dtype", "augment", "lesion")
 REFIT = "re-fit with `skinfeat fit --out`"
 # What rebuilding or running a head from damaged arrays or files raises.
 HEAD_ERRORS = (ArithmeticError, AttributeError, LookupError, OSError, TypeError, ValueError)
@@ -45,7 +45,7 @@ _FIELDS = {  # block -> field -> the types it may have (absent counts as None)
     "backbone": {"module": (str, _NONE), "module_source": (str, _NONE), "module_fingerprint": (str, _NONE),
                  "module_info": (dict, str, _NONE), "input_size": (list, int, _NONE), "resize": (str, _NONE),
                  "feature_dim": (int, _NONE), "views": (int, _NONE), "dtype": (str, _NONE),
-                 "augment": (str, _NONE)},
+                 "augment": (str, _NONE), "lesion": (str, _NONE)},
     "export": {"file": (str, _NONE), "sha256": (str, _NONE), "module": (str, _NONE),
                "module_fingerprint": (str, _NONE), "input_size": (list, _NONE), "resize": (str, _NONE),
                "feature_dim": (int, _NONE), "skipped": (str, _NONE)},
@@ -280,6 +280,20 @@ def resize_policy(directory, block, error=ModelError):
         raise error(f"model {directory} records resize policy {policy!r}, which this skinfeat does not know "
                     f"(expected one of {', '.join(RESIZERS)}); re-fit with `skinfeat fit --out {directory}`")
     return policy
+
+
+def lesion_policy(where, block, error=ModelError):
+    """The lesion preprocessing (``skinfeat.lesion``) recorded in a backbone ``block``
+    (of a model.json, or a features file's attributes); "none" where it is absent
+    (made before it existed). ``error`` (naming ``where``) for one this skinfeat does not know."""
+    from skinfeat.lesion import LESION_OPTIONS
+
+    lesion = (block or {}).get("lesion") or "none"
+    if lesion not in LESION_OPTIONS:
+        raise error(f"{where} records lesion preprocessing {lesion!r}, which this skinfeat does not know "
+                    f"(expected one of {', '.join(LESION_OPTIONS)}); update skinfeat, or re-extract with "
+                    "`skinfeat extract --lesion` and re-fit with `skinfeat fit --out`")
+    return lesion
 
 
 def backbone_spec(directory, manifest, module=None, block=None):

@@ -16,10 +16,11 @@ from skinfeat.classes import CLASSES, FULL_NAMES
 from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, adjusted, class_offsets, in_classes_order
 from skinfeat.images import decode, resize
+from skinfeat.lesion import preprocess
 from skinfeat.metadata import beside_views, encode, width
 from skinfeat.model.batches import image_features
-from skinfeat.model.format import HEAD_ERRORS, check_fingerprint, damaged, model_parts, probe_head, read_manifest, \
-    read_state, resize_policy, sha256_file
+from skinfeat.model.format import HEAD_ERRORS, check_fingerprint, damaged, lesion_policy, model_parts, probe_head, \
+    read_manifest, read_state, resize_policy, sha256_file
 from skinfeat.model.tflite import TFLiteBackbone
 
 DEFAULT_TOP_K = 3
@@ -120,23 +121,26 @@ def _check_export(directory, manifest, part, verify_hash):
 
 @dataclass
 class Part:
-    """One backbone of a model: its TFLite network and how images are resized for it."""
+    """One backbone of a model: its TFLite network and how images are prepared for it
+    (the lesion preprocessing, then the resize)."""
 
     backbone: TFLiteBackbone
     resize: str
     input_size: tuple
     augment: str
+    lesion: str
 
 
 def _load_part(directory, manifest, part, verify_hash, threads):
     path, export = _check_export(directory, manifest, part, verify_hash)
     resize = resize_policy(directory, export)
+    lesion = lesion_policy(f"model {directory}", part["backbone"])
     try:
         backbone = TFLiteBackbone(path, threads)
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"model {directory}: {export['file']} cannot be loaded ({exc}); "
                          f"re-export it with `skinfeat export --model {directory}`") from None
-    return Part(backbone, resize, backbone.input_size, part["backbone"].get("augment") or "mild")
+    return Part(backbone, resize, backbone.input_size, part["backbone"].get("augment") or "mild", lesion)
 
 
 class Predictor:
@@ -177,14 +181,16 @@ class Predictor:
                              "backbone and no metadata: fit one with a single --features and no --metadata")
 
     def load_image(self, source):
-        """Decoded and resized like extraction: float32 [H, W, 3] in [0, 1] (a model of one backbone)."""
+        """Decoded, cropped and resized like extraction: float32 [H, W, 3] in [0, 1] (a model of one backbone)."""
         self._image_only("loading one resized image")
         return self.resized(decode(source))
 
-    def resized(self, image, part=None):
+    def resized(self, image, part=None, lesion=True):
+        """A decoded image as ``part`` (default: the first) takes it: preprocessed by its
+        lesion option (unless ``lesion`` is False: done already), then resized."""
         part = part or self.parts[0]
         with one_blas_thread():
-            return resize(image, part.input_size, part.resize)
+            return resize(preprocess(image, part.lesion) if lesion else image, part.input_size, part.resize)
 
     def predict_proba(self, images):
         """Probabilities [n, 7] (CLASSES order, as trained) of resized images [n, H, W, 3]
@@ -199,7 +205,8 @@ class Predictor:
         each backbone's features side by side, then ``metadata`` ({column: n raw
         values}) encoded as in fitting, for a model fitted with it."""
         step = (lambda n: progress(n / len(self.parts))) if progress else None
-        feats = [image_features(p.backbone, sources, p.resize, shift, tta, progress=step) for p in self.parts]
+        feats = [image_features(p.backbone, sources, p.resize, shift, tta, progress=step, lesion=p.lesion)
+                 for p in self.parts]
         return self._with_metadata(np.concatenate(feats, axis=2), metadata)
 
     def _with_metadata(self, feats, metadata):
@@ -227,11 +234,13 @@ class Predictor:
     def predict_tta(self, image, views=None, metadata=None):
         """Mean probabilities [7] over the clean view and ``views`` augmented views of a
         decoded (not resized) image, augmented as extraction does (the same
-        augmentation for every backbone, each resized to its own input)."""
+        augmentation for every backbone, of the image cropped as for it, each
+        resized to its own input)."""
         feats = []
         for part in self.parts:
-            batch = np.concatenate([self.resized(image, part)[None],
-                                    augmented_views(image, views or self.tta_views, part.input_size, part.resize,
+            prepared = preprocess(image, part.lesion)
+            batch = np.concatenate([self.resized(prepared, part, lesion=False)[None],
+                                    augmented_views(prepared, views or self.tta_views, part.input_size, part.resize,
                                                     preset=part.augment)])
             feats.append(part.backbone(batch))
         joined = self._with_metadata(np.concatenate(feats, axis=1)[None], metadata)[0]
