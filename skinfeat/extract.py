@@ -317,7 +317,7 @@ def _reusable(out, key):
 
 
 def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk):
-    from tqdm import tqdm
+    from skinfeat.progress import bar as progress_bar
 
     from skinfeat.runtime import tensorflow
 
@@ -338,8 +338,7 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
         fn = mod.load()
         views = key_parts["views"]
         done_before = n - sum(min(chunk, n - starts[i]) for i in todo)
-        bar = tqdm(total=n, initial=done_before, unit="img", disable=not progress, file=sys.stderr,
-                   desc=f"extract {mod.name}", dynamic_ncols=True)
+        bar = progress_bar(None, progress, total=n, initial=done_before, unit="img", desc=f"extract {mod.name}")
         seed = key_parts["augment_seed"] or 0
 
         # One pipeline over every missing chunk, so decoding overlaps the network;

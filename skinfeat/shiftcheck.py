@@ -113,11 +113,11 @@ def scored_shifts(y, probabilities, offsets, shifts, tta="none", fold=0, progres
     """The shift check's block: BMCA and accuracy of ``probabilities(shift, update)``
     ([n, 7] for the images of true classes ``y``; ``shift`` None: clean; ``update(k)``
     as k images are done) decided with ``offsets``, clean and under each of ``shifts``."""
-    from tqdm import tqdm
+    from skinfeat.progress import bar as progress_bar
 
     results = {}
-    with tqdm(total=len(y) * (1 + len(shifts)), unit="img", desc=f"shift check, fold {fold}",
-              disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+    with progress_bar(None, progress, total=len(y) * (1 + len(shifts)), unit="img",
+                      desc=f"shift check, fold {fold}") as bar:
         for done, shift in enumerate([None] + list(shifts), start=1):
             proba = probabilities(shift, bar.update)
             bar.update(done * len(y) - bar.n)  # cached shifts count as done too
