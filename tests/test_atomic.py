@@ -115,7 +115,11 @@ def test_the_catalog_and_the_default_weights_come_with_the_package():
     assert (paths.PACKAGE_CONFIGS / "backbones.toml").is_file()
     setup = configparser.ConfigParser()
     setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
-    assert setup["options.package_data"]["skinfeat"].strip() == "configs/*.toml"
+    patterns = setup["options.package_data"]["skinfeat"].split()
+    assert "configs/*.toml" in patterns
+    package = Path(paths.__file__).resolve().parent
+    for pattern in patterns:  # the web page's assets too: each pattern ships real files
+        assert [p for p in package.glob(pattern) if p.is_file()], f"package_data {pattern} matches no file"
     default = load_catalog().get("efficientnet-lite0").weights.partition(":")[0]
     requires = setup["options"]["install_requires"].replace("-", "_")
     assert default in requires, f"the default backbone's weights ({default}) must be a dependency"
