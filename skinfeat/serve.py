@@ -273,10 +273,18 @@ def create_server(app, host="127.0.0.1", port=8000, workers=DEFAULT_WORKERS):
 
 def serve(directory, host="127.0.0.1", port=8000, workers=DEFAULT_WORKERS, tta="none",
           max_upload_mb=MAX_UPLOAD_MB, on_ready=None):
-    """Serve the model in ``directory`` until interrupted; ``on_ready(url)`` once listening."""
+    """Serve the model in ``directory`` until interrupted (Ctrl-C, SIGINT or SIGTERM: exit 0);
+    ``on_ready(url)`` once listening."""
     import logging
+    import signal
+    import threading
 
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is 2" whenever requests wait
+    if threading.current_thread() is threading.main_thread():
+        # A process started in the background by a non-interactive shell inherits SIGINT ignored,
+        # so Python installs no KeyboardInterrupt handler: install it, and treat SIGTERM the same.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = create_server(make_app(directory, workers, tta, max_upload_mb), host, port, workers)
     if on_ready:
         on_ready(f"http://{f'[{host}]' if ':' in host else host}:{server.effective_port}/")

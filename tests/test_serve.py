@@ -313,8 +313,10 @@ def test_skinfeat_serve_runs_until_ctrl_c(pool, images):
     """The real command in its own process: it says where it listens, answers, and
     stops on SIGINT (Ctrl-C) with exit 0 and no traceback."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    # started as a non-interactive shell starts a background job: SIGINT ignored at startup
     proc = subprocess.Popen([sys.executable, "-m", "skinfeat", "serve", "--model", pool, "--port", "0"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = proc.stderr.readline()
         assert line.startswith(f"serving {pool} on http://127.0.0.1:"), line
