@@ -2,6 +2,7 @@
 directories (set through environment variables, as a user would), so nothing
 touches ~/.cache or ./features."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,31 @@ def ham10000():
     if not (HAM10000 / "HAM10000_metadata.csv").exists():
         raise FileNotFoundError(f"expected the HAM10000 set at {HAM10000}; clone the repo beside ../shared")
     return HAM10000
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size, kind)``: a fresh tmpfs of ``size`` ("ok", "read-only" or "full"),
+    unmounted at the end (needs root, as the test machines have)."""
+    mounted = []
+
+    def mount(size="1m", kind="ok"):
+        place = tmp_path / f"mnt{len(mounted)}-{size}"
+        place.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(place)]).returncode:
+            pytest.fail("could not mount a tmpfs: the full-disk and read-only tests need root")
+        mounted.append(place)
+        if kind == "read-only":
+            subprocess.run(["mount", "-o", "remount,ro", str(place)], check=True)
+        elif kind == "full":
+            with open(place / "filler", "wb", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 4096)
+                except OSError:
+                    pass
+        return place
+
+    yield mount
+    for place in mounted:
+        subprocess.run(["umount", "-l", str(place)])

@@ -254,34 +254,14 @@ def test_site_is_replaced_by_a_new_export(pool, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
 
 
-@pytest.fixture
-def read_only(tmp_path):
-    place = tmp_path / "ro"
-    place.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(place)], check=True)
-    try:
-        yield place
-    finally:
-        subprocess.run(["umount", "-l", str(place)], check=True)
-
-
-def test_out_on_a_read_only_place(pool, read_only):
+def test_out_on_a_read_only_place(pool, tmpfs):
+    read_only = tmpfs("1m", "read-only")
     result = export_web(pool, read_only / "site")
     one_line_error(result, f"cannot write the web page to {read_only / 'site'}", "read-only")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    place = tmp_path / "small"
-    place.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(place)], check=True)
-    try:
-        yield place
-    finally:
-        subprocess.run(["umount", "-l", str(place)], check=True)
-
-
-def test_out_on_a_full_disk_leaves_nothing(pool, small_disk):
+def test_out_on_a_full_disk_leaves_nothing(pool, tmpfs):
+    small_disk = tmpfs("400k")
     result = export_web(pool, small_disk / "site")
     one_line_error(result, f"cannot write the web page to {small_disk / 'site'}", "the disk is full")
     assert list(small_disk.iterdir()) == []
