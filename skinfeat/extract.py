@@ -39,6 +39,8 @@ from skinfeat.images import decode
 from skinfeat.lesion import DEFAULT_LESION, LESION_OPTIONS, TAGS, preprocess
 from skinfeat.outputs import probe
 from skinfeat.paths import features_dir
+from skinfeat.devices import DEFAULT_DEVICE, DEVICES
+from skinfeat.precision import DEFAULT_PRECISION, check as precision_check, forward
 
 RESIZE_POLICIES = ("squash", "crop", "pad")
 # Chosen by the worst shift (benchmarks/bench_shift.py, README "How the defaults were
@@ -49,6 +51,7 @@ DEFAULT_RESIZE = "crop"
 DEFAULT_VIEWS = 2  # robust views per image for `skinfeat extract`: 2 scored as well as 4 under shift
 ON_ERROR = ("skip", "fail")
 DTYPES = ("float32", "float16")
+ENGINES = ("local", "ray")
 BATCH_SIZE = 32
 CHUNK = 1024  # rows per resumable part; a multiple of BATCH_SIZE
 DEFAULT_SIZE = (224, 224)  # for modules that accept any size
@@ -56,6 +59,16 @@ DEFAULT_SIZE = (224, 224)  # for modules that accept any size
 # half the cores keep the network fed; on 2 cores one decoder thread leaves the
 # network both cores instead of making it wait on a preempted thread.
 DECODE_THREADS = max(1, (os.cpu_count() or 2) // 2)
+
+
+@dataclass
+class Run:
+    """How an extraction runs (nothing of it is in the key): the engine, the device
+    asked for, and for Ray the cluster address and number of actors."""
+    engine: str = "local"
+    device: str = DEFAULT_DEVICE
+    ray_address: str = None
+    workers: int = None
 
 
 @dataclass
@@ -98,13 +111,10 @@ def _slug(text):
 
 # ----------------------------------------------------------------------------- pipeline
 
-def _pipeline(paths, spans, size, resize, views, augment_seed, augment="mild", lesion=DEFAULT_LESION):
-    """Batches of (row index, images [B,H,W,3], views [B,V,H,W,3]) over the rows of
-    every ``(start, stop)`` span, in order. A batch never spans two spans. Images
-    that fail to decode are dropped (their rows are missing from the output).
+def _loader(size, resize, views, augment_seed, augment="mild", lesion=DEFAULT_LESION):
+    """The tf.data map function ``(row, path) -> (row, image [H,W,3], views [V,H,W,3])``.
     ``lesion``: the preprocessing of each decoded image (``skinfeat.lesion``), before
-    the resize and the augmented views.
-    The whole pipeline is traced once, whatever the number of spans."""
+    the resize and the augmented views; a view's seed depends on its row only."""
     from skinfeat.runtime import tensorflow
     tf = tensorflow()
 
@@ -125,21 +135,52 @@ def _pipeline(paths, spans, size, resize, views, augment_seed, augment="mild", l
         extra = tf.map_fn(lambda s: _resize(_augment(image, s, augment), size, resize), seeds,
                           fn_output_signature=tf.TensorSpec([size[0], size[1], 3], tf.float32))
         return row, clean, extra
+    return load
 
+
+def _batches(rows, paths, load):
+    """The tf.data batches of ``load`` over ``rows`` (int64) and their ``paths``: images
+    that fail to decode are dropped, so their rows are missing from the output."""
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
+
+    ds = tf.data.Dataset.from_tensor_slices((rows, paths))
+    return ds.map(load, num_parallel_calls=DECODE_THREADS, deterministic=True).ignore_errors().batch(BATCH_SIZE)
+
+
+def _pipeline(paths, spans, size, resize, views, augment_seed, augment="mild", lesion=DEFAULT_LESION):
+    """Batches of (row index, images [B,H,W,3], views [B,V,H,W,3]) over the rows of
+    every ``(start, stop)`` span, in order (``_loader``). A batch never spans two spans.
+    The whole pipeline is traced once, whatever the number of spans."""
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
+
+    load = _loader(size, resize, views, augment_seed, augment, lesion)
     all_paths = tf.constant(np.asarray(paths, dtype=object).astype(str))
 
     @tf.autograph.experimental.do_not_convert
     def span(bounds):
         rows = tf.range(bounds[0], bounds[1])
-        ds = tf.data.Dataset.from_tensor_slices((rows, tf.gather(all_paths, rows)))
-        ds = ds.map(load, num_parallel_calls=DECODE_THREADS, deterministic=True)
-        return ds.ignore_errors().batch(BATCH_SIZE)
+        return _batches(rows, tf.gather(all_paths, rows), load)
 
     spans = tf.constant(np.asarray(spans, np.int64).reshape(-1, 2))
     ds = tf.data.Dataset.from_tensor_slices(spans).flat_map(span).prefetch(2)
     options = tf.data.Options()
     options.threading.private_threadpool_size = DECODE_THREADS
     return ds.with_options(options)
+
+
+def _features(fwd, images, extra, views):
+    """The features [B, D] of a batch and, with ``views``, of its views [B, V, D]."""
+    feats = fwd(images)
+    if not views:
+        return feats, None
+    from skinfeat.runtime import tensorflow
+    tf = tensorflow()
+
+    b = images.shape[0]
+    flat = tf.reshape(tf.transpose(extra, [1, 0, 2, 3, 4]), [views * b, *images.shape[1:]])
+    return feats, np.stack([fwd(flat[v * b:(v + 1) * b]) for v in range(views)], axis=1)
 
 
 def _decode(path, lesion=DEFAULT_LESION):
@@ -227,7 +268,9 @@ def _assemble(out, parts, manifest, key_parts, attrs, dim, trained_on=None):
 
 def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, views=0,
                      augment=DEFAULT_AUGMENT, augment_seed=0, image_size=None, dtype="float32", on_error="skip",
-                     dataset_name="dataset", progress=True, chunk_size=CHUNK, lesion=DEFAULT_LESION):
+                     dataset_name="dataset", progress=True, chunk_size=CHUNK, lesion=DEFAULT_LESION,
+                     precision=DEFAULT_PRECISION, device=DEFAULT_DEVICE, engine="local", ray_address=None,
+                     workers=None):
     """Extract features of every image in ``manifest`` with ``module`` (a spec for
     ``skinfeat.backbones.resolve_module`` or a resolved module) into an HDF5 file.
 
@@ -235,6 +278,11 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
     ``lesion``: crop each image to its lesion first (``skinfeat.lesion``); part of the
     key (and the file name) unless "none", so features made otherwise never mix.
     ``chunk_size`` (a multiple of BATCH_SIZE) is how many rows a resumable part holds.
+    ``precision`` (``skinfeat.precision``): part of the key unless float32. ``device``
+    (``skinfeat.devices``): auto, cpu or gpu; not part of the key. ``engine``: ``local``
+    (this process) or ``ray`` (``skinfeat.distributed``: Ray Data over ``workers``
+    actors on the cluster at ``ray_address``, or on a local Ray started for the run);
+    both write the same file.
     """
     if resize not in RESIZE_POLICIES:
         raise UsageError(f"--resize {resize!r} is not a resize policy; expected one of {', '.join(RESIZE_POLICIES)}")
@@ -248,6 +296,19 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
         raise UsageError(f"--lesion {lesion!r}: expected one of {', '.join(LESION_OPTIONS)}")
     if augment not in AUGMENTS:
         raise UsageError(f"--augment {augment!r}: expected one of {', '.join(AUGMENTS)}")
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "local" and (ray_address or workers):
+        raise UsageError("--ray-address and --workers are options of --engine ray; add --engine ray or drop them")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers {workers}: expected a positive number of Ray actors")
+    precision_check(precision)
+    if device not in DEVICES:
+        raise UsageError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
+    if engine == "local":  # a Ray cluster's devices are known once connected
+        from skinfeat.devices import resolve
+
+        precision_check(precision, resolve(device))
     if chunk_size <= 0 or chunk_size % BATCH_SIZE:
         raise UsageError(f"chunk_size {chunk_size}: expected a positive multiple of {BATCH_SIZE}")
     if len(manifest) == 0:
@@ -264,11 +325,13 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
         "module": mod.name, "module_fingerprint": mod.fingerprint, "input_size": list(size),
         "resize": resize, "views": int(views), "augment_seed": int(augment_seed) if views else None,
         **({"augment": augment} if views else {}), **({"lesion": lesion} if lesion != "none" else {}),
+        **({"precision": precision} if precision != DEFAULT_PRECISION else {}),
         "dtype": dtype, "manifest_sha256": manifest_digest(manifest), "format_version": FORMAT_VERSION,
     }
     key = feature_key(key_parts)
     out = Path(out) if out else features_dir() / (
         f"{_slug(dataset_name)}__{_slug(mod.name)}__{resize}{TAGS[lesion]}{f'-{augment}{views}' if views else ''}"
+        f"{f'-{precision}' if precision != DEFAULT_PRECISION else ''}"
         f"__{key[:12]}.h5")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -280,8 +343,9 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
             reuse = _reusable(out, key)  # another process may have finished it meanwhile
             if reuse:
                 return reuse
+            run = Run(engine, device, ray_address, workers)
             return _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress,
-                                   dataset_name, chunk_size)
+                                   dataset_name, chunk_size, run)
     except OSError as exc:
         raise _writable_error(out, exc, out.with_name(out.name + ".parts")) from None
 
@@ -316,12 +380,8 @@ def _reusable(out, key):
                          float(attrs.get("extract_seconds", 0)), float(attrs.get("images_per_second", 0)))
 
 
-def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk):
+def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk, run):
     from skinfeat.progress import bar as progress_bar
-
-    from skinfeat.runtime import tensorflow
-
-    tf = tensorflow()
 
     parts_dir = out.with_name(out.name + ".parts")
     stamp = parts_dir / "key.txt"
@@ -332,58 +392,81 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
 
     n = len(manifest)
     starts = list(range(0, n, chunk))
+    spans = [(s, min(s + chunk, n)) for s in starts]
     part = [parts_dir / f"chunk-{i:05d}.npz" for i in range(len(starts))]
     todo = [i for i in range(len(starts)) if not part[i].exists()]
+    precision = key_parts.get("precision", DEFAULT_PRECISION)
     if todo:
-        fn = mod.load()
         views = key_parts["views"]
-        done_before = n - sum(min(chunk, n - starts[i]) for i in todo)
+
+        def flush(i, rows, feats, view_feats, seconds):
+            _flush_chunk(part[i], manifest, *spans[i], rows, feats, view_feats, views, mod.feature_dim,
+                         seconds, on_error)
+            bar.update(spans[i][1] - spans[i][0])
+
+        int8_path = None
+        if precision == "int8":
+            from skinfeat.precision import int8_model
+
+            int8_path = int8_model(mod, manifest, size, key_parts["resize"], key_parts.get("lesion", "none"))
+        done_before = n - sum(spans[i][1] - spans[i][0] for i in todo)
         bar = progress_bar(None, progress, total=n, initial=done_before, unit="img", desc=f"extract {mod.name}")
-        seed = key_parts["augment_seed"] or 0
+        if run.engine == "ray":
+            from skinfeat.distributed import extract_on_ray
 
-        # One pipeline over every missing chunk, so decoding overlaps the network;
-        # batches never span two chunks, so a resumed run computes what a whole one does.
-        pipeline = _pipeline(manifest.paths, [(starts[i], min(starts[i] + chunk, n)) for i in todo],
-                             size, key_parts["resize"], views, seed, key_parts.get("augment", "mild"),
-                             key_parts.get("lesion", "none"))
-
-        it = iter(pipeline)
-        pending = list(todo)
-        buf_rows, buf_feats, buf_views = [], [], []
-        t0 = time.perf_counter()
-        while pending:
-            batch = next(it, None)
-            first_row = int(batch[0][0]) if batch is not None else n
-            # Flush every chunk that ended before this batch's first row.
-            while pending and (batch is None or first_row >= starts[pending[0]] + chunk):
-                i = pending.pop(0)
-                seconds = time.perf_counter() - t0
-                _flush_chunk(part[i], manifest, starts[i], min(starts[i] + chunk, n), buf_rows,
-                             buf_feats, buf_views, views, mod.feature_dim, seconds, on_error)
-                buf_rows, buf_feats, buf_views = [], [], []
-                t0 = time.perf_counter()
-            if batch is None:
-                break
-            rows, images, extra = batch
-            buf_rows.append(rows.numpy())
-            buf_feats.append(fn(images).numpy())
-            if views:
-                b = images.shape[0]
-                flat = tf.reshape(tf.transpose(extra, [1, 0, 2, 3, 4]), [views * b, *images.shape[1:]])
-                vf = [fn(flat[v * b:(v + 1) * b]).numpy() for v in range(views)]
-                buf_views.append(np.stack(vf, axis=1))
-            bar.update(int(rows.shape[0]))
+            extract_on_ray(manifest, mod, [(i, *spans[i]) for i in todo], key_parts, size, precision,
+                                    int8_path, run, flush)
+        else:
+            _extract_here(manifest, mod, [(i, *spans[i]) for i in todo], key_parts, size, precision,
+                                   int8_path, run.device, flush)
         bar.close()
 
     info = mod.describe()
     attrs = {"key": key, "dataset": dataset_name, "module_source": info.get("source", ""), "module_info": info,
-             "lesion": key_parts.get("lesion", "none"), "skinfeat_version": __version__,
+             "lesion": key_parts.get("lesion", "none"), "precision": precision, "skinfeat_version": __version__,
              "tensorflow_version": _tf_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     skipped, seconds, count = _assemble(out, part, manifest, key_parts, attrs, mod.feature_dim,
                                         mod.trained_on() if hasattr(mod, "trained_on") else None)
     shutil.rmtree(parts_dir, ignore_errors=True)
     Path(str(out) + ".lock").unlink(missing_ok=True)
     return ExtractResult(out, key, False, count, skipped, seconds, count / seconds if seconds else 0.0)
+
+
+def _extract_here(manifest, mod, todo, key_parts, size, precision, int8_path, device, flush):
+    """The local engine: one tf.data pipeline over every missing chunk ``(i, start, stop)``
+    of ``todo``, so decoding overlaps the network; batches never span two chunks, so a
+    resumed run computes what a whole one does. Calls ``flush(i, rows, feats, views,
+    seconds)`` per finished chunk."""
+    from skinfeat.devices import resolve
+
+    kind = resolve(device)
+    precision_check(precision, kind)
+    fwd = forward(mod, precision, kind, int8_path)
+    views = key_parts["views"]
+    pipeline = _pipeline(manifest.paths, [(start, stop) for _, start, stop in todo], size, key_parts["resize"],
+                         views, key_parts["augment_seed"] or 0, key_parts.get("augment", "mild"),
+                         key_parts.get("lesion", "none"))
+    it = iter(pipeline)
+    pending = list(todo)
+    buf_rows, buf_feats, buf_views = [], [], []
+    t0 = time.perf_counter()
+    while pending:
+        batch = next(it, None)
+        first_row = int(batch[0][0]) if batch is not None else None
+        # Flush every chunk that ended before this batch's first row.
+        while pending and (batch is None or first_row >= pending[0][2]):
+            i = pending.pop(0)[0]
+            flush(i, buf_rows, buf_feats, buf_views, time.perf_counter() - t0)
+            buf_rows, buf_feats, buf_views = [], [], []
+            t0 = time.perf_counter()
+        if batch is None:
+            break
+        rows, images, extra = batch
+        feats, view_feats = _features(fwd, images, extra, views)
+        buf_rows.append(rows.numpy())
+        buf_feats.append(feats)
+        if views:
+            buf_views.append(view_feats)
 
 
 def _flush_chunk(path, manifest, start, stop, rows, feats, views_buf, views, dim, seconds, on_error):

@@ -6,7 +6,10 @@ import click
 
 from skinfeat.commands.data import dataset_options, load_manifest
 from skinfeat.extract import AUGMENTS, DEFAULT_AUGMENT, DEFAULT_RESIZE, DEFAULT_VIEWS, DTYPES, ON_ERROR, RESIZE_POLICIES
+from skinfeat.devices import DEFAULT_DEVICE, DEVICES
+from skinfeat.extract import ENGINES
 from skinfeat.lesion import DEFAULT_LESION, LESION_OPTIONS
+from skinfeat.precision import DEFAULT_PRECISION, PRECISIONS
 
 
 @click.command()
@@ -39,9 +42,24 @@ from skinfeat.lesion import DEFAULT_LESION, LESION_OPTIONS
               help="Storage type of the features.")
 @click.option("--on-error", type=click.Choice(ON_ERROR), default="skip", show_default=True,
               help="An unreadable image: skip it (recorded in the file) or stop.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
+              help="Arithmetic of the network: float32, bfloat16 (oneDNN mixed precision, AMX on CPUs "
+                   "that have it) or int8 (a TFLite copy calibrated on this dataset's images). Part of "
+                   "the file's key; see the README's precision table before leaving float32.")
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE, show_default=True,
+              help="Where the network runs: auto (a GPU when one is visible), cpu, or gpu (an error "
+                   "when none is visible).")
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+              help="local: this process. ray: Ray Data actors on a Ray cluster (--ray-address), or on "
+                   "a local Ray started for the run; the same file either way.")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="With --engine ray: the cluster to join (host:6379, ray://host:10001 or auto).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --engine ray: how many actors (each loads the module once). Default: one per "
+                   "node with all its CPUs, or one per GPU.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def extract(data, images, labels, module, out, resize, lesion, views, augment, augment_seed, image_size, dtype,
-            on_error, progress):
+            on_error, precision, device, engine, ray_address, workers, progress):
     """Extract bottleneck features of every image ONCE and cache them in HDF5.
 
     The file is keyed by everything that changes its contents (module and its
@@ -55,7 +73,8 @@ def extract(data, images, labels, module, out, resize, lesion, views, augment, a
     name = Path(data or images).resolve().name
     result = extract_features(manifest, module, out=out, resize=resize, lesion=lesion, views=views, augment=augment,
                               augment_seed=augment_seed, image_size=image_size, dtype=dtype,
-                              on_error=on_error, dataset_name=name, progress=progress)
+                              on_error=on_error, dataset_name=name, progress=progress, precision=precision,
+                              device=device, engine=engine, ray_address=ray_address, workers=workers)
     if result.reused:
         click.echo(f"up to date: {result.n_images} images already extracted, nothing to do", err=True)
     else:

@@ -1,0 +1,207 @@
+"""``extract --engine ray``: the extraction spread over a Ray cluster by Ray Data.
+
+Each missing chunk of the feature file (``skinfeat.extract``) is one row of a Ray
+dataset; ``map_batches`` sends it to an actor of an ``ActorPoolStrategy`` pool.
+An actor loads the module once, reads, decodes and resizes the chunk's images
+with the local engine's own tf.data functions, runs the network (one GPU per
+actor when the network runs on GPUs) and returns one row per image. The driver
+collects the rows of each chunk and hands a finished chunk to the same writer
+as the local engine, so the parts, the key and the final HDF5 file are the
+same: a killed driver resumes from its finished chunks, and Ray retries the
+work of a lost actor.
+
+The images and the module must be readable at the same paths on every node (a
+shared file system), or the module must be a built-in, which a node builds
+from its installed weights. Without ``--ray-address`` a local Ray is started
+for the run and shut down after it; inside a driver that already called
+``ray.init`` that cluster is used and left running.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from skinfeat.errors import SkinfeatError, UsageError
+
+RAY_VERSION = "2.60.0"  # setup.cfg pins the same
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--engine ray needs Ray: pip install 'ray[data]==" + RAY_VERSION + "'") from None
+    return ray
+
+
+class ChunkExtractor:
+    """A Ray Data actor: the features of one chunk per call (``__call__``)."""
+
+    def __init__(self, module, size, key_parts, precision, device, int8_bytes, threads):
+        from skinfeat.runtime import tensorflow
+
+        tf = tensorflow()
+        if threads:  # the CPUs Ray gave this actor, not every core of its node
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        from skinfeat.extract import _loader
+        from skinfeat.precision import forward
+
+        mod = _local_module(module)
+        int8_path = None
+        if int8_bytes is not None:
+            import tempfile
+
+            fd, int8_path = tempfile.mkstemp(suffix=".tflite")
+            with os.fdopen(fd, "wb") as f:
+                f.write(int8_bytes)
+        self.fwd = forward(mod, precision, device, int8_path)
+        self.views, self.dim = key_parts["views"], mod.feature_dim
+        self.load = _loader(tuple(size), key_parts["resize"], self.views, key_parts["augment_seed"] or 0,
+                            key_parts.get("augment", "mild"), key_parts.get("lesion", "none"))
+
+    def __call__(self, batch):
+        from skinfeat.extract import _batches, _features
+
+        out = []
+        for chunk, start, stop, paths in zip(batch["chunk"], batch["start"], batch["stop"], batch["paths"]):
+            t0 = time.perf_counter()
+            rows = np.arange(start, stop, dtype=np.int64)
+            n = len(rows)
+            feats = np.zeros((n, self.dim), np.float32)
+            views = np.zeros((n, self.views, self.dim), np.float32)
+            ok = np.zeros(n, bool)
+            for got, images, extra in _batches(rows, np.asarray(paths, dtype=str), self.load):
+                at = got.numpy() - start
+                f, v = _features(self.fwd, images, extra, self.views)
+                feats[at], ok[at] = f, True
+                if self.views:
+                    views[at] = v
+            seconds = time.perf_counter() - t0
+            out.append(dict(chunk=np.full(n, chunk, np.int64), row=rows, ok=ok, features=feats,
+                            seconds=np.full(n, seconds), **({"views": views} if self.views else {})))
+        return {k: np.concatenate([o[k] for o in out]) for k in out[0]}
+
+
+def _local_module(module):
+    """The module on this node: the driver's copy where its files are here, else (a
+    built-in) resolved and built here; either way its fingerprint must match."""
+    from skinfeat.backbones import resolve_module
+
+    if os.path.isdir(module.path):
+        return module
+    if not module.builtin:
+        raise UsageError(f"module {module.name} is not at {module.path} on this Ray node; put it on a file "
+                         "system every node reads at the same path")
+    here = resolve_module(module.name)
+    if here.fingerprint != module.fingerprint:
+        raise UsageError(f"module {module.name} built on this Ray node differs from the driver's "
+                         f"(fingerprint {here.fingerprint[:12]}, expected {module.fingerprint[:12]}); "
+                         "install the same skinfeat and weights on every node")
+    return here
+
+
+def _plan(ray, device, workers):
+    """(device kind, actors, CPUs per actor, GPUs per actor) for this cluster."""
+    from skinfeat.devices import choose
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    gpus = int(sum(r.get("GPU", 0) for r in nodes))
+    kind = choose(device, gpus, where="the Ray cluster")
+    node_cpus = [int(r.get("CPU", 0)) for r in nodes if r.get("CPU", 0) >= 1]
+    if not node_cpus:
+        raise UsageError("the Ray cluster has no CPUs to run actors on; start its nodes with --num-cpus")
+    if kind == "gpu":
+        actors = workers or gpus
+        if actors > gpus:
+            raise UsageError(f"--workers {actors}: the Ray cluster has {gpus} GPUs, one per actor; "
+                             f"pass --workers {gpus} or fewer")
+        return kind, actors, 1, 1
+    # One actor per node using all its CPUs by default: one model copy per node, and
+    # TensorFlow's own threads use the cores.
+    per = min(node_cpus)
+    if workers:
+        per = max(1, min(per, sum(node_cpus) // workers))
+    actors = workers or sum(c // per for c in node_cpus)
+    return kind, actors, per, 0
+
+
+def extract_on_ray(manifest, mod, todo, key_parts, size, precision, int8_path, run, flush):
+    """Extract chunks ``todo`` (``(i, start, stop)``) on Ray, calling
+    ``flush(i, rows, feats, views, seconds)`` for each as it completes."""
+    ray = _ray()
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=run.ray_address, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR", configure_logging=True)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            where = run.ray_address or "a local Ray"
+            raise UsageError(f"--engine ray: cannot start or reach {where} ({str(exc).splitlines()[0]}); "
+                             "check --ray-address (ray://host:10001 or host:6379) or drop it") from None
+    try:
+        return _run(ray, manifest, mod, todo, key_parts, size, precision, int8_path, run, flush)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run(ray, manifest, mod, todo, key_parts, size, precision, int8_path, run, flush):
+    from ray.data import ActorPoolStrategy, DataContext
+
+    from skinfeat.precision import check
+
+    kind, actors, cpus, gpus = _plan(ray, run.device, run.workers)
+    check(precision, kind)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # the driver draws its own (skinfeat.progress)
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+    paths = [str(p) for p in manifest.paths]
+    items = [{"chunk": i, "start": start, "stop": stop, "paths": paths[start:stop]} for i, start, stop in todo]
+    int8_bytes = open(int8_path, "rb").read() if int8_path else None
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        ChunkExtractor, batch_size=1, compute=ActorPoolStrategy(size=min(actors, len(items))),
+        num_cpus=cpus, num_gpus=gpus,
+        fn_constructor_kwargs=dict(module=mod, size=list(size), key_parts=key_parts, precision=precision,
+                                   device=kind, int8_bytes=int8_bytes, threads=cpus if kind == "cpu" else None))
+    sizes = {i: stop - start for i, start, stop in todo}
+    got = {}
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for i in np.unique(batch["chunk"]):
+                sel = batch["chunk"] == i
+                got.setdefault(int(i), []).append({k: v[sel] for k, v in batch.items()})
+                if sum(len(p["row"]) for p in got[int(i)]) == sizes[int(i)]:
+                    _flush(int(i), got.pop(int(i)), key_parts["views"], flush)
+    except ray.exceptions.RayError as exc:
+        cause = _skinfeat_cause(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+    if got:  # Ray returned fewer rows than it was given: never silently a short file
+        raise SkinfeatError(f"Ray returned incomplete chunks {sorted(got)}; run the command again to redo them")
+    return kind
+
+
+def _flush(i, pieces, views, flush):
+    joined = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+    order = np.argsort(joined["row"], kind="stable")
+    ok = joined["ok"][order]
+    rows = joined["row"][order][ok]
+    flush(i, [rows], [joined["features"][order][ok]], [joined["views"][order][ok]] if views else [],
+          float(joined["seconds"].max()))
+
+
+def _skinfeat_cause(exc):
+    """The SkinfeatError an actor raised (a bad module on a node...), if that is what failed."""
+    seen = exc
+    for _ in range(8):
+        cause = getattr(seen, "cause", None) or seen.__cause__
+        if cause is None:
+            return None
+        if isinstance(cause, SkinfeatError):
+            return cause
+        seen = cause
+    return None
