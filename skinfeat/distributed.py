@@ -17,12 +17,16 @@ for the run and shut down after it; inside a driver that already called
 ``ray.init`` that cluster is used and left running.
 """
 
+import itertools
 import os
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
 from skinfeat.errors import SkinfeatError, UsageError
+from skinfeat.runtime import stderr_without
 
 RAY_VERSION = "2.60.0"  # setup.cfg pins the same
 
@@ -30,8 +34,15 @@ RAY_VERSION = "2.60.0"  # setup.cfg pins the same
 def _ray():
     try:
         import ray
+        import ray.data
     except ImportError:
         raise UsageError("--engine ray needs Ray: pip install 'ray[data]==" + RAY_VERSION + "'") from None
+    import logging
+
+    for name in ("ray", "ray.data"):  # its per-run INFO lines; warnings and errors still show
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # "Progress bars disabled": skinfeat draws its own
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     return ray
 
 
@@ -127,12 +138,25 @@ def _plan(ray, device, workers):
     return kind, actors, per, 0
 
 
-def extract_on_ray(manifest, mod, todo, key_parts, size, precision, int8_path, run, flush):
-    """Extract chunks ``todo`` (``(i, start, stop)``) on Ray, calling
-    ``flush(i, rows, feats, views, seconds)`` for each as it completes."""
+@dataclass
+class Cluster:
+    """A connected Ray and how the extraction uses it."""
+    ray: object
+    device: str  # cpu or gpu
+    actors: int
+    cpus: int  # per actor
+    gpus: int  # per actor
+
+
+@contextmanager
+def session(run, precision):
+    """Connect to the cluster at ``run.ray_address`` (or start a local Ray, shut down at
+    the end; or use this driver's running one) and plan the actors: a ``Cluster``.
+    Every error of connecting or planning comes before any file is touched."""
     ray = _ray()
     started = not ray.is_initialized()
     if started:
+        _check_reachable(run.ray_address)
         try:
             ray.init(address=run.ray_address, include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR", configure_logging=True)
@@ -141,35 +165,61 @@ def extract_on_ray(manifest, mod, todo, key_parts, size, precision, int8_path, r
             raise UsageError(f"--engine ray: cannot start or reach {where} ({str(exc).splitlines()[0]}); "
                              "check --ray-address (ray://host:10001 or host:6379) or drop it") from None
     try:
-        return _run(ray, manifest, mod, todo, key_parts, size, precision, int8_path, run, flush)
+        from skinfeat.precision import check
+
+        kind, actors, cpus, gpus = _plan(ray, run.device, run.workers)
+        check(precision, kind)
+        yield Cluster(ray, kind, actors, cpus, gpus)
     finally:
         if started:
             ray.shutdown()
 
 
-def _run(ray, manifest, mod, todo, key_parts, size, precision, int8_path, run, flush):
+def _check_reachable(address):
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at ``address``."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r}: expected host:port (the head's GCS, e.g. 10.0.0.5:6379), "
+                         "ray://host:10001 or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UsageError(f"--engine ray: cannot reach a Ray cluster at {address} ({exc.strerror or exc}); "
+                         "start one with `ray start --head` there, or check --ray-address") from None
+
+
+def extract_on_ray(cluster, manifest, mod, todo, key_parts, size, precision, int8_path, flush):
+    """Extract chunks ``todo`` (``(i, start, stop)``) on ``cluster`` (``session``),
+    calling ``flush(i, rows, feats, views, seconds)`` for each as it completes."""
     from ray.data import ActorPoolStrategy, DataContext
 
-    from skinfeat.precision import check
-
-    kind, actors, cpus, gpus = _plan(ray, run.device, run.workers)
-    check(precision, kind)
+    ray, kind, cpus = cluster.ray, cluster.device, cluster.cpus
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver draws its own (skinfeat.progress)
+    ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
     paths = [str(p) for p in manifest.paths]
     items = [{"chunk": i, "start": start, "stop": stop, "paths": paths[start:stop]} for i, start, stop in todo]
     int8_bytes = open(int8_path, "rb").read() if int8_path else None
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        ChunkExtractor, batch_size=1, compute=ActorPoolStrategy(size=min(actors, len(items))),
-        num_cpus=cpus, num_gpus=gpus,
+        ChunkExtractor, batch_size=1, compute=ActorPoolStrategy(size=min(cluster.actors, len(items))),
+        num_cpus=cpus, num_gpus=cluster.gpus,
         fn_constructor_kwargs=dict(module=mod, size=list(size), key_parts=key_parts, precision=precision,
                                    device=kind, int8_bytes=int8_bytes, threads=cpus if kind == "cpu" else None))
     sizes = {i: stop - start for i, start, stop in todo}
     got = {}
+    batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        # Ray's C++ core logs an error-level line as it creates each Ray Data actor
+        # (their constructor arguments sit in the object store, ray#53727): not a fault.
+        with stderr_without(lambda line: "constructor arguments in the object store" in line):
+            first = next(batches, None)
+        for batch in itertools.chain([first] if first is not None else [], batches):
             for i in np.unique(batch["chunk"]):
                 sel = batch["chunk"] == i
                 got.setdefault(int(i), []).append({k: v[sel] for k, v in batch.items()})
@@ -182,7 +232,6 @@ def _run(ray, manifest, mod, todo, key_parts, size, precision, int8_path, run, f
         raise
     if got:  # Ray returned fewer rows than it was given: never silently a short file
         raise SkinfeatError(f"Ray returned incomplete chunks {sorted(got)}; run the command again to redo them")
-    return kind
 
 
 def _flush(i, pieces, views, flush):

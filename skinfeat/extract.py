@@ -23,7 +23,7 @@ import re
 import shutil
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -339,13 +339,13 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
         if reuse:
             return reuse
         probe(out)  # a read-only or full place fails before any work
-        with _locked(str(out) + ".lock", progress):
+        run = Run(engine, device, ray_address, workers)
+        with _engine(run, precision) as cluster, _locked(str(out) + ".lock", progress):
             reuse = _reusable(out, key)  # another process may have finished it meanwhile
             if reuse:
                 return reuse
-            run = Run(engine, device, ray_address, workers)
             return _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress,
-                                   dataset_name, chunk_size, run)
+                                   dataset_name, chunk_size, run, cluster)
     except OSError as exc:
         raise _writable_error(out, exc, out.with_name(out.name + ".parts")) from None
 
@@ -380,7 +380,17 @@ def _reusable(out, key):
                          float(attrs.get("extract_seconds", 0)), float(attrs.get("images_per_second", 0)))
 
 
-def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk, run):
+def _engine(run, precision):
+    """The Ray cluster of ``--engine ray`` (``skinfeat.distributed.session``), else nothing."""
+    if run.engine != "ray":
+        return nullcontext()
+    from skinfeat.distributed import session
+
+    return session(run, precision)
+
+
+def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk, run,
+                    cluster=None):
     from skinfeat.progress import bar as progress_bar
 
     parts_dir = out.with_name(out.name + ".parts")
@@ -414,8 +424,8 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
         if run.engine == "ray":
             from skinfeat.distributed import extract_on_ray
 
-            extract_on_ray(manifest, mod, [(i, *spans[i]) for i in todo], key_parts, size, precision,
-                                    int8_path, run, flush)
+            extract_on_ray(cluster, manifest, mod, [(i, *spans[i]) for i in todo], key_parts, size, precision,
+                           int8_path, flush)
         else:
             _extract_here(manifest, mod, [(i, *spans[i]) for i in todo], key_parts, size, precision,
                                    int8_path, run.device, flush)

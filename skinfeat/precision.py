@@ -14,7 +14,6 @@ calls: float32 images ``[B, H, W, 3]`` in [0, 1] (numpy or tf) -> numpy ``[B, D]
 
 from contextlib import contextmanager
 
-import numpy as np
 
 from skinfeat.errors import UsageError
 

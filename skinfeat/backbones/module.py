@@ -121,6 +121,10 @@ class Module:
     def __repr__(self):
         return f"Module(name={self.name!r}, path={self.path!r})"
 
+    def __getstate__(self):
+        """Pickled (to a Ray actor) without the loaded function: it loads again there."""
+        return {**self.__dict__, "_function": None}
+
     @property
     def builtin(self):
         return self.kind == "builtin"
