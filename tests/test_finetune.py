@@ -56,7 +56,8 @@ def made(tmp_path_factory, ham10000):
         mp.setenv("SKINFEAT_RUNS", str(root / "runs"))
         start = time.perf_counter()
         result = CliRunner().invoke(cli, ["finetune", "--module", module, "--data", str(data), "--folds",
-                                          str(root / "folds.csv"), "--fold", "0", "--epochs", "2", *FAST])
+                                          str(root / "folds.csv"), "--fold", "0", "--epochs", "2", *FAST,
+                                          "--device", "cpu"])
         seconds = time.perf_counter() - start
     assert result.exit_code == 0, result.output
     return {"root": root, "data": str(data), "folds": str(root / "folds.csv"), "module": module,
@@ -95,7 +96,7 @@ def test_tiny_trainable_module_end_to_end(setup):
 
     listing = CliRunner().invoke(cli, ["modules", "list"])
     assert name in listing.stdout and "fine-tuned" in listing.stdout
-    again = finetune(setup, "--fold", "0", "--epochs", "2", *FAST)
+    again = finetune(setup, "--fold", "0", "--epochs", "2", *FAST)  # --device auto: the device is not in the key
     assert again.exit_code == 0 and again.stdout.strip().splitlines()[-1] == name
     assert "up to date" in again.stderr
 
@@ -189,6 +190,10 @@ def test_bad_input_is_one_line(setup, tmp_path):
     no_df.write_text("\n".join([lines[0]] + [line.rsplit(",", 1)[0] + ",0" if ",DF," in line else line
                                              for line in lines[1:]]) + "\n")
     cases.append((["--fold", "0", "--folds", str(no_df)], 1, "DF: no training image"))
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):  # this machine's real device list
+        cases.append((["--fold", "0", "--device", "gpu"], 2, "--device gpu: no GPU is visible to TensorFlow"))
     runs_before = sorted((setup["home"] / "finetune").iterdir())
     for args, code, message in cases:
         result = finetune(setup, *args, *FAST)

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from skinfeat.commands.data import dataset_options, load_manifest
+from skinfeat.devices import DEFAULT_DEVICE, DEVICES
 from skinfeat.finetune import DEFAULTS
 from skinfeat.finetune.train import BN_POLICIES, LOSSES
 
@@ -38,9 +39,12 @@ from skinfeat.finetune.train import BN_POLICIES, LOSSES
               help="Seed of the validation part, the image order and the augmented views.")
 @click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
               help="Where to save the network's own head as a model directory (default: in the run's folder).")
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE, show_default=True,
+              help="Where to train: auto (a GPU when one is visible, with mixed float16 precision), cpu, "
+                   "or gpu (an error when none is visible).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def finetune(data, images, labels, module, folds_path, fold, all_folds, epochs, size, unfreeze, batch, lr,
-             loss, bn, seed, out, progress):
+             loss, bn, seed, out, device, progress):
     """Fine-tune a backbone end to end on the training folds, with the robust
     augmentation, class-balanced (or focal) loss, warm-up and cosine decay, and
     early stopping on the validation BMCA of a lesion-grouped tenth of them.
@@ -59,7 +63,7 @@ def finetune(data, images, labels, module, folds_path, fold, all_folds, epochs, 
     name = Path(data or images or ".").resolve().name
     result = run(manifest, module, folds_path, fold, dataset_name=name, out=out, progress=progress,
                  log=lambda line: click.echo(line, err=True), epochs=epochs, size=size, unfreeze=unfreeze,
-                 batch=batch, lr=lr, loss=loss, bn=bn, seed=seed)
+                 batch=batch, lr=lr, loss=loss, bn=bn, seed=seed, device=device)
     if result.reused:
         click.echo(f"up to date: {result.name} was fine-tuned with these settings already "
                    f"(model {result.model_dir})", err=True)

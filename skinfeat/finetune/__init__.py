@@ -63,9 +63,10 @@ def module_name(mod, dataset, fold):
 
 
 def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="dataset", out=None, runs=None,
-             progress=True, log=None, **options):
+             progress=True, log=None, device="auto", **options):
     """Fine-tune ``module`` on ``manifest``'s training folds of the folds file ``folds``
     (every fold but ``fold``; ``fold=None``: all); ``options`` override DEFAULTS.
+    ``device`` (``skinfeat.devices``): auto, cpu or gpu; not part of the run's key.
     Returns a FinetuneResult; rerunning the same call resumes or reuses the run."""
     from skinfeat.backbones import resolve_module
     from skinfeat.extract import feature_key, manifest_digest
@@ -75,7 +76,10 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
     from skinfeat.outputs import check_writable, writing
     from skinfeat.records import check_runs_writable
 
+    from skinfeat.devices import resolve
+
     log = log or (lambda line: None)
+    kind = resolve(device)  # --device gpu without one fails before anything is read
     settings = dict(DEFAULTS, **{k: v for k, v in options.items() if v is not None})
     settings["size"] = [int(v) for v in settings["size"]]
     unfreeze = str(settings["unfreeze"])
@@ -109,7 +113,7 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
         state.update(name=name, settings=key_parts)
         training.write_state(run_dir, state)  # an interrupted run is known to later runs of other settings
         run = Run(settings, split, manifest, run_dir, state, obj)
-        _, standardize, head, state = training.train(run, log, progress)
+        _, standardize, head, state = training.train(run, log, progress, kind)
         return _finish(run, mod, name, key, key_parts, (standardize, head), model_dir, runs, log)
 
 

@@ -213,9 +213,18 @@ def evaluate(model, batches):
     return m["bmca"], m["accuracy"], len(y)
 
 
-def train(run, log, progress):
-    """Train ``run`` (a ``skinfeat.finetune.Run``) from its state to the end; returns
-    (model, standardisation layer, head, state) with the best epoch's weights in the model."""
+def train(run, log, progress, device="cpu"):
+    """Train ``run`` (a ``skinfeat.finetune.Run``) from its state to the end on ``device``
+    (``cpu`` or ``gpu``, mixed float16 precision there); returns (model, standardisation
+    layer, head, state) with the best epoch's weights in the model."""
+    from skinfeat.devices import tf_device
+    from skinfeat.runtime import tensorflow
+
+    with tensorflow().device(tf_device(device)):
+        return _train(run, log, progress, device == "gpu")
+
+
+def _train(run, log, progress, gpu):
     from skinfeat.progress import bar as progress_bar
 
     from skinfeat.finetune import data
@@ -226,7 +235,6 @@ def train(run, log, progress):
 
     s, split, run_dir, state = run.settings, run.split, run.run_dir, run.state
     size = tuple(s["size"])
-    gpu = bool(tf.config.list_physical_devices("GPU"))
     model, standardize, head, variables = build_model(run.obj, size, s["unfreeze"], s["seed"], mixed_precision=gpu)
     val = data.clean_batches(run.manifest, split.val, size)
     if not state["epoch"]:  # from the module as it is (later epochs restore it with the model)
