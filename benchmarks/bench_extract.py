@@ -1,6 +1,7 @@
 """Extraction speed and memory, measured side by side in one run.
 
     python benchmarks/bench_extract.py [--module efficientnet-lite0] [--n 10015] [--memory]
+    python benchmarks/bench_extract.py --engines [--n 2048] [--precisions bfloat16,int8]
 
 Prints, for the module, in interleaved rounds (this VM's speed drifts, so each
 ratio compares figures of one round):
@@ -13,6 +14,13 @@ ratio compares figures of one round):
 and the ratios to the targets: pipeline >= 0.90 x forward, pipeline >= 3 x naive.
 forward / naive is the most any input pipeline could reach against the naive way
 at batch 32: the network's own batching gain on this machine.
+With --engines, instead: `skinfeat extract` end to end (views 0) over the first
+--n images (default 2048) by the local engine, the Ray engine with one actor using
+every CPU and with one actor per CPU (on a local Ray started once, its start-up
+timed apart), and the local engine at each of --precisions; per round, each
+config's wall images/s and ratio to the local float32 one, and for Ray the
+per-actor rate (images per second of actor work, start-up excluded): a cluster
+of N such actors, one per node, should reach about N x that rate.
 With --memory, peak resident memory of extracting all 10,015 HAM10000 images vs
 1,000 of them (each in a fresh process); target: within 10 %.
 """
@@ -64,6 +72,42 @@ def pipeline(manifest, module, out):
     return len(manifest) / (time.perf_counter() - start)
 
 
+def engines(manifest, module, rounds, precisions):
+    """The --engines comparison (see the docstring)."""
+    import numpy as np
+    import ray
+    from skinfeat.extract import extract_features
+
+    cpus = os.cpu_count()
+    start = time.perf_counter()
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    print(f"local Ray {ray.__version__} with {cpus} CPUs started in {time.perf_counter() - start:.1f} s", flush=True)
+    configs = [("local float32", {}), (f"ray 1 actor x {cpus} CPUs", {"engine": "ray", "workers": 1})]
+    if cpus > 1:
+        configs.append((f"ray {cpus} actors x 1 CPU", {"engine": "ray", "workers": cpus}))
+    configs += [(f"local {p}", {"precision": p}) for p in precisions]
+    wall, actor = {c: [] for c, _ in configs}, {c: [] for c, _ in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            line = []
+            for i, (label, kw) in enumerate(configs):
+                t = time.perf_counter()
+                res = extract_features(manifest, module, out=Path(tmp) / f"e{r}-{i}.h5", progress=False, **kw)
+                wall[label].append(len(manifest) / (time.perf_counter() - t))
+                actor[label].append(res.images_per_second)  # images / seconds of chunk work
+                line.append(f"{label} {wall[label][-1]:.1f}")
+            print(f"round {r + 1}: " + ", ".join(line) + " images/s (wall)", flush=True)
+    ray.shutdown()
+    base = wall[configs[0][0]]
+    print(f"\n{'config':28s} {'wall img/s':>10s} {'x local':>8s} {'work img/s':>10s}   ({len(manifest)} images, median "
+          f"of {rounds} rounds; x local: median of per-round ratios)")
+    for label, _ in configs:
+        ratio = float(np.median([w / b for w, b in zip(wall[label], base)]))
+        print(f"{label:28s} {np.median(wall[label]):10.1f} {ratio:8.2f} {np.median(actor[label]):10.1f}")
+    print("work img/s of a Ray row: per actor (1 actor) or summed over actors' time; a cluster of N actors "
+          "should reach about N x the 1-actor figure")
+
+
 def memory_child(n, module, out):
     """Run one extraction of the first n images in this process; print peak RSS in MiB."""
     from skinfeat.data import load_dataset
@@ -83,6 +127,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
     ap.add_argument("--memory", action="store_true", help="also run the peak-memory comparison")
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory comparison")
+    ap.add_argument("--engines", action="store_true", help="compare engines and precisions end to end instead")
+    ap.add_argument("--precisions", default="bfloat16,int8", help="with --engines: precisions besides float32")
     ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -98,6 +144,10 @@ def main():
     from skinfeat.extract import _resize
 
     mod = resolve_module(args.module)
+    if args.engines:
+        manifest = load_dataset(data=HAM)
+        manifest = manifest.subset(range(min(args.n or 2048, len(manifest))))
+        return engines(manifest, args.module, args.rounds, [p for p in args.precisions.split(",") if p])
     fn = mod.load()
     size = tuple(mod.input_size or (224, 224))
     manifest = load_dataset(data=HAM)

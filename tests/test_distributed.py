@@ -173,3 +173,57 @@ def test_device_choice_on_this_machine(ray_cluster, tmp_path, ham10000, pool_mod
         from skinfeat.precision import check
 
         check("bfloat16", "gpu")
+
+
+def _actor_pids():
+    """Processes of Ray Data actors on this machine (Ray names them ray::MapWorker(...))."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().startswith(b"ray::MapWorker"):
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def test_a_lost_actor_is_replaced_and_its_chunk_redone(ray_cluster, tmp_path, ham10000, pool_module):
+    import threading
+
+    manifest = load_dataset(data=ham10000).subset(range(480))  # 15 chunks
+    out, parts = tmp_path / "ray.h5", tmp_path / "ray.h5.parts"
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(result=extract_features(
+        manifest, pool_module, out=out, chunk_size=32, progress=False, engine="ray", workers=1)))
+    worker.start()
+    deadline = time.time() + 180
+    while not list(parts.glob("chunk-*.npz")):
+        assert worker.is_alive() and time.time() < deadline, "the run ended before an actor could be killed"
+        time.sleep(0.005)
+    pids = _actor_pids()
+    assert pids, "no Ray Data actor process found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert len(list(parts.glob("chunk-*.npz"))) < 15, "the actor was killed after the last chunk"
+    worker.join(300)
+    assert not worker.is_alive() and "result" in done, "the run did not finish after its actor was killed"
+    assert not parts.exists()
+    whole = extract_features(manifest, pool_module, out=tmp_path / "whole.h5", chunk_size=32, progress=False)
+    _same_files(whole.path, out)
+
+
+def test_ray_is_pinned_to_the_version_the_engine_follows():
+    import configparser
+
+    import ray
+
+    from conftest import REPO
+    from skinfeat.distributed import RAY_VERSION
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    for extra in ("ray", "test", "all"):
+        assert f"ray[data]=={RAY_VERSION}" in cfg["options.extras_require"][extra].split()
+    assert ray.__version__ == RAY_VERSION
