@@ -56,7 +56,7 @@ class ChunkExtractor:
         if threads:  # the CPUs Ray gave this actor, not every core of its node
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-        from skinfeat.extract import _loader
+        from skinfeat.pipeline import _loader
         from skinfeat.precision import forward
 
         mod = _local_module(module)
@@ -73,7 +73,7 @@ class ChunkExtractor:
                             key_parts.get("augment", "mild"), key_parts.get("lesion", "none"))
 
     def __call__(self, batch):
-        from skinfeat.extract import _batches, _features
+        from skinfeat.pipeline import _batches, _features
 
         out = []
         for chunk, start, stop, paths in zip(batch["chunk"], batch["start"], batch["stop"], batch["paths"]):

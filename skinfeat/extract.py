@@ -32,11 +32,12 @@ import numpy as np
 from skinfeat import __version__
 from skinfeat.atomic import atomic_path, write_atomically
 from skinfeat.augment import AUGMENTS, DEFAULT_AUGMENT, _augment, _resize  # noqa: F401 (re-exported)
+from skinfeat.pipeline import BATCH_SIZE, DECODE_THREADS, _decode, _features, _pipeline  # noqa: F401 (re-exported)
 from skinfeat.errors import CacheError, DataError, SkinfeatError, UsageError
 from skinfeat.features import FORMAT_VERSION, TRAINED_ON, check_layout, read_attrs, trained_on_attr, \
     write_feature_file
 from skinfeat.images import decode
-from skinfeat.lesion import DEFAULT_LESION, LESION_OPTIONS, TAGS, preprocess
+from skinfeat.lesion import DEFAULT_LESION, LESION_OPTIONS, TAGS
 from skinfeat.outputs import probe
 from skinfeat.paths import features_dir
 from skinfeat.devices import DEFAULT_DEVICE, DEVICES
@@ -52,13 +53,8 @@ DEFAULT_VIEWS = 2  # robust views per image for `skinfeat extract`: 2 scored as 
 ON_ERROR = ("skip", "fail")
 DTYPES = ("float32", "float16")
 ENGINES = ("local", "ray")
-BATCH_SIZE = 32
 CHUNK = 1024  # rows per resumable part; a multiple of BATCH_SIZE
 DEFAULT_SIZE = (224, 224)  # for modules that accept any size
-# Decoding a small JPEG costs ~1 ms against ~10 ms of network per image on a CPU:
-# half the cores keep the network fed; on 2 cores one decoder thread leaves the
-# network both cores instead of making it wait on a preempted thread.
-DECODE_THREADS = max(1, (os.cpu_count() or 2) // 2)
 
 
 @dataclass
@@ -107,84 +103,6 @@ def feature_key(parts):
 def _slug(text):
     text = re.sub(r"^[a-z]+://", "", str(text).rstrip("/"))
     return re.sub(r"[^A-Za-z0-9.]+", "-", text)[-40:].strip("-.") or "module"
-
-
-# ----------------------------------------------------------------------------- pipeline
-
-def _loader(size, resize, views, augment_seed, augment="mild", lesion=DEFAULT_LESION):
-    """The tf.data map function ``(row, path) -> (row, image [H,W,3], views [V,H,W,3])``.
-    ``lesion``: the preprocessing of each decoded image (``skinfeat.lesion``), before
-    the resize and the augmented views; a view's seed depends on its row only."""
-    from skinfeat.runtime import tensorflow
-    tf = tensorflow()
-
-    # Plain TF ops, no tensor-dependent Python control flow: autograph has nothing
-    # to convert (and only warns when it tries).
-    @tf.autograph.experimental.do_not_convert
-    def load(row, path):
-        # skinfeat.images.decode, as predict and data check: one definition of a readable image
-        # (TIFF included; bombs, degenerate sizes and FIFOs refused), the same pixels as tf.io.decode_image.
-        image = tf.numpy_function(lambda p: _decode(p, lesion), [path], tf.float32, stateful=False)
-        image.set_shape([None, None, 3])
-        clean = _resize(image, size, resize)
-        clean.set_shape([size[0], size[1], 3])
-        if not views:
-            return row, clean, tf.zeros([0], tf.float32)
-        seeds = tf.stack([tf.fill([views], tf.cast(augment_seed, tf.int64) * 1_000_003 + row),
-                          tf.range(views, dtype=tf.int64)], axis=1)
-        extra = tf.map_fn(lambda s: _resize(_augment(image, s, augment), size, resize), seeds,
-                          fn_output_signature=tf.TensorSpec([size[0], size[1], 3], tf.float32))
-        return row, clean, extra
-    return load
-
-
-def _batches(rows, paths, load):
-    """The tf.data batches of ``load`` over ``rows`` (int64) and their ``paths``: images
-    that fail to decode are dropped, so their rows are missing from the output."""
-    from skinfeat.runtime import tensorflow
-    tf = tensorflow()
-
-    ds = tf.data.Dataset.from_tensor_slices((rows, paths))
-    return ds.map(load, num_parallel_calls=DECODE_THREADS, deterministic=True).ignore_errors().batch(BATCH_SIZE)
-
-
-def _pipeline(paths, spans, size, resize, views, augment_seed, augment="mild", lesion=DEFAULT_LESION):
-    """Batches of (row index, images [B,H,W,3], views [B,V,H,W,3]) over the rows of
-    every ``(start, stop)`` span, in order (``_loader``). A batch never spans two spans.
-    The whole pipeline is traced once, whatever the number of spans."""
-    from skinfeat.runtime import tensorflow
-    tf = tensorflow()
-
-    load = _loader(size, resize, views, augment_seed, augment, lesion)
-    all_paths = tf.constant(np.asarray(paths, dtype=object).astype(str))
-
-    @tf.autograph.experimental.do_not_convert
-    def span(bounds):
-        rows = tf.range(bounds[0], bounds[1])
-        return _batches(rows, tf.gather(all_paths, rows), load)
-
-    spans = tf.constant(np.asarray(spans, np.int64).reshape(-1, 2))
-    ds = tf.data.Dataset.from_tensor_slices(spans).flat_map(span).prefetch(2)
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = DECODE_THREADS
-    return ds.with_options(options)
-
-
-def _features(fwd, images, extra, views):
-    """The features [B, D] of a batch and, with ``views``, of its views [B, V, D]."""
-    feats = fwd(images)
-    if not views:
-        return feats, None
-    from skinfeat.runtime import tensorflow
-    tf = tensorflow()
-
-    b = images.shape[0]
-    flat = tf.reshape(tf.transpose(extra, [1, 0, 2, 3, 4]), [views * b, *images.shape[1:]])
-    return feats, np.stack([fwd(flat[v * b:(v + 1) * b]) for v in range(views)], axis=1)
-
-
-def _decode(path, lesion=DEFAULT_LESION):
-    return preprocess(decode(os.fsdecode(path)), lesion)
 
 
 def _why_unreadable(path):
