@@ -14,7 +14,6 @@ import pytest
 from click.testing import CliRunner
 
 from fakes import make_pooling_module
-from model_factory import ham_subset
 from skinfeat.cli import cli
 from skinfeat.data import load_dataset
 from skinfeat.errors import UsageError
@@ -89,24 +88,29 @@ def _same_files(a, b):
             assert str(da[k]) == str(db[k]), k
 
 
-def test_ray_engine_writes_the_local_engines_file(ray_cluster, tmp_path, ham10000, pool_module):
-    manifest = _broken_image_dataset(tmp_path / "data", ham10000, 90)
-    kw = dict(views=2, augment="robust", chunk_size=32, progress=False)
-    local = extract_features(manifest, pool_module, out=tmp_path / "local.h5", **kw)
-    ray = extract_features(manifest, pool_module, out=tmp_path / "ray.h5", engine="ray", **kw)
-    assert not ray.reused and ray.n_images == local.n_images == 90
+@pytest.mark.slow
+def test_ray_engine_writes_the_local_engines_file(ray_cluster, tmp_path, ham10000):
+    """The real default backbone, two actors (one chunk each), robust views and an
+    unreadable image: the same file as the local engine's."""
+    manifest = _broken_image_dataset(tmp_path / "data", ham10000, 40)
+    kw = dict(views=1, augment="robust", chunk_size=32, progress=False)
+    local = extract_features(manifest, out=tmp_path / "local.h5", **kw)
+    ray = extract_features(manifest, out=tmp_path / "ray.h5", engine="ray", workers=2, **kw)
+    assert not ray.reused and ray.n_images == local.n_images == 40
     assert [i for i, _ in ray.skipped] == ["broken"]
     _same_files(local.path, ray.path)
     assert not (tmp_path / "ray.h5.parts").exists()
 
 
-@pytest.mark.slow
-def test_ray_engine_with_two_actors_and_the_real_default_backbone(ray_cluster, tmp_path, ham10000):
-    manifest = ham_subset(ham10000, per_class=8)  # 56 images of the seven classes
-    kw = dict(views=1, chunk_size=32, progress=False)
-    local = extract_features(manifest, out=tmp_path / "local.h5", **kw)
-    ray = extract_features(manifest, out=tmp_path / "ray.h5", engine="ray", workers=2, **kw)
-    _same_files(local.path, ray.path)
+N_CHUNKS = 15  # of 32 images: the runs that are killed
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, ham10000, pool_module):
+    """The local engine's file of the first N_CHUNKS x 32 HAM10000 images."""
+    manifest = load_dataset(data=ham10000).subset(range(N_CHUNKS * 32))
+    out = tmp_path_factory.mktemp("whole") / "whole.h5"
+    return manifest, extract_features(manifest, pool_module, out=out, chunk_size=32, progress=False).path
 
 
 DRIVER = """
@@ -119,8 +123,9 @@ extract_features(m, sys.argv[2], out=sys.argv[3], chunk_size=32, progress=False,
 """
 
 
-def test_killed_driver_resumes_from_its_finished_chunks(ray_cluster, tmp_path, ham10000, pool_module):
-    n = 640  # 20 chunks
+def test_killed_driver_resumes_from_its_finished_chunks(ray_cluster, tmp_path, ham10000, pool_module, whole):
+    manifest, whole_path = whole
+    n = len(manifest)
     out, parts = tmp_path / "killed.h5", tmp_path / "killed.h5.parts"
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(ham10000), pool_module, str(out), str(n),
                              ray_cluster], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -138,10 +143,8 @@ def test_killed_driver_resumes_from_its_finished_chunks(ray_cluster, tmp_path, h
     marked["features"] = marked["features"] + 1000
     np.savez(kept[0], **marked)
 
-    manifest = load_dataset(data=ham10000).subset(range(n))
     resumed = extract_features(manifest, pool_module, out=out, chunk_size=32, progress=False, engine="ray")
-    whole = extract_features(manifest, pool_module, out=tmp_path / "whole.h5", chunk_size=32, progress=False)
-    with h5py.File(resumed.path) as a, h5py.File(whole.path) as b:
+    with h5py.File(resumed.path) as a, h5py.File(whole_path) as b:
         np.testing.assert_array_equal(a["image_id"][:], b["image_id"][:])
         diff = a["features"][:] - b["features"][:]
     in_marked = np.isin(np.arange(n), marked["rows"])
@@ -189,10 +192,10 @@ def _actor_pids():
     return pids
 
 
-def test_a_lost_actor_is_replaced_and_its_chunk_redone(ray_cluster, tmp_path, ham10000, pool_module):
+def test_a_lost_actor_is_replaced_and_its_chunk_redone(ray_cluster, tmp_path, pool_module, whole):
     import threading
 
-    manifest = load_dataset(data=ham10000).subset(range(480))  # 15 chunks
+    manifest, whole_path = whole
     out, parts = tmp_path / "ray.h5", tmp_path / "ray.h5.parts"
     done = {}
     worker = threading.Thread(target=lambda: done.update(result=extract_features(
@@ -206,12 +209,11 @@ def test_a_lost_actor_is_replaced_and_its_chunk_redone(ray_cluster, tmp_path, ha
     assert pids, "no Ray Data actor process found"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    assert len(list(parts.glob("chunk-*.npz"))) < 15, "the actor was killed after the last chunk"
+    assert len(list(parts.glob("chunk-*.npz"))) < N_CHUNKS, "the actor was killed after the last chunk"
     worker.join(300)
     assert not worker.is_alive() and "result" in done, "the run did not finish after its actor was killed"
     assert not parts.exists()
-    whole = extract_features(manifest, pool_module, out=tmp_path / "whole.h5", chunk_size=32, progress=False)
-    _same_files(whole.path, out)
+    _same_files(whole_path, out)
 
 
 def test_ray_is_pinned_to_the_version_the_engine_follows():
