@@ -132,6 +132,9 @@ def _plan(ray, device, workers):
     # One actor per node using all its CPUs by default: one model copy per node, and
     # TensorFlow's own threads use the cores.
     per = min(node_cpus)
+    if workers and workers > sum(node_cpus):
+        raise UsageError(f"--workers {workers}: the Ray cluster has {sum(node_cpus)} CPUs, at least one per "
+                         f"actor; pass --workers {sum(node_cpus)} or fewer, or add nodes")
     if workers:
         per = max(1, min(per, sum(node_cpus) // workers))
     actors = workers or sum(c // per for c in node_cpus)

@@ -45,6 +45,8 @@ def pool_module(tmp_path_factory):
     (["--device", "tpu"], "'tpu' is not one of 'auto', 'cpu', 'gpu'"),
     (["--engine", "ray", "--ray-address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
     (["--engine", "ray", "--ray-address", "headnode"], "--ray-address 'headnode': expected host:port"),
+    # no address: a local Ray of this machine's CPUs, started for the run and shut down
+    (["--engine", "ray", "--workers", str(os.cpu_count() + 1)], f"the Ray cluster has {os.cpu_count()} CPUs"),
 ])
 def test_cli_bad_engine_options_are_one_line_errors(tmp_path, ham10000, pool_module, args, message):
     # First in the file: no Ray of this process runs yet, so the address is tried.
