@@ -41,7 +41,7 @@ from skinfeat.lesion import DEFAULT_LESION, LESION_OPTIONS, TAGS
 from skinfeat.outputs import probe
 from skinfeat.paths import features_dir
 from skinfeat.devices import DEFAULT_DEVICE, DEVICES
-from skinfeat.precision import DEFAULT_PRECISION, check as precision_check, forward
+from skinfeat.precision import DEFAULT_PRECISION, check as precision_check, extra_attrs, forward
 
 RESIZE_POLICIES = ("squash", "crop", "pad")
 # Chosen by the worst shift (benchmarks/bench_shift.py, README "How the defaults were
@@ -352,6 +352,7 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
     info = mod.describe()
     attrs = {"key": key, "dataset": dataset_name, "module_source": info.get("source", ""), "module_info": info,
              "lesion": key_parts.get("lesion", "none"), "precision": precision, "skinfeat_version": __version__,
+             **extra_attrs(precision, manifest),
              "tensorflow_version": _tf_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     skipped, seconds, count = _assemble(out, part, manifest, key_parts, attrs, mod.feature_dim,
                                         mod.trained_on() if hasattr(mod, "trained_on") else None)

@@ -12,14 +12,32 @@
 calls: float32 images ``[B, H, W, 3]`` in [0, 1] (numpy or tf) -> numpy ``[B, D]``.
 """
 
+import hashlib
+import json
+import os
+import sys
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 
-from skinfeat.errors import UsageError
+from skinfeat.errors import ModelError, SkinfeatError, UsageError
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 DEFAULT_PRECISION = "float32"
 _AMP = "auto_mixed_precision_onednn_bfloat16"
+# int8 (benchmarks/bench_precision.py, README precision table): calibrated on
+# CALIBRATION_IMAGES rows evenly spaced over the dataset (the same dataset, the same
+# rows), decoded, cropped and resized as extraction does. The ops that are not
+# convolutions (colour constancy's power/mean/divide, the (x*255-127)/128 scaling,
+# the stage pooling's moments) stay float: int8 cannot hold x**6 or a divide by a
+# small illuminant; then every node whose int8 output is still off by more than
+# MAX_NODE_ERROR quantization steps on the calibration images stays float too.
+CALIBRATION_IMAGES = 256
+FLOAT_OPS = ("POW", "DIV", "MUL", "SUB", "MAXIMUM", "MINIMUM", "RELU", "MEAN", "SQUARED_DIFFERENCE", "SQRT",
+             "REDUCE_MAX", "CONCATENATION")
+MAX_NODE_ERROR = 2.0
+DEBUG_IMAGES = 16  # of the calibration images, for the per-node errors
 
 
 def check(precision, device="cpu"):
@@ -68,6 +86,136 @@ def forward(mod, precision=DEFAULT_PRECISION, device="cpu", int8_path=None):
     return run
 
 
+class Bfloat16Backbone:
+    """The SavedModel of ``mod`` run under ``bfloat16_rewrite``, with TFLiteBackbone's call
+    interface (numpy [B, H, W, 3] in [0, 1] -> numpy [B, D]): for scoring new images as
+    features extracted at bfloat16 were (there is no TFLite form of that arithmetic)."""
+
+    def __init__(self, mod, input_size):
+        self.input_size, self.feature_dim = tuple(input_size), int(mod.feature_dim)
+        self._run = forward(mod, "bfloat16")
+
+    def __call__(self, images):
+        return self._run(np.ascontiguousarray(images, np.float32))
+
+
+def calibration_ids(manifest, n=CALIBRATION_IMAGES):
+    """The image ids int8 is calibrated on: ``n`` rows evenly spaced over ``manifest``."""
+    rows = np.unique(np.linspace(0, len(manifest) - 1, min(n, len(manifest))).round().astype(int))
+    return [str(manifest.image_ids[r]) for r in rows], rows
+
+
+def extra_attrs(precision, manifest):
+    """What the features' attrs record to find the backbone again: for int8 the digest of
+    the calibration image ids (``int8_calibration``)."""
+    if precision != "int8":
+        return {}
+    ids, _ = calibration_ids(manifest)
+    return {"int8_calibration": hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]}
+
+
+def int8_file(attrs):
+    """Where the int8 TFLite copy of the features with attrs (or backbone block) ``attrs`` is
+    cached: ``$SKINFEAT_HOME/tflite/``, keyed by module, fingerprint, input size, resize,
+    lesion and the calibration ids."""
+    from skinfeat.paths import skinfeat_home
+
+    key = hashlib.sha256(json.dumps([attrs.get("module"), attrs.get("module_fingerprint"),
+                                     list(attrs.get("input_size") or ()), attrs.get("resize"),
+                                     attrs.get("lesion") or "none", "int8",
+                                     attrs.get("int8_calibration")]).encode()).hexdigest()[:16]
+    return skinfeat_home() / "tflite" / f"int8-{key}.tflite"
+
+
+def cached_int8(attrs, error=ModelError):
+    """The path of the cached int8 TFLite copy (``int8_file``); ``error`` when it is not there."""
+    path = int8_file(attrs)
+    if not path.is_file():
+        raise error(f"the int8 TFLite copy of backbone {attrs.get('module')} that the features were extracted "
+                    f"with is not in {path.parent} (`skinfeat extract --precision int8` makes it); extract those "
+                    "features again on this machine (delete the features file first)")
+    return path
+
+
 def int8_model(mod, manifest, size, resize, lesion):
-    """The int8 TFLite copy of ``mod``, calibrated on images of ``manifest``; its path."""
-    raise UsageError("--precision int8 is not available yet")
+    """The int8 TFLite copy of ``mod``, calibrated on ``calibration_ids(manifest)`` decoded
+    as extraction decodes them; built once (in a fresh process, as ``skinfeat export``
+    converts) and cached (``int8_file``). Its path."""
+    from skinfeat.atomic import atomic_path
+    from skinfeat.extract import _batches, _loader
+    from skinfeat.runtime import run_fresh
+
+    attrs = {"module": mod.name, "module_fingerprint": mod.fingerprint, "input_size": list(size),
+             "resize": resize, "lesion": lesion, **extra_attrs("int8", manifest)}
+    path = int8_file(attrs)
+    if path.is_file():
+        return path
+    _, rows = calibration_ids(manifest)
+    batches = _batches(rows.astype(np.int64), np.asarray(manifest.paths, dtype=object)[rows].astype(str),
+                       _loader(tuple(size), resize, 0, 0, lesion=lesion))
+    images = [b[1].numpy() for b in batches]
+    if not images:
+        raise ModelError(f"none of the {len(rows)} calibration images of --precision int8 could be read; "
+                         "check the dataset with `skinfeat data check`")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as calibration, atomic_path(path, suffix=".tflite") as tmp:
+        np.save(Path(calibration) / "images.npy", np.concatenate(images))
+        run_fresh("skinfeat.precision", [json.dumps({"module": str(mod.path), "images": str(calibration),
+                                                     "out": str(tmp)})],
+                  ModelError, prefix=f"converting backbone {mod.name} to int8 TFLite failed: ")
+    return path
+
+
+# ----------------------------------------------------------------------------- the subprocess
+
+def _node_errors(debugger):
+    """{node (tensor) name: RMSE in quantization steps} of a QuantizationDebugger's run."""
+    import csv
+    import io
+
+    debugger.run()
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    buf.seek(0)
+    return {r["tensor_name"]: float(r["mean_squared_error"]) ** 0.5 / float(r["scale"])
+            for r in csv.DictReader(buf) if float(r["scale"]) > 0}
+
+
+def convert_int8(module, images, out):
+    """Full-integer TFLite of the SavedModel ``module`` with float input and output,
+    calibrated on ``images/images.npy``, the ops of FLOAT_OPS and the nodes off by
+    more than MAX_NODE_ERROR steps kept float; written to ``out``."""
+    from skinfeat.backbones import resolve_module
+    from skinfeat.runtime import tensorflow
+
+    tf = tensorflow()
+    images = np.load(Path(images) / "images.npy")
+    fn = resolve_module(module).load()
+    spec = tf.TensorSpec([None, *images.shape[1:]], tf.float32, name="images")
+    concrete = tf.function(lambda x: fn(x), input_signature=[spec]).get_concrete_function()
+
+    def debugger(nodes=None):
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn.saved_model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS),
+                                                                denylisted_nodes=nodes)
+        return tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([images[i:i + 1]] for i in range(DEBUG_IMAGES)),
+            debug_options=options)
+
+    try:
+        errors = _node_errors(debugger())
+    except ValueError:  # the debugger found no int8 op: everything is in FLOAT_OPS
+        raise ModelError(f"backbone {module} has no convolution or matrix product for --precision int8 to "
+                         "quantize; extract it at float32") from None
+    noisy = sorted(n for n, e in errors.items() if e > MAX_NODE_ERROR)
+    Path(out).write_bytes(debugger(noisy or None).get_nondebug_quantized_model())
+    return {"float_nodes": noisy}
+
+
+if __name__ == "__main__":
+    try:
+        print(json.dumps(convert_int8(**json.loads(sys.argv[1]))))
+    except SkinfeatError as exc:  # one line, raised again by the caller
+        sys.exit(f"{exc}")
