@@ -220,7 +220,7 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
         raise UsageError("--ray-address and --workers are options of --engine ray; add --engine ray or drop them")
     if workers is not None and workers < 1:
         raise UsageError(f"--workers {workers}: expected a positive number of Ray actors")
-    precision_check(precision)
+    precision_check(precision, device)  # the device asked for: int8 on --device gpu is refused before any GPU look-up
     if device not in DEVICES:
         raise UsageError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
     if engine == "local":  # a Ray cluster's devices are known once connected

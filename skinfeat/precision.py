@@ -99,6 +99,19 @@ class Bfloat16Backbone:
         return self._run(np.ascontiguousarray(images, np.float32))
 
 
+def bfloat16_backbone(attrs, error=ModelError):
+    """The ``Bfloat16Backbone`` of the module features with ``attrs`` came from; ``error``
+    when that module changed since (another fingerprint)."""
+    from skinfeat.backbones import resolve_module
+
+    mod = resolve_module(attrs.get("module"))
+    if attrs.get("module_fingerprint") and mod.fingerprint != attrs["module_fingerprint"]:
+        raise error(f"backbone {attrs.get('module')} changed since the features were extracted (fingerprint "
+                    f"{mod.fingerprint[:12]}, the features record {attrs['module_fingerprint'][:12]}); "
+                    "re-extract the features")
+    return Bfloat16Backbone(mod, attrs.get("input_size") or mod.input_size)
+
+
 def calibration_ids(manifest, n=CALIBRATION_IMAGES):
     """The image ids int8 is calibrated on: ``n`` rows evenly spaced over ``manifest``."""
     rows = np.unique(np.linspace(0, len(manifest) - 1, min(n, len(manifest))).round().astype(int))
@@ -201,12 +214,14 @@ def convert_int8(module, images, out):
         options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS),
                                                                 denylisted_nodes=nodes)
         return tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=lambda: ([images[i:i + 1]] for i in range(DEBUG_IMAGES)),
+            converter=converter, debug_dataset=lambda: ([images[i:i + 1]] for i in range(min(DEBUG_IMAGES, len(images)))),
             debug_options=options)
 
     try:
         errors = _node_errors(debugger())
-    except ValueError:  # the debugger found no int8 op: everything is in FLOAT_OPS
+    except ValueError as exc:
+        if "debug mode" not in str(exc):  # what the debugger says of a model with no int8 op
+            raise
         raise ModelError(f"backbone {module} has no convolution or matrix product for --precision int8 to "
                          "quantize; extract it at float32") from None
     noisy = sorted(n for n, e in errors.items() if e > MAX_NODE_ERROR)

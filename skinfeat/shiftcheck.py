@@ -19,7 +19,7 @@ import numpy as np
 from skinfeat.errors import DataError, FeaturesError
 from skinfeat.external import tta_views, worst_case
 from skinfeat.model.batches import image_features
-from skinfeat.model.format import lesion_policy
+from skinfeat.model.format import lesion_policy, precision_policy
 from skinfeat.fusion import parts
 from skinfeat.metadata import beside_views
 from skinfeat.heads.inference import class_offsets, decide, mean_over_views
@@ -29,16 +29,19 @@ from skinfeat.metrics import classification_metrics
 def shifted_features(attrs, image_ids, paths, shift, tta="none", progress=None, backbone=None):
     """Features [n, 1 + TTA views, D] of the images at ``paths`` (ids ``image_ids``)
     under ``shift`` (None: clean), through the TFLite copy of the backbone that
-    features with attributes ``attrs`` came from, cropped and resized as they were; cached in
-    ``features/shifted/``. ``backbone``: a function returning the loaded
-    TFLiteBackbone (called only when the features must be computed)."""
+    features with attributes ``attrs`` came from, in their precision, cropped and resized as
+    they were; cached in ``features/shifted/``. ``backbone``: a function returning the loaded
+    backbone (``tflite_backbone``; called only when the features must be computed)."""
     from skinfeat.atomic import atomic_path
     from skinfeat.paths import features_dir
 
     lesion = lesion_policy(f"the features of {attrs.get('module')}", attrs, FeaturesError)
+    precision = precision_policy(f"the features of {attrs.get('module')}", attrs, FeaturesError)
     key = hashlib.sha256(json.dumps([attrs.get("module_fingerprint"), attrs.get("input_size"),
                                      attrs.get("resize"), list(image_ids), shift.name if shift else None, tta]
-                                    + ([lesion] if lesion != "none" else [])).encode()).hexdigest()[:20]
+                                    + ([lesion] if lesion != "none" else [])
+                                    + ([precision, attrs.get("int8_calibration")] if precision != "float32" else [])
+                                    ).encode()).hexdigest()[:20]
     path = features_dir() / "shifted" / f"{key}.npy"
     if path.is_file():
         try:
@@ -59,12 +62,22 @@ def shifted_features(attrs, image_ids, paths, shift, tta="none", progress=None, 
 
 
 def tflite_backbone(attrs):
-    """A function loading, once, the TFLite copy of the features' backbone."""
+    """A function loading, once, the backbone of the features with ``attrs`` in the
+    arithmetic they were extracted in (numpy images -> numpy features): the TFLite copy of
+    the module (float32), the int8 TFLite copy they were extracted with, or the module run
+    under bfloat16 (``skinfeat.precision``)."""
+    from skinfeat import precision as precisions
     from skinfeat.model.export import cached_backbone
     from skinfeat.model.tflite import TFLiteBackbone
 
+    precision = precision_policy(f"the features of {attrs.get('module')}", attrs, FeaturesError)
+
     @functools.lru_cache(maxsize=1)
     def load():
+        if precision == "bfloat16":
+            return precisions.bfloat16_backbone(attrs, FeaturesError)
+        if precision == "int8":
+            return TFLiteBackbone(precisions.cached_int8(attrs, FeaturesError))
         return TFLiteBackbone(cached_backbone({k: attrs.get(k) for k in
                                                ("module", "module_fingerprint", "input_size")}))
     return load

@@ -32,7 +32,7 @@ from pathlib import Path
 from skinfeat.atomic import atomic_dir
 from skinfeat.errors import ModelError, SkinfeatError
 from skinfeat.model.format import TFLITE, backbone_spec, check_fingerprint, lesion_policy, model_parts, \
-    new_model_dir, read_manifest, resize_policy, sha256_file, write_manifest
+    new_model_dir, precision_policy, read_manifest, resize_policy, sha256_file, write_manifest
 from skinfeat.runtime import run_fresh
 
 MAX_RELATIVE_DIFF = 1e-3  # TFLite vs SavedModel, relative to the largest feature
@@ -55,6 +55,9 @@ def export_backbone(directory, backbone, module, model=None, file=TFLITE):
         raise Unavailable("the model does not record which backbone produced its features; re-fit it "
                           "with `skinfeat fit --out` on features from `skinfeat extract`")
     out = Path(directory) / file
+    precision = precision_policy(f"model {model or directory}", backbone, Unavailable)
+    if precision != "float32":
+        return _copy_precision(out, backbone, precision, model or directory) | {"file": file, "sha256": sha256_file(out)}
     args = {"module": module, "fingerprint": backbone.get("module_fingerprint"),
             "input_size": backbone.get("input_size"), "out": str(out), "model": str(model or directory)}
     info = run_fresh("skinfeat.model.export", [json.dumps(args)], ModelError,
@@ -65,6 +68,21 @@ def export_backbone(directory, backbone, module, model=None, file=TFLITE):
         raise Unavailable(info["unavailable"])
     info.update(file=file, sha256=sha256_file(out), module=backbone.get("module"))
     return info
+
+
+def _copy_precision(out, backbone, precision, model):
+    """The backbone of features extracted at ``precision`` (not float32) at ``out``: for
+    int8 the TFLite copy they were extracted with (``skinfeat.precision.int8_file``), so
+    prediction computes the same features; Unavailable for bfloat16 (no TFLite form)."""
+    from skinfeat.precision import cached_int8
+
+    if precision == "bfloat16":
+        raise Unavailable(f"the features of model {model} were extracted at bfloat16 (oneDNN mixed precision), "
+                          "which has no TFLite form; re-extract at float32 or int8 and re-fit to predict from images")
+    shutil.copyfile(cached_int8(backbone, Unavailable), out)
+    return {"format": "tflite", "precision": precision, "module": backbone.get("module"),
+            "module_fingerprint": backbone.get("module_fingerprint"), "input_size": backbone.get("input_size"),
+            "feature_dim": backbone.get("feature_dim"), "int8_calibration": backbone.get("int8_calibration")}
 
 
 def cached_backbone(backbone):

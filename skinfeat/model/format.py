@@ -31,7 +31,7 @@ MANIFEST = "model.json"
 STATE = "state.npz"
 TFLITE = "backbone.tflite"
 BACKBONE_KEYS = ("module", "module_source", "module_fingerprint", "module_info", "input_size",
-                 "resize", "feature_dim", "views", "dtype", "augment", "lesion")
+                 "resize", "feature_dim", "views", "dtype", "augment", "lesion", "precision", "int8_calibration")
 REFIT = "re-fit with `skinfeat fit --out`"
 # What rebuilding or running a head from damaged arrays or files raises.
 HEAD_ERRORS = (ArithmeticError, AttributeError, LookupError, OSError, TypeError, ValueError)
@@ -45,7 +45,8 @@ _FIELDS = {  # block -> field -> the types it may have (absent counts as None)
     "backbone": {"module": (str, _NONE), "module_source": (str, _NONE), "module_fingerprint": (str, _NONE),
                  "module_info": (dict, str, _NONE), "input_size": (list, int, _NONE), "resize": (str, _NONE),
                  "feature_dim": (int, _NONE), "views": (int, _NONE), "dtype": (str, _NONE),
-                 "augment": (str, _NONE), "lesion": (str, _NONE)},
+                 "augment": (str, _NONE), "lesion": (str, _NONE), "precision": (str, _NONE),
+                 "int8_calibration": (str, _NONE)},
     "export": {"file": (str, _NONE), "sha256": (str, _NONE), "module": (str, _NONE),
                "module_fingerprint": (str, _NONE), "input_size": (list, _NONE), "resize": (str, _NONE),
                "feature_dim": (int, _NONE), "skipped": (str, _NONE)},
@@ -294,6 +295,20 @@ def lesion_policy(where, block, error=ModelError):
                     f"(expected one of {', '.join(LESION_OPTIONS)}); update skinfeat, or re-extract with "
                     "`skinfeat extract --lesion` and re-fit with `skinfeat fit --out`")
     return lesion
+
+
+def precision_policy(where, block, error=ModelError):
+    """The precision (``skinfeat.precision``) the features of a backbone ``block`` were
+    extracted at; "float32" where it is absent (made before it existed). ``error``
+    (naming ``where``) for one this skinfeat does not know."""
+    from skinfeat.precision import PRECISIONS
+
+    precision = (block or {}).get("precision") or "float32"
+    if precision not in PRECISIONS:
+        raise error(f"{where} records precision {precision!r}, which this skinfeat does not know (expected one "
+                    f"of {', '.join(PRECISIONS)}); update skinfeat, or re-extract with `skinfeat extract "
+                    "--precision` and re-fit with `skinfeat fit --out`")
+    return precision
 
 
 def backbone_spec(directory, manifest, module=None, block=None):
