@@ -170,12 +170,16 @@ def int8_model(mod, manifest, size, resize, lesion):
     if not images:
         raise ModelError(f"none of the {len(rows)} calibration images of --precision int8 could be read; "
                          "check the dataset with `skinfeat data check`")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as calibration, atomic_path(path, suffix=".tflite") as tmp:
-        np.save(Path(calibration) / "images.npy", np.concatenate(images))
-        run_fresh("skinfeat.precision", [json.dumps({"module": str(mod.path), "images": str(calibration),
-                                                     "out": str(tmp)})],
-                  ModelError, prefix=f"converting backbone {mod.name} to int8 TFLite failed: ")
+    try:
+        with tempfile.TemporaryDirectory() as calibration, atomic_path(path, suffix=".tflite") as tmp:
+            np.save(Path(calibration) / "images.npy", np.concatenate(images))
+            run_fresh("skinfeat.precision", [json.dumps({"module": str(mod.path), "images": str(calibration),
+                                                         "out": str(tmp)})],
+                      ModelError, prefix=f"converting backbone {mod.name} to int8 TFLite failed: ")
+    except OSError as exc:
+        from skinfeat.outputs import write_error
+
+        raise write_error(path, exc, f"the int8 TFLite copy of backbone {mod.name}") from None
     return path
 
 

@@ -9,6 +9,11 @@ in ``model.json``::
     file, sha256, format "tflite", module, module_fingerprint, input_size, resize,
     feature_dim, max_abs_diff (TFLite vs SavedModel on the probes), tensorflow_version
 
+Features extracted at another precision (``skinfeat.precision``) keep it: for int8
+the backbone is the int8 TFLite copy they were extracted with (so prediction computes
+the same features); bfloat16 has no TFLite form, so its export is refused
+(``Unavailable``: ``fit`` records it as skipped).
+
 ``skinfeat.model.predictor`` runs the file with the light ``ai-edge-litert``
 interpreter: a new process predicts without importing TensorFlow.
 
