@@ -134,7 +134,7 @@ def main(argv=None):
         m, worst = record["metrics"]["bmca"], ((record.get("shift") or {}).get("worst") or {})
         ratios = [s / f for s, f in zip(speeds[p], speeds["float32"])]
         table[p] = {"images_per_second": float(np.mean(speeds[p])), "speed_ratio": float(np.mean(ratios)),
-                    "speed_ratios": ratios, "bmca": m["mean"], "bmca_std": m["std"],
+                    "speed_ratios": ratios, "bmca": m["mean"], "bmca_std": m["std"], "bmca_folds": m["folds"],
                     "worst_bmca": worst.get("bmca"), "worst_bmca_shift": worst.get("bmca_shift"),
                     "extract_images_per_second": features.images_per_second, "record": record["record_path"],
                     "features": str(features.path), "seconds": round(time.perf_counter() - t0, 1)}
@@ -146,21 +146,27 @@ def main(argv=None):
           f"{DEFAULT_VIEWS} {DEFAULT_AUGMENT} views), logreg, 5-fold CV; worst of {len(shifts)} standard shifts on "
           f"fold 0; forward-only speed on 32 decoded images, {args.rounds} interleaved rounds; "
           f"{(time.perf_counter() - start) / 60:.1f} min")
-    print(f"{'precision':<10} {'img/s':>6} {'x f32 (rounds)':>22} {'CV BMCA':>13} {'ΔCV':>7} "
+    print(f"{'precision':<10} {'img/s':>6} {'x f32 (rounds)':>22} {'CV BMCA':>13} {'ΔCV±SE':>13} "
           f"{'worst BMCA (shift)':>26} {'Δworst':>7}  verdict")
     for p, row in table.items():
         row["bmca_change"] = row["bmca"] - base["bmca"]
+        paired = np.subtract(row["bmca_folds"], base["bmca_folds"])  # the same folds: per-fold change
+        row["bmca_change_se"] = float(paired.std(ddof=1) / np.sqrt(len(paired))) if p != "float32" else 0.0
         row["worst_change"] = (row["worst_bmca"] - base["worst_bmca"]) if shifts else None
         changes = [abs(c) for c in (row["bmca_change"], row["worst_change"]) if c is not None]
         row["adopt"] = p != "float32" and row["speed_ratio"] >= MIN_SPEEDUP and max(changes) <= MAX_BMCA_CHANGE
         verdict = "(baseline)" if p == "float32" else (
-            f"{'ADOPT' if row['adopt'] else 'keep float32'} (needs >= {MIN_SPEEDUP}x and |ΔBMCA| <= {MAX_BMCA_CHANGE})")
+            f"{'ADOPT' if row['adopt'] else 'keep float32'} "
+            f"(needs >= {MIN_SPEEDUP}x and |ΔBMCA| <= {MAX_BMCA_CHANGE})")
         rounds = "/".join(f"{r:.2f}" for r in row["speed_ratios"])
         worst = f"{row['worst_bmca']:.3f} ({row['worst_bmca_shift']})" if shifts else "-"
         print(f"{p:<10} {row['images_per_second']:>6.1f} {row['speed_ratio']:>5.2f}x ({rounds:>14}) "
-              f"{row['bmca']:>7.3f}±{row['bmca_std']:.3f} {row['bmca_change']:>+7.3f} {worst:>26} "
+              f"{row['bmca']:>7.3f}±{row['bmca_std']:.3f} {row['bmca_change']:>+7.3f}±{row['bmca_change_se']:.3f} "
+              f"{worst:>26} "
               f"{row['worst_change'] if row['worst_change'] is None else format(row['worst_change'], '+.3f'):>7}"
               f"  {verdict}")
+    print("ΔCV±SE: the mean of the per-fold paired BMCA changes and its standard error (sd / sqrt(5)); "
+          "a |Δ| <= 0.003 verdict means little when the SE is larger")
     if args.json:
         Path(args.json).write_text(json.dumps({"n": len(manifest), "table": table}, indent=1))
 

@@ -14,7 +14,6 @@ calls: float32 images ``[B, H, W, 3]`` in [0, 1] (numpy or tf) -> numpy ``[B, D]
 
 import hashlib
 import json
-import os
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -218,8 +217,8 @@ def convert_int8(module, images, out):
         options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS),
                                                                 denylisted_nodes=nodes)
         return tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=lambda: ([images[i:i + 1]] for i in range(min(DEBUG_IMAGES, len(images)))),
-            debug_options=options)
+            converter=converter, debug_options=options,
+            debug_dataset=lambda: ([images[i:i + 1]] for i in range(min(DEBUG_IMAGES, len(images)))))
 
     try:
         errors = _node_errors(debugger())

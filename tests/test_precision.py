@@ -70,8 +70,8 @@ def test_key_and_file_name_per_precision_float32_unchanged(tiny):
 
     mod = resolve_module(tiny["module"])
     before = {"module": mod.name, "module_fingerprint": mod.fingerprint, "input_size": [224, 224], "resize": "crop",
-              "views": 0, "augment_seed": None, "dtype": "float32", "manifest_sha256": manifest_digest(tiny["manifest"]),
-              "format_version": FORMAT_VERSION}
+              "views": 0, "augment_seed": None, "dtype": "float32", "format_version": FORMAT_VERSION,
+              "manifest_sha256": manifest_digest(tiny["manifest"])}
     results = tiny["results"]
     assert results["float32"].key == feature_key(before)
     for p in ("bfloat16", "int8"):

@@ -62,7 +62,8 @@ def export_backbone(directory, backbone, module, model=None, file=TFLITE):
     out = Path(directory) / file
     precision = precision_policy(f"model {model or directory}", backbone, Unavailable)
     if precision != "float32":
-        return _copy_precision(out, backbone, precision, model or directory) | {"file": file, "sha256": sha256_file(out)}
+        info = _copy_precision(out, backbone, precision, model or directory)
+        return dict(info, file=file, sha256=sha256_file(out))
     args = {"module": module, "fingerprint": backbone.get("module_fingerprint"),
             "input_size": backbone.get("input_size"), "out": str(out), "model": str(model or directory)}
     info = run_fresh("skinfeat.model.export", [json.dumps(args)], ModelError,
