@@ -139,10 +139,15 @@ def int8_file(attrs):
     return skinfeat_home() / "tflite" / f"int8-{key}.tflite"
 
 
+def _built(path):
+    """Whether the int8 copy at ``path`` and its ``.json`` (written first) are both there."""
+    return path.is_file() and path.with_suffix(".json").is_file()
+
+
 def cached_int8(attrs, error=ModelError):
     """The path of the cached int8 TFLite copy (``int8_file``); ``error`` when it is not there."""
     path = int8_file(attrs)
-    if not path.is_file():
+    if not _built(path):
         raise error(f"the int8 TFLite copy of backbone {attrs.get('module')} that the features were extracted "
                     f"with is not in {path.parent} (`skinfeat extract --precision int8` makes it); extract those "
                     "features again on this machine (delete the features file first)")
@@ -152,15 +157,16 @@ def cached_int8(attrs, error=ModelError):
 def int8_model(mod, manifest, size, resize, lesion):
     """The int8 TFLite copy of ``mod``, calibrated on ``calibration_ids(manifest)`` decoded
     as extraction decodes them; built once (in a fresh process, as ``skinfeat export``
-    converts) and cached (``int8_file``). Its path."""
-    from skinfeat.atomic import atomic_path
+    converts) and cached (``int8_file``), with what ``convert_int8`` said of it beside
+    (``.json``). Its path."""
+    from skinfeat.atomic import atomic_path, write_atomically
     from skinfeat.extract import _batches, _loader
     from skinfeat.runtime import run_fresh
 
     attrs = {"module": mod.name, "module_fingerprint": mod.fingerprint, "input_size": list(size),
              "resize": resize, "lesion": lesion, **extra_attrs("int8", manifest)}
     path = int8_file(attrs)
-    if path.is_file():
+    if _built(path):
         return path
     _, rows = calibration_ids(manifest)
     batches = _batches(rows.astype(np.int64), np.asarray(manifest.paths, dtype=object)[rows].astype(str),
@@ -172,9 +178,10 @@ def int8_model(mod, manifest, size, resize, lesion):
     try:
         with tempfile.TemporaryDirectory() as calibration, atomic_path(path, suffix=".tflite") as tmp:
             np.save(Path(calibration) / "images.npy", np.concatenate(images))
-            run_fresh("skinfeat.precision", [json.dumps({"module": str(mod.path), "images": str(calibration),
-                                                         "out": str(tmp)})],
-                      ModelError, prefix=f"converting backbone {mod.name} to int8 TFLite failed: ")
+            info = run_fresh("skinfeat.precision", [json.dumps({"module": str(mod.path), "images": str(calibration),
+                                                                "out": str(tmp)})],
+                             ModelError, prefix=f"converting backbone {mod.name} to int8 TFLite failed: ")
+            write_atomically(path.with_suffix(".json"), lambda f: json.dump(info, f))  # before the .tflite is in
     except OSError as exc:
         from skinfeat.outputs import write_error
 
@@ -200,7 +207,8 @@ def _node_errors(debugger):
 def convert_int8(module, images, out):
     """Full-integer TFLite of the SavedModel ``module`` with float input and output,
     calibrated on ``images/images.npy``, the ops of FLOAT_OPS and the nodes off by
-    more than MAX_NODE_ERROR steps kept float; written to ``out``."""
+    more than MAX_NODE_ERROR steps kept float; written to ``out``. Returns the nodes kept
+    float and the largest difference to the SavedModel on the first DEBUG_IMAGES images."""
     from skinfeat.backbones import resolve_module
     from skinfeat.runtime import tensorflow
 
@@ -229,7 +237,12 @@ def convert_int8(module, images, out):
                          "quantize; extract it at float32") from None
     noisy = sorted(n for n, e in errors.items() if e > MAX_NODE_ERROR)
     Path(out).write_bytes(debugger(noisy or None).get_nondebug_quantized_model())
-    return {"float_nodes": noisy}
+    from skinfeat.model.tflite import TFLiteBackbone
+
+    probes = images[:DEBUG_IMAGES]
+    diff = float(np.abs(TFLiteBackbone(out)(probes) - fn(tf.constant(probes)).numpy()).max())
+    return {"float_nodes": noisy, "max_abs_diff": diff, "probe_images": len(probes),
+            "calibration_images": len(images), "tensorflow_version": tf.__version__}
 
 
 if __name__ == "__main__":

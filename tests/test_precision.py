@@ -126,7 +126,7 @@ def test_int8_tiny_module_close_and_its_tflite_cached_and_reused(tiny_home, tmp_
     stamp = cached.stat().st_mtime_ns
     again = extract_features(tiny_home["manifest"], tiny_home["module"], precision="int8", out=tmp_path / "again.h5",
                              progress=False)
-    assert cached.stat().st_mtime_ns == stamp and len(list(cached.parent.iterdir())) == 1
+    assert cached.stat().st_mtime_ns == stamp and len(list(cached.parent.glob("int8-*.tflite"))) == 1
     np.testing.assert_array_equal(read_features(again.path).features, i8)
 
 
@@ -147,6 +147,15 @@ def test_int8_model_predicts_and_shift_checks_with_the_int8_backbone(tiny_home):
     assert np.abs(shifted_features(fs.attrs, ids, paths, None)[:, 0] - fs.features[:8]).max() < TOLERANCE
     shifted_features(read_features(tiny_home["results"]["float32"].path).attrs, ids, paths, None)
     assert len(list((features_dir() / "shifted").glob("*.npy"))) == 2  # float32's cached apart
+
+
+def test_export_of_an_int8_model_puts_the_int8_backbone_back(tiny_home, tmp_path):
+    model = shutil.copytree(tiny_home["models"]["int8"], tmp_path / "model")
+    (model / "backbone.tflite").unlink()
+    result = run("export", "--model", model, "--module", tiny_home["module"])
+    assert result.exit_code == 0, result.output
+    (cached,) = (tiny_home["root"] / "home" / "tflite").glob("int8-*.tflite")
+    assert (model / "backbone.tflite").read_bytes() == cached.read_bytes()
 
 
 def test_shift_check_of_bfloat16_features_runs_bfloat16(tiny_home):

@@ -85,8 +85,10 @@ def _copy_precision(out, backbone, precision, model):
     if precision == "bfloat16":
         raise Unavailable(f"the features of model {model} were extracted at bfloat16 (oneDNN mixed precision), "
                           "which has no TFLite form; re-extract at float32 or int8 and re-fit to predict from images")
-    shutil.copyfile(cached_int8(backbone, Unavailable), out)
-    return {"format": "tflite", "precision": precision, "module": backbone.get("module"),
+    cached = cached_int8(backbone, Unavailable)
+    shutil.copyfile(cached, out)
+    return {**json.loads(cached.with_suffix(".json").read_text()), "format": "tflite", "precision": precision,
+            "module": backbone.get("module"),
             "module_fingerprint": backbone.get("module_fingerprint"), "input_size": backbone.get("input_size"),
             "feature_dim": backbone.get("feature_dim"), "int8_calibration": backbone.get("int8_calibration")}
 
