@@ -61,7 +61,8 @@ def forward_speeds(mod, manifest, size, rounds, seconds, log):
     """{precision: [images/s per round]} of the network alone on one decoded batch of 32."""
     import numpy as np
 
-    from skinfeat.extract import DEFAULT_RESIZE, _batches, _loader
+    from skinfeat.extract import DEFAULT_RESIZE
+    from skinfeat.pipeline import _batches, _loader
     from skinfeat.precision import forward, int8_model
 
     rows = np.linspace(0, len(manifest) - 1, 32).round().astype(np.int64)

@@ -19,6 +19,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 
 from skinfeat.errors import ModelError, SkinfeatError, UsageError
 
@@ -160,7 +161,7 @@ def int8_model(mod, manifest, size, resize, lesion):
     converts) and cached (``int8_file``), with what ``convert_int8`` said of it beside
     (``.json``). Its path."""
     from skinfeat.atomic import atomic_path, write_atomically
-    from skinfeat.extract import _batches, _loader
+    from skinfeat.pipeline import _batches, _loader
     from skinfeat.runtime import run_fresh
 
     attrs = {"module": mod.name, "module_fingerprint": mod.fingerprint, "input_size": list(size),
