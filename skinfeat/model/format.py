@@ -283,32 +283,31 @@ def resize_policy(directory, block, error=ModelError):
     return policy
 
 
+def _recorded(where, block, key, known, default, what, error):
+    """``block[key]`` (``default`` where absent: made before it existed); ``error``
+    (naming ``where``) for a value this skinfeat does not know."""
+    value = (block or {}).get(key) or default
+    if value not in known:
+        raise error(f"{where} records {what} {value!r}, which this skinfeat does not know (expected one of "
+                    f"{', '.join(known)}); update skinfeat, or re-extract with `skinfeat extract --{key}` and "
+                    "re-fit with `skinfeat fit --out`")
+    return value
+
+
 def lesion_policy(where, block, error=ModelError):
     """The lesion preprocessing (``skinfeat.lesion``) recorded in a backbone ``block``
-    (of a model.json, or a features file's attributes); "none" where it is absent
-    (made before it existed). ``error`` (naming ``where``) for one this skinfeat does not know."""
+    (of a model.json, or a features file's attributes); "none" where it is absent."""
     from skinfeat.lesion import LESION_OPTIONS
 
-    lesion = (block or {}).get("lesion") or "none"
-    if lesion not in LESION_OPTIONS:
-        raise error(f"{where} records lesion preprocessing {lesion!r}, which this skinfeat does not know "
-                    f"(expected one of {', '.join(LESION_OPTIONS)}); update skinfeat, or re-extract with "
-                    "`skinfeat extract --lesion` and re-fit with `skinfeat fit --out`")
-    return lesion
+    return _recorded(where, block, "lesion", LESION_OPTIONS, "none", "lesion preprocessing", error)
 
 
 def precision_policy(where, block, error=ModelError):
     """The precision (``skinfeat.precision``) the features of a backbone ``block`` were
-    extracted at; "float32" where it is absent (made before it existed). ``error``
-    (naming ``where``) for one this skinfeat does not know."""
+    extracted at; "float32" where it is absent."""
     from skinfeat.precision import PRECISIONS
 
-    precision = (block or {}).get("precision") or "float32"
-    if precision not in PRECISIONS:
-        raise error(f"{where} records precision {precision!r}, which this skinfeat does not know (expected one "
-                    f"of {', '.join(PRECISIONS)}); update skinfeat, or re-extract with `skinfeat extract "
-                    "--precision` and re-fit with `skinfeat fit --out`")
-    return precision
+    return _recorded(where, block, "precision", PRECISIONS, "float32", "precision", error)
 
 
 def backbone_spec(directory, manifest, module=None, block=None):
