@@ -31,7 +31,6 @@ BMCA points in CV.
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
@@ -114,16 +113,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
+    from fitsteps import FitSteps
     from skinfeat.data import load_dataset
     from skinfeat.extract import extract_features
-    from skinfeat.paths import skinfeat_home
     from skinfeat.shifts import STANDARD, parse_shifts
 
-    home = skinfeat_home() / "bench_fusion"
-    runs = Path(os.environ.get("SKINFEAT_RUNS") or home / "runs")
-    home.mkdir(parents=True, exist_ok=True)
+    place = FitSteps("bench_fusion")  # its home and runs; its fits are its own (Bench)
     manifest = load_dataset(data=args.data)
-    bench = Bench(home, runs, manifest, parse_shifts(list(STANDARD)) if args.shift else (), log)
+    bench = Bench(place.home, place.runs, manifest, parse_shifts(list(STANDARD)) if args.shift else (), log)
     backbones = args.backbone or list(BACKBONES)
     start = time.perf_counter()
     files = {}

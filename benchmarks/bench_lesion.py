@@ -27,7 +27,6 @@ the uncropped recipe in CV AND under the worst shift.
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -49,17 +48,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
+    from fitsteps import FitSteps
     from skinfeat.data import load_dataset
-    from skinfeat.evaluate import run_fit
     from skinfeat.extract import extract_features
-    from skinfeat.paths import skinfeat_home
     from skinfeat.shifts import STANDARD, parse_shifts
 
-    home = skinfeat_home() / "bench_lesion"
-    runs = Path(os.environ.get("SKINFEAT_RUNS") or home / "runs")
-    home.mkdir(parents=True, exist_ok=True)
-    steps_path = home / "steps.json"
-    steps = json.loads(steps_path.read_text()) if steps_path.is_file() else {}
+    steps = FitSteps("bench_lesion")
     manifest = load_dataset(data=args.data)
     shifts = parse_shifts(list(STANDARD)) if args.shift else ()
     start = time.perf_counter()
@@ -71,15 +65,7 @@ def main(argv=None):
         features = extract_features(manifest, MODULE, resize="crop", views=2, augment="robust", lesion=lesion,
                                     dataset_name="ham10000", progress=True)
         extract_s = time.perf_counter() - t0
-        done = steps.get(step)
-        if done and Path(done).is_file():
-            record = dict(json.loads(Path(done).read_text()), record_path=done)
-        else:
-            log(f"[{name}] fitting logreg, 5-fold CV{' and the shift check' if shifts else ''}")
-            record = run_fit(str(features.path), "logreg", runs=runs, shift_data=manifest if shifts else None,
-                             shifts=shifts, progress=True, log=log)
-            steps[step] = record["record_path"]
-            steps_path.write_text(json.dumps(steps, indent=1))
+        record = steps.fit(step, features.path, manifest, shifts, log, name)
         m = record["metrics"]["bmca"]
         w = (record.get("shift") or {}).get("worst") or {}
         clean = (record.get("shift") or {}).get("clean") or {}

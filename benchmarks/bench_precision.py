@@ -101,18 +101,13 @@ def main(argv=None):
     import numpy as np
 
     from skinfeat.backbones import DEFAULT_MODULE, resolve_module
+    from fitsteps import FitSteps
     from skinfeat.data import load_dataset
-    from skinfeat.evaluate import run_fit
     from skinfeat.extract import DEFAULT_AUGMENT, DEFAULT_RESIZE, DEFAULT_VIEWS, extract_features
-    from skinfeat.paths import skinfeat_home
     from skinfeat.shifts import STANDARD, parse_shifts
 
     start = time.perf_counter()
-    home = skinfeat_home() / "bench_precision"
-    runs = Path(os.environ.get("SKINFEAT_RUNS") or home / "runs")
-    home.mkdir(parents=True, exist_ok=True)
-    steps_path = home / "steps.json"
-    steps = json.loads(steps_path.read_text()) if steps_path.is_file() else {}
+    steps = FitSteps("bench_precision")
     manifest = lesion_subset(load_dataset(data=args.data), args.n)
     shifts = parse_shifts(list(STANDARD)) if args.shift else ()
     mod = resolve_module(DEFAULT_MODULE)
@@ -126,15 +121,7 @@ def main(argv=None):
         features = extract_features(manifest, mod, views=DEFAULT_VIEWS, augment=DEFAULT_AUGMENT, precision=p,
                                     dataset_name="ham10000", progress=True)
         step = f"{p} n={len(manifest)}{'' if shifts else ' (no shift)'}"
-        done = steps.get(step)
-        if done and Path(done).is_file():
-            record = dict(json.loads(Path(done).read_text()), record_path=done)
-        else:
-            log(f"[{p}] fitting logreg, 5-fold CV{' and the shift check' if shifts else ''}")
-            record = run_fit(str(features.path), "logreg", runs=runs, shift_data=manifest if shifts else None,
-                             shifts=shifts, progress=True, log=log)
-            steps[step] = record["record_path"]
-            steps_path.write_text(json.dumps(steps, indent=1))
+        record = steps.fit(step, features.path, manifest, shifts, log, p)
         m, worst = record["metrics"]["bmca"], ((record.get("shift") or {}).get("worst") or {})
         ratios = [s / f for s, f in zip(speeds[p], speeds["float32"])]
         table[p] = {"images_per_second": float(np.mean(speeds[p])), "speed_ratio": float(np.mean(ratios)),
