@@ -60,7 +60,8 @@ DEFAULT_SIZE = (224, 224)  # for modules that accept any size
 @dataclass
 class Run:
     """How an extraction runs (nothing of it is in the key): the engine, the device
-    asked for, and for Ray the cluster address and number of actors."""
+    (resolved to cpu or gpu for the local engine; as asked for Ray, whose cluster
+    decides), and for Ray the cluster address and number of actors."""
     engine: str = "local"
     device: str = DEFAULT_DEVICE
     ray_address: str = None
@@ -226,7 +227,8 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
     if engine == "local":  # a Ray cluster's devices are known once connected
         from skinfeat.devices import resolve
 
-        precision_check(precision, resolve(device))
+        device = resolve(device)  # cpu or gpu from here on
+        precision_check(precision, device)
     if chunk_size <= 0 or chunk_size % BATCH_SIZE:
         raise UsageError(f"chunk_size {chunk_size}: expected a positive multiple of {BATCH_SIZE}")
     if len(manifest) == 0:
@@ -365,12 +367,8 @@ def _extract_here(manifest, mod, todo, key_parts, size, precision, int8_path, de
     """The local engine: one tf.data pipeline over every missing chunk ``(i, start, stop)``
     of ``todo``, so decoding overlaps the network; batches never span two chunks, so a
     resumed run computes what a whole one does. Calls ``flush(i, rows, feats, views,
-    seconds)`` per finished chunk."""
-    from skinfeat.devices import resolve
-
-    kind = resolve(device)
-    precision_check(precision, kind)
-    fwd = forward(mod, precision, kind, int8_path)
+    seconds)`` per finished chunk. ``device``: cpu or gpu (``skinfeat.devices.resolve``)."""
+    fwd = forward(mod, precision, device, int8_path)
     views = key_parts["views"]
     pipeline = _pipeline(manifest.paths, [(start, stop) for _, start, stop in todo], size, key_parts["resize"],
                          views, key_parts["augment_seed"] or 0, key_parts.get("augment", "mild"),

@@ -16,7 +16,7 @@ import hashlib
 import json
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +78,7 @@ def forward(mod, precision=DEFAULT_PRECISION, device="cpu", int8_path=None):
     fn, name = mod.load(), tf_device(device)
 
     def run(images):
-        with tf.device(name):
-            if precision == "bfloat16":
-                with bfloat16_rewrite():
-                    return fn(tf.convert_to_tensor(images, tf.float32)).numpy()
+        with tf.device(name), (bfloat16_rewrite() if precision == "bfloat16" else nullcontext()):
             return fn(tf.convert_to_tensor(images, tf.float32)).numpy()
     return run
 
