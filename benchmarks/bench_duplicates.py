@@ -113,7 +113,7 @@ def plant(manifest, folder, n, seed):
 
 def compared(sets, way):
     """The unit rows the search compares, of each of ``sets`` (FeatureSets searched together)."""
-    from skinfeat.duplicates import _unit, whiten
+    from skinfeat.data.duplicates import _unit, whiten
 
     features = [s.features for s in sets]
     rows = [f.copy() for f in features] if way == "raw" else whiten(features, [s.path for s in sets])
@@ -165,11 +165,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
-    from skinfeat.data import load_dataset
-    from skinfeat.duplicates import THRESHOLDS as DEFAULTS, find_duplicates
-    from skinfeat.extract import extract_features
-    from skinfeat.features import read_features
-    from skinfeat.paths import skinfeat_home
+    from skinfeat.data.layouts import load_dataset
+    from skinfeat.data.duplicates import THRESHOLDS as DEFAULTS, find_duplicates
+    from skinfeat.features.extract import extract_features
+    from skinfeat.features.store import read_features
+    from skinfeat.core.paths import skinfeat_home
 
     home = skinfeat_home() / "bench_duplicates"
     manifest = load_dataset(data=args.data)

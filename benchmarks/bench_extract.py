@@ -64,7 +64,7 @@ def naive(fn, paths, size):
 
 
 def pipeline(manifest, module, out):
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     start = time.perf_counter()
     result = extract_features(manifest, module, out=out, progress=False)
@@ -76,7 +76,7 @@ def engines(manifest, module, rounds, precisions):
     """The --engines comparison (see the docstring)."""
     import numpy as np
     import ray
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     cpus = os.cpu_count()
     start = time.perf_counter()
@@ -110,8 +110,8 @@ def engines(manifest, module, rounds, precisions):
 
 def memory_child(n, module, out):
     """Run one extraction of the first n images in this process; print peak RSS in MiB."""
-    from skinfeat.data import load_dataset
-    from skinfeat.extract import extract_features
+    from skinfeat.data.layouts import load_dataset
+    from skinfeat.features.extract import extract_features
 
     manifest = load_dataset(data=HAM)
     manifest = manifest.subset(range(min(n, len(manifest))))
@@ -139,9 +139,9 @@ def main():
 
     import numpy as np
     import tensorflow as tf
-    from skinfeat.backbones import resolve_module
-    from skinfeat.data import load_dataset
-    from skinfeat.extract import _resize
+    from skinfeat.backbones.resolve import resolve_module
+    from skinfeat.data.layouts import load_dataset
+    from skinfeat.imaging.augment import resize_tf
 
     mod = resolve_module(args.module)
     if args.engines:
@@ -152,7 +152,7 @@ def main():
     size = tuple(mod.input_size or (224, 224))
     manifest = load_dataset(data=HAM)
     manifest = manifest.subset(range(min(args.n or len(manifest), len(manifest))))
-    images = np.stack([_resize(tf.image.convert_image_dtype(tf.io.decode_jpeg(tf.io.read_file(p)), tf.float32),
+    images = np.stack([resize_tf(tf.image.convert_image_dtype(tf.io.decode_jpeg(tf.io.read_file(p)), tf.float32),
                                size, "squash").numpy() for p in manifest.paths[:32]])
     print(f"module {mod.name}, input {size[0]}x{size[1]}, {os.cpu_count()} CPUs, TF {tf.__version__}")
     print(f"{args.rounds} interleaved rounds; this VM's speed drifts, so compare within a round")

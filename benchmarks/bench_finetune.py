@@ -1,11 +1,11 @@
 """Does fine-tuning the backbone end to end beat the best frozen recipe, clean and under shift?
 
-Fine-tunes the default backbone (``skinfeat.backbones.DEFAULT_MODULE``) with
+Fine-tunes the default backbone (``skinfeat.backbones.resolve.DEFAULT_MODULE``) with
 ``skinfeat finetune`` on folds 1-4 of ``data split --folds 5 --seed 0`` of
 HAM10000 (fold 0 is never seen: not trained on, not used for early stopping),
 then scores the network's own head (the model directory ``finetune`` saves) on
 fold 0 clean and under the 15 standard shifts exactly as ``skinfeat evaluate``
-does (TFLite backbone, numpy decode and resize: ``skinfeat.external``). Prints
+does (TFLite backbone, numpy decode and resize: ``skinfeat.runs.evaluate``). Prints
 the time per epoch and in all, and beside it the best frozen recipe of
 ``bench_shift.py`` (``sog-robust2``: frozen features with 2 robust views,
 logreg) on the same fold.
@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from skinfeat.data import load_dataset, make_folds, write_folds  # noqa: E402
+from skinfeat.data.layouts import load_dataset
+from skinfeat.data.split import make_folds, write_folds
 from skinfeat.finetune import DEFAULTS  # noqa: E402
-from skinfeat.shifts import STANDARD, parse_shifts  # noqa: E402
+from skinfeat.imaging.shifts import STANDARD, parse_shifts  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ham10000"
 FROZEN = "sog-robust2"  # bench_shift.py's best recipe (README "How the defaults were chosen")
@@ -66,9 +67,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
-    from skinfeat.external import evaluate_images
+    from skinfeat.runs.evaluate import evaluate_images
     from skinfeat.finetune import finetune
-    from skinfeat.paths import skinfeat_home
+    from skinfeat.core.paths import skinfeat_home
 
     start = time.perf_counter()
     manifest = load_dataset(data=args.data)
@@ -117,7 +118,7 @@ def main(argv=None):
           f"{TARGETS['worst']} ({tuned['worst']:.3f}, {tuned['worst_shift']}), within {TARGETS['minutes']} min "
           f"({total / 60:.1f})")
     if args.json:
-        from skinfeat.records import json_safe
+        from skinfeat.core.jsonsafe import json_safe
 
         Path(args.json).write_text(json.dumps(json_safe({"module": result.name, "history": history, "rows": rows,
                                                          "summary": summary, "minutes": total / 60}), indent=1))

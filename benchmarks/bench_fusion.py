@@ -68,7 +68,7 @@ class Bench:
         self.rows[name] = (record, seconds, peak_mib())
 
     def fit(self, name, features, metadata=None):
-        from skinfeat.evaluate import run_fit
+        from skinfeat.runs.fit import run_fit
 
         record = self.done(name)
         start = time.perf_counter()
@@ -82,7 +82,7 @@ class Bench:
         return record
 
     def ensemble(self, name, members):
-        from skinfeat.ensemble import run_ensemble
+        from skinfeat.runs.ensemble import run_ensemble
 
         record = self.done(name)
         start = time.perf_counter()
@@ -114,9 +114,9 @@ def main(argv=None):
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
     from fitsteps import FitSteps
-    from skinfeat.data import load_dataset
-    from skinfeat.extract import extract_features
-    from skinfeat.shifts import STANDARD, parse_shifts
+    from skinfeat.data.layouts import load_dataset
+    from skinfeat.features.extract import extract_features
+    from skinfeat.imaging.shifts import STANDARD, parse_shifts
 
     place = FitSteps("bench_fusion")  # its home and runs; its fits are its own (Bench)
     manifest = load_dataset(data=args.data)

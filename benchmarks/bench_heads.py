@@ -54,7 +54,7 @@ def main():
     parser.add_argument("--record", action="store_true", help="write run records into runs/")
     args = parser.parse_args()
 
-    from skinfeat.evaluate import run_fit
+    from skinfeat.runs.fit import run_fit
 
     params = {}
     for item in args.param:

@@ -7,7 +7,7 @@ on the default recipe (``efficientnet-lite0-stages-sog``, square centre crops,
 
 - as it is (``--lesion none``, the default);
 - cropped to a square box around the lesion found without labels
-  (``--lesion crop``, ``skinfeat.lesion``);
+  (``--lesion crop``, ``skinfeat.imaging.lesion``);
 - the same after DullRazor hair removal (``--lesion crop+hair``).
 
 Every row has its 5-fold CV BMCA (mean ± std) and the shift check of ``fit
@@ -49,9 +49,9 @@ def main(argv=None):
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
     from fitsteps import FitSteps
-    from skinfeat.data import load_dataset
-    from skinfeat.extract import extract_features
-    from skinfeat.shifts import STANDARD, parse_shifts
+    from skinfeat.data.layouts import load_dataset
+    from skinfeat.features.extract import extract_features
+    from skinfeat.imaging.shifts import STANDARD, parse_shifts
 
     steps = FitSteps("bench_lesion")
     manifest = load_dataset(data=args.data)

@@ -11,8 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from skinfeat.classes import CLASSES
-from skinfeat.data import load_dataset, make_folds
+from skinfeat.core.classes import CLASSES
+from skinfeat.data.layouts import load_dataset
+from skinfeat.data.split import make_folds
 
 
 def write_dataset(root, n):

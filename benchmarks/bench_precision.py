@@ -1,7 +1,7 @@
 """Is a lower precision (``skinfeat extract --precision``) worth it: speed against BMCA?
 
 For float32, bfloat16 (oneDNN mixed precision) and int8 (the calibrated TFLite copy,
-``skinfeat.precision``), on the default module (``efficientnet-lite0-stages-sog``):
+``skinfeat.features.precision``), on the default module (``efficientnet-lite0-stages-sog``):
 
 - speed: forward-only images/s on the same decoded batch of 32 real images, in
   interleaved rounds (this VM's speed drifts), each precision's ratio to float32
@@ -64,13 +64,13 @@ def forward_speeds(mod, manifest, size, rounds, seconds, log):
     """{precision: [images/s per round]} of the network alone on one decoded batch of 32."""
     import numpy as np
 
-    from skinfeat.extract import DEFAULT_RESIZE
-    from skinfeat.pipeline import _batches, _loader
-    from skinfeat.precision import forward, int8_model
+    from skinfeat.features.extract import DEFAULT_RESIZE
+    from skinfeat.features.pipeline import batched, image_loader
+    from skinfeat.features.precision import forward, int8_model
 
     rows = np.linspace(0, len(manifest) - 1, 32).round().astype(np.int64)
-    batch = next(iter(_batches(rows, np.asarray(manifest.paths, dtype=object)[rows].astype(str),
-                               _loader(size, DEFAULT_RESIZE, 0, 0))))[1].numpy()
+    batch = next(iter(batched(rows, np.asarray(manifest.paths, dtype=object)[rows].astype(str),
+                               image_loader(size, DEFAULT_RESIZE, 0, 0))))[1].numpy()
     int8 = int8_model(mod, manifest, size, DEFAULT_RESIZE, "none")
     fns = {p: forward(mod, p, "cpu", int8 if p == "int8" else None) for p in PRECISIONS}
     speeds = {p: [] for p in PRECISIONS}
@@ -100,11 +100,12 @@ def main(argv=None):
 
     import numpy as np
 
-    from skinfeat.backbones import DEFAULT_MODULE, resolve_module
+    from skinfeat.backbones.resolve import DEFAULT_MODULE, resolve_module
     from fitsteps import FitSteps
-    from skinfeat.data import load_dataset
-    from skinfeat.extract import DEFAULT_AUGMENT, DEFAULT_RESIZE, DEFAULT_VIEWS, extract_features
-    from skinfeat.shifts import STANDARD, parse_shifts
+    from skinfeat.data.layouts import load_dataset
+    from skinfeat.imaging.augment import DEFAULT_AUGMENT
+    from skinfeat.features.extract import DEFAULT_RESIZE, DEFAULT_VIEWS, extract_features
+    from skinfeat.imaging.shifts import STANDARD, parse_shifts
 
     start = time.perf_counter()
     steps = FitSteps("bench_precision")

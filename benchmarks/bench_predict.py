@@ -41,9 +41,9 @@ def load():
 
 
 def default_model(data, directory):
-    from skinfeat.data import load_dataset
-    from skinfeat.evaluate import run_fit
-    from skinfeat.extract import extract_features
+    from skinfeat.data.layouts import load_dataset
+    from skinfeat.runs.fit import run_fit
+    from skinfeat.features.extract import extract_features
 
     import numpy as np
 
@@ -75,11 +75,11 @@ def cold(model, image, n):
     skinfeat = shutil.which("skinfeat", path=str(Path(py).parent)) or shutil.which("skinfeat")
     command = ("from skinfeat.commands.predict import predict; "
                f"predict.main(['--model', {str(model)!r}, {str(image)!r}], prog_name='skinfeat predict')")
-    library = ("import sys; from skinfeat.predict import load_predictor, predict_paths, write_predictions; "
+    library = ("import sys; from skinfeat.model.predict import load_predictor, predict_paths, write_predictions; "
                f"write_predictions(predict_paths(load_predictor({str(model)!r}), [{str(image)!r}]), sys.stdout)")
     cases = [("python -c pass (interpreter start)", [py, "-c", "pass"]),
              ("predict command alone", [py, "-c", command]),
-             ("library (skinfeat.predict)", [py, "-c", library])]
+             ("library (skinfeat.model.predict)", [py, "-c", library])]
     from skinfeat.cli import cli
 
     if skinfeat and "predict" in cli.commands:
@@ -100,7 +100,8 @@ def cold(model, image, n):
 def warm(model_dir, paths):
     import numpy as np
 
-    from skinfeat.predict import load_predictor, predict_paths
+    from skinfeat.model.predictor import load_predictor
+    from skinfeat.model.predict import predict_paths
 
     start = time.perf_counter()
     model = load_predictor(model_dir)
@@ -129,9 +130,9 @@ def warm(model_dir, paths):
 def agreement(model, features, data):
     import numpy as np
 
-    from skinfeat.data import find_images
-    from skinfeat.features import read_features
-    from skinfeat.predict import predict_paths
+    from skinfeat.data.layouts import find_images
+    from skinfeat.features.store import read_features
+    from skinfeat.model.predict import predict_paths
 
     fs = read_features(features, with_views=False)
     found = find_images(data)
@@ -156,7 +157,7 @@ def main():
     parser.add_argument("--features", type=Path, help="features file for the agreement figure")
     args = parser.parse_args()
 
-    from skinfeat.data import find_images
+    from skinfeat.data.layouts import find_images
 
     paths = [Path(v[0]) for _, v in sorted(find_images(args.data).items())[: args.n]]
     with tempfile.TemporaryDirectory() as tmp:

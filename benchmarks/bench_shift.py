@@ -3,7 +3,7 @@
 For each recipe (backbone pooling, resize policy, augmented views, head and its
 settings, decision adjustment, test-time augmentation) it trains on folds 1-4
 of ``make_folds(k=5, seed=0)`` of HAM10000 and scores fold 0 clean and under
-every shift of ``skinfeat.shifts.STANDARD``, the images going through the
+every shift of ``skinfeat.imaging.shifts.STANDARD``, the images going through the
 TFLite backbone exactly as ``skinfeat evaluate`` sends them. Prints one row
 per recipe: clean BMCA / accuracy, each shift's, and the worst shift's.
 
@@ -12,7 +12,7 @@ per recipe: clean BMCA / accuracy, each shift's, and the worst shift's.
 
 Training features come from ``skinfeat extract`` (cached in features/);
 fold-0 features of every shift are cached in features/shifted/ by backbone,
-resize policy, images, shift and TTA set (``skinfeat.shiftcheck``, shared with
+resize policy, images, shift and TTA set (``skinfeat.runs.shiftcheck``, shared with
 the shift check of ``fit``), so a second run only refits the heads.
 Targets (issue 18): worst-shift BMCA >= 0.64 and accuracy >= 0.62, clean fold-0
 BMCA >= 0.70.
@@ -29,14 +29,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from skinfeat.data import load_dataset, make_folds  # noqa: E402
-from skinfeat.evaluate import decide, training_rows  # noqa: E402
+from skinfeat.data.layouts import load_dataset
+from skinfeat.data.split import make_folds
+from skinfeat.runs.cv import decide
+from skinfeat.runs.cv import training_rows
 from skinfeat.heads.inference import mean_over_views  # noqa: E402
-from skinfeat.features import read_features  # noqa: E402
+from skinfeat.features.store import read_features  # noqa: E402
 from skinfeat.heads import make_head  # noqa: E402
-from skinfeat.metrics import classification_metrics  # noqa: E402
-from skinfeat.shiftcheck import shifted_features  # noqa: E402
-from skinfeat.shifts import STANDARD, parse_shifts  # noqa: E402
+from skinfeat.core.metrics import classification_metrics  # noqa: E402
+from skinfeat.runs.shiftcheck import shifted_features  # noqa: E402
+from skinfeat.imaging.shifts import STANDARD, parse_shifts  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ham10000"
 FINAL = 1280  # the first 1280 features of efficientnet-lite0-stages are efficientnet-lite0's
@@ -64,7 +66,7 @@ RECIPES = {
 
 
 def train_features(manifest, recipe, progress=True):
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     kwargs = dict(resize=recipe["resize"], views=recipe["views"], dataset_name="ham10000", progress=progress)
     if recipe["augment"]:
@@ -84,7 +86,7 @@ def score(head, feats, y, columns):
 
 def fold_features(manifest, test, attrs, recipe, shift, log):
     """Fold-0 features [n, 1 + TTA, D] under ``shift`` (None: clean), through the
-    TFLite backbone as ``skinfeat evaluate`` runs it; cached (``skinfeat.shiftcheck``)."""
+    TFLite backbone as ``skinfeat evaluate`` runs it; cached (``skinfeat.runs.shiftcheck``)."""
     start = time.perf_counter()
     ids = [manifest.image_ids[i] for i in test]
     feats = shifted_features(attrs, ids, [manifest.paths[i] for i in test], shift, recipe["tta"])

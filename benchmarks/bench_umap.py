@@ -59,7 +59,7 @@ def main():
         x, _ = synthetic_features(args.n, args.dim, args.seed)
         source = f"synthetic {args.n}x{args.dim}"
     else:
-        from skinfeat.features import read_features
+        from skinfeat.features.store import read_features
 
         x = read_features(args.features, with_views=False).features
         source = args.features

@@ -34,8 +34,8 @@ def browser_latency(model, images, repeat=3):
     import numpy as np
 
     from skinfeat.model.predictor import Predictor
-    from skinfeat.web.chromium import Browser, Served
-    from skinfeat.web.site import export_web
+    from devtools.chromium import Browser, Served
+    from skinfeat.apps.web.site import export_web
 
     root = Path(tempfile.mkdtemp(prefix="bench-web."))
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 class FitSteps:
     def __init__(self, name):
-        from skinfeat.paths import skinfeat_home
+        from skinfeat.core.paths import skinfeat_home
 
         self.home = skinfeat_home() / name
         self.runs = Path(os.environ.get("SKINFEAT_RUNS") or self.home / "runs")
@@ -25,7 +25,7 @@ class FitSteps:
         done = self._steps.get(step)
         if done and Path(done).is_file():
             return dict(json.loads(Path(done).read_text()), record_path=done)
-        from skinfeat.evaluate import run_fit
+        from skinfeat.runs.fit import run_fit
 
         log(f"[{label}] fitting logreg, 5-fold CV{' and the shift check' if shifts else ''}")
         record = run_fit(str(features), "logreg", runs=self.runs, shift_data=manifest if shifts else None,

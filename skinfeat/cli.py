@@ -8,7 +8,7 @@ import sys
 import click
 
 from skinfeat import __version__
-from skinfeat.errors import SkinfeatError, UsageError
+from skinfeat.core.errors import SkinfeatError, UsageError
 
 
 class SkinfeatGroup(click.Group):
@@ -49,8 +49,21 @@ def cli():
 
 
 def _register():
-    from skinfeat.commands import compare, data, ensemble, evaluate, explain, extract, finetune, fit, modules, \
-        predict, report, serve, viz
+    from skinfeat.commands import (
+        compare,
+        data,
+        ensemble,
+        evaluate,
+        explain,
+        extract,
+        finetune,
+        fit,
+        modules,
+        predict,
+        report,
+        serve,
+        viz,
+    )
 
     cli.add_command(data.data)
     cli.add_command(modules.modules)

@@ -11,7 +11,7 @@ _colours = itertools.count(1)
 
 
 def write_image(path, colour=None, size=(10, 8)):
-    """A small solid-colour image (skinfeat.images.MIN_SIDE is 8); the format follows the suffix (.jpg, .png ...)."""
+    """A small solid-colour image (skinfeat.imaging.images.MIN_SIDE is 8); the format follows the suffix (.jpg, .png ...)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = next(_colours) if colour is None else colour
@@ -46,7 +46,7 @@ def make_ham(root, rows, folders=("images",), header=HAM_HEADER, images=True, **
 
 
 def one_hot(label):
-    from skinfeat.classes import CLASSES
+    from skinfeat.core.classes import CLASSES
 
     return ["1.0" if c == label else "0.0" for c in CLASSES]
 
@@ -54,7 +54,7 @@ def one_hot(label):
 def make_isic(root, rows, groupings=None):
     """An ISIC 2018 Task 3 layout: ``rows`` of (image, class name), images in the
     input folder; ``groupings`` ({image: lesion}) written next to the ground truth."""
-    from skinfeat.classes import CLASSES
+    from skinfeat.core.classes import CLASSES
 
     root = Path(root)
     write_csv(root / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv",

@@ -16,7 +16,7 @@ PER_CLASS = 4  # 28 images: every class, enough for 2-fold CV
 
 def ham_subset(ham10000, per_class=PER_CLASS, skip=0):
     """A manifest of the first ``per_class`` images of each class (after ``skip``)."""
-    from skinfeat.data import load_dataset
+    from skinfeat.data.layouts import load_dataset
 
     manifest = load_dataset(data=ham10000)
     labels = np.asarray(manifest.labels)
@@ -27,8 +27,8 @@ def ham_subset(ham10000, per_class=PER_CLASS, skip=0):
 def build_model(root, ham10000, module, head="logreg", views=0, params=None):
     """``root/model`` fitted with ``head`` on ``module`` features of a HAM subset
     (``root/features.h5``); built once, then reused."""
-    from skinfeat.evaluate import run_fit
-    from skinfeat.extract import extract_features
+    from skinfeat.runs.fit import run_fit
+    from skinfeat.features.extract import extract_features
 
     root = Path(root)
     done = root / "done.json"

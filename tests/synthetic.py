@@ -13,7 +13,7 @@ import hashlib
 
 import numpy as np
 
-from skinfeat.features import FeatureSet, write_features
+from skinfeat.features.store import FeatureSet, write_features
 
 # Images per class in HAM10000 (CLASSES order: MEL NV BCC AKIEC BKL DF VASC).
 HAM10000_COUNTS = (1113, 6705, 514, 327, 1099, 115, 142)

@@ -1,4 +1,4 @@
-"""skinfeat.atomic: the one way files are written, and how a package install finds its data."""
+"""skinfeat.core.atomic: the one way files are written, and how a package install finds its data."""
 
 import os
 import stat
@@ -6,7 +6,7 @@ import stat
 import numpy as np
 import pytest
 
-from skinfeat.atomic import atomic_dir, atomic_path, leftovers, replace_dir, sweep, write_atomically
+from skinfeat.core.atomic import atomic_dir, atomic_path, leftovers, replace_dir, sweep, write_atomically
 
 
 def test_a_finished_write_replaces_the_file_with_the_usual_permissions(tmp_path):
@@ -42,7 +42,7 @@ def _killed_writer(tmp_path, target, make_dir=False):
 
     ready = tmp_path / "ready"
     opener = "atomic_dir(sys.argv[1])" if make_dir else "atomic_path(sys.argv[1])"
-    code = (f"import sys, time\nfrom skinfeat.atomic import atomic_dir, atomic_path\n"
+    code = (f"import sys, time\nfrom skinfeat.core.atomic import atomic_dir, atomic_path\n"
             f"with {opener} as tmp:\n"
             "    (tmp / 'part' if tmp.is_dir() else tmp).write_bytes(b'x' * 1000)\n"
             "    open(sys.argv[2], 'w').close()\n"
@@ -108,7 +108,7 @@ def test_the_catalog_and_the_default_weights_come_with_the_package():
     import configparser
     from pathlib import Path
 
-    from skinfeat import paths
+    from skinfeat.core import paths
     from skinfeat.backbones.catalog import load_catalog
 
     assert paths.PACKAGE_CONFIGS.parent == Path(paths.__file__).resolve().parent

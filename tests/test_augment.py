@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from skinfeat.errors import UsageError
-from skinfeat.augment import AUGMENTS, ROBUST, _augment
-from skinfeat.extract import extract_features
-from skinfeat.images import decode
-from skinfeat.runtime import tensorflow
+from skinfeat.core.errors import UsageError
+from skinfeat.imaging.augment import AUGMENTS, ROBUST, augment_image
+from skinfeat.features.extract import extract_features
+from skinfeat.imaging.images import decode
+from skinfeat.core.tf_runtime import tensorflow
 
 tf = tensorflow()
 
@@ -18,7 +18,7 @@ def image(ham10000):
 
 
 def views(image, preset, n, seed=0):
-    return [_augment(tf.constant(image), tf.constant([seed, v], tf.int64), preset).numpy() for v in range(n)]
+    return [augment_image(tf.constant(image), tf.constant([seed, v], tf.int64), preset).numpy() for v in range(n)]
 
 
 @pytest.mark.parametrize("preset", AUGMENTS)
@@ -43,7 +43,7 @@ def test_robust_views_are_square_crops_zoomed_and_sometimes_framed(image):
 
 
 def test_unknown_preset_is_refused_before_any_work(ham10000, tmp_path):
-    from skinfeat.data import load_dataset
+    from skinfeat.data.layouts import load_dataset
 
     manifest = load_dataset(data=ham10000)
     with pytest.raises(UsageError, match="--augment 'strong': expected one of mild, robust"):

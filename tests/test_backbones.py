@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from skinfeat.backbones import DEFAULT_MODULE, cache, load_catalog, resolve_module
+from skinfeat.backbones.resolve import DEFAULT_MODULE, resolve_module
+from skinfeat.backbones import cache
+from skinfeat.backbones.catalog import load_catalog
 from skinfeat.backbones.torch_legacy import LegacyTorchError, load_state_dict
-from skinfeat.errors import CacheError, ModuleError
+from skinfeat.core.errors import CacheError, ModuleError
 
 
 class Pool(tf.Module):

@@ -17,7 +17,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from skinfeat.backbones import load_catalog, resolve_module
+from skinfeat.backbones.catalog import load_catalog
+from skinfeat.backbones.resolve import resolve_module
 from skinfeat.backbones.torch_legacy import load_state_dict
 
 pytestmark = pytest.mark.slow

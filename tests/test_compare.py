@@ -8,8 +8,9 @@ import json
 from click.testing import CliRunner
 
 from skinfeat.cli import cli
-from skinfeat.paths import features_dir, runs_dir
-from skinfeat.records import leaderboard_rows, read_records, write_record
+from skinfeat.core.paths import features_dir, runs_dir
+from skinfeat.runs.compare import leaderboard_rows
+from skinfeat.runs.records import read_records, write_record
 from synthetic import write_synthetic
 
 
@@ -97,7 +98,7 @@ def test_runs_of_two_datasets_stay_apart_each_with_its_baseline():
 def test_markdown_is_one_table_and_the_baselines_paragraphs_after_it():
     from markdown_it import MarkdownIt
 
-    from skinfeat.records import TABLE_COLUMNS
+    from skinfeat.runs.compare import TABLE_COLUMNS
 
     two_datasets()
     result = run("compare", "--format", "markdown")

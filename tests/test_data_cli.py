@@ -6,8 +6,8 @@ from click.testing import CliRunner
 
 from dataset_factory import four_classes_rows, make_class_folders, make_ham
 from skinfeat.cli import cli
-from skinfeat.commands.data import dataset_options, load_manifest
-from skinfeat.data import read_folds
+from skinfeat.commands.options import dataset_options, load_manifest
+from skinfeat.data.split import read_folds
 
 
 def run(*args):

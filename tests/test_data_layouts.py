@@ -8,11 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from dataset_factory import four_classes_rows, make_class_folders, make_ham, make_isic, write_image
-from skinfeat.classes import CLASSES, UNLABELLED
+from skinfeat.core.classes import CLASSES, UNLABELLED
 from skinfeat.cli import cli
-from skinfeat.data import Manifest, load_dataset
+from skinfeat.data.manifest import Manifest
+from skinfeat.data.layouts import load_dataset
 from skinfeat.data.layouts import NO_GROUPING
-from skinfeat.errors import DataError, UsageError
+from skinfeat.core.errors import DataError, UsageError
 
 MEL, NV, BCC, BKL = (CLASSES.index(c) for c in ("MEL", "NV", "BCC", "BKL"))
 

@@ -7,9 +7,11 @@ import pytest
 
 from dataset_factory import (HAM_HEADER, four_classes_rows, make_class_folders, make_ham, make_isic, one_hot,
                              write_csv, write_image)
-from skinfeat.classes import CLASSES
-from skinfeat.data import check_dataset, load_dataset, make_folds
-from skinfeat.errors import DataError
+from skinfeat.core.classes import CLASSES
+from skinfeat.data.check import check_dataset
+from skinfeat.data.layouts import load_dataset
+from skinfeat.data.split import make_folds
+from skinfeat.core.errors import DataError
 
 MEL, NV = CLASSES.index("MEL"), CLASSES.index("NV")
 

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from skinfeat.classes import CLASSES
-from skinfeat.data import Manifest, fold_balance, leaking_lesions, load_dataset, make_folds, read_folds, write_folds
-from skinfeat.errors import DataError, UsageError
+from skinfeat.core.classes import CLASSES
+from skinfeat.data.manifest import Manifest
+from skinfeat.data.split import fold_balance, leaking_lesions, make_folds, read_folds, write_folds
+from skinfeat.data.layouts import load_dataset
+from skinfeat.core.errors import DataError, UsageError
 
 
 def synthetic(n_lesions=3000, seed=1):

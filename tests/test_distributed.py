@@ -15,9 +15,9 @@ from click.testing import CliRunner
 
 from fakes import make_pooling_module
 from skinfeat.cli import cli
-from skinfeat.data import load_dataset
-from skinfeat.errors import UsageError
-from skinfeat.extract import extract_features
+from skinfeat.data.layouts import load_dataset
+from skinfeat.core.errors import UsageError
+from skinfeat.features.extract import extract_features
 
 TIMINGS = {"extract_seconds", "images_per_second", "created"}
 
@@ -117,8 +117,8 @@ def whole(tmp_path_factory, ham10000, pool_module):
 
 DRIVER = """
 import sys
-from skinfeat.data import load_dataset
-from skinfeat.extract import extract_features
+from skinfeat.data.layouts import load_dataset
+from skinfeat.features.extract import extract_features
 m = load_dataset(data=sys.argv[1]).subset(range(int(sys.argv[4])))
 extract_features(m, sys.argv[2], out=sys.argv[3], chunk_size=32, progress=False, engine="ray",
                  ray_address=sys.argv[5], workers=1)
@@ -158,7 +158,7 @@ def test_killed_driver_resumes_from_its_finished_chunks(ray_cluster, tmp_path, h
 def test_device_choice_on_this_machine(ray_cluster, tmp_path, ham10000, pool_module):
     import tensorflow as tf
 
-    from skinfeat.devices import resolve
+    from skinfeat.core.devices import resolve
 
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
     assert resolve("auto") == ("gpu" if has_gpu else "cpu")
@@ -175,7 +175,7 @@ def test_device_choice_on_this_machine(ray_cluster, tmp_path, ham10000, pool_mod
             assert not list(tmp_path.glob(f"{engine}.h5*"))
     # A CPU-only path on a GPU is refused before any work, whichever the engine.
     with pytest.raises(UsageError, match="--precision bfloat16 is a CPU path"):
-        from skinfeat.precision import check
+        from skinfeat.features.precision import check
 
         check("bfloat16", "gpu")
 
@@ -224,7 +224,7 @@ def test_ray_is_pinned_to_the_version_the_engine_follows():
     import ray
 
     from conftest import REPO
-    from skinfeat.distributed import RAY_VERSION
+    from skinfeat.features.ray_engine import RAY_VERSION
 
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")

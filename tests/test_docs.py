@@ -60,7 +60,7 @@ def test_the_python_api_example_runs(tmp_path, ham10000):
     assert lines[0] == "(251, 1280) efficientnet-lite0"
     assert re.fullmatch(r"BMCA per fold: \[0\.\d+, 0\.\d+, 0\.\d+\]", lines[1])
     assert re.fullmatch(r"CV BMCA 0\.\d+", next(line for line in lines if line.startswith("CV BMCA")))
-    from skinfeat.data import load_dataset
+    from skinfeat.data.layouts import load_dataset
 
     first = load_dataset(data=ham10000).image_ids[:120:40]
     assert [line.split()[0] for line in lines[-3:]] == first
@@ -72,7 +72,7 @@ def test_the_readme_h5py_snippet_runs(tmp_path, ham10000):
     """The feature-file snippet of the README, on a real file named as extract names it."""
     from fakes import make_pooling_module
     from model_factory import ham_subset
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     subset = ham_subset(ham10000, per_class=1)
     extract_features(subset, make_pooling_module(tmp_path / "pool"), dataset_name="ham10000", progress=False)
@@ -80,7 +80,7 @@ def test_the_readme_h5py_snippet_runs(tmp_path, ham10000):
     done = subprocess.run([sys.executable, "-c", code + "\nimport json; print(json.dumps([X.shape, list(image_ids), "
                            "y.tolist(), module]))"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    from skinfeat.features import read_features
+    from skinfeat.features.store import read_features
 
     fs = read_features(next((tmp_path / "features").glob("ham10000__*.h5")))
     assert json.loads(done.stdout) == [[7, 9], fs.image_ids.tolist(), fs.labels.tolist(), fs.module]

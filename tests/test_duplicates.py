@@ -13,9 +13,10 @@ from PIL import Image
 from dataset_factory import make_ham
 from model_factory import ham_subset
 from skinfeat.cli import cli
-from skinfeat.data import load_dataset, read_folds
-from skinfeat.duplicates import DEFAULT_THRESHOLD, find_duplicates
-from skinfeat.features import read_features, write_features
+from skinfeat.data.layouts import load_dataset
+from skinfeat.data.split import read_folds
+from skinfeat.data.duplicates import DEFAULT_THRESHOLD, find_duplicates
+from skinfeat.features.store import read_features, write_features
 
 
 def run(*args):
@@ -153,7 +154,7 @@ def test_contact_sheet_draws_the_pairs(toy):
 def planted(tmp_path_factory, ham10000):
     """28 real HAM10000 images and, in a second set, copies of 4 of them: JPEG quality 70 and
     flipped left-right; features of both by the default backbone (no views)."""
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     tmp = tmp_path_factory.mktemp("planted")
     (tmp / "copies").mkdir()
@@ -220,7 +221,7 @@ def test_too_few_images_to_whiten(toy):
 
 
 def test_too_low_a_threshold_is_refused_not_a_memory_blowup(toy, monkeypatch):
-    monkeypatch.setattr("skinfeat.duplicates.MAX_PAIRS", 3)
+    monkeypatch.setattr("skinfeat.data.duplicates.MAX_PAIRS", 3)
     fails(run("data", "duplicates", "--features", toy["features"], "--threshold", 0.01), 2,
           "--threshold 0.01", "more than 3 pairs", "raise --threshold")
 

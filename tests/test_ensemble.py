@@ -14,15 +14,17 @@ import pytest
 from click.testing import CliRunner
 
 from model_factory import ham_subset, pool_model
-from skinfeat.classes import CLASSES
+from skinfeat.core.classes import CLASSES
 from skinfeat.cli import cli
-from skinfeat.stacking import cross_validate, load_members
-from skinfeat.evaluate import _folds_hash, write_oof
+from skinfeat.runs.combine import cross_validate, load_members
+from skinfeat.data.folds import folds_hash
+from skinfeat.runs.cv import write_oof
 from skinfeat.heads.imbalance import prior_offsets
 from skinfeat.heads.inference import decide
-from skinfeat.metrics import classification_metrics
-from skinfeat.paths import features_dir, runs_dir
-from skinfeat.records import leaderboard_rows, read_records, write_record
+from skinfeat.core.metrics import classification_metrics
+from skinfeat.core.paths import features_dir, runs_dir
+from skinfeat.runs.compare import leaderboard_rows
+from skinfeat.runs.records import read_records, write_record
 from synthetic import write_synthetic
 
 
@@ -53,7 +55,7 @@ def member(run_id, ids, labels, fold, proba, module="alpha", head="logreg", bmca
               "settings": f"s-{run_id}", "settings_label": "", "use_views": False,
               "backbone": {"module": module, "feature_dim": 9}, "params": {},
               "features": {"key": f"key-{module}", "path": f"/nowhere/{module}.h5"},
-              "folds": {"source": "make_folds(k=5, seed=0)", "k": 5, "sha256": _folds_hash(ids, fold)},
+              "folds": {"source": "make_folds(k=5, seed=0)", "k": 5, "sha256": folds_hash(ids, fold)},
               "metrics": {"bmca": {"mean": bmca, "std": 0.0}}}
     record["predictions_file"] = write_oof(record, rows, fold, result)
     write_record(record)
@@ -118,7 +120,7 @@ def test_mean_and_stack_records_and_leaderboard_rows():
         r = records[method]
         assert r["backbone"]["module"] == "alpha + beta" and r["backbone"]["feature_dim"] is None
         assert [m["run_id"] for m in r["members"]] == ["20260101-a-logreg", "20260101-b-lightgbm", "20260101-c-logreg"]
-        assert r["folds"]["scored"] == [1, 2, 3, 4] and r["folds"]["sha256"] == _folds_hash(ids, fold)
+        assert r["folds"]["scored"] == [1, 2, 3, 4] and r["folds"]["sha256"] == folds_hash(ids, fold)
         assert len(r["metrics"]["bmca"]["folds"]) == 4 and set(r["per_class"]) == set(CLASSES)
         assert r["baseline"]["bmca"] == pytest.approx(1 / 7) and np.sum(r["confusion"]) == (fold > 0).sum()
         assert r["metrics"]["bmca"]["mean"] > 0.6  # three independent noisy members: better than each
@@ -234,8 +236,8 @@ def test_ensemble_shift_check_from_the_members_cache(shifted):
 
 
 def test_ensemble_directory_predict_and_evaluate(shifted, ham10000, tmp_path):
-    from skinfeat.images import decode
-    from skinfeat.model.ensemble import EnsemblePredictor, stack_features
+    from skinfeat.imaging.images import decode
+    from skinfeat.model.ensemble_dir import EnsemblePredictor, stack_features
     from skinfeat.model.predictor import Predictor
 
     model = EnsemblePredictor(shifted.model)
@@ -270,8 +272,8 @@ def test_ensemble_directory_predict_and_evaluate(shifted, ham10000, tmp_path):
 
 
 def test_mean_with_a_shift_check_on_the_data_and_as_the_best_run(shifted, ham10000, tmp_path):
-    from skinfeat.errors import DataError
-    from skinfeat.refit import save_best
+    from skinfeat.core.errors import DataError
+    from skinfeat.runs.save import save_best
 
     use_runs(shifted)
     mean = run("ensemble", "--top", "2", "--method", "mean", "--data", ham10000, "--shift", "zoom:2", "-q")

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from model_factory import ham_subset, pool_model
-from skinfeat.classes import CLASSES
+from skinfeat.core.classes import CLASSES
 from skinfeat.cli import cli
-from skinfeat.features import read_features
+from skinfeat.features.store import read_features
 from skinfeat.heads.inference import decide
-from skinfeat.metrics import SCALARS, classification_metrics
+from skinfeat.core.metrics import SCALARS, classification_metrics
 from skinfeat.model.store import load_model
 
 
@@ -94,8 +94,8 @@ def test_table_with_shifts_and_the_worst_case(pool, ham10000, tmp_path):
 
 
 def test_shifted_scores_are_deterministic(pool, ham10000, tmp_path):
-    from skinfeat.external import evaluate_model
-    from skinfeat.shifts import parse_shifts
+    from skinfeat.runs.evaluate import evaluate_model
+    from skinfeat.imaging.shifts import parse_shifts
 
     _, manifest = image_folder(tmp_path, ham10000, per_class=2)
     shifts = parse_shifts(["vignette", "jpeg:30"])
@@ -250,9 +250,9 @@ def test_fit_test_scores_the_saved_model(pool, ham10000, tmp_path):
 # ----------------------------------------------------------------------------- test-time augmentation
 
 def test_predict_tta_set_averages_the_fixed_views(pool, ham10000):
-    from skinfeat.images import decode
-    from skinfeat.predict import load_predictor
-    from skinfeat.tta import TTA_VIEWS
+    from skinfeat.imaging.images import decode
+    from skinfeat.model.predictor import load_predictor
+    from skinfeat.imaging.tta import TTA_VIEWS
 
     path = ham_subset(ham10000, per_class=1).paths[0]
     model = load_predictor(pool["model"])

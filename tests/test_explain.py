@@ -10,11 +10,11 @@ from PIL import Image
 
 from model_factory import ham_subset, lite0_model, map_model, pool_model, write_ham_folder
 from skinfeat.cli import cli
-from skinfeat.errors import ModelError, ModuleError, UsageError
-from skinfeat.explain import (border_share, content_mask, explain, explain_sample, grad_cam, head_gradient,
+from skinfeat.core.errors import ModelError, ModuleError, UsageError
+from skinfeat.apps.explain import (border_share, content_mask, explain, explain_sample, grad_cam, head_gradient,
                               input_gradient, occlusion_map, saliency_map, savedmodel_backbone)
-from skinfeat.images import resize
-from skinfeat.predict import load_predictor
+from skinfeat.imaging.images import resize
+from skinfeat.model.predictor import load_predictor
 from conftest import HAM10000
 
 IMAGE = HAM10000 / "images" / "ISIC_0024310.jpg"

@@ -18,10 +18,10 @@ from PIL import Image
 
 from fakes import POOL_DIM, make_pooling_module
 from skinfeat.cli import cli
-from skinfeat.data import load_dataset
-from skinfeat.errors import CacheError, DataError
-from skinfeat.extract import extract_features
-from skinfeat.features import read_features
+from skinfeat.data.layouts import load_dataset
+from skinfeat.core.errors import CacheError, DataError
+from skinfeat.features.extract import extract_features
+from skinfeat.features.store import read_features
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +170,8 @@ def test_read_only_features_dir_gives_clear_error(class_dir, pool_module, tiny_t
 
 KILL_SCRIPT = """
 import sys
-from skinfeat.data import load_dataset
-from skinfeat.extract import extract_features
+from skinfeat.data.layouts import load_dataset
+from skinfeat.features.extract import extract_features
 m = load_dataset(data=sys.argv[1]).subset(range(int(sys.argv[4])))
 r = extract_features(m, sys.argv[2], out=sys.argv[3], chunk_size=64, progress=False)
 print(r.reused)

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def write_ham_folder(root, manifest):
     """A HAM10000 folder (metadata CSV + copied images) of ``manifest``'s images."""
-    from skinfeat.classes import CLASSES
+    from skinfeat.core.classes import CLASSES
 
     root.mkdir(parents=True)
     lines = ["lesion_id,image_id,dx"]
@@ -44,7 +44,8 @@ def made(tmp_path_factory, ham10000):
     """A 63-image HAM folder, its 3-fold folds file, the tiny trainable module, and
     the module fine-tuned from it on folds 1-2 (made once, by the CLI, in a home of
     its own: the session's module cache stays as the other tests expect it)."""
-    from skinfeat.data import load_dataset, make_folds, write_folds
+    from skinfeat.data.layouts import load_dataset
+    from skinfeat.data.split import make_folds, write_folds
 
     root = tmp_path_factory.mktemp("finetune")
     data = write_ham_folder(root / "hamsub", ham_subset(ham10000, PER_CLASS))
@@ -77,7 +78,8 @@ def finetune(setup, *args, module=None):
 
 
 def test_tiny_trainable_module_end_to_end(setup):
-    from skinfeat.backbones import cache, resolve_module
+    from skinfeat.backbones import cache
+    from skinfeat.backbones.resolve import resolve_module
 
     name = setup["name"]
     assert name == "finetuned/tiny-hamsub-fold0"
@@ -126,7 +128,7 @@ def test_new_module_through_extract_fit_and_predict_with_the_leak_guard(setup, t
                                     "--no-progress"])
     assert extracted.exit_code == 0, extracted.output
     features = extracted.stdout.strip().splitlines()[-1]
-    from skinfeat.features import read_features
+    from skinfeat.features.store import read_features
 
     fs = read_features(features)
     assert fs.attrs["module_info"]["finetune"]["fold"] == 0
@@ -160,7 +162,7 @@ def test_new_module_through_extract_fit_and_predict_with_the_leak_guard(setup, t
 def test_unfreeze_takes_the_last_variables_in_forward_order(setup, skinfeat_home, monkeypatch):
     import tensorflow_hub as hub
 
-    from skinfeat.backbones import resolve_module
+    from skinfeat.backbones.resolve import resolve_module
     from skinfeat.finetune.module import build_model, forward_order
 
     _, _, head, chosen = build_model(hub.load(setup["module"]), (32, 48), 1)
@@ -281,8 +283,8 @@ def test_resume_after_sigkill(setup, tmp_path, monkeypatch):
 
 def test_real_lite0_one_epoch(tmp_path, ham10000, skinfeat_home, monkeypatch):
     """The built-in EfficientNet-Lite0 on 70 HAM10000 images (37 train, 10 validate), one epoch at 64x80."""
-    from skinfeat.backbones import resolve_module
-    from skinfeat.data import make_folds, write_folds
+    from skinfeat.backbones.resolve import resolve_module
+    from skinfeat.data.split import make_folds, write_folds
     from skinfeat.finetune import finetune as run
 
     built = resolve_module("efficientnet-lite0").path  # in the session's cache, built once

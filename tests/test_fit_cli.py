@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from skinfeat.cli import cli
-from skinfeat.data import write_folds
-from skinfeat.errors import ModelError
+from skinfeat.data.split import write_folds
+from skinfeat.core.errors import ModelError
 from skinfeat.model.store import load_model
-from skinfeat.paths import runs_dir
+from skinfeat.core.paths import runs_dir
 from synthetic import synthetic_feature_set, write_synthetic
 
 SMALL = (30, 150, 20, 15, 30, 10, 10)  # 265 images, HAM10000-like imbalance

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from fakes import make_pooling_module
 from model_factory import ham_subset
 from skinfeat.cli import cli
-from skinfeat.features import read_features, write_features
+from skinfeat.features.store import read_features, write_features
 
 META = "age,sex,localization"
 
@@ -35,8 +35,8 @@ def error_line(result, code=1):
 def two(skinfeat_home, ham10000):
     """Features of one HAM subset by two backbones (the pooling module at two input
     sizes and resize policies), 2 robust views each, and a fused model with metadata."""
-    from skinfeat.evaluate import run_fit
-    from skinfeat.extract import extract_features
+    from skinfeat.runs.fit import run_fit
+    from skinfeat.features.extract import extract_features
 
     root = Path(skinfeat_home) / "test_fusion"
     shutil.rmtree(root, ignore_errors=True)
@@ -73,7 +73,7 @@ def ham_folder(tmp_path, ham10000, manifest, metadata=True):
 # ----------------------------------------------------------------------------- the join
 
 def test_joined_features_are_side_by_side_in_order_and_aligned_by_image(two, tmp_path):
-    from skinfeat.fusion import fit_features
+    from skinfeat.features.join import fit_features
 
     a, b = read_features(two["a"]), read_features(two["b"])
     order = np.random.default_rng(0).permutation(len(b))  # the second file's rows in another order
@@ -91,7 +91,7 @@ def test_joined_features_are_side_by_side_in_order_and_aligned_by_image(two, tmp
 
 
 def test_views_are_left_out_when_made_differently(two, tmp_path):
-    from skinfeat.fusion import fit_features
+    from skinfeat.features.join import fit_features
 
     b = read_features(two["b"])
     other = tmp_path / "b-mild.h5"
@@ -113,7 +113,7 @@ def test_fused_record_and_leaderboard_name_every_backbone(two):
 
 
 def record_meta_width(two):
-    from skinfeat.metadata import width
+    from skinfeat.data.metadata import width
 
     return width(json.loads((Path(two["model"]) / "model.json").read_text())["metadata"])
 
@@ -141,7 +141,7 @@ def test_files_that_do_not_belong_together_are_one_line_errors(two, tmp_path, ca
 # ----------------------------------------------------------------------------- metadata
 
 def test_metadata_encoding_scales_age_one_hots_categories_and_marks_missing():
-    from skinfeat.metadata import encode, fit_encoding, names
+    from skinfeat.data.metadata import encode, fit_encoding, names
 
     train = {"age": ["30", "50", "", "70"], "sex": ["male", "female", "unknown", "male"],
              "localization": ["back", "face", "back", "unknown"]}
@@ -197,7 +197,7 @@ def test_bad_metadata_values_and_missing_columns_are_one_line_errors(two, tmp_pa
 def test_predict_runs_every_backbone_and_encodes_metadata_as_fit_did(two, ham10000):
     """Probabilities of `predict` from images equal the head on the files' own
     features of those images, joined and with the metadata encoded as in fitting."""
-    from skinfeat.fusion import fit_features
+    from skinfeat.features.join import fit_features
     from skinfeat.model.predictor import Predictor
 
     model = Predictor(two["model"])
@@ -226,7 +226,7 @@ def test_predict_without_metadata_is_refused_unless_a_fallback_is_given(two, ham
               "--format", "json", *paths)
     assert out.exit_code == 0, out.output
     from skinfeat.model.predictor import Predictor
-    from skinfeat.predict import predict_paths
+    from skinfeat.model.predict import predict_paths
 
     alone = {p.image: p.proba for p in predict_paths(Predictor(two["image_only"]), paths[1:])}
     got = {p["image"]: np.array(list(p["probabilities_as_trained"].values())) for p in json.loads(out.stdout)}
@@ -315,7 +315,7 @@ def test_compare_best_saves_a_fused_run_with_its_backbones(two, tmp_path):
 
 def test_real_backbone_fused_with_another(skinfeat_home, ham10000, two, tmp_path):
     """The built-in EfficientNet-Lite0 joined with the pooling module: fit --out, then predict."""
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     lite = extract_features(two["manifest"], "efficientnet-lite0", out=tmp_path / "lite.h5", progress=False).path
     out = run("fit", "--head", "logreg", "--features", lite, "--features", two["a"], "--cv", "2",

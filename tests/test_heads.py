@@ -8,8 +8,11 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils import estimator_checks as checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skinfeat.errors import UsageError
-from skinfeat.heads import HEADS, LightGBMHead, LogRegHead, SoftmaxHead, head_class, make_head
+from skinfeat.core.errors import UsageError
+from skinfeat.heads import HEADS, head_class, make_head
+from skinfeat.heads.lgbm import LightGBMHead
+from skinfeat.heads.logreg import LogRegHead
+from skinfeat.heads.softmax import SoftmaxHead
 from skinfeat.heads.base import inner_split
 from synthetic import synthetic_feature_set
 

@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from model_factory import ham_subset, pool_model
-from skinfeat.classes import CLASSES
+from skinfeat.core.classes import CLASSES
 from skinfeat.cli import cli
 
 GOOD_DATA = "good"

@@ -3,7 +3,7 @@ folds files, ambiguous or broken CSVs, odd dataset folders (link loops,
 unreadable folders, FIFOs, names that are not UTF-8) and images of any format
 or size. Each gives a one-line error or a warning counted in the summary, never
 a traceback nor a hang, and ``data check``, ``extract`` and ``predict`` agree on
-which images are readable (``skinfeat.images``)."""
+which images are readable (``skinfeat.imaging.images``)."""
 
 import os
 import shutil
@@ -24,10 +24,11 @@ from dataset_factory import HAM_HEADER, four_classes_rows, make_class_folders, m
 from fakes import make_pooling_module
 from model_factory import pool_model
 from skinfeat.cli import cli
-from skinfeat.data import load_dataset, make_folds, read_folds, write_folds
-from skinfeat.errors import DataError
-from skinfeat.features import read_features
-from skinfeat.images import MAX_PIXELS, decode
+from skinfeat.data.layouts import load_dataset
+from skinfeat.data.split import make_folds, read_folds, write_folds
+from skinfeat.core.errors import DataError
+from skinfeat.features.store import read_features
+from skinfeat.imaging.images import MAX_PIXELS, decode
 from synthetic import write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -362,14 +363,14 @@ def test_a_decompression_bomb_alone_is_a_one_line_error_in_predict(zoo, model):
 
 
 def test_extraction_decodes_as_predict_does(zoo):
-    """extract's pipeline decodes through skinfeat.images.decode: the same pixels, TIFF included."""
-    from skinfeat.augment import _resize
-    from skinfeat.extract import _pipeline
+    """extract's pipeline decodes through skinfeat.imaging.images.decode: the same pixels, TIFF included."""
+    from skinfeat.imaging.augment import resize_tf
+    from skinfeat.features.pipeline import image_pipeline
 
     names = ["a.tif", "f.jpg", "b.gif"]
-    (_, images, _), = list(_pipeline([str(zoo / n) for n in names], [(0, 3)], (16, 16), "crop", 0, 0))
+    (_, images, _), = list(image_pipeline([str(zoo / n) for n in names], [(0, 3)], (16, 16), "crop", 0, 0))
     for name, got in zip(names, images.numpy()):
-        np.testing.assert_array_equal(got, _resize(decode(zoo / name), (16, 16), "crop").numpy())
+        np.testing.assert_array_equal(got, resize_tf(decode(zoo / name), (16, 16), "crop").numpy())
 
 
 # ----------------------------------------------------------------------------- across commands

@@ -2,7 +2,7 @@
 directory) or nothing, never half of one, and the next run leaves no leftovers.
 
 Each command runs twice for real: once to completion (the "old" output), then in
-a subprocess with ``SKINFEAT_HOLD_WRITE`` naming the output (its atomic write pauses
+a subprocess through ``held_writes.py`` naming the output (its atomic write pauses
 just before its rename), killed the moment its temporary file appears; then once
 more to completion. The first two runs are identical in input, so "old or new"
 is checked as "the same bytes as after the first run".
@@ -21,9 +21,10 @@ import pytest
 from click.testing import CliRunner
 
 from model_factory import pool_model, write_ham_folder
-from skinfeat.atomic import leftovers
+from skinfeat.core.atomic import leftovers
 from skinfeat.cli import cli
 
+HELD = str(Path(__file__).with_name("held_writes.py"))
 WRITERS = {  # name: (argv, the output it writes, relative to the test's folder)
     "split": (["data", "split", "--data", "{data}", "--folds", "2", "--out", "folds.csv"], "folds.csv"),
     # extract skips a file that is up to date: its killed run is the first, so "old" is "no file"
@@ -66,8 +67,8 @@ def _digest(path):
 def _kill_mid_write(argv, target, cwd, env):
     """Run ``skinfeat argv`` with writes held, SIGKILL it as soon as its temporary
     output appears beside ``target``; returns what it left."""
-    proc = subprocess.Popen([sys.executable, "-m", "skinfeat", *argv], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**env, "SKINFEAT_HOLD_WRITE": target.name})
+    proc = subprocess.Popen([sys.executable, HELD, target.name, *argv], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
     prefix = f".{target.name}.{proc.pid}."
     deadline = time.monotonic() + 240
     try:
@@ -117,8 +118,8 @@ def test_a_fit_killed_while_writing_its_record_leaves_no_half_record(inputs, tmp
     runs = tmp_path / "runs"
     argv = ["fit", "--head", "logreg", "--features", inputs["features"], "--cv", "2", "-q"]
     env = {**os.environ, "SKINFEAT_RUNS": str(runs)}
-    proc = subprocess.Popen([sys.executable, "-m", "skinfeat", *argv], cwd=tmp_path, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, env={**env, "SKINFEAT_HOLD_WRITE": "*.json"})
+    proc = subprocess.Popen([sys.executable, HELD, "*.json", *argv], cwd=tmp_path, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None and not any(
             p.name.startswith(".") for p in (runs.iterdir() if runs.exists() else [])):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from conftest import HAM10000
 from model_factory import ham_subset, pool_model
-from skinfeat.classes import CLASSES
+from skinfeat.core.classes import CLASSES
 from skinfeat.cli import cli
 
 IMAGE = HAM10000 / "images" / "ISIC_0024310.jpg"
@@ -310,7 +310,7 @@ def test_a_damaged_lightgbm_model_is_one_line(lgbm, tmp_path, text):
     (model / "lightgbm.txt").write_text(text)
     line = error_line(run("predict", "--model", model, IMAGE))
     assert str(model) in line and "re-fit" in line
-    from skinfeat.errors import ModelError
+    from skinfeat.core.errors import ModelError
     from skinfeat.model.store import load_model
 
     with pytest.raises(ModelError, match="re-fit"):
@@ -320,7 +320,7 @@ def test_a_damaged_lightgbm_model_is_one_line(lgbm, tmp_path, text):
 @pytest.mark.parametrize("damage", ["coef of the wrong shape", "coef with NaN", "state not an npz", "classes reordered",
                                     "param of the wrong type", "state symlinked outside"])
 def test_loading_the_scikit_learn_head_refuses_the_same_damage(pool, tmp_path, damage):
-    from skinfeat.errors import ModelError
+    from skinfeat.core.errors import ModelError
     from skinfeat.model.store import load_model
 
     model = copy_model(pool, tmp_path / "model")

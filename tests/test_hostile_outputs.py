@@ -21,11 +21,11 @@ from conftest import REPO
 from dataset_factory import four_classes_rows, make_ham, write_csv
 from fakes import make_pooling_module
 from model_factory import ham_subset
-from skinfeat.classes import CLASSES
+from skinfeat.core.classes import CLASSES
 from skinfeat.cli import cli
-from skinfeat.extract import extract_features
-from skinfeat.features import read_features, write_features
-from skinfeat.records import write_record
+from skinfeat.features.extract import extract_features
+from skinfeat.features.store import read_features, write_features
+from skinfeat.runs.records import write_record
 from synthetic import write_synthetic
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -144,7 +144,7 @@ def test_a_full_disk_during_extraction_is_one_line_at_every_size_and_the_rerun_r
 WRITER_SWEEP = r"""
 import errno, os, sys
 import numpy as np
-from skinfeat.features import write_features
+from skinfeat.features.store import write_features
 place, n = sys.argv[1], 2000
 ids = [f"ISIC_{i:07d}" for i in range(n)]
 def write(path):
@@ -196,7 +196,7 @@ def start_and_kill(args, ready):
 PAUSED_EXTRACT = r"""
 import sys, time
 from pathlib import Path
-import skinfeat.extract as extract
+import skinfeat.features.extract as extract
 from model_factory import ham_subset
 original = extract.write_feature_file
 def paused(path, *, chunks, **kwargs):

@@ -1,11 +1,16 @@
 """The package's import graph, read with ``ast`` (function-level imports included):
-no cycles, and the layers import one way (commands -> evaluate / predict /
-explain / report -> model -> the heads' inference and format -> errors, classes)."""
+no cycles; the layers of the README's "Layout" import one way (a module imports
+only its own layer and the layers before it); no private name (``_x``) is
+imported across modules; no module re-exports a name it imports."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "skinfeat"
+
+# The data flow, first to last: a module may import its own layer and those before it.
+LAYERS = ("skinfeat", "core", "imaging", "data", "backbones", "features", "viz", "heads", "model", "runs",
+          "finetune", "apps", "commands", "cli", "__main__")
 
 
 def _module_name(path):
@@ -13,30 +18,45 @@ def _module_name(path):
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _files():
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(path, name, files):
+    """(target module, imported names, line) of each skinfeat import in ``path``."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, (), node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                yield (full, (), node.lineno) if full in files else (base, (alias.name,), node.lineno)
+
+
 def import_graph():
     """{module: {skinfeat modules it imports anywhere in its code}}."""
-    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    files = _files()
     graph = {}
     for name, path in files.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base for alias in node.names]
-            else:
-                continue
-            for target in targets:
-                while target and target not in files:  # `import skinfeat.x.y` names skinfeat.x.y
-                    target = target.rpartition(".")[0]
-                if target and target != name:
-                    edges.add(target)
+        for target, _, _ in _imports(path, name, files):
+            while target and target not in files:  # `import skinfeat.x.y` names skinfeat.x.y
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                edges.add(target)
         graph[name] = edges
     return graph
+
+
+def layer(module):
+    """The index in LAYERS of a skinfeat module's layer."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1] if len(parts) > 1 else parts[0])
 
 
 def find_cycle(graph):
@@ -65,6 +85,21 @@ def find_cycle(graph):
     return None
 
 
+def upward_imports(graph):
+    return sorted(f"{a} -> {b}" for a, edges in graph.items() for b in edges if layer(b) > layer(a))
+
+
+def private_imports():
+    """``module: line imports _name from other``, for every private name imported across modules."""
+    files = _files()
+    found = []
+    for name, path in files.items():
+        for target, names, line in _imports(path, name, files):
+            found += [f"{name}:{line} imports {n} from {target}" for n in names
+                      if target.startswith("skinfeat") and n.startswith("_") and not n.startswith("__")]
+    return found
+
+
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
     assert "skinfeat.model.store" in graph and "skinfeat.heads.inference" in graph["skinfeat.model.predictor"]
@@ -77,12 +112,36 @@ def test_find_cycle_sees_function_level_cycles():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def test_every_module_sits_in_a_layer():
+    unknown = [m for m in _files() if len(m.split(".")) > 1 and m.split(".")[1] not in LAYERS]
+    assert not unknown, f"modules outside the layers {LAYERS}: {unknown}"
+
+
 def test_layers_import_one_way():
     graph = import_graph()
-    above_model = {"skinfeat.evaluate", "skinfeat.predict", "skinfeat.explain", "skinfeat.report", "skinfeat.cli"}
-    for name, edges in graph.items():
-        if name.startswith("skinfeat.model"):
-            wrong = {e for e in edges if e in above_model or e.startswith("skinfeat.commands")}
-            assert not wrong, f"{name} imports {sorted(wrong)}, which sit above skinfeat.model"
+    assert upward_imports(graph) == []
+    # the check sees an upward import when there is one
+    assert upward_imports({"skinfeat.core.paths": {"skinfeat.runs.fit"}}) == ["skinfeat.core.paths -> skinfeat.runs.fit"]
     inference = graph["skinfeat.heads.inference"] | graph["skinfeat.heads.lgbm_text"]
-    assert inference <= {"skinfeat.classes", "skinfeat.errors", "skinfeat.heads.lgbm_text"}, sorted(inference)
+    assert inference <= {"skinfeat.core.classes", "skinfeat.core.errors", "skinfeat.heads.lgbm_text"}, sorted(inference)
+
+
+def test_no_private_name_crosses_a_module():
+    assert private_imports() == []
+
+
+def test_names_are_imported_from_the_module_that_defines_them():
+    """No re-exports: ``from skinfeat.x import y`` where x only imports y itself."""
+    files = _files()
+    defined = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined[name] = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | {
+            t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+            for t in ast.walk(n.targets[0] if isinstance(n, ast.Assign) else n.target) if isinstance(t, ast.Name)}
+    wrong = []
+    for name, path in files.items():
+        for target, names, line in _imports(path, name, files):
+            if target in defined:
+                wrong += [f"{name}:{line} imports {n} from {target}" for n in names if n not in defined[target]]
+    assert wrong == []

@@ -1,4 +1,4 @@
-"""Lesion-centred cropping and hair removal (``skinfeat.lesion``, ``extract --lesion``):
+"""Lesion-centred cropping and hair removal (``skinfeat.imaging.lesion``, ``extract --lesion``):
 the box on synthetic lesions (IoU), the fallback to the whole image, hair removal
 on synthetic hair, and the option flowing from extraction through fit into the
 model, prediction, evaluation, the shift check and export."""
@@ -15,11 +15,11 @@ from click.testing import CliRunner
 
 from fakes import make_pooling_module
 from model_factory import ham_subset
-from skinfeat import lesion
+from skinfeat.imaging import lesion
 from skinfeat.cli import cli
-from skinfeat.errors import UsageError
-from skinfeat.features import read_features
-from skinfeat.images import decode
+from skinfeat.core.errors import UsageError
+from skinfeat.features.store import read_features
+from skinfeat.imaging.images import decode
 
 SKIN, BROWN, PINK = (0.88, 0.68, 0.62), (0.45, 0.28, 0.22), (0.80, 0.36, 0.45)
 TOLERANCE = 1e-4  # features from images (TFLite, numpy resize) vs extraction (SavedModel, tf.data)
@@ -201,8 +201,8 @@ def error_line(result, code=1):
 def fitted(tmp_path_factory, skinfeat_home, ham10000):
     """Pooling-backbone features of a HAM subset (2 robust views) without and with the
     crop, and a model fitted (with its TFLite backbone) on each."""
-    from skinfeat.evaluate import run_fit
-    from skinfeat.extract import extract_features
+    from skinfeat.runs.fit import run_fit
+    from skinfeat.features.extract import extract_features
 
     root = tmp_path_factory.mktemp("lesion")
     module = make_pooling_module(root / "pool")
@@ -229,7 +229,7 @@ def test_cropped_features_have_their_own_key_name_and_attrs(fitted):
 
 def test_feature_key_of_uncropped_features_is_unchanged(fitted, ham10000):
     """--lesion none is the key features had before the option existed: caches stay valid."""
-    from skinfeat.extract import feature_key
+    from skinfeat.features.extract import feature_key
 
     attrs = read_features(fitted["features"]["none"]).attrs
     parts = {k: attrs[k] for k in ("module", "module_fingerprint", "input_size", "resize", "views", "augment_seed",
@@ -288,8 +288,8 @@ def test_predict_and_evaluate_run_a_cropping_model(fitted, tmp_path):
 def test_shift_check_crops_each_shifted_image_as_prediction_does(fitted):
     """The shift check (fit --shift) and evaluate shift the image, then crop, then resize."""
     from skinfeat.model.predictor import Predictor
-    from skinfeat.shiftcheck import shifted_features
-    from skinfeat.shifts import parse_shifts
+    from skinfeat.runs.shiftcheck import shifted_features
+    from skinfeat.imaging.shifts import parse_shifts
 
     crop, none = (read_features(fitted["features"][k]) for k in ("crop", "none"))
     ids, paths = list(crop.image_ids[:6]), list(fitted["manifest"].paths[:6])
@@ -319,7 +319,7 @@ def test_export_keeps_the_crop(fitted, tmp_path):
 
 
 def test_joined_features_keep_each_backbones_crop(fitted, tmp_path):
-    from skinfeat.evaluate import run_fit
+    from skinfeat.runs.fit import run_fit
     from skinfeat.model.predictor import Predictor
 
     files = [fitted["features"]["crop"], fitted["features"]["none"]]
@@ -370,7 +370,7 @@ def test_features_with_an_unknown_lesion_option_are_refused_by_fit(fitted, tmp_p
 
 
 def test_unknown_lesion_option_for_extract_is_refused(fitted, tmp_path):
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     result = run("extract", "--data", tmp_path, "--lesion", "segment")
     assert result.exit_code == 2 and "Invalid value for '--lesion'" in result.output, result.output
@@ -384,8 +384,8 @@ def test_tiny_and_odd_images_are_extracted_with_the_crop(tmp_path):
     """8-pixel images, flat black and white ones, a grey PNG: cropped, augmented, none skipped."""
     from PIL import Image
 
-    from skinfeat.data import load_dataset
-    from skinfeat.extract import extract_features
+    from skinfeat.data.layouts import load_dataset
+    from skinfeat.features.extract import extract_features
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "data" / "NV"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, log_loss, roc_auc_score
 
-from skinfeat.classes import CLASSES
-from skinfeat.metrics import (NV, classification_metrics, expected_calibration_error, prior_baseline,
+from skinfeat.core.classes import CLASSES
+from skinfeat.core.metrics import (NV, classification_metrics, expected_calibration_error, prior_baseline,
                               summarize_folds, top_k_accuracy)
 
 

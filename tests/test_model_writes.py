@@ -139,7 +139,6 @@ def test_a_fit_killed_at_any_moment_leaves_the_old_or_the_new_model_and_no_lefto
     assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == [live.name]
 
 
-
 def test_re_export_keeps_the_old_backbone_until_the_new_one_is_in(pool, tmp_path):
     model = copy_model(pool, tmp_path / "model")
     before = (model / "backbone.tflite").read_bytes()
@@ -236,7 +235,7 @@ def test_export_on_a_full_disk_keeps_the_old_model(heavy, small_disk):
 
 
 def test_the_tflite_cache_of_the_shift_check_on_a_full_disk_is_one_error(heavy, small_disk, monkeypatch):
-    from skinfeat.errors import CacheError
+    from skinfeat.core.errors import CacheError
     from skinfeat.model.export import cached_backbone
 
     home = small_disk("256k")

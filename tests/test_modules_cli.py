@@ -9,7 +9,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 from PIL import Image
 
-from skinfeat.backbones import load_catalog
+from skinfeat.backbones.catalog import load_catalog
 from skinfeat.cli import cli
 
 HAM_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000" / "images" / "ISIC_0024306.jpg"

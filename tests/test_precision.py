@@ -1,4 +1,4 @@
-"""``extract --precision float32|bfloat16|int8`` (``skinfeat.precision``): the key and
+"""``extract --precision float32|bfloat16|int8`` (``skinfeat.features.precision``): the key and
 file name per precision, bfloat16 on the real default module (different, deterministic,
 not leaking into float32), int8 TFLite copies (close to float32, cached and reused),
 and the precision carried into the model (export, prediction) and the shift check."""
@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from fakes import make_trainable_module
 from model_factory import ham_subset
 from skinfeat.cli import cli
-from skinfeat.features import read_features
+from skinfeat.features.store import read_features
 
 TOLERANCE = 1e-4  # features from images (TFLite, numpy resize) vs extraction (tf.data)
 # Measured: int8 vs float32 cosine, min over the images (tiny fake on 28 HAM images:
@@ -40,8 +40,8 @@ def cosines(a, b):
 def tiny(tmp_path_factory, skinfeat_home, ham10000):
     """Tiny-convnet features of 28 HAM images at each precision, and a model fitted on
     the int8 and on the bfloat16 ones."""
-    from skinfeat.evaluate import run_fit
-    from skinfeat.extract import extract_features
+    from skinfeat.runs.fit import run_fit
+    from skinfeat.features.extract import extract_features
 
     root = tmp_path_factory.mktemp("precision")
     module = make_trainable_module(root / "tiny")
@@ -64,9 +64,9 @@ def tiny_home(tiny, monkeypatch):
 
 
 def test_key_and_file_name_per_precision_float32_unchanged(tiny):
-    from skinfeat.backbones import resolve_module
-    from skinfeat.extract import feature_key, manifest_digest
-    from skinfeat.features import FORMAT_VERSION
+    from skinfeat.backbones.resolve import resolve_module
+    from skinfeat.features.extract import feature_key, manifest_digest
+    from skinfeat.features.store import FORMAT_VERSION
 
     mod = resolve_module(tiny["module"])
     before = {"module": mod.name, "module_fingerprint": mod.fingerprint, "input_size": [224, 224], "resize": "crop",
@@ -85,7 +85,7 @@ def test_key_and_file_name_per_precision_float32_unchanged(tiny):
 @pytest.fixture(scope="module")
 def real(ham10000, tmp_path_factory):
     """42 real HAM images (6 per class) and their float32 features through the real default module."""
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     manifest, root = ham_subset(ham10000, per_class=6), tmp_path_factory.mktemp("real")
     return {"manifest": manifest, "root": root,
@@ -93,7 +93,7 @@ def real(ham10000, tmp_path_factory):
 
 
 def test_bfloat16_on_the_default_module_differs_is_deterministic_and_does_not_leak(real, tmp_path):
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     bf, bf_again, f32_after = (
         read_features(extract_features(real["manifest"], None, precision=p, out=tmp_path / f"{i}.h5",
@@ -107,7 +107,7 @@ def test_bfloat16_on_the_default_module_differs_is_deterministic_and_does_not_le
 
 
 def test_int8_default_module_is_close_to_float32(real, tmp_path):
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     i8 = read_features(extract_features(real["manifest"], None, precision="int8", out=tmp_path / "i.h5",
                                         progress=False).path).features
@@ -117,7 +117,7 @@ def test_int8_default_module_is_close_to_float32(real, tmp_path):
 
 
 def test_int8_tiny_module_close_and_its_tflite_cached_and_reused(tiny_home, tmp_path):
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     results = tiny_home["results"]
     f32, i8 = (read_features(results[p].path).features for p in ("float32", "int8"))
@@ -132,8 +132,8 @@ def test_int8_tiny_module_close_and_its_tflite_cached_and_reused(tiny_home, tmp_
 
 def test_int8_model_predicts_and_shift_checks_with_the_int8_backbone(tiny_home):
     from skinfeat.model.predictor import Predictor
-    from skinfeat.paths import features_dir
-    from skinfeat.shiftcheck import shifted_features
+    from skinfeat.core.paths import features_dir
+    from skinfeat.runs.shiftcheck import shifted_features
 
     model, fs = tiny_home["models"]["int8"], read_features(tiny_home["results"]["int8"].path)
     manifest = json.loads((model / "model.json").read_text())
@@ -159,7 +159,7 @@ def test_export_of_an_int8_model_puts_the_int8_backbone_back(tiny_home, tmp_path
 
 
 def test_shift_check_of_bfloat16_features_runs_bfloat16(tiny_home):
-    from skinfeat.shiftcheck import shifted_features
+    from skinfeat.runs.shiftcheck import shifted_features
 
     bf, f32 = (read_features(tiny_home["results"][p].path) for p in ("bfloat16", "float32"))
     where = dict(zip(tiny_home["manifest"].image_ids, tiny_home["manifest"].paths))

@@ -15,12 +15,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from model_factory import ham_subset, lite0_model, pool_model
-from skinfeat.classes import CLASSES, FULL_NAMES
+from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.cli import cli
-from skinfeat.errors import DataError
-from skinfeat.features import read_features
+from skinfeat.core.errors import DataError
+from skinfeat.features.store import read_features
 from skinfeat.model.predictor import HeadFunction
-from skinfeat.predict import Predictor, isic_row, load_predictor, predict_paths
+from skinfeat.model.predictor import Predictor, load_predictor
+from skinfeat.model.predict import isic_row, predict_paths
 
 # Probabilities from images vs from the same images' extracted features.
 PROBA_TOLERANCE = 1e-4  # measured: 5e-6 (EfficientNet-Lite0 on 300 HAM images)
@@ -67,12 +68,12 @@ def _encoded(array, fmt, **options):
 
 
 def test_decode_and_resize_equal_extractions_tensorflow_pipeline():
-    """PIL/simplejpeg + numpy against tf.io.decode_image and skinfeat.extract._resize:
+    """PIL/simplejpeg + numpy against tf.io.decode_image and skinfeat.imaging.augment.resize_tf:
     JPEG pixels exactly (TensorFlow's fast IDCT), every resize policy to ~1e-6."""
     import tensorflow as tf
 
-    from skinfeat.extract import _resize
-    from skinfeat.images import decode, resize
+    from skinfeat.imaging.augment import resize_tf
+    from skinfeat.imaging.images import decode, resize
 
     rng = np.random.default_rng(0)
     files = [_find(i).read_bytes() for i in ("ISIC_0024306", "ISIC_0024310")]
@@ -87,7 +88,7 @@ def test_decode_and_resize_equal_extractions_tensorflow_pipeline():
         np.testing.assert_array_equal(got, want.numpy())
         for policy in ("squash", "crop", "pad"):
             for size in [(224, 224), (260, 240)]:
-                np.testing.assert_allclose(resize(got, size, policy), _resize(want, size, policy).numpy(),
+                np.testing.assert_allclose(resize(got, size, policy), resize_tf(want, size, policy).numpy(),
                                            rtol=0, atol=2e-6)
 
 
@@ -117,7 +118,7 @@ def test_pool_images_give_the_probabilities_of_their_features(pool):
 
 def test_tta_averages_extractions_own_augmented_views(pool, tmp_path, ham10000):
     """--tta uses _augment with seeds (0, v): extraction's seeds for row 0 with seed 0."""
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     one = ham_subset(ham10000, per_class=1).subset([0])
     fs = read_features(extract_features(one, pool["module"], out=tmp_path / "one.h5", views=2,
@@ -125,7 +126,7 @@ def test_tta_averages_extractions_own_augmented_views(pool, tmp_path, ham10000):
     model = load_predictor(pool["model"])
     assert model.tta_views == 2  # the model was trained with 2 views
     want = model.head(np.concatenate([fs.features, fs.views[0]])).mean(axis=0)
-    from skinfeat.images import decode
+    from skinfeat.imaging.images import decode
 
     got = model.predict_tta(decode(one.paths[0]))
     assert np.abs(got - want).max() < PROBA_TOLERANCE

@@ -15,8 +15,8 @@ from PIL import Image
 
 from model_factory import pool_model
 from skinfeat.cli import cli
-from skinfeat.errors import DataError
-from skinfeat.report import write_report
+from skinfeat.core.errors import DataError
+from skinfeat.apps.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from model_factory import pool_model
-from skinfeat.classes import CLASSES
+from skinfeat.core.classes import CLASSES
 from skinfeat.cli import cli
-from skinfeat.metrics import ECE_BINS, expected_calibration_error
-from skinfeat.paths import runs_dir
-from skinfeat.records import write_record
-from skinfeat.report import write_report
+from skinfeat.core.metrics import ECE_BINS, expected_calibration_error
+from skinfeat.core.paths import runs_dir
+from skinfeat.runs.records import write_record
+from skinfeat.apps.report import write_report
 
 
 def run(*args):

@@ -5,11 +5,11 @@ import os
 import subprocess
 import sys
 
-from skinfeat.runtime import _is_startup_noise, stderr_without
+from skinfeat.core.tf_runtime import _is_startup_noise, stderr_without
 
 SCRIPT = """
 import sys
-from skinfeat.runtime import tensorflow
+from skinfeat.core.tf_runtime import tensorflow
 tf = tensorflow()
 print("after import", file=sys.stderr)
 print(tf.constant(2) * 3)

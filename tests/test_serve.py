@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from model_factory import ham_subset, lite0_model, pool_model
-from skinfeat.classes import CLASSES
+from skinfeat.core.classes import CLASSES
 from skinfeat.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,10 +40,10 @@ def images(ham10000):
 
 
 class Server:
-    """``skinfeat.serve``'s app on waitress on a free port, in a thread."""
+    """``skinfeat.apps.serve``'s app on waitress on a free port, in a thread."""
 
     def __init__(self, model, **options):
-        from skinfeat.serve import create_server, make_app
+        from skinfeat.apps.serve import create_server, make_app
 
         self.app = make_app(model, **options)
         self.server = create_server(self.app, port=0, workers=options.get("workers", 4))
@@ -128,7 +128,7 @@ def error_line(result, code):
 # ----------------------------------------------------------------------------- predictions
 
 def test_predictions_equal_the_predictor_and_skinfeat_predict(server, pool, images):
-    from skinfeat.images import decode
+    from skinfeat.imaging.images import decode
     from skinfeat.model.predictor import Predictor
 
     model = Predictor(pool)
@@ -174,7 +174,7 @@ def test_health_model_and_page(server, pool):
 
 
 def test_a_model_fitted_with_metadata_takes_the_form_fields_or_refuses(pool, images, ham10000, tmp_path):
-    from skinfeat.evaluate import run_fit
+    from skinfeat.runs.fit import run_fit
     from skinfeat.model.predictor import Predictor
 
     features = Path(pool).parent / "features.h5"
@@ -200,7 +200,7 @@ def test_a_model_fitted_with_metadata_takes_the_form_fields_or_refuses(pool, ima
         s.close()
     assert status == 200 and status2 == 200 and answer == raw
     model = Predictor(model_dir)
-    from skinfeat.images import decode
+    from skinfeat.imaging.images import decode
 
     want = model.probabilities([decode(images[0])], metadata={k: [v] for k, v in fields.items()})[0]
     np.testing.assert_allclose(proba(answer), want, atol=1e-6)
@@ -234,7 +234,7 @@ def test_concurrent_requests_are_each_answered_right(server, pool, images):
 
 def test_multipart_bodies_keep_every_byte(images):
     """Line ends, lone CRs and boundary-like lines inside a file survive the parser."""
-    from skinfeat.serve import _multipart
+    from skinfeat.apps.serve import _multipart
 
     rng = np.random.default_rng(0)
     files = [Path(images[0]).read_bytes(), rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
@@ -258,7 +258,7 @@ def _bomb():
     return buf.getvalue()
 
 
-# skinfeat.images silences PIL's warning once per process; pytest restores the filters after each test
+# skinfeat.imaging.images silences PIL's warning once per process; pytest restores the filters after each test
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("case, status, message", [
     ("not an image", 400, "upload 'lesion.jpg' is not an image"),

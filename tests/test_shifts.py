@@ -4,10 +4,9 @@ doing what it says, on a real HAM10000 image; and their parsing."""
 import numpy as np
 import pytest
 
-from skinfeat.errors import UsageError
-from skinfeat.images import decode
-from skinfeat.shifts import KINDS, STANDARD, parse_shift, parse_shifts
-
+from skinfeat.core.errors import UsageError
+from skinfeat.imaging.images import decode
+from skinfeat.imaging.shifts import KINDS, STANDARD, parse_shift, parse_shifts
 
 
 @pytest.fixture(scope="module")

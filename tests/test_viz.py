@@ -7,15 +7,17 @@ from click.testing import CliRunner
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from skinfeat.classes import CLASSES
+from skinfeat.core.classes import CLASSES
 from skinfeat.cli import SkinfeatGroup
 from skinfeat.commands.viz import METHODS as CLI_METHODS
 from skinfeat.commands.viz import viz
-from skinfeat.errors import UsageError
-from skinfeat.features import read_features, write_features
-from skinfeat.viz import (METHODS, embed, embedding_for, expected_calibration_error, feature_map,
-                          plot_confusion, plot_embedding, plot_reliability, plot_roc_pr, save_figure,
-                          subsample_indices)
+from skinfeat.core.errors import UsageError
+from skinfeat.features.store import read_features, write_features
+from skinfeat.viz.embed import METHODS, embed
+from skinfeat.viz.embed import embedding_for, subsample_indices
+from skinfeat.core.metrics import expected_calibration_error
+from skinfeat.viz.maps import feature_map
+from skinfeat.viz.plots import plot_confusion, plot_embedding, plot_reliability, plot_roc_pr, save_figure
 from skinfeat.viz.plots import DPI, SIZES
 
 COUNTS = (40, 150, 30, 20, 35, 12, 13)  # 300 images, imbalanced like HAM10000
@@ -235,7 +237,7 @@ def test_embedding_figure_colours_by_class_and_category(tmp_path):
 
 
 def test_age_is_a_colour_scale_not_categories(features_file, tmp_path):
-    from skinfeat.viz import color_values, feature_map
+    from skinfeat.viz.maps import color_values, feature_map
 
     notes = []
     values, kind = color_values(read_features(features_file), "age", notes=notes)

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from model_factory import lite0_model, pool_model
 from skinfeat.cli import cli
-from skinfeat.images import decode
+from skinfeat.imaging.images import decode
 from skinfeat.model.predictor import Predictor
-from skinfeat.web.chromium import Browser, Served, chromium
+from devtools.chromium import Browser, Served, chromium
 
 N_IMAGES = 12
 MODELS = {"lite0-logreg": lambda home, ham: lite0_model(home, ham),

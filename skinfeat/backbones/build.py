@@ -1,7 +1,7 @@
 """Convert a built-in catalog entry into a SavedModel in the module cache.
 
 The conversion runs in a fresh Python process (``python -m
-skinfeat.backbones.build NAME DIR``, through ``skinfeat.runtime.run_fresh``): TensorFlow names traced functions with
+skinfeat.backbones.build NAME DIR``, through ``skinfeat.core.tf_runtime.run_fresh``): TensorFlow names traced functions with
 process-wide counters, so only a fresh process writes the same
 ``saved_model.pb``, and so the same fingerprint, whatever the caller did
 before. It also keeps the tracing memory out of the caller.
@@ -15,8 +15,8 @@ import time
 from skinfeat import __version__
 from skinfeat.backbones import cache
 from skinfeat.backbones.catalog import load_catalog
-from skinfeat.errors import ModuleError
-from skinfeat.runtime import run_fresh
+from skinfeat.core.errors import ModuleError
+from skinfeat.core.tf_runtime import run_fresh
 
 # Converters by the catalog's ``builder`` name: skinfeat.backbones.<name>.build(weights_path)
 BUILDERS = ("efficientnet_lite", "mobilenet_v1")
@@ -56,7 +56,7 @@ def build_builtin(entry, force=False):
 def convert(entry, directory):
     """Write ``entry`` as a SavedModel into ``directory``; return its descriptor."""
     from skinfeat.backbones.layers import export_saved_model
-    from skinfeat.runtime import tensorflow
+    from skinfeat.core.tf_runtime import tensorflow
 
     tf = tensorflow()
     converter = importlib.import_module(f"skinfeat.backbones.{entry.builder}")

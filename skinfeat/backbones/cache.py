@@ -15,10 +15,10 @@ import tarfile
 import time
 from pathlib import Path
 
-from skinfeat import paths
-from skinfeat.atomic import atomic_dir
-from skinfeat.errors import CacheError, ModuleError
-from skinfeat.outputs import reason
+from skinfeat.core import paths
+from skinfeat.core.atomic import atomic_dir
+from skinfeat.core.errors import CacheError, ModuleError
+from skinfeat.core.writable import reason
 
 DESCRIPTOR = "skinfeat-module.json"
 LOCK_TIMEOUT_S = 600

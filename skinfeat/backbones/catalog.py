@@ -7,8 +7,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from skinfeat import paths
-from skinfeat.errors import ModuleError
+from skinfeat.core import paths
+from skinfeat.core.errors import ModuleError
 
 CATALOG_FILE = "backbones.toml"
 _FIELDS = {"builder", "weights", "handle", "source", "input_size", "value_range",

@@ -15,7 +15,7 @@ import numpy as np
 
 from skinfeat.backbones.layers import ConvBN, Dense, global_average_pool
 from skinfeat.backbones.torch_legacy import load_state_dict
-from skinfeat.runtime import tensorflow
+from skinfeat.core.tf_runtime import tensorflow
 
 tf = tensorflow()
 

@@ -9,7 +9,7 @@ them; with ``training=True`` BatchNorm uses batch statistics and updates its
 moving averages, as Keras layers do.
 """
 
-from skinfeat.runtime import tensorflow
+from skinfeat.core.tf_runtime import tensorflow
 
 tf = tensorflow()
 

@@ -11,7 +11,7 @@ Preprocessing ``x*2 - 1`` is part of the network, so it takes images in [0, 1].
 """
 
 from skinfeat.backbones.layers import ConvBN, Dense, global_average_pool
-from skinfeat.runtime import tensorflow
+from skinfeat.core.tf_runtime import tensorflow
 
 tf = tensorflow()
 

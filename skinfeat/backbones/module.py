@@ -4,7 +4,7 @@ feature-vector module: float32 ``[B, H, W, 3]`` in [0, 1] in, ``[B, D]`` out."""
 from dataclasses import dataclass
 
 from skinfeat.backbones import cache
-from skinfeat.errors import ModuleError
+from skinfeat.core.errors import ModuleError
 
 PROBE_SIZE = (224, 224)  # image size used to probe a module that accepts any size
 # Modules skinfeat wrote into its cache: their descriptor records the fingerprint and
@@ -29,7 +29,7 @@ def _is_training_variant(args, kwargs):
 
 def _candidates(obj):
     """(callable, input spec, output structure) of ``__call__`` or a serving signature."""
-    from skinfeat.runtime import tensorflow
+    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     call = getattr(obj, "__call__", None)
@@ -64,7 +64,7 @@ def _single_output(outputs):
 def inspect_saved_model(path, where):
     """Load the SavedModel at ``path`` and return its ``FeatureFunction``; a
     ModuleError that says what is wrong when it is not an image feature vector."""
-    from skinfeat.runtime import tensorflow, tensorflow_hub
+    from skinfeat.core.tf_runtime import tensorflow, tensorflow_hub
 
     tf, hub = tensorflow(), tensorflow_hub()
 
@@ -109,7 +109,7 @@ def _keep_alive(fn, obj):
 
 
 class Module:
-    """A backbone ready to use. See ``skinfeat.backbones.resolve_module``."""
+    """A backbone ready to use. See ``skinfeat.backbones.resolve.resolve_module``."""
 
     def __init__(self, name, path, kind, entry=None, input_size=None):
         self.name, self.path, self.kind, self.entry = name, str(path), kind, entry
@@ -160,7 +160,7 @@ class Module:
             return self.entry.feature_dim
         function = self._inspect()
         if function.feature_dim is None:  # not declared by the signature: run it once
-            from skinfeat.runtime import tensorflow
+            from skinfeat.core.tf_runtime import tensorflow
             tf = tensorflow()
             height, width = self.input_size or PROBE_SIZE
             function.feature_dim = int(function.fn(tf.zeros([1, height, width, 3])).shape[-1])

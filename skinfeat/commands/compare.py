@@ -2,15 +2,15 @@
 
 import click
 
+from skinfeat.commands.options import format_option, parse_shift_check, shift_check_options
 from skinfeat.heads import HEADS
-from skinfeat.records import FORMATS, SORTS
+from skinfeat.runs.compare import FORMATS, SORTS
 
 
 @click.command()
 @click.option("--sort", type=click.Choice(list(SORTS)), default="bmca", show_default=True,
               help="Column to sort by (metrics and images/s: best first; fit time: fastest first).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="Output format.")
+@format_option(FORMATS)
 @click.option("--all", "show_all", is_flag=True,
               help="Every record, not only the latest per (features, head, settings).")
 @click.option("--fit/--no-fit", "fit_first", default=False, show_default=True,
@@ -21,12 +21,8 @@ from skinfeat.records import FORMATS, SORTS
 @click.option("--folds", "folds_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="With --fit: folds file from `skinfeat data split` (default: 5 folds, seed 0).")
 @click.option("--cv", type=int, metavar="K", help="With --fit and no --folds: K default folds.")
-@click.option("--data", "shift_data", type=click.Path(), metavar="PATH",
-              help="With --fit --shift: the dataset the features were extracted from.")
-@click.option("--shift", "shifts", multiple=True, metavar="NAME[:LEVEL]",
-              help="With --fit: shift-check every fit (see `skinfeat fit --shift`); 'standard' for the set.")
-@click.option("--tta", default="none", show_default=True, metavar="SET",
-              help="With --shift: test-time augmentation of the shift check.")
+@shift_check_options("With --fit: ", data_help="the dataset the features were extracted from (for --shift).",
+                     shift_help="shift-check every fit (see `skinfeat fit --shift`); 'standard' for the set.")
 @click.option("--best", "best_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Then fit the best run (worst-shift BMCA first, CV BMCA second) on all CV images "
                    "and save it here as a model directory, with its backbone.")
@@ -42,14 +38,15 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     time, extraction images/s, folds hash, run id (for `skinfeat report --run`).
     Runs of one dataset stay together, each dataset with its always-NV baseline.
     """
-    from skinfeat.commands.fit import shift_options
-    from skinfeat.evaluate import fit_missing
-    from skinfeat.outputs import check_writable
-    from skinfeat.paths import features_dir, runs_dir
-    from skinfeat.records import format_leaderboard, leaderboard_rows, read_evaluations, read_records
-    from skinfeat.refit import save_best
+    from skinfeat.core.paths import features_dir, runs_dir
+    from skinfeat.core.writable import check_writable
+    from skinfeat.runs.compare import format_leaderboard, leaderboard_rows, read_evaluations
+    from skinfeat.runs.ensemble import top_ensemble
+    from skinfeat.runs.fit import fit_missing
+    from skinfeat.runs.records import read_records
+    from skinfeat.runs.save import save_best
 
-    manifest, parsed = shift_options(shift_data, shifts, tta)
+    manifest, parsed = parse_shift_check(shift_data, shifts, tta)
     if best_dir:
         check_writable(best_dir, "the best model", folder=True)
     failures = []
@@ -61,7 +58,7 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
                                   log=lambda line: click.echo(line, err=True), shift_data=manifest,
                                   shifts=parsed, tta=tta, progress=True)
     if ensemble_k:
-        failures += _ensemble_top(ensemble_k, manifest, parsed, tta)
+        failures += top_ensemble(ensemble_k, manifest, parsed, tta, log=lambda line: click.echo(line, err=True))
     records = read_records()
     rows = leaderboard_rows(records, sort=sort, latest=not show_all, evaluations=read_evaluations())
     if not rows:
@@ -82,32 +79,9 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     _fail_if(failures)
 
 
-def _ensemble_top(k, manifest, shifts, tta):
-    """Record the stacked ensemble of the top ``k`` runs unless it is there; [(what, message)] if it fails."""
-    from skinfeat.ensemble import run_ensemble, select_runs
-    from skinfeat.errors import SkinfeatError, UsageError
-    from skinfeat.records import read_records
-
-    log = lambda line: click.echo(line, err=True)  # noqa: E731
-    try:
-        records = read_records()
-        members = {r["run_id"] for r in select_runs(records, top=k)}
-        wanted = {s.name for s in shifts}
-        if not any(r["head"] == "stack" and {m["run_id"] for m in r["members"]} == members
-                   and wanted <= set((r.get("shift") or {}).get("shifts", {})) for r in records if r.get("members")):
-            log(f"fitting the stacked ensemble of the top {k} runs")
-            run_ensemble(top=k, shift_data=manifest, shifts=shifts, tta=tta, log=log, progress=True)
-    except UsageError:
-        raise
-    except SkinfeatError as exc:
-        log(f"failed: ensemble of the top {k}: {exc}")
-        return [(f"ensemble of the top {k}", str(exc))]
-    return []
-
-
 def _fail_if(failures):
     if failures:
-        from skinfeat.errors import SkinfeatError
+        from skinfeat.core.errors import SkinfeatError
 
         raise SkinfeatError(f"{len(failures)} of the fits failed ({'; '.join(what for what, _ in failures)}): "
                             "see the lines starting with 'failed:' above; fix or remove those features files")

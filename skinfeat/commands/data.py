@@ -1,46 +1,22 @@
 """``skinfeat data``: check datasets and write lesion-grouped folds.
 
-Other commands read datasets the same way: decorate them with
-:func:`dataset_options` and call :func:`load_manifest` with its three values.
+Every command reads datasets the same way: ``skinfeat.commands.options``
+(``dataset_options``, ``load_manifest``).
 """
 
 import dataclasses
-import functools
 import sys
 
 import click
 import numpy as np
 
-from skinfeat.classes import CLASSES
-from skinfeat.data import check_dataset, load_dataset, make_folds, summarize, write_folds
+from skinfeat.commands.options import dataset_options, load_manifest
+from skinfeat.core.classes import CLASSES
+from skinfeat.data.check import check_dataset, summarize
+from skinfeat.data.duplicates import THRESHOLDS
+from skinfeat.data.layouts import load_dataset
 from skinfeat.data.manifest import ERROR
-from skinfeat.data.split import HOLDOUT, fold_balance, merge_lesions
-from skinfeat.duplicates import THRESHOLDS
-
-
-def dataset_options(command):
-    """Add ``--data``, ``--images`` and ``--labels`` (passed on as ``data``, ``images``, ``labels``)."""
-    options = [
-        click.option("--data", type=click.Path(), metavar="PATH",
-                     help="Dataset folder (or labels CSV); the layout is detected: HAM10000 metadata CSV, "
-                          "ISIC 2018 one-hot ground truth, one folder per class, or plain images."),
-        click.option("--images", type=click.Path(), metavar="DIR",
-                     help="Folder of images, searched recursively (instead of --data)."),
-        click.option("--labels", type=click.Path(), metavar="CSV",
-                     help="Labels for --images: HAM10000 metadata (image_id,dx,...) or ISIC 2018 one-hot "
-                          "(image,MEL,NV,...). Without it: class folders or unlabelled images."),
-    ]
-    return functools.reduce(lambda f, option: option(f), reversed(options), command)
-
-
-def load_manifest(data=None, images=None, labels=None):
-    """The Manifest the options name; says on stderr how many images had problems."""
-    manifest = load_dataset(data=data, images=images, labels=labels)
-    if manifest.problems:
-        errors = len(manifest.errors())
-        click.echo(f"skinfeat: {len(manifest.problems)} problems in the data ({errors} errors; affected "
-                   "images are left out): run 'skinfeat data check' for details", err=True)
-    return manifest
+from skinfeat.data.split import HOLDOUT, fold_balance, make_folds, merge_lesions, write_folds
 
 
 @click.group()
@@ -132,8 +108,8 @@ def split(data, images, labels, k, seed, holdout, duplicates, out):
     the file (--folds FILE) so every backbone and head is scored on the same folds.
     With --duplicates, lesions linked by near-duplicate images also share one.
     """
-    from skinfeat.duplicates import read_pairs
-    from skinfeat.outputs import check_writable, writing
+    from skinfeat.core.writable import check_writable, writing
+    from skinfeat.data.duplicates import read_pairs
 
     check_writable(out, "the folds file")
     manifest = load_manifest(data, images, labels)
@@ -189,12 +165,12 @@ def duplicates(features, against, similarity, threshold, folds, show_all, pairs_
     under two lesion ids); with --against every pair leaks. The search is exact,
     in blocks of rows: the 10,015 HAM10000 images take seconds.
     """
-    from skinfeat.data import read_folds
-    from skinfeat.duplicates import check_threshold, contact_sheet, describe, find_duplicates, format_pair, \
-        summary, write_pairs
-    from skinfeat.errors import UsageError
-    from skinfeat.features import read_features
-    from skinfeat.outputs import check_writable, writing
+    from skinfeat.core.errors import UsageError
+    from skinfeat.core.writable import check_writable, writing
+    from skinfeat.data.duplicates import check_threshold, describe, find_duplicates, format_pair, summary, write_pairs
+    from skinfeat.data.split import read_folds
+    from skinfeat.features.store import read_features
+    from skinfeat.viz.sheets import contact_sheet
 
     threshold = THRESHOLDS[similarity] if threshold is None else threshold
     check_threshold(threshold, similarity)

@@ -2,7 +2,14 @@
 
 import click
 
-from skinfeat.model.ensemble import METHODS  # light: no scikit-learn
+from skinfeat.commands.options import (
+    load_manifest,
+    parse_shift_check,
+    progress_option,
+    shift_check_options,
+    shift_lines,
+)
+from skinfeat.model.ensemble_dir import METHODS  # light: no scikit-learn
 
 
 @click.command()
@@ -13,19 +20,16 @@ from skinfeat.model.ensemble import METHODS  # light: no scikit-learn
 @click.option("--method", type=click.Choice(METHODS), default="stack", show_default=True,
               help="stack: a logreg meta-learner on the members' log-probabilities, cross-validated on "
                    "their folds; mean: their average.")
-@click.option("--data", "shift_data", type=click.Path(), metavar="PATH",
-              help="The dataset the members' features were extracted from: for --shift, or for repeating "
-                   "the members' own shift checks where their shifted features are not cached.")
-@click.option("--shift", "shifts", multiple=True, metavar="NAME[:LEVEL]",
-              help="Shift check of the ensemble on its first fold (repeatable; 'standard' for the set). "
-                   "Without it, the members' own shift checks are repeated when they all have the same one.")
-@click.option("--tta", default="none", show_default=True, metavar="SET",
-              help="With --shift: test-time augmentation of the shift check (none, flips, multiscale).")
+@shift_check_options(
+    data_help="The dataset the members' features were extracted from: for --shift, or for repeating the "
+              "members' own shift checks where their shifted features are not cached.",
+    shift_help="Shift check of the ensemble on its first fold (repeatable; 'standard' for the set). Without "
+               "it, the members' own shift checks are repeated when they all have the same one.")
 @click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
               help="Also save the ensemble here: every member fitted on all CV images, with its backbone, "
                    "and the meta-learner; `skinfeat predict` and `evaluate` take it.")
-@click.option("--quiet", "-q", is_flag=True, help="No per-fold progress on stderr.")
-def ensemble(run_ids, top, method, shift_data, shifts, tta, out, quiet):
+@progress_option("Per-fold progress on stderr (-q: none).")
+def ensemble(run_ids, top, method, shift_data, shifts, tta, out, progress):
     """Ensemble recorded runs from their out-of-fold probabilities.
 
     RUN_ID is a run id of `skinfeat fit` (or its unique start; `skinfeat
@@ -34,17 +38,14 @@ def ensemble(run_ids, top, method, shift_data, shifts, tta, out, quiet):
     ensemble is scored on those folds (the meta-learner of a fold is fitted on
     the other folds only) and recorded as a run: `skinfeat compare` shows it.
     """
-    from skinfeat.commands.fit import shift_lines, shift_options
-    from skinfeat.ensemble import run_ensemble
-    from skinfeat.records import summary_lines
+    from skinfeat.runs.compare import summary_lines
+    from skinfeat.runs.ensemble import run_ensemble
 
-    manifest, parsed = shift_options(shift_data, shifts, tta)
+    manifest, parsed = parse_shift_check(shift_data, shifts, tta)
     if shift_data and not shifts:
-        from skinfeat.commands.data import load_manifest
-
         manifest = load_manifest(shift_data)
     record = run_ensemble(run_ids, top, method, shift_data=manifest, shifts=parsed, tta=tta, out=out,
-                          log=None if quiet else (lambda line: click.echo(line, err=True)), progress=not quiet)
+                          log=(lambda line: click.echo(line, err=True)) if progress else None, progress=progress)
     click.echo("\n".join(summary_lines(record)))
     click.echo(f"record: {record['record_path']}")
     if record.get("shift"):

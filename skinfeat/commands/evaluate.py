@@ -6,31 +6,34 @@ import sys
 
 import click
 
-from skinfeat.commands.data import dataset_options, load_manifest
+from skinfeat.commands.options import (
+    SHIFTS_HELP,
+    TTA_SETS_HELP,
+    dataset_options,
+    format_option,
+    load_manifest,
+    progress_option,
+    shift_option,
+    tta_option,
+)
 
 
 @click.command()
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Model directory written by `skinfeat fit --out DIR` (with its exported backbone).")
 @dataset_options
-@click.option("--shift", "shifts", multiple=True, metavar="NAME[:LEVEL]",
-              help="Also score on transformed copies of the images (repeatable): crop, pad, "
-                   "vignette[:R], zoom:Z, rotate:DEG, brightness:F, contrast:F, temperature:T, "
-                   "blur:SIGMA, jpeg:Q, downscale:F; 'standard' for the documented set of 15.")
-@click.option("--tta", default="none", show_default=True, metavar="SET",
-              help="Test-time augmentation: none, flips (mirror, flip, rotate 90) or multiscale "
-                   "(flips plus a 1.3x centre zoom); probabilities are averaged over the views.")
+@shift_option(f"Also score on transformed copies of the images (repeatable): {SHIFTS_HELP}.")
+@tta_option(f"Test-time augmentation: {TTA_SETS_HELP}; probabilities are averaged over the views.")
 @click.option("--predictions", type=click.Path(dir_okay=False), metavar="CSV",
               help="Instead of a model: score this ISIC-format file (image,MEL,NV,...,VASC) "
                    "against --labels.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="Output format.")
+@format_option(("table", "json"))
 @click.option("--record/--no-record", default=True, show_default=True,
               help="Write a JSON record into runs/ ($SKINFEAT_RUNS) for `skinfeat compare` and `report`.")
 @click.option("--metadata", "metadata_csv", type=click.Path(dir_okay=False), metavar="CSV",
               help="For a model fitted with --metadata: age, sex and site by image id (HAM10000 or ISIC "
                    "layout); default: the dataset's own metadata columns.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_option("Show a progress bar (-q: none).")
 def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, record, metadata_csv, progress):
     """Score a model on labelled images it was not trained on (another clinic's,
     ISIC's validation or test set), as `predict` runs it.
@@ -45,8 +48,8 @@ def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, rec
     skinfeat evaluate --model models/best --data ../isic2018_val --shift standard
     skinfeat evaluate --predictions preds.csv --labels ISIC2018_Task3_Test_GroundTruth.csv
     """
-    from skinfeat.external import evaluate_images, evaluate_predictions, format_evaluation
-    from skinfeat.records import check_runs_writable
+    from skinfeat.runs.evaluate import evaluate_images, evaluate_predictions, format_evaluation
+    from skinfeat.runs.records import check_runs_writable
 
     if record:
         check_runs_writable()  # before any image is scored
@@ -60,21 +63,21 @@ def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, rec
         if model_dir is None:
             raise click.UsageError("no model given; pass --model DIR (from `skinfeat fit --out DIR`), "
                                    "or --predictions CSV --labels CSV")
-        from skinfeat.external import tta_views
-        from skinfeat.shifts import parse_shifts
+        from skinfeat.imaging.shifts import parse_shifts
+        from skinfeat.imaging.tta import tta_views
 
         parsed = parse_shifts(shifts)  # bad names fail before any image is read
         tta_views(tta)
         manifest = load_manifest(data, images, labels)
         errors = manifest.errors()
         if errors:
-            from skinfeat.errors import DataError
+            from skinfeat.core.errors import DataError
 
             raise DataError(f"{data or images}: {len(errors)} problems in the data, the first: {errors[0]}; "
                             "evaluate scores every image, so fix them first (`skinfeat data check` lists them)")
         table = None
         if metadata_csv:
-            from skinfeat.metadata import read_metadata_csv
+            from skinfeat.data.metadata import read_metadata_csv
 
             table = read_metadata_csv(metadata_csv)
         result = evaluate_images(model_dir, manifest, parsed, tta, where=data or images,

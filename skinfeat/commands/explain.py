@@ -4,8 +4,8 @@ from pathlib import Path
 
 import click
 
-from skinfeat.classes import CLASSES
-from skinfeat.explain import DEFAULT_SAMPLE, METHODS  # the library is light to import: --help stays instant
+from skinfeat.apps.explain import DEFAULT_SAMPLE, METHODS  # the library is light to import: --help stays instant
+from skinfeat.core.classes import CLASSES
 
 
 @click.command()
@@ -39,16 +39,16 @@ def explain(model_dir, image, data, n, per_class, seed, method, target, grid, ou
     predicted classes with their probabilities, as a PNG. With --data instead of
     an image: a contact sheet of many images, each with its map, its true and
     predicted class and the share of the map on the image's border."""
-    from skinfeat.classes import FULL_NAMES
-    from skinfeat.errors import UsageError
-    from skinfeat.outputs import check_writable
+    from skinfeat.core.classes import FULL_NAMES
+    from skinfeat.core.errors import UsageError
+    from skinfeat.core.writable import check_writable
 
     if (image is None) == (data is None):
         raise UsageError("give one IMAGE, or --data PATH for a contact sheet (not both)")
     if data is not None:
         if target is not None:
             raise UsageError("--target explains one image; a sheet shows each image's predicted class: drop it")
-        from skinfeat.explain import explain_sample
+        from skinfeat.apps.explain import explain_sample
 
         out = out or f"{Path(data).name}__{method}_sheet.png"
         check_writable(out, "the picture")
@@ -59,7 +59,7 @@ def explain(model_dir, image, data, n, per_class, seed, method, target, grid, ou
                    + (f" ({right} of {labelled} predicted right)" if labelled else "")
                    + f"; {sheet.border:.0%} of the maps' mass on the outer band ({sheet.band_area:.0%} of the image)")
         return
-    from skinfeat.explain import explain as run
+    from skinfeat.apps.explain import explain as run
 
     out = out or f"{Path(image).stem}__{method}.png"
     check_writable(out, "the picture")

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import click
 
-from skinfeat.commands.data import dataset_options, load_manifest
-from skinfeat.extract import AUGMENTS, DEFAULT_AUGMENT, DEFAULT_RESIZE, DEFAULT_VIEWS, DTYPES, ON_ERROR, RESIZE_POLICIES
-from skinfeat.devices import DEFAULT_DEVICE, DEVICES
-from skinfeat.extract import ENGINES
-from skinfeat.lesion import DEFAULT_LESION, LESION_OPTIONS
-from skinfeat.precision import DEFAULT_PRECISION, PRECISIONS
+from skinfeat.commands.options import dataset_options, load_manifest, progress_option
+from skinfeat.core.devices import DEFAULT_DEVICE, DEVICES
+from skinfeat.features.extract import DEFAULT_RESIZE, DEFAULT_VIEWS, DTYPES, ENGINES, ON_ERROR, RESIZE_POLICIES
+from skinfeat.features.precision import DEFAULT_PRECISION, PRECISIONS
+from skinfeat.imaging.augment import AUGMENTS, DEFAULT_AUGMENT
+from skinfeat.imaging.lesion import DEFAULT_LESION, LESION_OPTIONS
 
 
 @click.command()
@@ -57,7 +57,7 @@ from skinfeat.precision import DEFAULT_PRECISION, PRECISIONS
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="With --engine ray: how many actors (each loads the module once). Default: one per "
                    "node with all its CPUs, or one per GPU.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_option("Show a progress bar (-q: none).")
 def extract(data, images, labels, module, out, resize, lesion, views, augment, augment_seed, image_size, dtype,
             on_error, precision, device, engine, ray_address, workers, progress):
     """Extract bottleneck features of every image ONCE and cache them in HDF5.
@@ -67,7 +67,7 @@ def extract(data, images, labels, module, out, resize, lesion, views, augment, a
     rerunning with the same inputs does nothing, changing any makes a new file.
     An interrupted run resumes where it stopped. Prints the file's path.
     """
-    from skinfeat.extract import extract_features
+    from skinfeat.features.extract import extract_features
 
     manifest = load_manifest(data, images, labels)
     name = Path(data or images).resolve().name

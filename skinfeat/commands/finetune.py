@@ -4,8 +4,8 @@ from pathlib import Path
 
 import click
 
-from skinfeat.commands.data import dataset_options, load_manifest
-from skinfeat.devices import DEFAULT_DEVICE, DEVICES
+from skinfeat.commands.options import dataset_options, load_manifest, progress_option
+from skinfeat.core.devices import DEFAULT_DEVICE, DEVICES
 from skinfeat.finetune import DEFAULTS
 from skinfeat.finetune.train import BN_POLICIES, LOSSES
 
@@ -42,7 +42,7 @@ from skinfeat.finetune.train import BN_POLICIES, LOSSES
 @click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE, show_default=True,
               help="Where to train: auto (a GPU when one is visible, with mixed float16 precision), cpu, "
                    "or gpu (an error when none is visible).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_option("Show a progress bar (-q: none).")
 def finetune(data, images, labels, module, folds_path, fold, all_folds, epochs, size, unfreeze, batch, lr,
              loss, bn, seed, out, device, progress):
     """Fine-tune a backbone end to end on the training folds, with the robust

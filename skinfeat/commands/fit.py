@@ -4,7 +4,13 @@ import json
 
 import click
 
-from skinfeat.commands.data import load_manifest
+from skinfeat.commands.options import (
+    load_manifest,
+    parse_shift_check,
+    progress_option,
+    shift_check_options,
+    shift_lines,
+)
 from skinfeat.heads import HEADS
 from skinfeat.heads.imbalance import ADJUSTS, CLASS_WEIGHTS, SAMPLINGS
 
@@ -51,18 +57,12 @@ def _parse_params(values):
               help="Train on every augmented view in the file and average predictions over views (TTA).")
 @click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
               help="Also fit on all CV images and save the model here.")
-@click.option("--data", "shift_data", type=click.Path(), metavar="PATH",
-              help="With --shift: the dataset the features were extracted from (its images are shifted).")
-@click.option("--shift", "shifts", multiple=True, metavar="NAME[:LEVEL]",
-              help="Shift check: score the first fold's head on that fold's images under this shift "
-                   "(repeatable; 'standard' for the documented set); the leaderboard shows the worst.")
-@click.option("--tta", default="none", show_default=True, metavar="SET",
-              help="With --shift: test-time augmentation of the shift check (none, flips, multiscale).")
+@shift_check_options()
 @click.option("--test", "test_data", type=click.Path(), metavar="PATH",
               help="With --out: also score the saved model on this labelled dataset (`skinfeat evaluate`).")
-@click.option("--quiet", "-q", is_flag=True, help="No per-fold progress on stderr.")
+@progress_option("Per-fold progress on stderr (-q: none).")
 def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust, param, views, out, shift_data,
-        shifts, tta, test_data, quiet):
+        shifts, tta, test_data, progress):
     """Fit a head on cached features with lesion-grouped cross-validation.
 
     Prints BMCA (balanced multiclass accuracy, the ISIC metric), accuracy,
@@ -73,27 +73,26 @@ def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust
     probabilities. Writes one JSON record into runs/ ($SKINFEAT_RUNS) for
     `skinfeat compare`.
     """
-    from skinfeat.evaluate import run_fit
-    from skinfeat.records import summary_lines
-
-    from skinfeat.metadata import parse_columns
+    from skinfeat.data.metadata import parse_columns
+    from skinfeat.runs.compare import summary_lines
+    from skinfeat.runs.fit import run_fit
 
     columns = parse_columns(metadata) if metadata else None
     params = _parse_params(param)
     params.update({k: v for k, v in (("class_weight", class_weight), ("sampling", sampling),
                                       ("adjust", adjust)) if v is not None})
-    log = None if quiet else (lambda line: click.echo(line, err=True))
-    shift_manifest, parsed = shift_options(shift_data, shifts, tta)
+    log = (lambda line: click.echo(line, err=True)) if progress else None
+    shift_manifest, parsed = parse_shift_check(shift_data, shifts, tta)
     if test_data and not out:
         raise click.UsageError("--test needs --out DIR: the saved model is what gets scored")
     test = load_manifest(test_data) if test_data else None
     if test is not None:
-        from skinfeat.external import labelled
+        from skinfeat.runs.evaluate import labelled
 
         labelled(test, test_data)  # unlabelled test data fails before any fitting
     record = run_fit(list(features) if len(features) > 1 else features[0], head, params, folds_path=folds_path, cv=cv, use_views=views, out=out,
                      log=log, shift_data=shift_manifest, shifts=parsed, tta=tta, test=test,
-                     test_name=test_data, progress=not quiet, metadata=columns)
+                     test_name=test_data, progress=progress, metadata=columns)
     click.echo("\n".join(summary_lines(record)))
     click.echo(f"record: {record['record_path']}")
     if record.get("shift"):
@@ -105,26 +104,3 @@ def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust
         click.echo(f"model: {record['model_dir']}")
 
 
-def shift_options(data, shifts, tta):
-    """(Manifest, parsed shifts) of --data/--shift/--tta; usage errors before any work."""
-    if not shifts:
-        return None, []
-    from skinfeat.external import tta_views
-    from skinfeat.shifts import parse_shifts
-
-    parsed = parse_shifts(shifts)
-    tta_views(tta)
-    if data is None:
-        raise click.UsageError("--shift needs --data PATH, the dataset the features were extracted from")
-    return load_manifest(data), parsed
-
-
-def shift_lines(check):
-    """The shift check as text: BMCA / accuracy per shift, and the worst."""
-    lines = [f"shift check (fold {check['fold']}, {check['n']} images): {'BMCA':>6} {'accuracy':>8}",
-             f"  {'clean':<16} {check['clean']['bmca']:>6.3f} {check['clean']['accuracy']:>8.3f}"]
-    lines += [f"  {name:<16} {m['bmca']:>6.3f} {m['accuracy']:>8.3f}" for name, m in check["shifts"].items()]
-    w = check["worst"]
-    lines.append(f"  {'worst':<16} {w['bmca']:>6.3f} {w['accuracy']:>8.3f}  "
-                 f"(BMCA: {w['bmca_shift']}, accuracy: {w['accuracy_shift']})")
-    return lines

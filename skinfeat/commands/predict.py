@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from skinfeat.predict import FORMATS  # light to import (no TensorFlow, scikit-learn, LiteRT)
+from skinfeat.commands.options import format_option
+from skinfeat.model.predict import FORMATS  # light to import (no TensorFlow, scikit-learn, LiteRT)
 
 
 @click.command()
@@ -21,9 +22,8 @@ from skinfeat.predict import FORMATS  # light to import (no TensorFlow, scikit-l
                    "flip, rotate 90); multiscale (flips plus a 1.3x centre zoom); views, or --tta alone "
                    "(extraction's augmentation with a fixed seed, as many views as the model was "
                    "trained with, else 8; imports TensorFlow).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="table: one line per image; json; csv; isic: the ISIC 2018 submission CSV "
-                   "(image,MEL,NV,BCC,AKIEC,BKL,DF,VASC).")
+@format_option(FORMATS, "table: one line per image; json; csv; isic: the ISIC 2018 submission CSV "
+                        "(image,MEL,NV,BCC,AKIEC,BKL,DF,VASC).")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Write here (replaced only when all images are done) instead of standard output.")
 @click.option("--metadata", "metadata_csv", type=click.Path(dir_okay=False), metavar="CSV",
@@ -43,10 +43,11 @@ def predict(model_dir, inputs, top_k, tta, fmt, out, metadata_csv, fallback_dir)
     top class is the model's decision, the one balanced accuracy scores; --format
     json also lists them as trained. Only the model directory is needed.
     """
-    from skinfeat.atomic import write_atomically
-    from skinfeat.model.ensemble import load_any
-    from skinfeat.outputs import check_writable, writing
-    from skinfeat.predict import load_predictor, predict_paths, write_predictions
+    from skinfeat.core.atomic import write_atomically
+    from skinfeat.core.writable import check_writable, writing
+    from skinfeat.model.ensemble_dir import load_any
+    from skinfeat.model.predict import predict_paths, write_predictions
+    from skinfeat.model.predictor import load_predictor
 
     if out is not None:
         check_writable(out, "the predictions")
@@ -54,7 +55,7 @@ def predict(model_dir, inputs, top_k, tta, fmt, out, metadata_csv, fallback_dir)
     fallback = load_predictor(fallback_dir) if fallback_dir else None
     table = None
     if metadata_csv:
-        from skinfeat.metadata import read_metadata_csv
+        from skinfeat.data.metadata import read_metadata_csv
 
         table = read_metadata_csv(metadata_csv)
     skips = _Skips()
@@ -95,7 +96,7 @@ class _Skips:
             yield prediction
 
     def finish(self, count):
-        from skinfeat.errors import DataError
+        from skinfeat.core.errors import DataError
 
         if count:
             self._flush()
@@ -114,9 +115,8 @@ class _Skips:
                    "default: the one recorded in the model, if it is in the catalog (a SavedModel "
                    "folder or handle runs, so it is used only when named here). Its fingerprint must match. "
                    "A model on several backbones takes one --module per backbone, in their order.")
-@click.option("--format", "fmt", type=click.Choice(("tflite", "web")), default="tflite", show_default=True,
-              help="tflite: the backbones into the model directory; web: a static site (--out) whose page "
-                   "runs the model in the browser, offline.")
+@format_option(("tflite", "web"), "tflite: the backbones into the model directory; web: a static site (--out) "
+                                   "whose page runs the model in the browser, offline.")
 @click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
               help="With --format web: the folder to write the site into (new, empty, or an earlier site).")
 def export(model_dir, modules, fmt, out):
@@ -132,14 +132,14 @@ def export(model_dir, modules, fmt, out):
     server (`python -m http.server -d DIR`) and open it. It predicts as
     `skinfeat predict` does without --tta.
     """
-    from skinfeat.errors import UsageError
+    from skinfeat.core.errors import UsageError
 
     if fmt == "web" or out is not None:
         if fmt != "web" or not out or modules:
             raise UsageError("--format web takes --out DIR (the site's folder) and no --module; "
                              "--out is only for --format web: export the backbone first with "
                              f"`skinfeat export --model {model_dir}` if the model has none")
-        from skinfeat.web.site import export_web
+        from skinfeat.apps.web.site import export_web
 
         done = export_web(model_dir, out)
         click.echo(f"wrote {out}: {done['files']} files, {done['bytes'] / 1e6:.1f} MB; serve it with "

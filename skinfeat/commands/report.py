@@ -2,7 +2,7 @@
 
 import click
 
-from skinfeat.report import MAP_METHODS as MAPS  # the library is light to import: --help stays instant
+from skinfeat.apps.report import MAP_METHODS as MAPS  # the library is light to import: --help stays instant
 
 
 @click.command()
@@ -21,7 +21,7 @@ def report(out, map_method, run_id):
     The file holds everything (pictures embedded), so it opens offline and can be
     mailed as is. Nothing is refitted: it reads the records `skinfeat fit` wrote.
     """
-    from skinfeat.report import write_report
+    from skinfeat.apps.report import write_report
 
     result = write_report(out, map_method=map_method, run=run_id)
     for note in result.notes:

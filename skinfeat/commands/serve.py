@@ -1,8 +1,8 @@
-"""``skinfeat serve``: a fitted model behind an HTTP API and a page (``skinfeat.serve``)."""
+"""``skinfeat serve``: a fitted model behind an HTTP API and a page (``skinfeat.apps.serve``)."""
 
 import click
 
-from skinfeat.serve import DEFAULT_WORKERS, MAX_UPLOAD_MB
+from skinfeat.apps.serve import DEFAULT_WORKERS, MAX_UPLOAD_MB
 
 
 @click.command()
@@ -32,7 +32,7 @@ def serve(model_dir, host, port, tta, workers, max_upload_mb):
 
     The answers are a model's guesses, not a diagnosis.
     """
-    from skinfeat.serve import serve as run
+    from skinfeat.apps.serve import serve as run
 
     run(model_dir, host, port, workers, tta, max_upload_mb,
         on_ready=lambda url: click.echo(f"serving {model_dir} on {url} (Ctrl-C stops)", err=True))

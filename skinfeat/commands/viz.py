@@ -26,8 +26,8 @@ def viz(features, method, color, folds, subsample, seed, out):
     The coordinates are cached (under $SKINFEAT_HOME/viz, keyed by the feature
     file, method, subsample and seed), so another --color or --out redraws at once.
     """
-    from skinfeat.outputs import check_writable
-    from skinfeat.viz import default_out, feature_map
+    from skinfeat.core.writable import check_writable
+    from skinfeat.viz.maps import default_out, feature_map
 
     out = out or default_out(features, method, color)
     check_writable(out, "the picture")

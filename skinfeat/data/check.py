@@ -1,5 +1,5 @@
 """What ``skinfeat data check`` looks for beyond the manifest's own problems:
-images that extract and predict cannot read (:func:`skinfeat.images.decode`:
+images that extract and predict cannot read (:func:`skinfeat.imaging.images.decode`:
 unreadable, truncated, empty, of degenerate size, decompression bombs),
 byte-identical files under two ids, and lesions whose images carry different
 labels; plus the summary it prints."""
@@ -10,18 +10,18 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from skinfeat.progress import bar
 
-from skinfeat.classes import CLASSES, UNLABELLED
+from skinfeat.core.classes import CLASSES, UNLABELLED
+from skinfeat.core.progress import bar
 from skinfeat.data.manifest import ERROR, error, warning
 from skinfeat.data.split import lesion_labels
-from skinfeat.images import FileError, decode, read_file
+from skinfeat.imaging.images import FileError, decode, read_file
 
 MISSING_VALUES = ("", "unknown", "nan", "na", "n/a", "none")
 
 
 def scan_image(path):
-    """``(sha1 of the bytes, None)`` for a readable image (:func:`skinfeat.images.decode` decodes
+    """``(sha1 of the bytes, None)`` for a readable image (:func:`skinfeat.imaging.images.decode` decodes
     it completely), else ``(the sha1 or None, a FileError saying what is wrong)``."""
     try:
         data = read_file(path)

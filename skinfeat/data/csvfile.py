@@ -7,9 +7,9 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skinfeat.core.errors import DataError
 from skinfeat.data.manifest import error, warning
-from skinfeat.errors import DataError
-from skinfeat.images import read_file
+from skinfeat.imaging.images import read_file
 
 DELIMITERS = {",": "','", ";": "';'", "\t": "tab"}
 _SHOWN = 12  # column names listed in a message

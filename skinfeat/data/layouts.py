@@ -12,11 +12,11 @@ names and CSVs are read here, never pixels, so 100,000 images take seconds.
 import os
 from pathlib import Path
 
-from skinfeat.classes import CLASSES, FULL_NAMES, UNLABELLED, class_index, folder_class
+from skinfeat.core.classes import CLASSES, FULL_NAMES, UNLABELLED, class_index, folder_class
+from skinfeat.core.errors import DataError, UsageError
 from skinfeat.data.csvfile import close_matches, read_header, read_table, shorten
 from skinfeat.data.manifest import METADATA_COLUMNS, Manifest, error, warning
-from skinfeat.errors import DataError, UsageError
-from skinfeat.images import IMAGE_EXTENSIONS, is_image_name, list_folder, shown, walk_images
+from skinfeat.imaging.images import IMAGE_EXTENSIONS, is_image_name, list_folder, shown, walk_images
 
 CLASS_LIST = ", ".join(CLASSES)
 _SHOWN = 5  # ids listed in a message that summarises many images
@@ -34,7 +34,7 @@ def find_images(root, problems=None):
 
 
 def _skipper(problems):
-    """``on_skip`` for skinfeat.images that records a warning in ``problems`` (None: raise)."""
+    """``on_skip`` for skinfeat.imaging.images that records a warning in ``problems`` (None: raise)."""
     if problems is None:
         return None
     return lambda path, exc: problems.append(warning(f"{shown(Path(path).name)} {exc.reason}", shown(path)))
@@ -47,7 +47,7 @@ def suggest_class(label):
     return f" (did you mean {names[close[0].lower()]}?)" if close else ""
 
 
-def _image_id(value):
+def image_id_of(value):
     """The id in an image column: ``ISIC_0024306`` also when written ``ISIC_0024306.jpg``."""
     stem, dot, ext = value.rpartition(".")
     return stem if dot and is_image_name(value) else value
@@ -144,7 +144,7 @@ def read_ham10000(labels, images):
     records = []
     for line, row in table.rows:
         where = f"{labels}:{line}"
-        image_id, dx = _image_id(row[image_col]), row[dx_col]
+        image_id, dx = image_id_of(row[image_col]), row[dx_col]
         label = class_index(dx)
         if not image_id:
             problems.append(error("empty image_id; row skipped: fill it in or delete the row", where))
@@ -173,8 +173,8 @@ def read_isic2018(labels, images, groupings=None):
     records = []
     for line, row in table.rows:
         where = f"{labels}:{line}"
-        image_id = _image_id(row[image_col])
-        label, complaint = _one_hot(row, class_cols)
+        image_id = image_id_of(row[image_col])
+        label, complaint = one_hot(row, class_cols)
         if complaint:
             problems.append(error(f"{complaint} for {image_id}; row skipped: mark exactly one class with 1", where))
             continue
@@ -193,7 +193,7 @@ def read_isic2018(labels, images, groupings=None):
 _BINARY = {"0": 0.0, "0.0": 0.0, "1": 1.0, "1.0": 1.0}
 
 
-def _one_hot(row, class_cols):
+def one_hot(row, class_cols):
     """``(class index, None)`` for a valid one-hot row, else ``(None, what is wrong)``."""
     try:
         values = [_BINARY[v] if v in _BINARY else float(v or "nan") for v in (row[c] for c in class_cols)]
@@ -216,8 +216,8 @@ def _read_groupings(path, problems):
     image_col = table.require("image", "the image id")
     lesion_col = table.require("lesion_id", "the lesion each image shows")
     type_col = table.column("diagnosis_confirm_type") or table.column("dx_type")
-    lesions = {_image_id(row[image_col]): row[lesion_col] for _, row in table.rows}
-    dx_types = {_image_id(row[image_col]): row[type_col] for _, row in table.rows} if type_col else {}
+    lesions = {image_id_of(row[image_col]): row[lesion_col] for _, row in table.rows}
+    dx_types = {image_id_of(row[image_col]): row[type_col] for _, row in table.rows} if type_col else {}
     return lesions, dx_types
 
 
@@ -228,7 +228,7 @@ NO_GROUPING = ("class folders carry no lesion ids: each image counts as its own 
 
 def read_class_folders(root):
     """One sub-folder per class (``MEL/``, ``nv/``, ``melanoma/`` ...; see
-    ``skinfeat.classes.folder_class``); images directly under ``root`` are left out. A
+    ``skinfeat.core.classes.folder_class``); images directly under ``root`` are left out. A
     tree of parts with class folders in each (Keras' ``train/``, ``val/``, ``test/``)
     is read as one dataset, with a warning: skinfeat makes its own folds."""
     problems, records, files = [], [], {}

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from skinfeat.classes import CLASSES, UNLABELLED
+from skinfeat.core.classes import CLASSES, UNLABELLED
 
 LAYOUTS = ("ham10000", "isic2018", "class-folders", "unlabelled")
 METADATA_COLUMNS = ("dx_type", "age", "sex", "localization")
@@ -40,7 +40,7 @@ def warning(message, where=""):
 class Manifest:
     """Images of a dataset in a fixed order, never their pixels.
 
-    ``labels`` index :data:`skinfeat.classes.CLASSES` (``-1`` when unlabelled);
+    ``labels`` index :data:`skinfeat.core.classes.CLASSES` (``-1`` when unlabelled);
     ``lesion_ids`` is the image id where no grouping is known; ``metadata``
     holds the extra columns present (dx_type, age, sex, localization), one value
     per image. ``sources`` names the files and folders it was read from.

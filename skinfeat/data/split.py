@@ -17,10 +17,10 @@ import re
 
 import numpy as np
 
-from skinfeat.atomic import write_atomically
-from skinfeat.classes import CLASSES
+from skinfeat.core.atomic import write_atomically
+from skinfeat.core.classes import CLASSES
+from skinfeat.core.errors import DataError, UsageError
 from skinfeat.data.csvfile import read_table
-from skinfeat.errors import DataError, UsageError
 
 HOLDOUT = -1
 FOLDS_COLUMNS = ("image_id", "lesion_id", "label", "fold")
@@ -153,7 +153,7 @@ def read_folds(path):
     ``0..K-1`` (so no row silently drops out of cross-validation). Images of the
     file that a features file lacks are ignored (features of part of a dataset);
     images of the features that the file lacks are an error where it is read
-    (``skinfeat.evaluate.resolve_folds``)."""
+    (``skinfeat.data.folds.resolve_folds``)."""
     table = read_table(path)
     errors = [p for p in table.problems if p.level == "error"]
     if errors:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skinfeat.classes import CLASSES
-from skinfeat.errors import UsageError
+from skinfeat.core.classes import CLASSES
+from skinfeat.core.errors import UsageError
 
 # For a 2-core CPU: HAM10000's native 150x200 (0.6x the cost of 224x224; EfficientNet
 # is fully convolutional), batch 16 with frozen BatchNorm statistics.
@@ -53,30 +53,29 @@ class FinetuneResult:
 def module_name(mod, dataset, fold):
     """``finetuned/<base>-<dataset>-fold<K>`` (or ``-all``); a local base by its folder's name."""
     from skinfeat.backbones.resolve import ARCHIVE_SUFFIXES
-    from skinfeat.extract import _slug
+    from skinfeat.features.extract import slug
 
     base = mod.name
     if mod.kind in ("directory", "archive"):
         base = next((base[:-len(s)] for s in ARCHIVE_SUFFIXES if base.endswith(s)), base).rstrip("/")
         base = Path(base).name
-    return f"finetuned/{_slug(base)}-{_slug(dataset)}-{'all' if fold is None else f'fold{fold}'}"
+    return f"finetuned/{slug(base)}-{slug(dataset)}-{'all' if fold is None else f'fold{fold}'}"
 
 
 def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="dataset", out=None, runs=None,
              progress=True, log=None, device="auto", **options):
     """Fine-tune ``module`` on ``manifest``'s training folds of the folds file ``folds``
     (every fold but ``fold``; ``fold=None``: all); ``options`` override DEFAULTS.
-    ``device`` (``skinfeat.devices``): auto, cpu or gpu; not part of the run's key.
+    ``device`` (``skinfeat.core.devices``): auto, cpu or gpu; not part of the run's key.
     Returns a FinetuneResult; rerunning the same call resumes or reuses the run."""
-    from skinfeat.backbones import resolve_module
-    from skinfeat.extract import feature_key, manifest_digest
+    from skinfeat.backbones.resolve import resolve_module
+    from skinfeat.core.devices import resolve
+    from skinfeat.core.writable import check_writable, writing
+    from skinfeat.features.extract import feature_key, manifest_digest
     from skinfeat.finetune import train as training
     from skinfeat.finetune.data import split_rows
     from skinfeat.finetune.module import load_trainable
-    from skinfeat.outputs import check_writable, writing
-    from skinfeat.records import check_runs_writable
-
-    from skinfeat.devices import resolve
+    from skinfeat.runs.records import check_runs_writable
 
     log = log or (lambda line: None)
     kind = resolve(device)  # --device gpu without one fails before anything is read
@@ -141,11 +140,12 @@ def _announce(log, name, key, key_parts, state, run_dir, n_train, n_val):
 def _finish(run, mod, name, key, key_parts, layers, model_dir, runs, log):
     """Export the module and the head, write the record and the plot, clean up."""
     from skinfeat import __version__
-    from skinfeat.backbones import cache, resolve_module
+    from skinfeat.backbones import cache
+    from skinfeat.backbones.resolve import resolve_module
+    from skinfeat.core.writable import writing
     from skinfeat.finetune import train as training
     from skinfeat.finetune.module import publish, save_head
-    from skinfeat.outputs import writing
-    from skinfeat.records import FINETUNE_SCHEMA, new_run_id, write_record
+    from skinfeat.runs.records import FINETUNE_SCHEMA, new_run_id, write_record
     from skinfeat.viz.plots import plot_history, save_figure
 
     start = time.perf_counter()

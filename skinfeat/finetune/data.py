@@ -6,9 +6,9 @@
   split theirs: ``skinfeat.heads.base.inner_split``) that scores each epoch for
   early stopping.
 - ``train_batches``: the training images in a seeded order per epoch, each one a
-  fresh robust view (``skinfeat.augment``, preset "robust": what other clinics and
+  fresh robust view (``skinfeat.imaging.augment``, preset "robust": what other clinics and
   devices vary in) resized by the crop policy; ``clean_batches``: the images as
-  ``skinfeat extract`` sees them. Images are decoded by ``skinfeat.images.decode``
+  ``skinfeat extract`` sees them. Images are decoded by ``skinfeat.imaging.images.decode``
   (as extract and predict do); one that cannot be read is left out.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skinfeat.classes import CLASSES
-from skinfeat.errors import DataError, UsageError
+from skinfeat.core.classes import CLASSES
+from skinfeat.core.errors import DataError, UsageError
 
 VAL_FRACTION = 0.1
 CLEAN_BATCH = 32
@@ -41,7 +41,7 @@ def split_rows(manifest, folds_path, fold, seed):
     """The Split of ``manifest`` by the folds file ``folds_path`` (``fold`` None: all
     folds train). DataError when the file does not match the data, splits a lesion
     between training and the left-out fold, or leaves a class without training images."""
-    from skinfeat.data import read_folds
+    from skinfeat.data.split import read_folds
     from skinfeat.heads.base import MIN_SPLIT_ROWS, inner_split
 
     mapping = read_folds(folds_path)
@@ -108,8 +108,8 @@ def sample(labels, rows, n, seed, per_class=16):
 
 
 def _images(manifest, rows, load, batch):
-    from skinfeat.extract import DECODE_THREADS
-    from skinfeat.runtime import tensorflow
+    from skinfeat.core.tf_runtime import tensorflow
+    from skinfeat.features.pipeline import DECODE_THREADS
     tf = tensorflow()
 
     paths = np.asarray(manifest.paths, dtype=object)[rows].astype(str)
@@ -122,11 +122,11 @@ def _images(manifest, rows, load, batch):
 
 
 def _decoded(path):
-    from skinfeat.extract import _decode
-    from skinfeat.runtime import tensorflow
+    from skinfeat.core.tf_runtime import tensorflow
+    from skinfeat.features.pipeline import decode_path
     tf = tensorflow()
 
-    image = tf.numpy_function(_decode, [path], tf.float32, stateful=False)
+    image = tf.numpy_function(decode_path, [path], tf.float32, stateful=False)
     image.set_shape([None, None, 3])
     return image
 
@@ -134,9 +134,9 @@ def _decoded(path):
 def train_batches(manifest, rows, size, batch, seed, epoch):
     """(images [B, H, W, 3], labels [B]) of ``rows`` in the order of (seed, epoch), each
     image a robust view seeded by (seed, epoch, row): a resumed epoch sees what a whole one would."""
-    from skinfeat.augment import _augment, _resize
-    from skinfeat.extract import DEFAULT_RESIZE
-    from skinfeat.runtime import tensorflow
+    from skinfeat.core.tf_runtime import tensorflow
+    from skinfeat.features.extract import DEFAULT_RESIZE
+    from skinfeat.imaging.augment import augment_image, resize_tf
     tf = tensorflow()
 
     order = np.asarray(rows)[np.random.default_rng([seed, epoch]).permutation(len(rows))]
@@ -144,7 +144,7 @@ def train_batches(manifest, rows, size, batch, seed, epoch):
     @tf.autograph.experimental.do_not_convert
     def load(row, path, label):
         view_seed = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), row])
-        view = _resize(_augment(_decoded(path), view_seed, "robust"), size, DEFAULT_RESIZE)
+        view = resize_tf(augment_image(_decoded(path), view_seed, "robust"), size, DEFAULT_RESIZE)
         view.set_shape([size[0], size[1], 3])
         return view, label
 
@@ -153,14 +153,14 @@ def train_batches(manifest, rows, size, batch, seed, epoch):
 
 def clean_batches(manifest, rows, size, batch=CLEAN_BATCH):
     """(images, labels) of ``rows`` in order, resized as extraction resizes them."""
-    from skinfeat.augment import _resize
-    from skinfeat.extract import DEFAULT_RESIZE
-    from skinfeat.runtime import tensorflow
+    from skinfeat.core.tf_runtime import tensorflow
+    from skinfeat.features.extract import DEFAULT_RESIZE
+    from skinfeat.imaging.augment import resize_tf
     tf = tensorflow()
 
     @tf.autograph.experimental.do_not_convert
     def load(row, path, label):
-        image = _resize(_decoded(path), size, DEFAULT_RESIZE)
+        image = resize_tf(_decoded(path), size, DEFAULT_RESIZE)
         image.set_shape([size[0], size[1], 3])
         return image, label
 

@@ -12,7 +12,7 @@ registry maps the names used on the command line to the classes::
 import difflib
 import importlib
 
-from skinfeat.errors import UsageError
+from skinfeat.core.errors import UsageError
 
 # Name -> "module:class". Classes load on first use, so the CLI starts without
 # importing scikit-learn, LightGBM or TensorFlow.

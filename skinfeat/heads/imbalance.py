@@ -17,7 +17,7 @@ log-loss learns to answer NV. Three remedies, each a head parameter:
 
 import numpy as np
 
-from skinfeat.errors import UsageError
+from skinfeat.core.errors import UsageError
 
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 SAMPLINGS = ("none", "balanced")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skinfeat.classes import CLASSES
+from skinfeat.core.classes import CLASSES
 
 LIGHTGBM_MODEL = "lightgbm.txt"  # the lightgbm head's text model in a model directory
 
@@ -29,7 +29,7 @@ def log_softmax(z):
 def signed_power(X, power):
     """``sign(x) * |x| ** power`` (power normalisation); ``power=1`` leaves X as is.
     float32 in, float32 out, as the heads train; float64 stays float64 (finite
-    differences in ``skinfeat.explain``)."""
+    differences in ``skinfeat.apps.explain``)."""
     if power == 1:
         return X
     return (np.sign(X) * np.abs(X) ** power).astype(np.float64 if X.dtype == np.float64 else np.float32)

@@ -8,7 +8,8 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from skinfeat.heads.base import BaseHead
-from skinfeat.heads.inference import LIGHTGBM_MODEL as MODEL_FILE, log_softmax
+from skinfeat.heads.inference import LIGHTGBM_MODEL as MODEL_FILE
+from skinfeat.heads.inference import log_softmax
 
 
 class LightGBMHead(BaseHead):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skinfeat.errors import ModelError
+from skinfeat.core.errors import ModelError
 
 
 class LightGBMText:

@@ -27,12 +27,12 @@ Layout of a model directory (``skinfeat.model.format``)::
                   from images then needs nothing outside the directory
 
 A model fitted on several backbones' features (``fit --features A --features B``,
-``skinfeat.fusion``) has, in model.json, ``parts``: one {backbone, export} block per
+``skinfeat.features.join``) has, in model.json, ``parts``: one {backbone, export} block per
 backbone in the order their features are joined, and their TFLite files
 ``backbone-0.tflite``, ``backbone-1.tflite``...; its own ``backbone`` block names them
 all ("A + B") with the joined feature_dim. A model fitted with ``--metadata`` has
 ``metadata``: the encoding (columns, age mean and std, the categories of sex and
-site; ``skinfeat.metadata``) whose columns follow the image features.
+site; ``skinfeat.data.metadata``) whose columns follow the image features.
 
 The backbone block holds what prediction from images needs to reproduce the
 features: which module, its fingerprint, input size and resize method.
@@ -46,5 +46,5 @@ Modules: ``format`` (names, version, manifest, hashes, the fingerprint check),
 ``store`` (``save_model``, ``load_model``: the scikit-learn head), ``tflite``
 (``TFLiteBackbone``), ``export`` (the backbone into the directory, in a fresh
 process), ``predictor`` (``Predictor``: TFLite backbone plus the numpy head).
-Nothing here imports ``skinfeat.evaluate`` or ``skinfeat.predict``.
+Nothing here imports ``skinfeat.runs.fit`` or ``skinfeat.model.predict``.
 """

@@ -1,16 +1,16 @@
 """Images through a backbone in batches, as prediction and evaluation send them:
-decoded (``skinfeat.images``), optionally shifted, cropped to the lesion when the
-model's features were (``skinfeat.lesion``), resized by the model's policy,
-then each test-time view of the resized image (``skinfeat.tta``); decoding runs on
+decoded (``skinfeat.imaging.images``), optionally shifted, cropped to the lesion when the
+model's features were (``skinfeat.imaging.lesion``), resized by the model's policy,
+then each test-time view of the resized image (``skinfeat.imaging.tta``); decoding runs on
 a second thread beside the network."""
 
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from skinfeat.images import decode, resize
-from skinfeat.lesion import preprocess
-from skinfeat.tta import with_views
+from skinfeat.imaging.images import decode, resize
+from skinfeat.imaging.lesion import preprocess
+from skinfeat.imaging.tta import with_views
 
 
 def prepared(source, size, policy, shift=None, tta=(), lesion="none"):

@@ -9,7 +9,7 @@ in ``model.json``::
     file, sha256, format "tflite", module, module_fingerprint, input_size, resize,
     feature_dim, max_abs_diff (TFLite vs SavedModel on the probes), tensorflow_version
 
-Features extracted at another precision (``skinfeat.precision``) keep it: for int8
+Features extracted at another precision (``skinfeat.features.precision``) keep it: for int8
 the backbone is the int8 TFLite copy they were extracted with (so prediction computes
 the same features); bfloat16 has no TFLite form, so its export is refused
 (``Unavailable``: ``fit`` records it as skipped).
@@ -23,7 +23,7 @@ backbone beside it, so the old backbone stays until the new one is in. Which
 backbone it may load: ``skinfeat.model.format.backbone_spec``.
 
 The conversion runs in a fresh Python process (``python -m skinfeat.model.export``,
-``skinfeat.runtime.run_fresh``), as backbone builds do: it keeps TensorFlow's
+``skinfeat.core.tf_runtime.run_fresh``), as backbone builds do: it keeps TensorFlow's
 import, logs and tracing memory out of the caller (``fit`` with a numpy head
 never imports TensorFlow).
 """
@@ -34,11 +34,22 @@ import shutil
 import sys
 from pathlib import Path
 
-from skinfeat.atomic import atomic_dir
-from skinfeat.errors import ModelError, SkinfeatError
-from skinfeat.model.format import TFLITE, backbone_spec, check_fingerprint, lesion_policy, model_parts, \
-    new_model_dir, precision_policy, read_manifest, resize_policy, sha256_file, write_manifest
-from skinfeat.runtime import run_fresh
+from skinfeat.core.atomic import atomic_dir
+from skinfeat.core.errors import ModelError, SkinfeatError
+from skinfeat.core.tf_runtime import run_fresh
+from skinfeat.model.format import (
+    TFLITE,
+    backbone_spec,
+    check_fingerprint,
+    lesion_policy,
+    model_parts,
+    new_model_dir,
+    precision_policy,
+    read_manifest,
+    resize_policy,
+    sha256_file,
+    write_manifest,
+)
 
 MAX_RELATIVE_DIFF = 1e-3  # TFLite vs SavedModel, relative to the largest feature
 
@@ -78,9 +89,9 @@ def export_backbone(directory, backbone, module, model=None, file=TFLITE):
 
 def _copy_precision(out, backbone, precision, model):
     """The backbone of features extracted at ``precision`` (not float32) at ``out``: for
-    int8 the TFLite copy they were extracted with (``skinfeat.precision.int8_file``), so
+    int8 the TFLite copy they were extracted with (``skinfeat.features.precision.int8_file``), so
     prediction computes the same features; Unavailable for bfloat16 (no TFLite form)."""
-    from skinfeat.precision import cached_int8
+    from skinfeat.features.precision import cached_int8
 
     if precision == "bfloat16":
         raise Unavailable(f"the features of model {model} were extracted at bfloat16 (oneDNN mixed precision), "
@@ -97,10 +108,10 @@ def cached_backbone(backbone):
     """The TFLite copy of the backbone block's module (``export_backbone``), converted
     once into ``$SKINFEAT_HOME/tflite/`` keyed by module, fingerprint and input size;
     returns its path. For scoring features of new images without a model directory
-    (``skinfeat.shiftcheck``)."""
+    (``skinfeat.runs.shiftcheck``)."""
     import hashlib
 
-    from skinfeat.paths import skinfeat_home
+    from skinfeat.core.paths import skinfeat_home
 
     key = hashlib.sha256(json.dumps([backbone.get("module"), backbone.get("module_fingerprint"),
                                      backbone.get("input_size")]).encode()).hexdigest()[:16]
@@ -111,7 +122,7 @@ def cached_backbone(backbone):
                 export_backbone(tmp, backbone, backbone.get("module"))
                 os.replace(Path(tmp) / TFLITE, path)
         except OSError as exc:
-            from skinfeat.outputs import write_error
+            from skinfeat.core.writable import write_error
 
             raise write_error(path, exc, f"the TFLite copy of backbone {backbone.get('module')}") from None
     return path
@@ -192,7 +203,7 @@ def _probe_images(size):
 def convert(module, fingerprint, input_size, out, model):
     """Resolve ``module``, check its fingerprint, convert it to TFLite at ``out`` and
     verify the flatbuffer on probe images. Returns the verified facts."""
-    from skinfeat.backbones import resolve_module
+    from skinfeat.backbones.resolve import resolve_module
 
     mod = resolve_module(module)
     if fingerprint:
@@ -200,8 +211,9 @@ def convert(module, fingerprint, input_size, out, model):
                           f"backbone {module}", "re-extract features and re-fit, or pass --module with "
                           "the original backbone")
     import numpy as np
-    from skinfeat.model.tflite import TFLiteBackbone
-    from skinfeat.runtime import tensorflow
+
+    from skinfeat.backbones.tflite import TFLiteBackbone
+    from skinfeat.core.tf_runtime import tensorflow
 
     tf = tensorflow()
     size = tuple(input_size or mod.input_size or (224, 224))

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from skinfeat.atomic import atomic_dir, write_atomically
-from skinfeat.classes import CLASSES
-from skinfeat.errors import ModelError
+from skinfeat.core.atomic import atomic_dir, write_atomically
+from skinfeat.core.classes import CLASSES
+from skinfeat.core.errors import ModelError
 
 FORMAT = "skinfeat-model"
 FORMAT_VERSION = 1
-ENSEMBLE_FORMAT = "skinfeat-ensemble"  # `skinfeat ensemble --out`: skinfeat.model.ensemble
+ENSEMBLE_FORMAT = "skinfeat-ensemble"  # `skinfeat ensemble --out`: skinfeat.model.ensemble_dir
 MANIFEST = "model.json"
 STATE = "state.npz"
 TFLITE = "backbone.tflite"
@@ -90,7 +90,7 @@ def read_manifest(directory, optional=()):
                          "`skinfeat fit --out DIR`")
     path = directory / MANIFEST
     try:
-        _refuse_links_out(directory)
+        refuse_links_out(directory)
         if not path.is_file():
             raise ModelError(f"{directory} holds no {MANIFEST}; expected a model directory written by "
                              "`skinfeat fit --out DIR`")
@@ -122,7 +122,7 @@ def read_manifest(directory, optional=()):
     return manifest
 
 
-def _refuse_links_out(directory):
+def refuse_links_out(directory):
     root = os.path.realpath(directory)
     for entry in os.scandir(directory):
         if entry.is_symlink() and os.path.commonpath([root, os.path.realpath(entry.path)]) != root:
@@ -157,7 +157,7 @@ def _check_fields(directory, manifest):
     if manifest.get("parts") is not None and len(manifest["parts"]) < 2:
         raise bad("parts", manifest["parts"], "two or more backbones (one is the backbone block)")
     if manifest.get("metadata") is not None:
-        from skinfeat.metadata import check_encoding
+        from skinfeat.data.metadata import check_encoding
 
         why = check_encoding(manifest["metadata"])
         if why:
@@ -191,7 +191,7 @@ def model_parts(manifest):
     """The backbones of a model, in the order their features are joined: each
     ``{"backbone": block, "export": block, "file": its TFLite file name}``. One
     (the manifest's own backbone and export blocks), or the ``parts`` of a model
-    fitted on several backbones' features (``skinfeat.fusion``)."""
+    fitted on several backbones' features (``skinfeat.features.join``)."""
     parts = manifest.get("parts")
     if not parts:
         return [{"backbone": manifest["backbone"], "export": manifest.get("export") or {}, "file": TFLITE}]
@@ -251,7 +251,7 @@ def probe_head(directory, function, n_features, n_classes):
 
 def write_manifest(directory, manifest):
     """Write ``manifest`` as ``directory``/model.json, atomically."""
-    from skinfeat.records import json_safe
+    from skinfeat.core.jsonsafe import json_safe
 
     text = json.dumps(json_safe(manifest), indent=1)
     write_atomically(Path(directory) / MANIFEST, lambda f: f.write(text))
@@ -270,7 +270,7 @@ def check_fingerprint(directory, manifest, fingerprint, subject, fix):
 def resize_policy(directory, block, error=ModelError):
     """The resize policy recorded in a backbone or export ``block``; never a default.
     ``error``: the exception class for a missing or unknown one."""
-    from skinfeat.images import RESIZERS
+    from skinfeat.imaging.images import RESIZERS
 
     policy = (block or {}).get("resize")
     if not policy:
@@ -295,17 +295,17 @@ def _recorded(where, block, key, known, default, what, error):
 
 
 def lesion_policy(where, block, error=ModelError):
-    """The lesion preprocessing (``skinfeat.lesion``) recorded in a backbone ``block``
+    """The lesion preprocessing (``skinfeat.imaging.lesion``) recorded in a backbone ``block``
     (of a model.json, or a features file's attributes); "none" where it is absent."""
-    from skinfeat.lesion import LESION_OPTIONS
+    from skinfeat.imaging.lesion import LESION_OPTIONS
 
     return _recorded(where, block, "lesion", LESION_OPTIONS, "none", "lesion preprocessing", error)
 
 
 def precision_policy(where, block, error=ModelError):
-    """The precision (``skinfeat.precision``) the features of a backbone ``block`` were
+    """The precision (``skinfeat.features.precision``) the features of a backbone ``block`` were
     extracted at; "float32" where it is absent."""
-    from skinfeat.precision import PRECISIONS
+    from skinfeat.features.precision import PRECISIONS
 
     return _recorded(where, block, "precision", PRECISIONS, "float32", "precision", error)
 
@@ -339,11 +339,11 @@ def backbone_spec(directory, manifest, module=None, block=None):
 @contextmanager
 def new_model_dir(directory):
     """A temporary directory beside ``directory`` that takes its place when the block
-    ends (``skinfeat.atomic.atomic_dir``: a model directory is complete or it is not
+    ends (``skinfeat.core.atomic.atomic_dir``: a model directory is complete or it is not
     there, an old one stays until the new one is in, and what killed writers left is
     swept); an OSError, such as a full disk, is one error naming ``directory``
-    (``skinfeat.outputs.write_error``) and ``directory`` is unchanged."""
-    from skinfeat.outputs import write_error
+    (``skinfeat.core.writable.write_error``) and ``directory`` is unchanged."""
+    from skinfeat.core.writable import write_error
 
     directory = Path(directory)
     target = Path(os.path.realpath(directory))  # --out may be a link to the model's folder

@@ -1,10 +1,10 @@
 """A model directory loaded for prediction from images: the TFLite backbone
-(``skinfeat.model.tflite``) plus the head evaluated in numpy by the heads' own
+(``skinfeat.backbones.tflite``) plus the head evaluated in numpy by the heads' own
 inference functions (``skinfeat.heads.inference``). A new process imports
 neither TensorFlow nor scikit-learn: images are decoded and resized with
-PIL/simplejpeg and numpy exactly as extraction does (``skinfeat.images``). Only
+PIL/simplejpeg and numpy exactly as extraction does (``skinfeat.imaging.images``). Only
 test-time augmentation imports TensorFlow, for extraction's own augmentation
-(``skinfeat.extract._augment``)."""
+(``skinfeat.imaging.augment.augment_image``)."""
 
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,16 +12,26 @@ from pathlib import Path
 
 import numpy as np
 
-from skinfeat.classes import CLASSES, FULL_NAMES
-from skinfeat.errors import ModelError, SkinfeatError
+from skinfeat.backbones.tflite import TFLiteBackbone
+from skinfeat.core.classes import CLASSES, FULL_NAMES
+from skinfeat.core.errors import ModelError, SkinfeatError
+from skinfeat.data.metadata import beside_views, encode, width
 from skinfeat.heads.inference import LOG_PROBA, adjusted, class_offsets, in_classes_order
-from skinfeat.images import decode, resize
-from skinfeat.lesion import preprocess
-from skinfeat.metadata import beside_views, encode, width
+from skinfeat.imaging.images import decode, resize
+from skinfeat.imaging.lesion import preprocess
 from skinfeat.model.batches import image_features
-from skinfeat.model.format import HEAD_ERRORS, check_fingerprint, damaged, lesion_policy, model_parts, probe_head, \
-    read_manifest, read_state, resize_policy, sha256_file
-from skinfeat.model.tflite import TFLiteBackbone
+from skinfeat.model.format import (
+    HEAD_ERRORS,
+    check_fingerprint,
+    damaged,
+    lesion_policy,
+    model_parts,
+    probe_head,
+    read_manifest,
+    read_state,
+    resize_policy,
+    sha256_file,
+)
 
 DEFAULT_TOP_K = 3
 DEFAULT_TTA_VIEWS = 8
@@ -253,12 +263,12 @@ def load_predictor(directory, verify_hash=True):
 
 
 def augmented_views(image, n_views, size, policy, seed=TTA_SEED, preset="mild"):
-    """``n_views`` views [V, H, W, 3] of a decoded image, by ``skinfeat.extract._augment``
+    """``n_views`` views [V, H, W, 3] of a decoded image, by ``skinfeat.imaging.augment.augment_image``
     with seeds (seed, 0..V-1), resized as extraction does. Imports TensorFlow."""
-    from skinfeat.augment import _augment, _resize
-    from skinfeat.runtime import tensorflow
+    from skinfeat.core.tf_runtime import tensorflow
+    from skinfeat.imaging.augment import augment_image, resize_tf
 
     tf = tensorflow()
     x = tf.constant(image)
-    return np.stack([_resize(_augment(x, tf.constant([seed, v], tf.int64), preset), size, policy).numpy()
+    return np.stack([resize_tf(augment_image(x, tf.constant([seed, v], tf.int64), preset), size, policy).numpy()
                      for v in range(n_views)])

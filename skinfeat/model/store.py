@@ -8,11 +8,22 @@ from pathlib import Path
 
 import numpy as np
 
-from skinfeat.classes import CLASSES
-from skinfeat.errors import ModelError, SkinfeatError
+from skinfeat.core.classes import CLASSES
+from skinfeat.core.errors import ModelError, SkinfeatError
 from skinfeat.heads.inference import LOG_PROBA, mean_over_views
-from skinfeat.model.format import BACKBONE_KEYS, FORMAT, FORMAT_VERSION, HEAD_ERRORS, STATE, damaged, \
-    probe_head, new_model_dir, read_manifest, read_state, write_manifest
+from skinfeat.model.format import (
+    BACKBONE_KEYS,
+    FORMAT,
+    FORMAT_VERSION,
+    HEAD_ERRORS,
+    STATE,
+    damaged,
+    new_model_dir,
+    probe_head,
+    read_manifest,
+    read_state,
+    write_manifest,
+)
 
 
 @dataclass
@@ -51,7 +62,7 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
         "numpy_head": {"ok": head_name in LOG_PROBA, "evaluator": "skinfeat.heads.inference"},
         "metadata": attrs.get("metadata_encoding"),
     }
-    parts = attrs.get("parts")  # features of several backbones side by side (skinfeat.fusion)
+    parts = attrs.get("parts")  # features of several backbones side by side (skinfeat.features.join)
     if parts:
         manifest["parts"] = [{"backbone": {k: p.get(k) for k in BACKBONE_KEYS}, "export": None} for p in parts]
     with new_model_dir(directory) as tmp:

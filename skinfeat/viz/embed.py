@@ -24,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from skinfeat.atomic import write_atomically
-from skinfeat.errors import UsageError
-from skinfeat.paths import skinfeat_home
+from skinfeat.core.atomic import write_atomically
+from skinfeat.core.errors import UsageError
+from skinfeat.core.paths import skinfeat_home
 
 CACHE_VERSION = 1
 
@@ -225,7 +225,7 @@ def embedding_for(fs, method="umap", subsample=None, seed=0, cache_dir=None, **p
         _save(path, coords=coords, image_ids=np.asarray(fs.image_ids[indices], dtype=str),
               seconds=seconds, descriptor=json.dumps(parts))
     except OSError as exc:  # a cache: the map is drawn without it
-        from skinfeat.outputs import reason
+        from skinfeat.core.writable import reason
 
         print(f"note: cannot cache the map's coordinates in {path.parent} ({reason(exc)}); "
               "they are computed again next time", file=sys.stderr)

@@ -1,6 +1,6 @@
 """A map of a feature file, coloured by class, a metadata column or the folds.
 
-    from skinfeat.viz import feature_map
+    from skinfeat.viz.maps import feature_map
     result = feature_map("features/x.h5", method="umap", color="localization", out="map.png")
 
 The coordinates come from the cache (:func:`skinfeat.viz.embed.embedding_for`),
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skinfeat.classes import UNLABELLED
-from skinfeat.errors import DataError, UsageError
+from skinfeat.core.classes import UNLABELLED
+from skinfeat.core.errors import DataError, UsageError
 from skinfeat.viz.embed import embedding_for, get_method
 
 TITLES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
@@ -42,7 +42,7 @@ def _by_fold(fs, folds, notes):
     if folds is None:
         raise UsageError("--color fold needs --folds FOLDS.csv (written by 'skinfeat data split')")
     if not isinstance(folds, dict):
-        from skinfeat.data import read_folds
+        from skinfeat.data.split import read_folds
 
         folds = read_folds(folds)
     found = [folds.get(str(i)) for i in fs.image_ids]
@@ -86,7 +86,7 @@ def color_values(fs, color, folds=None, notes=None):
 
 def _numbers(values):
     """``values`` as floats (NaN where missing) when every given one is a number, else None."""
-    from skinfeat.metadata import MISSING
+    from skinfeat.data.metadata import MISSING
 
     given = [v for v in values if v.strip().lower() not in MISSING]
     try:
@@ -106,7 +106,7 @@ def default_out(features_path, method, color):
 def feature_map(features, method="umap", color="class", folds=None, subsample=None, seed=0,
                 out=None, cache_dir=None, **params):
     """Map a features file (path or FeatureSet) to 2-D, colour it and, with ``out``, save the PNG."""
-    from skinfeat.features import read_features
+    from skinfeat.features.store import read_features
     from skinfeat.viz.plots import plot_embedding, save_figure
 
     get_method(method)

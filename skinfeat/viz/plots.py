@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from skinfeat.atomic import write_atomically
-from skinfeat.classes import CLASSES, FULL_NAMES, UNLABELLED
-from skinfeat.metrics import ECE_BINS, expected_calibration_error
+from skinfeat.core.atomic import write_atomically
+from skinfeat.core.classes import CLASSES, FULL_NAMES, UNLABELLED
+from skinfeat.core.metrics import ECE_BINS, expected_calibration_error
 
 DPI = 100
 # Okabe & Ito (2008), colour-blind safe; melanoma gets the warm, alarming one.

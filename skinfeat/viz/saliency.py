@@ -5,7 +5,7 @@ import textwrap
 
 import numpy as np
 
-from skinfeat.classes import CLASSES, FULL_NAMES
+from skinfeat.core.classes import CLASSES, FULL_NAMES
 
 TITLES = {"occlusion": "occlusion sensitivity:\nwhere grey patches lower P({})",
           "gradient": "input gradient (SmoothGrad):\npixels that change P({}) most",
@@ -74,7 +74,7 @@ def plot_explanation(result, top_k=3):
 
 
 def plot_sheet(sheet, columns=6):
-    """Contact sheet of a :class:`skinfeat.explain.Sheet`: one cell per image (its map
+    """Contact sheet of a :class:`skinfeat.apps.explain.Sheet`: one cell per image (its map
     over it, scaled to its own peak, which the cell shows beside its border share; id,
     true and predicted class, green when right, red when wrong), one row per class
     with ``per_class``."""

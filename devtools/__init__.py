@@ -1,0 +1,2 @@
+"""Tooling for the tests and benchmarks, not shipped with the package: a headless
+Chromium driven by selenium (``chromium``)."""

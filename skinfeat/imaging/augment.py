@@ -1,0 +1,182 @@
+"""TensorFlow image operations of the extraction pipeline (``skinfeat.features.extract``):
+resizing by policy, and the augmentation presets that make a file's views.
+
+- ``resize_tf(image, size, policy)``: squash, crop (centre) or pad (letterbox).
+- ``augment_image(image, seed, preset)``: one view, the same for the same seed.
+  ``mild``: any rotation and flip, 0.9-1.1x zoom, light colour jitter (skinfeat's
+  first preset). ``robust``: what images from other clinics and devices vary in
+  (``ROBUST``): random square crops zoomed 1-3.5x, letterbox and dermatoscope-circle
+  framings, any rotation, flips, colour, blur and resolution jitter.
+
+``skinfeat.imaging.images`` reproduces ``resize_tf`` in numpy for prediction.
+"""
+
+import numpy as np
+
+
+def _antialiased(resize_fn, image, size):
+    """``resize_fn(image, antialias)`` with an antialiasing filter only where some
+    side shrinks: enlarging with it gives the same pixels as plain bilinear (a
+    triangle filter of width one either way) at 3-5x the cost."""
+    from skinfeat.core.tf_runtime import tensorflow
+    tf = tensorflow()
+
+    shrinks = tf.reduce_any(tf.shape(image)[:2] > tf.constant(size, tf.int32))
+    return tf.cond(shrinks, lambda: resize_fn(image, True), lambda: resize_fn(image, False))
+
+
+def resize_tf(image, size, policy):
+    from skinfeat.core.tf_runtime import tensorflow
+    tf = tensorflow()
+
+    if policy == "squash":
+        return _antialiased(lambda im, aa: tf.image.resize(im, size, antialias=aa), image, size)
+    if policy == "pad":
+        return _antialiased(lambda im, aa: tf.image.resize_with_pad(im, size[0], size[1], antialias=aa),
+                            image, size)
+    # crop: scale the shorter side to fit, then take the centre.
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.reduce_max(tf.constant(size, tf.float32) / shape)
+    scaled = tf.cast(tf.math.ceil(shape * scale), tf.int32)
+    image = _antialiased(lambda im, aa: tf.image.resize(im, scaled, antialias=aa), image, size)
+    return tf.image.resize_with_crop_or_pad(image, size[0], size[1])
+
+
+def augment_image(image, seed, preset="mild"):
+    """One augmented view of ``image`` by ``preset`` (AUGMENTS). ``seed`` is a [2]
+    int tensor: same seed, same view."""
+    return AUGMENT_FUNCTIONS[preset](image, seed)
+
+
+def _rotate(image, angle, zoom=1.0, shift=(0.0, 0.0)):
+    """Rotation by ``angle`` and zoom about the centre, shifted; edges reflected."""
+    from skinfeat.core.tf_runtime import tensorflow
+    tf = tensorflow()
+
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    fh, fw = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    # Output pixel (x, y) samples the input at A·(x - c) + c - shift (rotation+zoom about the centre).
+    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    cx, cy = (fw - 1) / 2, (fh - 1) / 2
+    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy - shift[0],
+                          sin, cos, cy - sin * cx - cos * cy - shift[1], 0.0, 0.0])
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform[None], output_shape=tf.stack([h, w]),
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")[0]
+
+
+def _augment_mild(image, seed):
+    """Any rotation and flip, mild zoom (0.9-1.1x), shift and colour jitter."""
+    from skinfeat.core.tf_runtime import tensorflow
+    tf = tensorflow()
+
+    seeds = tf.random.experimental.stateless_split(seed, 8)
+    fh, fw = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    angle = tf.random.stateless_uniform([], seeds[1], -np.pi, np.pi)
+    zoom = tf.random.stateless_uniform([], seeds[2], 0.9, 1.1)
+    shift = tf.random.stateless_uniform([2], seeds[3], -0.05, 0.05) * tf.stack([fw, fh])
+    image = _rotate(image, angle, zoom, shift)
+    image = tf.image.stateless_random_brightness(image, 0.08, seeds[4])
+    image = tf.image.stateless_random_contrast(image, 0.9, 1.1, seeds[5])
+    image = tf.image.stateless_random_saturation(image, 0.9, 1.1, seeds[6])
+    image = tf.image.stateless_random_hue(image, 0.02, seeds[7])
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+# The robust preset's ranges: what images from other clinics and devices vary in.
+ROBUST = {"zoom": (1.0, 3.5), "aspect": (3 / 4, 4 / 3), "p_letterbox": 0.1, "p_vignette": 0.15,
+          "vignette_radius": (0.8, 1.3), "brightness": (0.7, 1.35), "contrast": (0.7, 1.35),
+          "saturation": (0.8, 1.25), "hue": 0.02, "temperature": (0.85, 1.18), "p_blur": 0.25,
+          "blur_sigma": (0.3, 2.0), "p_downscale": 0.15, "downscale": (0.3, 0.7)}
+
+
+def _log_uniform(seed, bounds):
+    from skinfeat.core.tf_runtime import tensorflow
+    tf = tensorflow()
+
+    low, high = np.log(bounds[0]), np.log(bounds[1])
+    return tf.exp(tf.random.stateless_uniform([], seed, low, high))
+
+
+def _gaussian_blur(image, sigma):
+    from skinfeat.core.tf_runtime import tensorflow
+    tf = tensorflow()
+
+    radius = 6
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    k = tf.exp(-0.5 * tf.square(x / sigma))
+    k = k / tf.reduce_sum(k)
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    kh = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, 3, 1])
+    kw = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, 3, 1])
+    out = tf.nn.depthwise_conv2d(padded, kh, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(out, kw, [1, 1, 1, 1], "VALID")[0]
+
+
+def _augment_robust(image, seed):
+    """A view framed, zoomed and coloured as other devices might: a random square
+    crop zoomed 1-3.5x (log-uniform) with jittered centre and aspect, sometimes
+    the whole image letterboxed or a dermatoscope's dark circle around it; any
+    rotation (edges reflected) and flips; brightness, contrast, saturation, hue
+    and colour-temperature jitter; sometimes blur or a downscale. Returns a
+    square image of the input's shorter side."""
+    from skinfeat.core.tf_runtime import tensorflow
+    tf = tensorflow()
+
+    r = ROBUST
+    seeds = tf.random.experimental.stateless_split(seed, 20)
+    u = tf.random.stateless_uniform([8], seeds[0])
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    fh, fw = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    side = tf.minimum(fh, fw)
+    out = tf.cast(side, tf.int32)
+    # Rotate first (reflected edges), so the crop below never shows a corner.
+    image = _rotate(image, tf.random.stateless_uniform([], seeds[1], -np.pi, np.pi))
+    zoom = _log_uniform(seeds[2], r["zoom"])
+    aspect = tf.sqrt(_log_uniform(seeds[3], r["aspect"]))
+    ch = tf.minimum(side / zoom * aspect, fh)
+    cw = tf.minimum(side / zoom / aspect, fw)
+    top, left = u[0] * (fh - ch), u[1] * (fw - cw)
+    box = tf.stack([top / fh, left / fw, (top + ch) / fh, (left + cw) / fw])[None]
+    crop = tf.image.crop_and_resize(image[None], box, [0], tf.stack([out, out]))[0]
+
+    def letterbox():
+        return tf.image.resize_with_pad(image, out, out, antialias=True)
+
+    view = tf.cond(u[2] < r["p_letterbox"], letterbox, lambda: crop)
+    view = tf.image.stateless_random_flip_left_right(view, seeds[4])
+    view = tf.image.stateless_random_flip_up_down(view, seeds[5])
+
+    def vignette():
+        radius = tf.random.stateless_uniform([], seeds[6], *r["vignette_radius"]) * side / 2
+        coords = tf.range(out, dtype=tf.float32) - (side - 1) / 2
+        distance = tf.sqrt(tf.square(coords)[:, None] + tf.square(coords)[None, :])
+        mask = tf.clip_by_value((radius - distance) / tf.maximum(1.0, 0.03 * side), 0.0, 1.0)
+        return view * mask[..., None]
+
+    view = tf.cond(u[3] < r["p_vignette"], vignette, lambda: view)
+    view = view * _log_uniform(seeds[7], r["brightness"])
+    mean = tf.reduce_mean(view)
+    view = (view - mean) * _log_uniform(seeds[8], r["contrast"]) + mean
+    view = tf.image.adjust_saturation(tf.clip_by_value(view, 0.0, 1.0), _log_uniform(seeds[9], r["saturation"]))
+    view = tf.image.stateless_random_hue(view, r["hue"], seeds[10])
+    t = _log_uniform(seeds[11], r["temperature"])
+    view = view * tf.stack([t, 1.0, 1.0 / t])
+    view = tf.clip_by_value(view, 0.0, 1.0)
+    sigma = tf.random.stateless_uniform([], seeds[12], *r["blur_sigma"])
+    view = tf.cond(u[4] < r["p_blur"], lambda: _gaussian_blur(view, sigma), lambda: view)
+
+    def downscale():
+        small = tf.cast(tf.math.maximum(8.0, side * tf.random.stateless_uniform([], seeds[13], *r["downscale"])),
+                        tf.int32)
+        return tf.image.resize(tf.image.resize(view, tf.stack([small, small]), antialias=True),
+                               tf.stack([out, out]))
+
+    view = tf.cond(u[5] < r["p_downscale"], downscale, lambda: view)
+    return tf.clip_by_value(view, 0.0, 1.0)
+
+
+AUGMENT_FUNCTIONS = {"mild": _augment_mild, "robust": _augment_robust}
+AUGMENTS = tuple(AUGMENT_FUNCTIONS)
+DEFAULT_AUGMENT = "robust"

@@ -1,0 +1,192 @@
+"""The leaderboard (``skinfeat compare``): one row per recorded run, sorted within
+each dataset, as a table, CSV, JSON or Markdown, with the always-NV baseline of
+each dataset; the best run (``best_record``); a fit's summary lines. It only
+reads records; it never recomputes a metric.
+"""
+
+import csv
+import io
+import json
+
+from skinfeat.runs.records import EVALUATION_SCHEMA, latest_per_setting, read_records
+
+FORMATS = ("table", "csv", "json", "markdown")
+
+
+# sort key -> (row field, descending)
+SORTS = {"bmca": ("bmca", True), "worst_shift": ("worst_bmca", True), "accuracy": ("accuracy", True),
+         "top3": ("top3", True), "test": ("test_bmca", True),
+         "auc": ("auc", True), "fit_time": ("fit_s", False), "images_per_second": ("images_per_s", True),
+         "backbone": ("backbone", False), "head": ("head", False), "created": ("created", True)}
+
+
+def _mean(record, name):
+    return (record.get("metrics", {}).get(name) or {}).get("mean")
+
+
+def read_evaluations(directory=None):
+    """Every ``skinfeat evaluate`` record under ``directory``, oldest first."""
+    return sorted(read_records(directory, EVALUATION_SCHEMA), key=lambda r: r.get("created", ""))
+
+
+def _test_result(record, evaluations):
+    """(BMCA, dataset) of the newest clean evaluation of the record's saved model."""
+    mine = [e for e in evaluations if e.get("model_run_id") == record.get("run_id")]
+    if mine:
+        return mine[-1]["clean"]["bmca"], mine[-1].get("dataset")
+    test = record.get("test") or {}
+    return test.get("bmca"), test.get("dataset")
+
+
+def dataset_of(record):
+    """The name of the dataset a run's features were extracted from ('?' if unrecorded)."""
+    return record["backbone"].get("dataset") or "?"
+
+
+def leaderboard_rows(records, sort="bmca", latest=True, evaluations=()):
+    """One row (dict) per record, sorted by ``sort`` (a key of SORTS; missing values
+    last) within each dataset, the datasets in the order of their first row: runs of
+    one dataset stay together. ``evaluations``: ``skinfeat evaluate`` records, shown
+    as the test column."""
+    if latest:
+        records = latest_per_setting(records)
+    rows = []
+    for r in records:
+        bmca = r.get("metrics", {}).get("bmca", {})
+        worst = (r.get("shift") or {}).get("worst") or {}
+        test_bmca, test_data = _test_result(r, evaluations)
+        rows.append({
+            "dataset": dataset_of(r), "backbone": r["backbone"].get("module"), "head": r["head"],
+            "settings": r.get("settings_label", ""), "dim": r["backbone"].get("feature_dim"),
+            "views": r["backbone"].get("views") if r.get("use_views") else 0,
+            "bmca": bmca.get("mean"), "bmca_std": bmca.get("std"),
+            "worst_bmca": worst.get("bmca"), "worst_accuracy": worst.get("accuracy"),
+            "worst_shift": worst.get("bmca_shift"), "test_bmca": test_bmca, "test_data": test_data,
+            "accuracy": _mean(r, "accuracy"), "top3": _mean(r, "top3"), "auc": _mean(r, "macro_auc"),
+            "fit_s": r.get("timings", {}).get("cv_seconds"),
+            "images_per_s": r["backbone"].get("images_per_second"),
+            "folds": _folds_cell(r.get("folds") or {}), "created": r.get("created"),
+            "features_key": r["features"].get("key"), "run_id": r.get("run_id"),
+        })
+    field, descending = SORTS[sort]
+    present = [row for row in rows if row[field] is not None]
+    missing = [row for row in rows if row[field] is None]
+    rows = sorted(present, key=lambda row: row[field], reverse=descending) + missing
+    order = list(dict.fromkeys(row["dataset"] for row in rows))
+    return sorted(rows, key=lambda row: order.index(row["dataset"]))  # stable: the sort holds within each
+
+
+def _folds_cell(folds):
+    """The folds' hash, and the folds scored when only some were (a fine-tuned backbone)."""
+    scored = folds.get("scored")
+    return str(folds.get("sha256", ""))[:8] + (f" fold {','.join(map(str, scored))}" if scored else "")
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+TABLE_COLUMNS = ("dataset", "backbone", "head", "settings", "dim", "BMCA", "worst shift", "test BMCA",
+                 "accuracy", "top-3", "AUC", "fit s", "extract img/s", "folds", "run")
+
+
+def _cells(row):
+    bmca = "-" if row["bmca"] is None else f"{row['bmca']:.3f}±{row['bmca_std'] or 0:.3f}"
+    worst = "-" if row["worst_bmca"] is None else (
+        f"{row['worst_bmca']:.3f}/{row['worst_accuracy']:.3f} {row['worst_shift']}")
+    test = "-" if row["test_bmca"] is None else f"{row['test_bmca']:.3f} {row['test_data']}"
+    return [row["dataset"], str(row["backbone"]), row["head"] + (f"+tta{row['views']}" if row["views"] else ""),
+            row["settings"] or "default", _fmt(row["dim"], "d"), bmca, worst, test, _fmt(row["accuracy"], ".3f"),
+            _fmt(row["top3"], ".3f"), _fmt(row["auc"], ".3f"), _fmt(row["fit_s"], ".1f"),
+            _fmt(row["images_per_s"], ".1f"), row["folds"], str(row["run_id"])]
+
+
+def table_cells(rows):
+    """The leaderboard as text cells: the header (TABLE_COLUMNS), then one list per row."""
+    return [list(TABLE_COLUMNS)] + [_cells(row) for row in rows]
+
+
+def format_leaderboard(rows, fmt="table", records=None):
+    """The rows as ``table`` (aligned text), ``markdown``, ``csv`` or ``json``; with
+    ``records`` (those the rows come from), table and markdown end with the always-NV
+    baseline of each dataset (``baseline_lines``), markdown as paragraphs after the table."""
+    if fmt == "json":
+        return json.dumps(rows, indent=1)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["backbone"],
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    cells = table_cells(rows)
+    notes = baseline_lines(rows, records) if records is not None else []
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(v.replace("|", "\\|") for v in c) + " |" for c in cells]
+        lines.insert(1, "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|")
+        return "\n\n".join(["\n".join(lines), *notes])  # a blank line ends a table
+    widths = [max(len(c[i]) for c in cells) for i in range(len(TABLE_COLUMNS))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines + notes)
+
+
+def rank_key(record):
+    """How ``best_record`` ranks runs (higher is better): the worst-shift BMCA where
+    a run was shift checked, clean CV BMCA second (and alone where none was)."""
+    worst = ((record.get("shift") or {}).get("worst") or {}).get("bmca")
+    return (worst if worst is not None else -1.0, _mean(record, "bmca") or 0.0)
+
+
+def best_record(records):
+    """The run a user should take: the latest per setting with the highest ``rank_key``."""
+    rows = latest_per_setting(records)
+    return max(rows, key=rank_key) if rows else None
+
+
+def baseline_lines(rows, records):
+    """One line per dataset of ``rows`` with the always-NV baseline of its newest
+    shown run, so 0.67 accuracy reads as no skill; each dataset has its own."""
+    shown = {row["run_id"] for row in rows}
+    newest = {}
+    for r in sorted(records, key=lambda r: r.get("created", "")):
+        if r.get("run_id") in shown and r.get("baseline"):
+            newest[dataset_of(r)] = r["baseline"]
+    return [f"baseline (always NV) on {name if name != '?' else 'the runs that name no dataset (?)'}: BMCA {_fmt(b.get('bmca'), '.3f')}, accuracy "
+            f"{_fmt(b.get('accuracy'), '.3f')}, top-3 {_fmt(b.get('top3'), '.3f')}"
+            for name in dict.fromkeys(row["dataset"] for row in rows) if (b := newest.get(name))]
+
+
+def summary_lines(record):
+    """The result of one fit as text lines: metrics mean ± std over folds next to the
+    always-NV baseline, then the pooled figures of the confusion matrix summed over
+    folds (balanced accuracy, accuracy, per-class recall) and the matrix itself."""
+    from skinfeat.core.classes import CLASSES
+    from skinfeat.core.metrics import LABELS, SCALARS
+
+    base = record.get("baseline", {})
+    lines = [f"{'metric':<10} {'mean':>6} ± {'std':<6} always-NV"]
+    for name in SCALARS:
+        m = record["metrics"][name]
+        b = f"{base[name]:.3f}" if base.get(name) is not None else ""
+        lines.append(f"{LABELS[name]:<10} {_fmt(m['mean'], '6.3f')} ± {_fmt(m['std'], '<6.3f')} {b}")
+    k = len(record["metrics"]["bmca"].get("folds") or [])
+    pooled = pooled_scores(record)
+    lines.append(f"(mean ± std over {k} folds; pooled over the folds, the confusion below: balanced "
+                 f"accuracy {_fmt(pooled['bmca'], '.3f')}, accuracy {_fmt(pooled['accuracy'], '.3f')})")
+    lines.append("recall     " + "  ".join(f"{c} {_fmt(pooled['per_class'][c]['recall'], '.2f')}"
+                                           for c in CLASSES) + "  (pooled)")
+    lines.append("confusion (rows: true, columns: predicted, summed over folds)")
+    lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
+    for c, row in zip(CLASSES, record["confusion"]):
+        lines.append(f"{c:<7}" + "".join(f"{v:>7}" for v in row))
+    return lines
+
+
+def pooled_scores(record):
+    """``metrics.confusion_scores`` of the record's confusion matrix (summed over folds):
+    the pooled per-class precision, recall, F1, balanced accuracy and accuracy."""
+    from skinfeat.core.metrics import confusion_scores
+
+    return confusion_scores(record["confusion"])
+

@@ -1,0 +1,122 @@
+"""The one fold loop: a head fitted on the other folds and scored on each fold
+(``cross_validate``), the final fit on every CV row, the CV summary stored in a
+record, and the out-of-fold predictions written beside it.
+
+When the file holds augmented views, a head trains on every view of its
+training images (the clean one and the augmented ones, each keeping its lesion
+as group) and scores a test image by the mean of its views' probabilities
+(test-time augmentation).
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from skinfeat.core.classes import CLASSES
+from skinfeat.core.metrics import classification_metrics, prior_baseline, summarize_folds
+from skinfeat.data.folds import resolve_folds
+from skinfeat.heads import inference, make_head
+
+
+def training_rows(fs, rows, use_views):
+    """(X, y, groups) for ``rows``: each row's clean features, then each augmented view."""
+    X = fs.features[rows]
+    if use_views and fs.views is not None:
+        X = np.concatenate([X] + [fs.views[rows, v] for v in range(fs.views.shape[1])])
+    repeat = len(X) // len(rows)
+    return X, np.tile(fs.labels[rows].astype(int), repeat), np.tile(fs.lesion_ids[rows], repeat)
+
+
+def decide(head, proba):
+    """The fitted ``head``'s decisions (CLASSES indices) for probabilities in CLASSES
+    order: argmax of the log-probabilities plus its prior-adjustment offsets."""
+    return inference.decide(proba, inference.class_offsets(head.classes_, head.class_offsets_))
+
+
+@dataclass
+class CVResult:
+    fold_metrics: list
+    baseline_metrics: list
+    oof_proba: np.ndarray  # [N, K], NaN for rows outside the folds
+    oof_pred: np.ndarray  # [N] decided class (CLASSES index, after the prior adjustment), -1 outside
+    fit_seconds: list
+    predict_seconds: list
+    first: tuple = None  # (fold, test rows, fitted head) of the first fold, for the shift check
+
+
+def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=None, scored=None):
+    """Fit ``head_name`` once per fold on the other folds and score it on that fold
+    (``scored``: only on these folds)."""
+    folds = folds or resolve_folds(fs)
+    use_views = use_views and fs.views is not None
+    oof = np.full((len(fs), len(CLASSES)), np.nan)
+    result = CVResult([], [], oof, np.full(len(fs), -1), [], [])
+    todo = [f for f in np.unique(folds.fold[folds.fold >= 0]) if scored is None or f in scored]
+    for i, f in enumerate(todo):
+        train, test = np.flatnonzero((folds.fold >= 0) & (folds.fold != f)), np.flatnonzero(folds.fold == f)
+        X, y, groups = training_rows(fs, train, use_views)
+        start = time.perf_counter()
+        head = make_head(head_name, **(params or {})).fit(X, y, groups=groups)
+        result.fit_seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        oof[test] = inference.mean_over_views(head.predict_proba, head.classes_, fs.features[test],
+                                              fs.views[test] if use_views else None)
+        result.predict_seconds.append(time.perf_counter() - start)
+        y_test = fs.labels[test].astype(int)
+        result.oof_pred[test] = decide(head, oof[test])
+        result.fold_metrics.append(classification_metrics(y_test, oof[test], result.oof_pred[test]))
+        result.baseline_metrics.append(prior_baseline(fs.labels[train], y_test))
+        if i == 0:
+            result.first = (int(f), test, head)
+        if log:
+            m = result.fold_metrics[-1]
+            log(f"fold {i + 1}/{len(todo)}: BMCA {m['bmca']:.3f}  accuracy {m['accuracy']:.3f}  "
+                f"top-3 {m['top3']:.3f}  ({result.fit_seconds[-1]:.1f} s)")
+    return result
+
+
+def fit_final(fs, head_name, params=None, folds=None, use_views=True, leave_out=None):
+    """The head fitted on every row that took part in the CV (held-out rows stay out,
+    and those of fold ``leave_out``: the head of that fold's CV)."""
+    used = fs.labels >= 0 if folds is None else (folds.fold >= 0) & (folds.fold != leave_out)  # != None: all
+    rows = np.flatnonzero(used)
+    X, y, groups = training_rows(fs, rows, use_views and fs.views is not None)
+    return make_head(head_name, **(params or {})).fit(X, y, groups=groups)
+
+
+def summarize(result):
+    """The CV summary stored in a record: metrics and the always-NV baseline."""
+    summary = summarize_folds(result.fold_metrics)
+    base = summarize_folds(result.baseline_metrics)["scalars"]
+    summary["baseline"] = {"name": "always NV (training prior)",
+                           **{name: base[name]["mean"] for name in ("bmca", "accuracy", "top3", "macro_auc")}}
+    return summary
+
+
+def write_oof(record, fs, fold, result, runs=None):
+    """The CV's out-of-fold probabilities (as trained) and decisions next to the record,
+    as ``<run_id>.oof.npz`` (image_id, label, lesion_id, fold, proba [N, 7], NaN rows
+    outside the scored folds; pred [N], the decided class index, -1 outside), for
+    ``skinfeat report``'s plots and ``skinfeat ensemble``. ``fs``: the rows (anything
+    with ``image_ids``, ``labels``, ``lesion_ids``), ``fold`` their folds. Returns the
+    file name."""
+    from pathlib import Path
+
+    from skinfeat.core.atomic import atomic_path
+    from skinfeat.core.paths import runs_dir
+
+    name = f"{record['run_id']}.oof.npz"
+    with atomic_path(Path(runs or runs_dir()) / name, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, image_id=np.asarray(fs.image_ids, dtype=str), label=fs.labels,
+                            lesion_id=np.asarray(fs.lesion_ids, dtype=str), fold=fold,
+                            proba=result.oof_proba.astype(np.float32),
+                            pred=result.oof_pred)
+    return name
+
+
+def summary_fields(result):
+    summary = summarize(result)
+    return {"metrics": summary["scalars"], "per_class": summary["per_class"],
+            "confusion": summary["confusion"], "baseline": summary["baseline"]}
+

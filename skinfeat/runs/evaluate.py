@@ -1,0 +1,204 @@
+"""Features and scores of a fitted model on images it never saw: external
+labelled data, clean or under a distribution shift (``skinfeat.imaging.shifts``).
+
+Images go through the model exactly as ``skinfeat predict`` sends them:
+decoded and resized with numpy (``skinfeat.imaging.images``), the backbone run by the
+TFLite interpreter, the head in numpy. A shift is applied to the decoded
+image, before the model's resize, as a different camera or framing would
+change it. Test-time augmentation (``TTA_SETS``) adds deterministic views of
+the resized image (flips, rotations, centre zoom) whose probabilities are
+averaged with the clean one's.
+"""
+
+import sys
+
+import numpy as np
+
+from skinfeat.core.classes import CLASSES
+from skinfeat.core.errors import DataError
+from skinfeat.core.metrics import classification_metrics, prior_baseline
+from skinfeat.heads.inference import decide
+from skinfeat.imaging.tta import TTA_SETS, tta_views  # noqa: F401 (re-exported)
+
+# ----------------------------------------------------------------------------- scoring a model
+
+def labelled(manifest, where):
+    """Rows of ``manifest`` with a label; DataError when there are none."""
+    rows = np.flatnonzero(np.asarray(manifest.labels) >= 0)
+    if not len(rows):
+        raise DataError(f"{where}: none of its {len(manifest)} images has a label; evaluate needs labelled "
+                        "images (HAM10000 metadata, ISIC one-hot ground truth or class folders): "
+                        "use `skinfeat predict` for unlabelled ones")
+    return rows
+
+
+def score(y, proba, offsets, train_counts=None):
+    """Every metric ``fit`` reports for probabilities ``proba`` [n, 7] of true classes
+    ``y``, deciding by argmax of log p + ``offsets`` (the model's prior adjustment),
+    and the always-NV baseline (the training class frequencies when known)."""
+    metrics = classification_metrics(y, proba, decide(proba, offsets))
+    prior = np.asarray(train_counts if train_counts is not None else np.bincount(y, minlength=len(CLASSES)))
+    base = prior_baseline(np.repeat(np.arange(len(CLASSES)), prior.astype(int)), y)
+    metrics["baseline"] = {"name": "always NV (training prior)",
+                           **{k: base[k] for k in ("bmca", "accuracy", "top3", "macro_auc")}}
+    return metrics
+
+
+def metadata_for(predictor, image_ids, table=None, own=None, where="the data"):
+    """The metadata ({column: values}) of ``image_ids`` for a model fitted with metadata
+    (None for an image-only model): from ``table`` (``skinfeat.data.metadata.read_metadata_csv``,
+    the user's --metadata CSV) or else ``own`` (the dataset's own metadata columns).
+    DataError when there is none, or the table has no row for some images."""
+    from skinfeat.data.metadata import lookup
+
+    if not predictor.metadata:
+        return None
+    columns = ", ".join(predictor.metadata["columns"])
+    absent = [c for c in predictor.metadata["columns"] if c not in (own or {})]
+    if table is None and absent:
+        raise DataError(f"model {predictor.directory} was fitted with metadata ({columns}) and {where} has "
+                        f"no {', '.join(absent)}; pass --metadata CSV (HAM10000_metadata.csv or the ISIC "
+                        "metadata layout)")
+    if table is not None:
+        values, missing = lookup(table, image_ids)
+        if missing:
+            raise DataError(f"the metadata CSV has no row for {len(missing)} of the {len(image_ids)} images of "
+                            f"{where} (e.g. {', '.join(missing[:3])}); the model needs {columns}: add their rows")
+    else:
+        values = own
+    unknown = predictor.unknown_metadata(values, len(image_ids), where=f"metadata of {where}")
+    for column, count in unknown.items():
+        if count:
+            print(f"note: {count} images of {where} have a {column} the model never saw in training; "
+                  "encoded as unknown", file=sys.stderr)
+    return values
+
+
+def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data", progress=None, metadata=None):
+    """Score the model in ``directory`` on the labelled images of ``manifest``, clean
+    and under each of ``shifts`` (``skinfeat.imaging.shifts.Shift``), with TTA set ``tta``
+    (``metadata``: a --metadata CSV table, for a model fitted with metadata).
+    Returns ``{"clean": metrics, "shifts": {name: metrics}, "worst": {...}}``.
+    ``progress(n)`` is called as images are done."""
+    from skinfeat.model.ensemble_dir import load_any
+
+    views = tta_views(tta)
+    predictor = load_any(directory)
+    rows = labelled(manifest, where)
+    paths = [manifest.paths[i] for i in rows]
+    ids = [manifest.image_ids[i] for i in rows]
+    own = {k: [v[i] for i in rows] for k, v in manifest.metadata.items()}
+    meta = metadata_for(predictor, ids, metadata, own, where)
+    y = np.asarray(manifest.labels)[rows].astype(int)
+    counts = (predictor.manifest.get("training") or {}).get("class_counts")
+    results = {}
+    for shift in [None] + list(shifts):
+        proba = predictor.probabilities(paths, shift, views, progress=progress, metadata=meta)
+        results[shift.name if shift else "clean"] = score(y, proba, predictor.head.offsets, counts)
+    clean = results.pop("clean")
+    return {"n": len(rows), "image_ids": ids, "tta": tta,
+            "clean": clean, "shifts": results, "worst": worst_case(results)}
+
+
+def worst_case(shift_metrics):
+    """The lowest BMCA and the lowest accuracy over shifts, and which shift gave each."""
+    if not shift_metrics:
+        return None
+    bmca = min(shift_metrics, key=lambda k: shift_metrics[k]["bmca"])
+    accuracy = min(shift_metrics, key=lambda k: shift_metrics[k]["accuracy"])
+    return {"bmca": shift_metrics[bmca]["bmca"], "bmca_shift": bmca,
+            "accuracy": shift_metrics[accuracy]["accuracy"], "accuracy_shift": accuracy}
+
+
+# ----------------------------------------------------------------------------- records and text
+
+def _dataset_name(where):
+    from pathlib import Path
+
+    return Path(str(where)).resolve().name if where else "data"
+
+
+def _write(result, write, runs=None):
+    if write:
+        from skinfeat.runs.records import EVALUATION_SCHEMA, new_run_id, write_record
+
+        result["run_id"] = new_run_id("evaluation", result.get("model_run_id") or result["dataset"])
+        record = {k: v for k, v in result.items() if k != "image_ids"}
+        result["record_path"] = str(write_record(record, runs, schema=EVALUATION_SCHEMA))
+    return result
+
+
+def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, write=True, progress=True,
+                    runs=None, metadata=None):
+    """``evaluate_model`` with a progress bar, described and (``write``) recorded in runs/."""
+    from datetime import datetime, timezone
+
+    from skinfeat.core.progress import bar
+    from skinfeat.model.ensemble_dir import read_any_manifest
+
+    if write:
+        from skinfeat.runs.records import check_runs_writable
+
+        check_runs_writable(runs)
+    info = read_any_manifest(directory)
+    total = int((np.asarray(manifest.labels) >= 0).sum()) * (1 + len(shifts))
+    with bar(None, progress, total=total, unit="img", desc="evaluate") as shown:
+        result = evaluate_model(directory, manifest, shifts, tta, where=where or "the data", progress=shown.update,
+                                metadata=metadata)
+    backbone = info.get("backbone") or {}
+    result.update(created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                  model_dir=str(directory), model_run_id=(info.get("training") or {}).get("run_id"),
+                  head=info.get("head"), module=backbone.get("module"), resize=backbone.get("resize"),
+                  dataset=_dataset_name(where), data=str(where))
+    return _write(result, write, runs)
+
+
+def evaluate_predictions(path, labels_path, write=True, runs=None):
+    """Score an ISIC-format prediction file against a labels CSV (decisions: argmax)."""
+    from datetime import datetime, timezone
+
+    from skinfeat.data.submission import read_labels, read_predictions
+
+    if write:
+        from skinfeat.runs.records import check_runs_writable
+
+        check_runs_writable(runs)
+    ids, proba, y = read_predictions(path, read_labels(labels_path))
+    result = {"n": len(ids), "image_ids": ids, "tta": None, "clean": score(y, proba, np.zeros(len(CLASSES))),
+              "shifts": {}, "worst": None, "predictions": str(path), "labels": str(labels_path),
+              "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+              "dataset": _dataset_name(labels_path), "model_run_id": None}
+    return _write(result, write, runs)
+
+
+def format_evaluation(result):
+    """Text lines: every metric next to the always-NV baseline, per-class recall, the
+    confusion matrix and, with shifts, BMCA and accuracy per shift and the worst."""
+    from skinfeat.core.metrics import LABELS, SCALARS
+
+    m = result["clean"]
+    what = (f"model {result['model_dir']} ({result.get('head')} on {result.get('module')}, {result.get('resize')})"
+            if result.get("model_dir") else f"predictions {result.get('predictions')}")
+    lines = [f"{what}: {result['n']} labelled images of {result.get('dataset')}"
+             + (f", TTA {result['tta']}" if result.get("tta") not in (None, "none") else ""),
+             f"{'metric':<10} {'value':>6}  always-NV"]
+    for name in SCALARS:
+        value, base = m.get(name), m["baseline"].get(name)
+        lines.append(f"{LABELS[name]:<10} {_fmt(value):>6}  {_fmt(base) if base is not None else ''}")
+    lines.append("recall     " + "  ".join(f"{c} {_fmt(m['per_class'][c]['recall'], '.2f')}" for c in CLASSES))
+    lines.append("confusion (rows: true, columns: predicted)")
+    lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
+    lines += [f"{c:<7}" + "".join(f"{v:>7}" for v in row) for c, row in zip(CLASSES, m["confusion"])]
+    if result.get("shifts"):
+        lines.append(f"{'shift':<16} {'BMCA':>6} {'accuracy':>8}")
+        lines.append(f"{'clean':<16} {_fmt(m['bmca']):>6} {_fmt(m['accuracy']):>8}")
+        for name, s in result["shifts"].items():
+            lines.append(f"{name:<16} {_fmt(s['bmca']):>6} {_fmt(s['accuracy']):>8}")
+        w = result["worst"]
+        lines.append(f"{'worst':<16} {_fmt(w['bmca']):>6} {_fmt(w['accuracy']):>8}   "
+                     f"(BMCA: {w['bmca_shift']}, accuracy: {w['accuracy_shift']})")
+    return lines
+
+
+def _fmt(value, spec=".3f"):
+    return "-" if value is None else format(value, spec)
