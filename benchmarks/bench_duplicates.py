@@ -32,27 +32,15 @@ Targets (issue 13): recall 1.0 on the planted copies at the default threshold;
 the full set (10,015 x 2,688) searched in under 60 s in bounded memory.
 """
 
-import argparse
-import json
-import resource
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+from common import argument_parser, log, peak_mib, write_json
 
-import numpy as np  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "ham10000"
 KNOWN = (("ISIC_0029861", "ISIC_0024366"), ("ISIC_0029938", "ISIC_0024777"))
 KINDS = ("jpeg", "resize", "crop", "rot90", "rot180", "tilt", "hflip", "vflip", "combo")
 THRESHOLDS = {"whitened": (0.20, 0.25, 0.28, 0.30, 0.32, 0.35, 0.40, 0.45, 0.50),
               "raw": (0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995)}
-
-
-def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _crop(img, frac):
@@ -154,16 +142,13 @@ def source_similarity(copies, full, source, way):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(DATA))
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--full", required=True, help="features file of the whole dataset (read in place)")
     parser.add_argument("--module", default="efficientnet-lite0-stages-sog")
     parser.add_argument("--n", type=int, default=200, help="source images of planted copies")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--default", type=float, help="threshold whose false pairs are listed")
-    parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args(argv)
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
     from skinfeat.data.layouts import load_dataset
     from skinfeat.data.duplicates import THRESHOLDS as DEFAULTS, find_duplicates
@@ -223,8 +208,7 @@ def main(argv=None):
     print(f"\nother-lesion pairs of the whitened full set at {default} (the default):")
     for a, la, b, lb, s in results["whitened"]["false_pairs_at_default"]:
         print(f"  {s:.4f}  {a} ({la})  {b} ({lb})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

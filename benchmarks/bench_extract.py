@@ -35,8 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import DATA
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-HAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000"
 
 
 def forward_only(fn, images, seconds=20.0):
@@ -113,7 +114,7 @@ def memory_child(n, module, out):
     from skinfeat.data.layouts import load_dataset
     from skinfeat.features.extract import extract_features
 
-    manifest = load_dataset(data=HAM)
+    manifest = load_dataset(data=DATA)
     manifest = manifest.subset(range(min(n, len(manifest))))
     extract_features(manifest, module, out=out, progress=False)
     print(json.dumps({"n": len(manifest), "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -145,12 +146,12 @@ def main():
 
     mod = resolve_module(args.module)
     if args.engines:
-        manifest = load_dataset(data=HAM)
+        manifest = load_dataset(data=DATA)
         manifest = manifest.subset(range(min(args.n or 2048, len(manifest))))
         return engines(manifest, args.module, args.rounds, [p for p in args.precisions.split(",") if p])
     fn = mod.load()
     size = tuple(mod.input_size or (224, 224))
-    manifest = load_dataset(data=HAM)
+    manifest = load_dataset(data=DATA)
     manifest = manifest.subset(range(min(args.n or len(manifest), len(manifest))))
     images = np.stack([resize_tf(tf.image.convert_image_dtype(tf.io.decode_jpeg(tf.io.read_file(p)), tf.float32),
                                size, "squash").numpy() for p in manifest.paths[:32]])

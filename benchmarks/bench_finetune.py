@@ -19,24 +19,18 @@ then named ``...-ham10000-limitN-fold0``, apart from the full one.
 Targets (issue 17): clean BMCA >= 0.72 and worst-shift BMCA >= 0.62, within 60 minutes.
 """
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import argument_parser, log
 
 from skinfeat.data.layouts import load_dataset
 from skinfeat.data.split import make_folds, write_folds
-from skinfeat.finetune import DEFAULTS  # noqa: E402
-from skinfeat.imaging.shifts import STANDARD, parse_shifts  # noqa: E402
+from skinfeat.finetune import DEFAULTS
+from skinfeat.imaging.shifts import STANDARD, parse_shifts
 
-DATA = ROOT.parent / "shared" / "data" / "ham10000"
 FROZEN = "sog-robust2"  # bench_shift.py's best recipe (README "How the defaults were chosen")
 TARGETS = {"clean": 0.72, "worst": 0.62, "minutes": 60}
 
@@ -50,8 +44,7 @@ def frozen_results(manifest, fold, shifts, log):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(DATA))
+    parser = argument_parser(__doc__.split("\n\n")[0], json_help="also write the results here")
     parser.add_argument("--module", default=None, help="backbone to fine-tune (default: skinfeat's default)")
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     parser.add_argument("--size", type=int, nargs=2, default=list(DEFAULTS["size"]), metavar=("H", "W"))
@@ -63,9 +56,7 @@ def main(argv=None):
     parser.add_argument("--shift", action="append", help="shifts (default: the standard 15)")
     parser.add_argument("--no-frozen", dest="frozen", action="store_false",
                         help=f"leave out the frozen recipe ({FROZEN}) beside it")
-    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
     from skinfeat.runs.evaluate import evaluate_images
     from skinfeat.finetune import finetune

@@ -29,24 +29,15 @@ BMCA points in CV and does not lose under the worst shift; metadata adds >= 1.5
 BMCA points in CV.
 """
 
-import argparse
 import json
-import resource
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import argument_parser, log, peak_mib, write_json
 
-DATA = ROOT.parent / "shared" / "data" / "ham10000"
 BACKBONES = ("efficientnet-lite0-stages-sog", "efficientnet-lite1", "efficientnet-lite2", "mobilenet-v1")
 METADATA = ("age", "sex", "localization")
 TARGETS = {"stack_gain": 0.03, "metadata_gain": 0.015}
-
-
-def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Bench:
@@ -104,14 +95,11 @@ def worst(record):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(DATA))
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--shift", dest="shift", action="store_true", default=True)
     parser.add_argument("--no-shift", dest="shift", action="store_false", help="CV only, no shift check")
     parser.add_argument("--backbone", action="append", help=f"backbones (default: {', '.join(BACKBONES)})")
-    parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args(argv)
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
     from fitsteps import FitSteps
     from skinfeat.data.layouts import load_dataset
@@ -166,8 +154,7 @@ def main(argv=None):
           f"{TARGETS['stack_gain'] * 100:.0f}), worst shift {worst(stack)} vs {worst(single)} "
           f"({'holds' if holds else 'LOSES'}); metadata on {best}: {meta_gain * 100:+.1f} points "
           f"(>= {TARGETS['metadata_gain'] * 100:.1f})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=1))
+    write_json(args.json, table)
 
 
 if __name__ == "__main__":

@@ -18,21 +18,20 @@ With --record the runs also go into runs/ for `skinfeat compare`.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401 (puts the repository on sys.path: skinfeat, devtools)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic fixture
 
 TIME_TARGETS = {"logreg": 60.0, "softmax": 60.0, "lightgbm": 180.0}
 BMCA_TARGET, TOP3_TARGET = 0.55, 0.93
 
 
 def synthetic_file(directory, views):
-    from synthetic import write_synthetic
+    from devtools.synthetic import write_synthetic
 
     path = Path(directory) / "synthetic_10015x1280.h5"
     start = time.perf_counter()

@@ -25,28 +25,19 @@ Rule (issue 13): cropping (or hair removal) becomes the default only if it beats
 the uncropped recipe in CV AND under the worst shift.
 """
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import argument_parser, log, write_json
 
-DATA = ROOT.parent / "shared" / "data" / "ham10000"
 MODULE = "efficientnet-lite0-stages-sog"
 ROWS = {"no crop": "none", "lesion crop": "crop", "lesion crop + hair removal": "crop+hair"}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(DATA))
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--shift", dest="shift", action="store_true", default=True)
     parser.add_argument("--no-shift", dest="shift", action="store_false", help="CV only, no shift check")
-    parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args(argv)
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
     from fitsteps import FitSteps
     from skinfeat.data.layouts import load_dataset
@@ -98,8 +89,7 @@ def main(argv=None):
         print(f"{name} vs no crop: CV {cv_gain * 100:+.1f} BMCA points"
               + (f", worst shift {shift_gain * 100:+.1f}" if shift_gain is not None else "")
               + f": {'WINS' if wins else 'does not win'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=1))
+    write_json(args.json, table)
 
 
 if __name__ == "__main__":

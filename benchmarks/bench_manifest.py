@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401 (puts the repository on sys.path: skinfeat)
+
 from skinfeat.core.classes import CLASSES
 from skinfeat.data.layouts import load_dataset
 from skinfeat.data.split import make_folds

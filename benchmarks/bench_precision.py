@@ -26,18 +26,13 @@ Runs are real records (``$SKINFEAT_RUNS``, default ``bench_precision/runs`` unde
 cached in ``$SKINFEAT_FEATURES`` by recipe).
 """
 
-import argparse
-import json
 import os
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import argument_parser, log, write_json
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-DATA = ROOT.parent / "shared" / "data" / "ham10000"
 PRECISIONS = ("float32", "bfloat16", "int8")
 MIN_SPEEDUP, MAX_BMCA_CHANGE = 1.3, 0.003
 
@@ -88,15 +83,12 @@ def forward_speeds(mod, manifest, size, rounds, seconds, log):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(DATA))
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=None, help="images (whole lesions, seed 0); default all")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds")
     parser.add_argument("--seconds", type=float, default=10.0, help="per precision per round")
     parser.add_argument("--no-shift", dest="shift", action="store_false", help="CV only, no shift check")
-    parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args(argv)
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
     import numpy as np
 
@@ -161,8 +153,7 @@ def main(argv=None):
               f"{row['worst_change'] if row['worst_change'] is None else format(row['worst_change'], '+.3f'):>7}"
               f"  {verdict}")
     print("ΔCV±SE: the mean of the per-fold paired BMCA changes and its standard error (sd / sqrt(5))")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"n": len(manifest), "table": table}, indent=1))
+    write_json(args.json, {"n": len(manifest), "table": table})
 
 
 if __name__ == "__main__":

@@ -31,13 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import argument_parser, load_average
+
 COLD_TARGET_S, WARM_TARGET_MS = 3.0, 100.0
-
-
-def load():
-    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def default_model(data, directory):
@@ -88,7 +84,7 @@ def cold(model, image, n):
         whole = ("from skinfeat.cli import cli; from skinfeat.commands.predict import predict; "
                  f"cli.add_command(predict); cli.main(['predict', '--model', {str(model)!r}, {str(image)!r}])")
         cases.insert(1, ("whole CLI (predict added at run time)", [py, "-c", whole]))
-    print(f"cold: a new process predicting {image.name}, median of {n} ({load()})")
+    print(f"cold: a new process predicting {image.name}, median of {n} ({load_average()})")
     for name, args in cases:
         times, out = timed_runs(args, n)
         median = statistics.median(times)
@@ -120,7 +116,7 @@ def warm(model_dir, paths):
         seconds = time.perf_counter() - start
     median, p90 = float(np.median(single)), float(np.percentile(single, 90))
     print(f"warm: model loaded in {loaded * 1000:.0f} ms; one image at a time over {len(paths)} images "
-          f"({load()})")
+          f"({load_average()})")
     print(f"  per image: median {median:.1f} ms, p90 {p90:.1f} ms   {median / WARM_TARGET_MS:.2f} x the "
           f"{WARM_TARGET_MS:.0f} ms target")
     print(f"  streamed folder: {count / seconds:.1f} images/s ({seconds / count * 1000:.1f} ms per image)")
@@ -149,9 +145,9 @@ def agreement(model, features, data):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, json_help=None, data_type=Path,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="model directory (default: make the default model)")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ham10000")
     parser.add_argument("--n", type=int, default=100, help="images for the warm figures")
     parser.add_argument("--cold", type=int, default=5, help="new processes per cold figure")
     parser.add_argument("--features", type=Path, help="features file for the agreement figure")

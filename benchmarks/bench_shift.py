@@ -18,29 +18,23 @@ Targets (issue 18): worst-shift BMCA >= 0.64 and accuracy >= 0.62, clean fold-0
 BMCA >= 0.70.
 """
 
-import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import argument_parser, log, write_json
 
 from skinfeat.data.layouts import load_dataset
 from skinfeat.data.split import make_folds
 from skinfeat.runs.cv import decide
 from skinfeat.runs.cv import training_rows
-from skinfeat.heads.inference import mean_over_views  # noqa: E402
-from skinfeat.features.store import read_features  # noqa: E402
-from skinfeat.heads import make_head  # noqa: E402
-from skinfeat.core.metrics import classification_metrics  # noqa: E402
-from skinfeat.runs.shiftcheck import shifted_features  # noqa: E402
-from skinfeat.imaging.shifts import STANDARD, parse_shifts  # noqa: E402
+from skinfeat.heads.inference import mean_over_views
+from skinfeat.features.store import read_features
+from skinfeat.heads import make_head
+from skinfeat.core.metrics import classification_metrics
+from skinfeat.runs.shiftcheck import shifted_features
+from skinfeat.imaging.shifts import STANDARD, parse_shifts
 
-DATA = ROOT.parent / "shared" / "data" / "ham10000"
 FINAL = 1280  # the first 1280 features of efficientnet-lite0-stages are efficientnet-lite0's
 
 # name: extraction (module, resize, views, augment), columns, head params, views used, TTA set
@@ -124,13 +118,10 @@ def run_recipe(name, recipe, manifest, fold, shifts, log):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__.split("\n\n")[0], json_help="also write the results here")
     parser.add_argument("--recipe", action="append", choices=sorted(RECIPES), help="recipes to run (default all)")
     parser.add_argument("--shift", action="append", help="shifts (default: the standard set)")
-    parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     manifest = load_dataset(data=args.data)
     fold = np.asarray(make_folds(manifest, k=5, seed=0))
     shifts = parse_shifts(args.shift or list(STANDARD))
@@ -153,8 +144,7 @@ def main(argv=None):
         print(f"{r['recipe']}: worst BMCA {r['worst'][0]:.3f} ({r['worst'][0] / 0.64:.2f} of target), "
               f"worst accuracy {r['worst'][1]:.3f} ({r['worst'][1] / 0.62:.2f}), "
               f"clean BMCA {r['results']['clean'][0]:.3f} ({r['results']['clean'][0] / 0.70:.2f})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 
+import common  # noqa: E402, F401 (puts the repository on sys.path: skinfeat)
 import numpy as np  # noqa: E402
 
 GOAL_S = 60.0

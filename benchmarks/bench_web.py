@@ -14,7 +14,6 @@ the load average is printed next to the timings, and the clients run on the
 same cores as the server.
 """
 
-import argparse
 import http.client
 import json
 import os
@@ -28,13 +27,9 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import ROOT, argument_parser, load_average
+
 P95_TARGET_MS = 150.0
-
-
-def load():
-    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def multipart(data, name="image.jpg"):
@@ -119,14 +114,14 @@ def bench_server(model, images, clients=(1, 4, 8), requests=200, workers=4):
     port = free_port()
     proc = start_server(model, workers, port)
     try:
-        print(f"server: {workers} workers, {len(uploads)} distinct JPEGs, {requests} requests per client; {load()}")
+        print(f"server: {workers} workers, {len(uploads)} distinct JPEGs, {requests} requests per client; {load_average()}")
         run_clients(port, uploads, 1, 5)  # warm-up
         for n in clients:
             latencies, errors, wall = run_clients(port, uploads, n, requests)
             ms = sorted(1000 * x for x in latencies)
             p95 = ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
             print(f"  {n} client{'s' * (n > 1)}: {len(ms) / wall:6.1f} req/s, p50 {statistics.median(ms):6.1f} ms, "
-                  f"p95 {p95:6.1f} ms ({p95 / P95_TARGET_MS:.2f}x target), {len(errors)} errors; {load()}")
+                  f"p95 {p95:6.1f} ms ({p95 / P95_TARGET_MS:.2f}x target), {len(errors)} errors; {load_average()}")
         status, body = request(port, "POST", "/predict", b"not an image", "application/octet-stream")
         health = request(port, "GET", "/health")
         print(f"  a non-image: {status} {json.loads(body)['error'][:60]}...; /health after it: {health[0]}")
@@ -138,9 +133,8 @@ def bench_server(model, images, clients=(1, 4, 8), requests=200, workers=4):
 def main():
     from bench_predict import default_model
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__.splitlines()[0], json_help=None, data_type=Path)
     parser.add_argument("--model", type=Path)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ham10000")
     parser.add_argument("--clients", default="1,4,8")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--workers", type=int, default=4)

@@ -14,17 +14,15 @@ machine is shared: the load average is printed next to the timings.
 `browser_latency` is the function the server benchmark (bench_web.py) can call.
 """
 
-import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import argument_parser
+
 WARM_TARGET_MS = 150.0
 
 
@@ -69,9 +67,8 @@ def browser_latency(model, images, repeat=3):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__.splitlines()[0], json_help=None)
     parser.add_argument("--model", required=True, help="a model directory (fit --out, with its backbone.tflite)")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"))
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()

@@ -1,2 +1,3 @@
 """Tooling for the tests and benchmarks, not shipped with the package: a headless
-Chromium driven by selenium (``chromium``)."""
+Chromium driven over the DevTools pipe (``chromium``) and synthetic features
+(``synthetic``)."""

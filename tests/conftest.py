@@ -3,13 +3,11 @@ directories (set through environment variables, as a user would), so nothing
 touches ~/.cache or ./features."""
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-HAM10000 = SHARED / "data" / "ham10000"
+from helpers import HAM10000
+from model_factory import pool_module as _pool_module
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +31,12 @@ def ham10000():
     if not (HAM10000 / "HAM10000_metadata.csv").exists():
         raise FileNotFoundError(f"expected the HAM10000 set at {HAM10000}; clone the repo beside ../shared")
     return HAM10000
+
+
+@pytest.fixture(scope="session")
+def pool_module(skinfeat_home):
+    """The fake pooling backbone (a real SavedModel, 9 features), saved once per session."""
+    return _pool_module(skinfeat_home)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ a user makes them (extract, then ``fit --out``, which exports the backbone) on a
 few real HAM10000 images. Each is built once per test session, under the
 session's SKINFEAT_HOME, and reused by every test module that asks for it."""
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -14,11 +15,17 @@ from fakes import make_pooling_module, make_trainable_module
 PER_CLASS = 4  # 28 images: every class, enough for 2-fold CV
 
 
-def ham_subset(ham10000, per_class=PER_CLASS, skip=0):
-    """A manifest of the first ``per_class`` images of each class (after ``skip``)."""
+@functools.lru_cache(maxsize=None)
+def ham_manifest(ham10000):
+    """The Manifest of the whole HAM10000 set, read once per test session (treat it as read-only)."""
     from skinfeat.data.layouts import load_dataset
 
-    manifest = load_dataset(data=ham10000)
+    return load_dataset(data=ham10000)
+
+
+def ham_subset(ham10000, per_class=PER_CLASS, skip=0):
+    """A manifest of the first ``per_class`` images of each class (after ``skip``)."""
+    manifest = ham_manifest(ham10000)
     labels = np.asarray(manifest.labels)
     rows = [i for c in range(7) for i in np.flatnonzero(labels == c)[skip:skip + per_class]]
     return manifest.subset(sorted(rows))
@@ -45,13 +52,19 @@ def build_model(root, ham10000, module, head="logreg", views=0, params=None):
     return info
 
 
+def pool_module(skinfeat_home):
+    """The fake pooling backbone (9 features) of the test session, saved once."""
+    module = Path(skinfeat_home) / "test_models" / "pool_module"
+    if not module.exists():
+        make_pooling_module(module)
+    return str(module)
+
+
 def pool_model(skinfeat_home, ham10000, head="logreg"):
     """Fast: the fake pooling backbone (9 features), 2 augmented views per image."""
     home = Path(skinfeat_home) / "test_models"
-    module = home / "pool_module"
-    if not module.exists():
-        make_pooling_module(module)
-    return build_model(home / f"pool-{head}", ham10000, str(module), head, views=2,
+    module = pool_module(skinfeat_home)
+    return build_model(home / f"pool-{head}", ham10000, module, head, views=2,
                        params={"max_epochs": 5} if head == "softmax" else None)
 
 

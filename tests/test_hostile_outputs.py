@@ -15,24 +15,23 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import REPO
+import helpers
+
+from helpers import REPO
 from dataset_factory import four_classes_rows, make_ham, write_csv
-from fakes import make_pooling_module
 from model_factory import ham_subset
 from skinfeat.core.classes import CLASSES
-from skinfeat.cli import cli
 from skinfeat.features.extract import extract_features
 from skinfeat.features.store import read_features, write_features
 from skinfeat.runs.records import write_record
-from synthetic import write_synthetic
+from devtools.synthetic import write_synthetic
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def run(*args, env=None):
-    return CliRunner(env=env).invoke(cli, [str(a) for a in args])
+    return helpers.run(*args, env=env, catch_exceptions=True)
 
 
 def assert_one_line_error(result, *words, code=1):
@@ -45,11 +44,6 @@ def assert_one_line_error(result, *words, code=1):
     for word in words:
         assert str(word) in last, (word, last)
     return last
-
-
-@pytest.fixture(scope="module")
-def pool_module(tmp_path_factory):
-    return make_pooling_module(tmp_path_factory.mktemp("pool") / "pool")
 
 
 @pytest.fixture(scope="module")

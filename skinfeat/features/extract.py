@@ -212,18 +212,11 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
     """
     if resize not in RESIZE_POLICIES:
         raise UsageError(f"--resize {resize!r} is not a resize policy; expected one of {', '.join(RESIZE_POLICIES)}")
-    if on_error not in ON_ERROR:
-        raise UsageError(f"--on-error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    _check_choices(("--on-error", on_error, ON_ERROR), ("--dtype", dtype, DTYPES))
     if views < 0:
         raise UsageError(f"--views {views}: expected 0 or a positive number of augmented views")
-    if lesion not in LESION_OPTIONS:
-        raise UsageError(f"--lesion {lesion!r}: expected one of {', '.join(LESION_OPTIONS)}")
-    if augment not in AUGMENTS:
-        raise UsageError(f"--augment {augment!r}: expected one of {', '.join(AUGMENTS)}")
-    if engine not in ENGINES:
-        raise UsageError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    _check_choices(("--lesion", lesion, LESION_OPTIONS), ("--augment", augment, AUGMENTS),
+                   ("--engine", engine, ENGINES))
     if engine == "local" and (ray_address or workers):
         raise UsageError("--ray-address and --workers are options of --engine ray; add --engine ray or drop them")
     if workers is not None and workers < 1:
@@ -275,6 +268,13 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
                                    dataset_name, chunk_size, run, cluster)
     except OSError as exc:
         raise _writable_error(out, exc, out.with_name(out.name + ".parts")) from None
+
+
+def _check_choices(*options):
+    """UsageError for the first (option, value, choices) whose value is not a choice."""
+    for option, value, choices in options:
+        if value not in choices:
+            raise UsageError(f"{option} {value!r}: expected one of {', '.join(choices)}")
 
 
 def _image_size(mod, image_size):

@@ -66,6 +66,13 @@ class BaseHead(ClassifierMixin, BaseEstimator):
 
     name = None  # the registry name
 
+    def store_params(self, params):
+        """Store each ``__init__`` parameter as an attribute of its name (``params``: the
+        ``__init__``'s ``locals()``), as scikit-learn's ``get_params`` expects."""
+        for key, value in params.items():
+            if key not in ("self", "__class__"):
+                setattr(self, key, value)
+
     def fit(self, X, y, groups=None, sample_weight=None):
         """Fit on features ``X`` [n, d] and labels ``y``. ``groups`` (e.g. lesion ids)
         keeps related rows on one side of the inner validation split."""

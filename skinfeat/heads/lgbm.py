@@ -26,22 +26,7 @@ class LightGBMHead(BaseHead):
                  feature_fraction=0.15, bagging_fraction=0.8, lambda_l2=1.0, max_bin=31,
                  early_stopping_rounds=20, n_jobs=1, class_weight="none", sampling="none",
                  adjust="prior", adjust_strength=1.0, val_fraction=0.15, random_state=0):
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.min_child_samples = min_child_samples
-        self.feature_fraction = feature_fraction
-        self.bagging_fraction = bagging_fraction
-        self.lambda_l2 = lambda_l2
-        self.max_bin = max_bin
-        self.early_stopping_rounds = early_stopping_rounds
-        self.n_jobs = n_jobs
-        self.class_weight = class_weight
-        self.sampling = sampling
-        self.adjust = adjust
-        self.adjust_strength = adjust_strength
-        self.val_fraction = val_fraction
-        self.random_state = random_state
+        self.store_params(locals())
 
     def _params(self, k):
         return {"objective": "multiclass", "num_class": k, "learning_rate": self.learning_rate,

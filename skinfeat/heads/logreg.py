@@ -52,19 +52,7 @@ class LogRegHead(BaseHead):
     def __init__(self, alpha="auto", alphas=DEFAULT_ALPHAS, power=0.5, n_components=None, max_iter=200,
                  tol=1e-3, n_jobs=1, class_weight="none", sampling="none", adjust="prior",
                  adjust_strength=DEFAULT_ADJUST_STRENGTH, val_fraction=0.15, random_state=0):
-        self.alpha = alpha
-        self.alphas = alphas
-        self.power = power
-        self.n_components = n_components
-        self.max_iter = max_iter
-        self.tol = tol
-        self.n_jobs = n_jobs
-        self.class_weight = class_weight
-        self.sampling = sampling
-        self.adjust = adjust
-        self.adjust_strength = adjust_strength
-        self.val_fraction = val_fraction
-        self.random_state = random_state
+        self.store_params(locals())
 
     def _fit(self, X, y, w, train, val, full):
         with threadpool_limits(self.n_jobs), warnings.catch_warnings():

@@ -35,22 +35,7 @@ class SoftmaxHead(BaseHead):
                  learning_rate=1e-3, batch_size=256, max_epochs=60, patience=6, power=0.5,
                  class_weight="none", sampling="none", adjust="prior", adjust_strength=1.0,
                  val_fraction=0.15, random_state=0):
-        self.hidden = hidden
-        self.dropout = dropout
-        self.l2 = l2
-        self.loss = loss
-        self.focal_gamma = focal_gamma
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.power = power
-        self.class_weight = class_weight
-        self.sampling = sampling
-        self.adjust = adjust
-        self.adjust_strength = adjust_strength
-        self.val_fraction = val_fraction
-        self.random_state = random_state
+        self.store_params(locals())
 
     def _fit(self, X, y, w, train, val, full):
         if self.loss not in LOSSES:

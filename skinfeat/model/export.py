@@ -105,17 +105,15 @@ def _copy_precision(out, backbone, precision, model):
 
 
 def cached_backbone(backbone):
-    """The TFLite copy of the backbone block's module (``export_backbone``), converted
-    once into ``$SKINFEAT_HOME/tflite/`` keyed by module, fingerprint and input size;
-    returns its path. For scoring features of new images without a model directory
-    (``skinfeat.runs.shiftcheck``)."""
+    """The TFLite copy of the backbone block's module (``export_backbone``), from the
+    conversion cache (``conversion_cache``: converted once per fingerprint and input
+    size); returns its path. For scoring features of new images without a model
+    directory (``skinfeat.runs.shiftcheck``)."""
     import hashlib
 
-    from skinfeat.core.paths import skinfeat_home
-
-    key = hashlib.sha256(json.dumps([backbone.get("module"), backbone.get("module_fingerprint"),
-                                     backbone.get("input_size")]).encode()).hexdigest()[:16]
-    path = skinfeat_home() / "tflite" / f"{key}.tflite"
+    path = conversion_cache(backbone.get("module_fingerprint"), backbone.get("input_size"))
+    if path is None:  # no fingerprint recorded: keyed by the module's name
+        path = CACHE_DIR() / f"{hashlib.sha256(str(backbone.get('module')).encode()).hexdigest()[:16]}.tflite"
     if not path.is_file():
         try:
             with atomic_dir(path.with_suffix(".export")) as tmp:  # a killed export is swept next time
@@ -126,6 +124,25 @@ def cached_backbone(backbone):
 
             raise write_error(path, exc, f"the TFLite copy of backbone {backbone.get('module')}") from None
     return path
+
+
+def CACHE_DIR():  # noqa: N802 (a path that follows $SKINFEAT_HOME)
+    from skinfeat.core.paths import skinfeat_home
+
+    return skinfeat_home() / "tflite"
+
+
+def conversion_cache(fingerprint, input_size):
+    """Where the verified TFLite conversion of the module with ``fingerprint`` at
+    ``input_size`` is kept (``$SKINFEAT_HOME/tflite/<key>.tflite``, its export record
+    beside it as ``.json``); None without a fingerprint. Every model directory, shift
+    check and ensemble member of that backbone copies it instead of converting again."""
+    import hashlib
+
+    if not fingerprint:
+        return None
+    key = hashlib.sha256(json.dumps([fingerprint, list(input_size) if input_size else None]).encode()).hexdigest()
+    return CACHE_DIR() / f"{key[:16]}.tflite"
 
 
 def export_into(directory, manifest, modules, model, skip_unavailable=False):
@@ -215,8 +232,12 @@ def convert(module, fingerprint, input_size, out, model):
     from skinfeat.backbones.tflite import TFLiteBackbone
     from skinfeat.core.tf_runtime import tensorflow
 
-    tf = tensorflow()
     size = tuple(input_size or mod.input_size or (224, 224))
+    cached = conversion_cache(mod.fingerprint, size)
+    if cached is not None and cached.is_file() and cached.with_suffix(".json").is_file():
+        shutil.copyfile(cached, out)  # converted and verified before: the same bytes
+        return json.loads(cached.with_suffix(".json").read_text())
+    tf = tensorflow()
     fn = mod.load()
     spec = tf.TensorSpec([None, size[0], size[1], 3], tf.float32, name="images")
     concrete = tf.function(lambda images: fn(images), input_signature=[spec]).get_concrete_function()
@@ -236,9 +257,25 @@ def convert(module, fingerprint, input_size, out, model):
         raise ModelError(f"the TFLite copy of backbone {module} differs from it by {diff:.2g} on probe "
                          f"images (features up to {np.abs(want).max():.3g}); expected agreement within "
                          f"{MAX_RELATIVE_DIFF:g} relative: report this backbone")
-    return {"format": "tflite", "module_fingerprint": mod.fingerprint, "input_size": list(size),
+    info = {"format": "tflite", "module_fingerprint": mod.fingerprint, "input_size": list(size),
             "feature_dim": int(want.shape[1]), "max_abs_diff": diff, "probe_images": len(probes),
             "tensorflow_version": tf.__version__}
+    if cached is not None:
+        _keep(cached, out, info)
+    return info
+
+
+def _keep(cached, out, info):
+    """Put a verified conversion into the cache (best effort: a cache that cannot be
+    written only means converting again next time)."""
+    from skinfeat.core.atomic import write_atomically
+
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(cached, lambda f: f.write(Path(out).read_bytes()), binary=True)
+        write_atomically(cached.with_suffix(".json"), lambda f: f.write(json.dumps(info)))
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -8,26 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from helpers import run, error_line
 from model_factory import ham_subset, pool_model
 from skinfeat.core.classes import CLASSES
-from skinfeat.cli import cli
 from skinfeat.features.store import read_features
 from skinfeat.heads.inference import decide
 from skinfeat.core.metrics import SCALARS, classification_metrics
 from skinfeat.model.store import load_model
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result, code=1):
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

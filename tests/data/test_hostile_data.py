@@ -17,41 +17,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
+from helpers import run, error_line
 from dataset_factory import HAM_HEADER, four_classes_rows, make_class_folders, make_ham, write_csv, write_image
-from fakes import make_pooling_module
 from model_factory import pool_model
-from skinfeat.cli import cli
 from skinfeat.data.layouts import load_dataset
 from skinfeat.data.split import make_folds, read_folds, write_folds
 from skinfeat.core.errors import DataError
 from skinfeat.features.store import read_features
 from skinfeat.imaging.images import MAX_PIXELS, decode
-from synthetic import write_synthetic
+from devtools.synthetic import write_synthetic
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO  # noqa: E402
 # PIL warns about decompression bombs before skinfeat refuses them; the CLI silences it once,
 # but pytest resets warning filters for every test.
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result, code=1):
-    """The one ``Error:`` line of a failed command (no traceback, no other error line)."""
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == code and lines and lines[-1].startswith("Error: "), result.output
-    assert "Traceback" not in result.output and result.output.count("Error: ") == 1, result.output
-    return lines[-1]
-
-
-@pytest.fixture(scope="module")
-def pool_module(tmp_path_factory):
-    return make_pooling_module(tmp_path_factory.mktemp("pool") / "pool")
 
 
 @pytest.fixture(scope="module")

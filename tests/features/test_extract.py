@@ -16,17 +16,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from fakes import POOL_DIM, make_pooling_module
+from fakes import POOL_DIM
 from skinfeat.cli import cli
 from skinfeat.data.layouts import load_dataset
 from skinfeat.core.errors import CacheError, DataError
 from skinfeat.features.extract import extract_features
 from skinfeat.features.store import read_features
-
-
-@pytest.fixture(scope="module")
-def pool_module(tmp_path_factory):
-    return make_pooling_module(tmp_path_factory.mktemp("pool") / "pool")
 
 
 def make_class_folders(root, per_class=5, size=(40, 30)):

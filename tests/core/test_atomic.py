@@ -6,6 +6,7 @@ import stat
 import numpy as np
 import pytest
 
+from helpers import REPO
 from skinfeat.core.atomic import atomic_dir, atomic_path, leftovers, replace_dir, sweep, write_atomically
 
 
@@ -111,13 +112,15 @@ def test_the_catalog_and_the_default_weights_come_with_the_package():
     from skinfeat.core import paths
     from skinfeat.backbones.catalog import load_catalog
 
-    assert paths.PACKAGE_CONFIGS.parent == Path(paths.__file__).resolve().parent
+    import skinfeat
+
+    package = Path(skinfeat.__file__).resolve().parent
+    assert paths.PACKAGE_CONFIGS.parent == package
     assert (paths.PACKAGE_CONFIGS / "backbones.toml").is_file()
     setup = configparser.ConfigParser()
-    setup.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    setup.read(REPO / "setup.cfg")
     patterns = setup["options.package_data"]["skinfeat"].split()
     assert "configs/*.toml" in patterns
-    package = Path(paths.__file__).resolve().parent
     for pattern in patterns:  # the web page's assets too: each pattern ships real files
         assert [p for p in package.glob(pattern) if p.is_file()], f"package_data {pattern} matches no file"
     default = load_catalog().get("efficientnet-lite0").weights.partition(":")[0]

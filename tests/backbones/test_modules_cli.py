@@ -1,7 +1,6 @@
 """``skinfeat modules list|build|info|path``: output, exit codes, one-line errors."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,9 @@ from PIL import Image
 from skinfeat.backbones.catalog import load_catalog
 from skinfeat.cli import cli
 
-HAM_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000" / "images" / "ISIC_0024306.jpg"
+from helpers import HAM10000  # noqa: E402
+
+HAM_IMAGE = HAM10000 / "images" / "ISIC_0024306.jpg"
 
 
 def run(*args):

@@ -11,12 +11,11 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
+from helpers import run, error_line
 from model_factory import ham_subset, lite0_model, pool_model
 from skinfeat.core.classes import CLASSES, FULL_NAMES
-from skinfeat.cli import cli
 from skinfeat.core.errors import DataError
 from skinfeat.features.store import read_features
 from skinfeat.model.predictor import HeadFunction
@@ -26,17 +25,6 @@ from skinfeat.model.predict import isic_row, predict_paths
 # Probabilities from images vs from the same images' extracted features.
 PROBA_TOLERANCE = 1e-4  # measured: 5e-6 (EfficientNet-Lite0 on 300 HAM images)
 FEATURE_TOLERANCE = 1e-4  # absolute; Lite0 features reach ~6
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result):
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1 and lines[-1].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +38,7 @@ def _paths(info):
 
 
 def _find(image_id):
-    from conftest import HAM10000
+    from helpers import HAM10000
 
     return HAM10000 / "images" / f"{image_id}.jpg"
 
@@ -287,7 +275,7 @@ def test_numpy_heads_equal_the_fitted_heads(tmp_path, head, params):
     from skinfeat.heads import make_head
     from skinfeat.model.format import read_manifest
     from skinfeat.model.store import load_model, save_model
-    from synthetic import synthetic_feature_set
+    from devtools.synthetic import synthetic_feature_set
 
     fs = synthetic_feature_set(counts=(30, 60, 20, 0, 20, 10, 10), dim=12, seed=3)
     X = fs.features.copy()

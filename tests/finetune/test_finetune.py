@@ -22,7 +22,7 @@ from skinfeat.cli import cli
 
 PER_CLASS = 9  # 63 images, 3 folds: 42 training images, enough for a validation part
 FAST = ["--size", "32", "48", "--no-progress"]
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO  # noqa: E402
 
 
 def write_ham_folder(root, manifest):

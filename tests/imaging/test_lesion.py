@@ -11,12 +11,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from helpers import run, error_line
 from fakes import make_pooling_module
 from model_factory import ham_subset
 from skinfeat.imaging import lesion
-from skinfeat.cli import cli
 from skinfeat.core.errors import UsageError
 from skinfeat.features.store import read_features
 from skinfeat.imaging.images import decode
@@ -185,16 +184,6 @@ def test_hair_removal_lets_the_crop_find_a_hairy_lesion():
 
 
 # ----------------------------------------------------------------------------- through the pipeline
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result, code=1):
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == code and lines[-1].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

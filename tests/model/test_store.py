@@ -17,23 +17,13 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from conftest import HAM10000
+from helpers import HAM10000
+from helpers import run, error_line
 from model_factory import build_model, pool_model
 from skinfeat.cli import cli
 
 IMAGE = HAM10000 / "images" / "ISIC_0024310.jpg"
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result):
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    assert lines and lines[-1].startswith("Error: "), result.output
-    return lines[-1]
+from helpers import REPO  # noqa: E402
 
 
 @pytest.fixture(scope="module")

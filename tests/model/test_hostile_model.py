@@ -11,27 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
 
-from conftest import HAM10000
+from helpers import HAM10000
+from helpers import run, error_line
 from model_factory import ham_subset, pool_model
 from skinfeat.core.classes import CLASSES
-from skinfeat.cli import cli
 
 IMAGE = HAM10000 / "images" / "ISIC_0024310.jpg"
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result, code=1):
-    """The one ``Error:`` line of a failed command (no traceback, no numpy advice)."""
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output and "allow_pickle" not in result.output, result.output
-    assert lines and lines[-1].startswith("Error: "), result.output
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Synthetic feature sets shaped like HAM10000 features, for tests and benchmarks
-(a fixture, not part of the package: no real extraction writes such files;
-benchmarks import it with ``tests/`` on ``sys.path``).
+(a fixture, not part of the package: no real extraction writes such files).
+Tests import it from the repository root, benchmarks through ``benchmarks/common.py``,
+which puts the root on ``sys.path``: ``from devtools.synthetic import write_synthetic``.
 
 Each class has a mean in a low-dimensional latent space; each lesion adds its
 own offset (so images of one lesion resemble each other more than their class,

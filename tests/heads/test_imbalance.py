@@ -6,7 +6,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from skinfeat.heads import make_head
 from skinfeat.heads import imbalance
-from synthetic import HAM10000_COUNTS, synthetic_feature_set
+from devtools.synthetic import HAM10000_COUNTS, synthetic_feature_set
 
 Y = np.repeat([0, 1, 2], [10, 80, 10])
 

@@ -23,7 +23,7 @@ from skinfeat.backbones.torch_legacy import load_state_dict
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO  # noqa: E402
 PHOTOS = Path(os.environ.get("SKINFEAT_TEST_PHOTOS", REPO / ".venv" / "share" / "darknet-photos"))
 HAM_IMAGE = REPO.parent / "shared" / "data" / "ham10000" / "images" / "ISIC_0024306.jpg"
 BUILTINS = [e.name for e in load_catalog().builtins()]

@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from helpers import error_line
 from model_factory import ham_subset, lite0_model, pool_model
 from skinfeat.core.classes import CLASSES
 from skinfeat.cli import cli
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO  # noqa: E402
 META = ("age", "sex", "localization")
 
 
@@ -114,15 +115,6 @@ def predict_json(*args):
     out = CliRunner().invoke(cli, ["predict", "--format", "json", *map(str, args)], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     return json.loads(out.stdout)
-
-
-def error_line(result, code):
-    """The one error line (after click's usage lines for exit 2)."""
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output and (code == 2 or len(lines) == 1), result.output
-    assert lines[-1].startswith("Error: ")
-    return lines[-1]
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -300,8 +292,8 @@ def test_bad_requests_are_json_errors_and_the_server_stays_healthy(server, image
 
 def test_command_line_errors_are_one_line(pool, tmp_path):
     run = lambda *a: CliRunner().invoke(cli, ["serve", *map(str, a)], catch_exceptions=False)  # noqa: E731
-    assert "does not exist" in error_line(run("--model", tmp_path / "missing"), 1)
-    assert "'sideways' is unknown" in error_line(run("--model", pool, "--tta", "sideways"), 2)
+    assert "does not exist" in error_line(run("--model", tmp_path / "missing"), 1, alone=True)
+    assert "'sideways' is unknown" in error_line(run("--model", pool, "--tta", "sideways"), 2, alone=True)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

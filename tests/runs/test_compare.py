@@ -5,17 +5,12 @@ import csv
 import io
 import json
 
-from click.testing import CliRunner
 
-from skinfeat.cli import cli
+from helpers import run
 from skinfeat.core.paths import features_dir, runs_dir
 from skinfeat.runs.compare import leaderboard_rows
 from skinfeat.runs.records import read_records, write_record
-from synthetic import write_synthetic
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+from devtools.synthetic import write_synthetic
 
 
 def record(run_id, module, head, bmca, created, settings="s1", fit_s=10.0, folds="f" * 64, dataset="ham10000",

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from helpers import run
 from model_factory import ham_subset, lite0_model, map_model, pool_model, write_ham_folder
 from skinfeat.cli import cli
 from skinfeat.core.errors import ModelError, ModuleError, UsageError
@@ -15,13 +16,9 @@ from skinfeat.apps.explain import (border_share, content_mask, explain, explain_
                               input_gradient, occlusion_map, saliency_map, savedmodel_backbone)
 from skinfeat.imaging.images import resize
 from skinfeat.model.predictor import load_predictor
-from conftest import HAM10000
+from helpers import HAM10000
 
 IMAGE = HAM10000 / "images" / "ISIC_0024310.jpg"
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

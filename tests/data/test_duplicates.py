@@ -7,20 +7,15 @@ import csv
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
+from helpers import run
 from dataset_factory import make_ham
 from model_factory import ham_subset
-from skinfeat.cli import cli
 from skinfeat.data.layouts import load_dataset
 from skinfeat.data.split import read_folds
 from skinfeat.data.duplicates import DEFAULT_THRESHOLD, find_duplicates
 from skinfeat.features.store import read_features, write_features
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def fails(result, code, *words):

@@ -10,19 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from helpers import run
 from model_factory import pool_model
 from skinfeat.core.classes import CLASSES
-from skinfeat.cli import cli
 from skinfeat.core.metrics import ECE_BINS, expected_calibration_error
 from skinfeat.core.paths import runs_dir
 from skinfeat.runs.records import write_record
 from skinfeat.apps.report import write_report
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,16 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from helpers import run, error_line
 from fakes import make_trainable_module
 from model_factory import ham_subset
-from skinfeat.cli import cli
 from skinfeat.features.store import read_features
 
 TOLERANCE = 1e-4  # features from images (TFLite, numpy resize) vs extraction (tf.data)
 # Measured: int8 vs float32 cosine, min over the images (tiny fake on 28 HAM images:
 # 0.99999; the default module on 42: 0.995), with a margin.
 TINY_COSINE, DEFAULT_COSINE = 0.999, 0.98
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result, code=1):
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == code and lines[-1].startswith("Error: "), result.output
-    assert "Traceback" not in result.output and sum(line.startswith("Error: ") for line in lines) == 1
-    return lines[-1]
 
 
 def cosines(a, b):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fakes import make_pooling_module
 from skinfeat.cli import cli
 from skinfeat.data.layouts import load_dataset
 from skinfeat.core.errors import UsageError
@@ -31,11 +30,6 @@ def ray_cluster():
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def pool_module(tmp_path_factory):
-    return make_pooling_module(tmp_path_factory.mktemp("pool") / "pool")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -223,7 +217,7 @@ def test_ray_is_pinned_to_the_version_the_engine_follows():
 
     import ray
 
-    from conftest import REPO
+    from helpers import REPO
     from skinfeat.features.ray_engine import RAY_VERSION
 
     cfg = configparser.ConfigParser()

@@ -4,14 +4,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from helpers import run
 from dataset_factory import four_classes_rows, make_class_folders, make_ham
-from skinfeat.cli import cli
 from skinfeat.commands.options import dataset_options, load_manifest
 from skinfeat.data.split import read_folds
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.mark.slow

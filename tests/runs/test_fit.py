@@ -6,20 +6,16 @@ import click
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from helpers import run
 from skinfeat.cli import cli
 from skinfeat.data.split import write_folds
 from skinfeat.core.errors import ModelError
 from skinfeat.model.store import load_model
 from skinfeat.core.paths import runs_dir
-from synthetic import synthetic_feature_set, write_synthetic
+from devtools.synthetic import synthetic_feature_set, write_synthetic
 
 SMALL = (30, 150, 20, 15, 30, 10, 10)  # 265 images, HAM10000-like imbalance
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture

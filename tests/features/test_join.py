@@ -10,25 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from helpers import run, error_line
 from fakes import make_pooling_module
 from model_factory import ham_subset
-from skinfeat.cli import cli
 from skinfeat.features.store import read_features, write_features
 
 META = "age,sex,localization"
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result, code=1):
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

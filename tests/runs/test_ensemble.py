@@ -11,11 +11,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from helpers import run, error_line
 from model_factory import ham_subset, pool_model
 from skinfeat.core.classes import CLASSES
-from skinfeat.cli import cli
 from skinfeat.runs.combine import cross_validate, load_members
 from skinfeat.data.folds import folds_hash
 from skinfeat.runs.cv import write_oof
@@ -25,19 +24,7 @@ from skinfeat.core.metrics import classification_metrics
 from skinfeat.core.paths import features_dir, runs_dir
 from skinfeat.runs.compare import leaderboard_rows
 from skinfeat.runs.records import read_records, write_record
-from synthetic import write_synthetic
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result, code=1):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 or code == 2, result.output
-    return lines[-1]
+from devtools.synthetic import write_synthetic
 
 
 def data(n=210, seed=0):
@@ -159,30 +146,30 @@ def test_bad_run_lists_are_one_line_and_write_nothing(tmp_path):
     member("run-e", ids, labels, fold, informative(labels, 1, rng), "eps")
     member("run-f", ids, labels, fold, informative(labels, 1, rng), "phi")
     before = leftovers()
-    line = error_line(run("ensemble", "run-a", "run-b"))
+    line = error_line(run("ensemble", "run-a", "run-b"), alone=True)
     assert "mix folds" in line and "run-a" in line and "run-b" in line
-    line = error_line(run("ensemble", "run-a", "run-c"))
+    line = error_line(run("ensemble", "run-a", "run-c"), alone=True)
     assert "different image sets: 10 labelled images" in line and "ISIC_0000000" in line
-    assert "label 4 images differently" in error_line(run("ensemble", "run-a", "run-d"))
-    assert "no run 'zzz'" in error_line(run("ensemble", "run-a", "zzz"), 2)
-    assert "starts 6 run ids" in error_line(run("ensemble", "run-", "run-a"), 2)
-    assert "at least 2 runs, got 1" in error_line(run("ensemble", "run-a"), 2)
-    assert "given twice" in error_line(run("ensemble", "run-a", "run-a"), 2)
-    assert "RUN_IDs or --top K, not both" in error_line(run("ensemble", "run-a", "run-e", "--top", "2"), 2)
+    assert "label 4 images differently" in error_line(run("ensemble", "run-a", "run-d"), alone=True)
+    assert "no run 'zzz'" in error_line(run("ensemble", "run-a", "zzz"), 2, alone=True)
+    assert "starts 6 run ids" in error_line(run("ensemble", "run-", "run-a"), 2, alone=True)
+    assert "at least 2 runs, got 1" in error_line(run("ensemble", "run-a"), 2, alone=True)
+    assert "given twice" in error_line(run("ensemble", "run-a", "run-a"), 2, alone=True)
+    assert "RUN_IDs or --top K, not both" in error_line(run("ensemble", "run-a", "run-e", "--top", "2"), 2, alone=True)
     only0, only1 = (np.where((fold == f)[:, None], informative(labels, 1, rng), np.nan) for f in (0, 1))
     member("run-g", ids, labels, fold, only0, "g")
     member("run-h", ids, labels, fold, only1, "h")
-    assert "score only fold 0 in common" in error_line(run("ensemble", "run-a", "run-g"))
-    assert "no fold is scored by every member" in error_line(run("ensemble", "run-g", "run-h", "--method", "mean"))
+    assert "score only fold 0 in common" in error_line(run("ensemble", "run-a", "run-g"), alone=True)
+    assert "no fold is scored by every member" in error_line(run("ensemble", "run-g", "run-h", "--method", "mean"), alone=True)
     before = leftovers()
     (runs_dir() / "run-e.oof.npz").unlink()
-    line = error_line(run("ensemble", "run-a", "run-e"))
+    line = error_line(run("ensemble", "run-a", "run-e"), alone=True)
     assert "run run-e has no out-of-fold probabilities" in line and "run-e.oof.npz is missing" in line
     path = runs_dir() / "run-f.oof.npz"
     path.write_bytes(path.read_bytes()[:200])
-    line = error_line(run("ensemble", "run-a", "run-f", "--out", tmp_path / "model"))
+    line = error_line(run("ensemble", "run-a", "run-f", "--out", tmp_path / "model"), alone=True)
     assert f"run run-f's out-of-fold probabilities {path} are damaged" in line
-    line = error_line(run("ensemble", "run-a", "run-g", "--method", "mean", "--out", tmp_path / "model"))
+    line = error_line(run("ensemble", "run-a", "run-g", "--method", "mean", "--out", tmp_path / "model"), alone=True)
     assert "run run-a's features file /nowhere/alpha.h5 is not here" in line  # --out refits members
     assert leftovers() == sorted(set(before) - {"run-e.oof.npz"}) and not (tmp_path / "model").exists()
     mean = run("ensemble", "run-a", "run-g", "--method", "mean", "-q")  # the mean needs no other fold
@@ -263,8 +250,8 @@ def test_ensemble_directory_predict_and_evaluate(shifted, ham10000, tmp_path):
     assert result["n"] == 7 and result["model_run_id"] == shifted.record["run_id"] and result["head"] == "stack"
     want = classification_metrics(np.asarray(images.labels), model.probabilities(images.paths))
     assert result["clean"]["top3"] == want["top3"] and set(result["shifts"]) == {"pad"}
-    assert "is an ensemble of 2 models" in error_line(run("export", "--model", shifted.model))
-    assert "members/0" in error_line(run("explain", "--model", shifted.model, images.paths[0]))
+    assert "is an ensemble of 2 models" in error_line(run("export", "--model", shifted.model), alone=True)
+    assert "members/0" in error_line(run("explain", "--model", shifted.model, images.paths[0]), alone=True)
     tta, = json.loads(run("predict", "--model", shifted.model, images.paths[0], "--tta", "--format", "json").stdout)
     members = np.stack([m.predict_tta(decode(images.paths[0]))[None] for m in model.members])
     want = model.head(stack_features(members))[0]  # each member's own training views, then the meta-learner
@@ -292,7 +279,7 @@ def test_mean_with_a_shift_check_on_the_data_and_as_the_best_run(shifted, ham100
                 tmp_path / "meta", "-q")
     assert saved.exit_code == 0, saved.output  # a member with metadata: the ensemble asks for it
     images = [str(p) for p in sorted((Path(ham10000) / "images").glob("*.jpg"))[:2]]
-    line = error_line(run("predict", "--model", tmp_path / "meta", *images))
+    line = error_line(run("predict", "--model", tmp_path / "meta", *images), alone=True)
     assert "fitted with metadata (age, localization, sex)" in line
     out = run("predict", "--model", tmp_path / "meta", "--metadata", Path(ham10000) / "HAM10000_metadata.csv",
               *images)

@@ -14,7 +14,7 @@ from skinfeat.heads.lgbm import LightGBMHead
 from skinfeat.heads.logreg import LogRegHead
 from skinfeat.heads.softmax import SoftmaxHead
 from skinfeat.heads.base import inner_split
-from synthetic import synthetic_feature_set
+from devtools.synthetic import synthetic_feature_set
 
 SMALL = (60, 300, 40, 30, 60, 20, 20)  # HAM10000-like imbalance, 530 images
 FAST = {"softmax": {"max_epochs": 30}, "logreg": {}, "lightgbm": {"n_estimators": 100}}
