@@ -17,4 +17,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
     || echo "skinfeat: could not install chromium; the report test will fail" >&2
 fi
-python -m pytest -q "$@"
+# One worker per core (pytest-xdist), each test file on one worker: many tests keep
+# one core busy (a subprocess, a single-threaded head, TFLite), so two workers
+# halve the wall time on 2 cores. The workers share the session's module cache.
+python -m pytest -q -n auto --dist loadfile "$@"

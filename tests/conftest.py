@@ -11,9 +11,14 @@ from model_factory import pool_module as _pool_module
 
 
 @pytest.fixture(scope="session")
-def skinfeat_home(tmp_path_factory):
-    """One module cache per test session, so real backbones are built once."""
-    home = tmp_path_factory.mktemp("skinfeat_home")
+def skinfeat_home(tmp_path_factory, request):
+    """One module cache per test session, so real backbones are built once; shared by
+    the session's pytest-xdist workers (what is made there once is made under a lock:
+    ``model_factory.once``, and the module cache's own build lock)."""
+    if not hasattr(request.config, "workerinput"):  # not a pytest-xdist worker
+        return tmp_path_factory.mktemp("skinfeat_home")
+    home = tmp_path_factory.getbasetemp().parent / "skinfeat_home"  # the workers' common base
+    home.mkdir(exist_ok=True)
     return home
 
 

@@ -3,6 +3,8 @@ a user makes them (extract, then ``fit --out``, which exports the backbone) on a
 few real HAM10000 images. Each is built once per test session, under the
 session's SKINFEAT_HOME, and reused by every test module that asks for it."""
 
+import contextlib
+import fcntl
 import functools
 import json
 import shutil
@@ -39,24 +41,41 @@ def build_model(root, ham10000, module, head="logreg", views=0, params=None):
 
     root = Path(root)
     done = root / "done.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    result = extract_features(ham_subset(ham10000), module, out=root / "features.h5", views=views,
-                              progress=False)
-    record = run_fit(result.path, head, params, cv=2, out=root / "model", runs=root / "runs")
-    info = {"model": str(root / "model"), "features": str(result.path), "record": record["record_path"],
-            "module": str(module)}
-    done.write_text(json.dumps(info))
-    return info
+    with once(root):
+        if done.exists():
+            return json.loads(done.read_text())
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        result = extract_features(ham_subset(ham10000), module, out=root / "features.h5", views=views,
+                                  progress=False)
+        record = run_fit(result.path, head, params, cv=2, out=root / "model", runs=root / "runs")
+        info = {"model": str(root / "model"), "features": str(result.path), "record": record["record_path"],
+                "module": str(module)}
+        done.write_text(json.dumps(info))
+        return info
+
+
+@contextlib.contextmanager
+def once(path):
+    """Hold an exclusive lock beside ``path`` for the block: the test workers
+    (pytest-xdist) share the session's SKINFEAT_HOME, and what is made there once
+    is made by one of them while the others wait."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def pool_module(skinfeat_home):
     """The fake pooling backbone (9 features) of the test session, saved once."""
     module = Path(skinfeat_home) / "test_models" / "pool_module"
-    if not module.exists():
-        make_pooling_module(module)
+    with once(module):
+        if not module.exists():
+            make_pooling_module(module)
     return str(module)
 
 
@@ -73,8 +92,9 @@ def map_model(skinfeat_home, ham10000, head="logreg", params=None):
     tests/fakes.py (one strided convolution, 8 channels, global average pooling)."""
     home = Path(skinfeat_home) / "test_models"
     module = home / "tiny_module"
-    if not module.exists():
-        make_trainable_module(module)
+    with once(module):
+        if not module.exists():
+            make_trainable_module(module)
     tag = "-".join(f"{k}{v}" for k, v in sorted((params or {}).items()))
     return build_model(home / f"tiny-{head}{tag}", ham10000, str(module), head, params=params)
 

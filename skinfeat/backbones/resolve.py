@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from skinfeat.backbones import cache
-from skinfeat.backbones.build import build_builtin, is_built
+from skinfeat.backbones.build import build_builtin, builtin_dir, is_built
 from skinfeat.backbones.catalog import Entry, load_catalog
 from skinfeat.backbones.module import Module
 from skinfeat.core.errors import ModuleError
@@ -62,6 +62,23 @@ def resolve_module(spec=None, *, input_size=None):
     if "/" in spec or spec.startswith((".", "~")) or spec.endswith(ARCHIVE_SUFFIXES):
         raise ModuleError(f"{spec}: no such SavedModel directory or archive")
     raise catalog.unknown(spec)
+
+
+def quick_fingerprint(spec):
+    """The fingerprint of the module ``spec`` names, read without loading it (no
+    TensorFlow): a built built-in or a fine-tuned module (their descriptor) or a
+    SavedModel directory (its files' hash); None where that cannot be done (a handle,
+    an archive, a built-in not built yet, an unknown name)."""
+    spec = str(spec)
+    entry = load_catalog().entries.get(spec)
+    if entry is not None:
+        return Module(spec, builtin_dir(entry), "builtin", entry).fingerprint if entry.builtin and is_built(entry) \
+            else None
+    if is_finetuned_name(spec):
+        found = _finetuned(spec, None)
+        return found.fingerprint if found is not None else None
+    path = Path(spec).expanduser()
+    return cache.fingerprint(path) if (path / "saved_model.pb").is_file() else None
 
 
 def is_finetuned_name(spec):

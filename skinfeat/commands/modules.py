@@ -4,8 +4,9 @@ import json
 
 import click
 
-from skinfeat import backbones
-from skinfeat.backbones.resolve import availability, build_module, finetuned_modules
+from skinfeat.backbones.build import is_built
+from skinfeat.backbones.catalog import load_catalog
+from skinfeat.backbones.resolve import DEFAULT_MODULE, availability, build_module, finetuned_modules, resolve_module
 
 
 @click.group()
@@ -15,8 +16,8 @@ def modules():
 
 def _announce_build(name, force=False):
     """Tell the user (on stderr) when a built-in is about to be converted: it takes a while."""
-    entry = backbones.load_catalog().entries.get(name)
-    if entry is not None and entry.builtin and (force or not backbones.is_built(entry)):
+    entry = load_catalog().entries.get(name)
+    if entry is not None and entry.builtin and (force or not is_built(entry)):
         click.echo(f"{name}: converting {entry.source} into a SavedModel (once; ~10-30 s)", err=True)
 
 
@@ -27,9 +28,9 @@ def list_():
     TF-Hub handle that needs network once); then the modules `skinfeat finetune`
     made (status fine-tuned; use them as --module finetuned/NAME)."""
     rows = [("NAME", "DIM", "INPUT", "STATUS", "LICENSE", "SOURCE")]
-    for entry in backbones.load_catalog().entries.values():
+    for entry in load_catalog().entries.values():
         size = "x".join(map(str, entry.input_size)) if entry.input_size else "any"
-        marker = " (default)" if entry.name == backbones.DEFAULT_MODULE else ""
+        marker = " (default)" if entry.name == DEFAULT_MODULE else ""
         rows.append((entry.name + marker, str(entry.feature_dim), size, availability(entry),
                      entry.license, entry.handle or entry.source))
     for name, d in finetuned_modules().items():
@@ -48,7 +49,7 @@ def build(names, all_builtins, force):
     """Convert built-in backbones NAMES into SavedModels in the module cache
     (or fetch TF-Hub handles into the TF-Hub cache)."""
     if all_builtins:
-        names = names + tuple(e.name for e in backbones.load_catalog().builtins())
+        names = names + tuple(e.name for e in load_catalog().builtins())
     if not names:
         raise click.UsageError("give backbone NAMES or --all")
     for name in dict.fromkeys(names):
@@ -63,7 +64,7 @@ def info(module, as_json):
     """Metadata of MODULE (catalog name, TF-Hub handle or SavedModel path),
     as recorded with the features it computes. Builds or fetches it if needed."""
     _announce_build(module)
-    description = backbones.resolve_module(module).describe()
+    description = resolve_module(module).describe()
     if as_json:
         click.echo(json.dumps(description, indent=2))
         return
@@ -76,4 +77,4 @@ def info(module, as_json):
 def path(module):
     """Print the SavedModel directory of MODULE (building or fetching it if needed)."""
     _announce_build(module)
-    click.echo(backbones.resolve_module(module).path)
+    click.echo(resolve_module(module).path)

@@ -34,6 +34,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from skinfeat.backbones.resolve import quick_fingerprint
 from skinfeat.core.atomic import atomic_dir
 from skinfeat.core.errors import ModelError, SkinfeatError
 from skinfeat.core.tf_runtime import run_fresh
@@ -75,6 +76,12 @@ def export_backbone(directory, backbone, module, model=None, file=TFLITE):
     if precision != "float32":
         info = _copy_precision(out, backbone, precision, model or directory)
         return dict(info, file=file, sha256=sha256_file(out))
+    cached = conversion_cache(backbone.get("module_fingerprint"), backbone.get("input_size"))
+    if (cached is not None and cached.with_suffix(".json").is_file() and cached.is_file()
+            and quick_fingerprint(module) == backbone.get("module_fingerprint")):
+        shutil.copyfile(cached, out)  # this very module, converted and verified before: no new process
+        info = json.loads(cached.with_suffix(".json").read_text())
+        return dict(info, file=file, sha256=sha256_file(out), module=backbone.get("module"))
     args = {"module": module, "fingerprint": backbone.get("module_fingerprint"),
             "input_size": backbone.get("input_size"), "out": str(out), "model": str(model or directory)}
     info = run_fresh("skinfeat.model.export", [json.dumps(args)], ModelError,

@@ -1,6 +1,7 @@
 """Predict the lesion class of images with a fitted model directory.
 
-    from skinfeat.model.predict import load_predictor, predict_paths
+    from skinfeat.model.predict import predict_paths
+    from skinfeat.model.predictor import load_predictor
     model = load_predictor("models/x")
     for p in predict_paths(model, ["photos/"]):      # streams any number of images
         print(p.image, p.top(3))

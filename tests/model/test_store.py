@@ -17,13 +17,11 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from helpers import HAM10000
-from helpers import run, error_line
-from model_factory import build_model, pool_model
+from helpers import HAM10000, REPO, TESTS, error_line, run
+from model_factory import once, build_model, pool_model
 from skinfeat.cli import cli
 
 IMAGE = HAM10000 / "images" / "ISIC_0024310.jpg"
-from helpers import REPO  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +130,10 @@ def test_a_fit_killed_at_any_moment_leaves_the_old_or_the_new_model_and_no_lefto
 def test_re_export_keeps_the_old_backbone_until_the_new_one_is_in(pool, tmp_path):
     model = copy_model(pool, tmp_path / "model")
     before = (model / "backbone.tflite").read_bytes()
-    code = ("import sys\nfrom skinfeat.cli import main\nsys.argv = ['skinfeat', 'export', '--model', sys.argv[1],"
-            " '--module', sys.argv[2]]\nmain()\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(model), pool["module"]], env=_env(),
+    # the export holds its finished temporary model before the rename (held_writes.py): the kill lands
+    # mid-write however fast the export is (a cached conversion takes milliseconds)
+    proc = subprocess.Popen([sys.executable, str(TESTS / "held_writes.py"), model.name, "export", "--model",
+                             str(model), "--module", pool["module"]], env=_env(),
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ready = _in_temporary(model, "backbone.tflite")
     while proc.poll() is None and not ready():
@@ -170,8 +169,9 @@ class _Heavy(tf.Module):
 def heavy(skinfeat_home, ham10000):
     root = Path(skinfeat_home) / "test_models"
     module = root / "heavy_module"
-    if not module.exists():
-        tf.saved_model.save(_Heavy(), str(module))
+    with once(module):
+        if not module.exists():
+            tf.saved_model.save(_Heavy(), str(module))
     return build_model(root / "heavy-logreg", ham10000, str(module))
 
 
