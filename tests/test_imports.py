@@ -145,3 +145,62 @@ def test_names_are_imported_from_the_module_that_defines_them():
             if target in defined:
                 wrong += [f"{name}:{line} imports {n} from {target}" for n in names if n not in defined[target]]
     assert wrong == []
+
+
+HEAVY = {"tensorflow", "tensorflow_hub", "tf_keras", "keras", "sklearn", "lightgbm", "ray", "matplotlib", "umap",
+         "cv2", "h5py", "scipy", "PIL", "ai_edge_litert", "torch"}
+
+
+def heavy_modules():
+    """The skinfeat modules whose import loads a heavy library: one they import, or
+    TensorFlow started at module level (``tensorflow()``), or a heavy skinfeat module
+    they import at module level."""
+    files = _files()
+    direct, light_edges = set(), {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        edges = set()
+        for node in tree.body:
+            for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else ():
+                if isinstance(sub, ast.Call) and getattr(sub.func, "id", None) in ("tensorflow", "tensorflow_hub"):
+                    direct.add(name)
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                targets = [node.module or ""]
+            else:
+                continue
+            for target in targets:
+                if target.split(".")[0] in HEAVY:
+                    direct.add(name)
+                while target and target not in files:
+                    target = target.rpartition(".")[0]
+                if target:
+                    edges.add(target)
+        light_edges[name] = edges
+    heavy = set(direct)
+    while True:
+        more = {m for m, edges in light_edges.items() if m not in heavy and edges & heavy}
+        if not more:
+            return heavy
+        heavy |= more
+
+
+def test_function_level_imports_are_for_heavy_libraries():
+    """Below the commands (which import lazily so that --help stays instant), a module
+    imports skinfeat modules inside a function only when they load a heavy library."""
+    files, heavy = _files(), heavy_modules()
+    assert {"skinfeat.backbones.layers", "skinfeat.heads.base"} <= heavy and "skinfeat.core.paths" not in heavy
+    lazy = []
+    for name, path in files.items():
+        if name.startswith("skinfeat.commands") or name in ("skinfeat.cli", "skinfeat.__main__"):
+            continue
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("skinfeat"):
+                    targets = {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
+                               for a in node.names}
+                    lazy += [f"{name}:{node.lineno} imports {t} in a function" for t in targets if t not in heavy]
+    assert lazy == []

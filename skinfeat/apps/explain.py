@@ -40,8 +40,17 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat.backbones.resolve import resolve_module
 from skinfeat.core.classes import CLASSES, class_index
 from skinfeat.core.errors import ModuleError, UsageError
+from skinfeat.core.progress import bar
+from skinfeat.core.tf_runtime import tensorflow
+from skinfeat.core.writable import writing
+from skinfeat.data.layouts import load_dataset
+from skinfeat.model.format import backbone_spec, check_fingerprint
+from skinfeat.model.predictor import load_predictor, one_blas_thread
+from skinfeat.viz.plots import save_figure
+from skinfeat.viz.saliency import plot_explanation, plot_sheet
 
 METHODS = ("occlusion", "gradient", "gradcam")
 DEFAULT_GRID = 16
@@ -72,7 +81,6 @@ def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT
     probability as trained. Draws the figure and, with ``out``, writes it as PNG.
     ``module``: the gradient method's backbone SavedModel, as the user names it
     (default: the recorded one, if the catalog has it)."""
-    from skinfeat.model.predictor import load_predictor
 
     _check_method(method)
     model = load_predictor(model_dir)
@@ -82,7 +90,6 @@ def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT
     backbone = method_backbone(model, method, module)
     saliency, peak = saliency_map(model, image, index, method, grid, backbone)
     result = Explanation(Path(image_path).stem, image, saliency, proba, index, method, peak)
-    from skinfeat.viz.saliency import plot_explanation
 
     result.figure = plot_explanation(result)
     result.out = _save(result.figure, out)
@@ -92,8 +99,6 @@ def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT
 def _save(figure, out):
     if out is None:
         return None
-    from skinfeat.core.writable import writing
-    from skinfeat.viz.plots import save_figure
 
     with writing(out, "the picture"):
         return save_figure(figure, out)
@@ -155,9 +160,6 @@ def explain_sample(model_dir, data, n=DEFAULT_SAMPLE, per_class=False, method="o
     """Contact sheet of ``n`` images of dataset ``data`` (or ``n`` per class) with
     their maps for the predicted class, true and predicted classes; written as PNG
     with ``out``. Returns a :class:`Sheet`."""
-    from skinfeat.core.progress import bar
-    from skinfeat.data.layouts import load_dataset
-    from skinfeat.model.predictor import load_predictor
 
     _check_method(method)
     if n < 1:
@@ -175,7 +177,6 @@ def explain_sample(model_dir, data, n=DEFAULT_SAMPLE, per_class=False, method="o
         saliency, peak = saliency_map(model, image, best, method, grid, backbone)
         cells.append(Cell(manifest.image_ids[row], image, saliency, peak, int(manifest.labels[row]), best,
                           float(proba[best]), border_share(saliency)))
-    from skinfeat.viz.saliency import plot_sheet
 
     sheet = Sheet(cells, method, f"{Path(model_dir).name} on {Path(data).name}", per_class)
     sheet.figure = plot_sheet(sheet)
@@ -301,8 +302,6 @@ def head_gradient(head, features, target, step=1e-4, columns=None, steps=None):
 def input_gradient(backbone, head, images, target):
     """d log P(target) / d pixels [n, H, W, 3] of ``images`` [n, H, W, 3]: TensorFlow's
     vector-Jacobian product of the ``backbone`` function with the head's gradient."""
-    from skinfeat.core.tf_runtime import tensorflow
-    from skinfeat.model.predictor import one_blas_thread
 
     tf = tensorflow()
     x = tf.constant(np.asarray(images, np.float32))
@@ -347,8 +346,6 @@ def gradcam_map(model, image, target, backbone):
     from scipy.ndimage import gaussian_filter
 
     from skinfeat.backbones.layers import MAP_SIGNATURE
-    from skinfeat.core.tf_runtime import tensorflow
-    from skinfeat.model.predictor import one_blas_thread
 
     tf = tensorflow()
     signature = (getattr(backbone.saved_model, "signatures", None) or {}).get(MAP_SIGNATURE)
@@ -378,8 +375,6 @@ def savedmodel_backbone(model, module=None):
     """The backbone's SavedModel function: ``module`` (the user's ``--module``) or the
     recorded one if the catalog has it (``skinfeat.model.format.backbone_spec``: a model
     folder never picks a graph to run), refused if its fingerprint changed since fitting."""
-    from skinfeat.backbones.resolve import resolve_module
-    from skinfeat.model.format import backbone_spec, check_fingerprint
 
     module = backbone_spec(model.directory, model.manifest, module)
     mod = resolve_module(module)

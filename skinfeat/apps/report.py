@@ -31,10 +31,25 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat import __version__
 from skinfeat.core.atomic import write_atomically
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import DataError, FeaturesError, UsageError
+from skinfeat.core.metrics import ECE_BINS, expected_calibration_error
+from skinfeat.core.paths import runs_dir
 from skinfeat.core.writable import check_writable, writing
+from skinfeat.features.store import read_features
+from skinfeat.runs.compare import (
+    baseline_lines,
+    dataset_of,
+    leaderboard_rows,
+    pooled_scores,
+    read_evaluations,
+    table_cells,
+)
+from skinfeat.runs.records import read_records
+from skinfeat.viz.maps import feature_map
+from skinfeat.viz.plots import plot_confusion, plot_reliability, plot_roc_pr, plot_shifts
 
 MAP_METHODS = ("umap", "tsne", "pca", "none")
 DEFAULT_MAP = "umap"
@@ -55,9 +70,6 @@ def write_report(out="report.html", runs=None, map_method=DEFAULT_MAP, map_subsa
     ``skinfeat.core.paths.runs_dir()``) to ``out``; returns a ReportResult. The run
     shown in detail is ``run`` (a run id, or a unique start of one), else the
     leaderboard's first."""
-    from skinfeat.core.paths import runs_dir
-    from skinfeat.runs.compare import leaderboard_rows, read_evaluations
-    from skinfeat.runs.records import read_records
 
     check_writable(out, "the report")
     runs = Path(runs or runs_dir())
@@ -99,7 +111,6 @@ def _pick(records, run_id, runs, exact):
 
 
 def _leaderboard_section(rows, records, shown):
-    from skinfeat.runs.compare import baseline_lines, table_cells
 
     cells = table_cells(rows)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
@@ -117,9 +128,6 @@ HEADLINE = (("bmca", "BMCA"), ("accuracy", "accuracy"), ("top3", "top-3"), ("mac
 
 
 def _run_section(record, runs, result, best):
-    from skinfeat.core.metrics import ECE_BINS, expected_calibration_error
-    from skinfeat.runs.compare import dataset_of, pooled_scores
-    from skinfeat.viz.plots import plot_confusion, plot_reliability, plot_roc_pr
 
     name = f"{record['backbone'].get('module')} + {record['head']}"
     metrics = record.get("metrics", {})
@@ -158,7 +166,6 @@ def _run_section(record, runs, result, best):
 def _shift_section(record, evaluations, result, which):
     """BMCA / accuracy per shift: the shown run's shift check (plotted too) and every
     `skinfeat evaluate` record (external data, clean and shifted)."""
-    from skinfeat.viz.plots import plot_shifts
 
     checks = ([(f"shift check of {which} (fold {record['shift']['fold']}, {record['shift']['n']} images)",
                 record["shift"])] if record.get("shift") else [])
@@ -236,7 +243,6 @@ def _load_oof(record, runs, result):
 
 
 def _features(record, result):
-    from skinfeat.features.store import read_features
 
     path = record["features"].get("path")
     if not path or not Path(path).is_file():
@@ -256,7 +262,6 @@ def _features(record, result):
 def _map_section(fs, method, subsample, result):
     if method == "none":
         return ""
-    from skinfeat.viz.maps import feature_map
 
     mapped = feature_map(fs, method=method, color="class", subsample=subsample)
     result.notes.extend(mapped.notes)
@@ -315,7 +320,6 @@ document.body.dataset.images=i.length;document.body.dataset.rendered=i.filter(x=
 
 
 def _page(sections, runs, result):
-    from skinfeat import __version__
 
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     notes = f"<section><h2>Notes</h2><ul class='note'>{notes}</ul></section>" if notes else ""

@@ -41,6 +41,9 @@ from urllib.parse import parse_qs
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import DataError, SkinfeatError, UsageError
 from skinfeat.imaging.images import FileError
+from skinfeat.imaging.tta import TTA_SETS
+from skinfeat.model.ensemble_dir import load_any
+from skinfeat.model.predict import predict_image, prediction_item
 
 MAX_UPLOAD_MB = 20
 DEFAULT_WORKERS = 4
@@ -62,7 +65,6 @@ class ModelPool:
     lends one to a single request at a time."""
 
     def __init__(self, directory, workers=DEFAULT_WORKERS):
-        from skinfeat.model.ensemble_dir import load_any
 
         self.directory = Path(directory)
         self.first = load_any(directory)
@@ -217,7 +219,6 @@ class App:
         return 200, "application/json", _json(self.summary)
 
     def predict(self, environ):
-        from skinfeat.model.predict import predict_image, prediction_item
 
         data, name, fields = upload(environ, read_body(environ, self.max_upload))
         top_k = _top_k(fields)
@@ -246,7 +247,6 @@ def _error(exc):
 
 def check_tta(tta):
     """UsageError unless ``tta`` is a set of ``skinfeat.imaging.tta.TTA_SETS`` or ``views``."""
-    from skinfeat.imaging.tta import TTA_SETS
 
     if tta not in (*TTA_SETS, "views"):
         raise UsageError(f"test-time augmentation {tta!r} is unknown; expected one of "

@@ -16,7 +16,7 @@ from skinfeat import __version__
 from skinfeat.backbones import cache
 from skinfeat.backbones.catalog import load_catalog
 from skinfeat.core.errors import ModuleError
-from skinfeat.core.tf_runtime import run_fresh
+from skinfeat.core.tf_runtime import run_fresh, tensorflow
 
 # Converters by the catalog's ``builder`` name: skinfeat.backbones.<name>.build(weights_path)
 BUILDERS = ("efficientnet_lite", "mobilenet_v1")
@@ -56,7 +56,6 @@ def build_builtin(entry, force=False):
 def convert(entry, directory):
     """Write ``entry`` as a SavedModel into ``directory``; return its descriptor."""
     from skinfeat.backbones.layers import export_saved_model
-    from skinfeat.core.tf_runtime import tensorflow
 
     tf = tensorflow()
     converter = importlib.import_module(f"skinfeat.backbones.{entry.builder}")

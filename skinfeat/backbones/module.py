@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from skinfeat.backbones import cache
 from skinfeat.core.errors import ModuleError
+from skinfeat.core.tf_runtime import tensorflow, tensorflow_hub
 
 PROBE_SIZE = (224, 224)  # image size used to probe a module that accepts any size
 # Modules skinfeat wrote into its cache: their descriptor records the fingerprint and
@@ -29,7 +30,6 @@ def _is_training_variant(args, kwargs):
 
 def _candidates(obj):
     """(callable, input spec, output structure) of ``__call__`` or a serving signature."""
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     call = getattr(obj, "__call__", None)
@@ -64,7 +64,6 @@ def _single_output(outputs):
 def inspect_saved_model(path, where):
     """Load the SavedModel at ``path`` and return its ``FeatureFunction``; a
     ModuleError that says what is wrong when it is not an image feature vector."""
-    from skinfeat.core.tf_runtime import tensorflow, tensorflow_hub
 
     tf, hub = tensorflow(), tensorflow_hub()
 
@@ -160,7 +159,6 @@ class Module:
             return self.entry.feature_dim
         function = self._inspect()
         if function.feature_dim is None:  # not declared by the signature: run it once
-            from skinfeat.core.tf_runtime import tensorflow
             tf = tensorflow()
             height, width = self.input_size or PROBE_SIZE
             function.feature_dim = int(function.fn(tf.zeros([1, height, width, 3])).shape[-1])

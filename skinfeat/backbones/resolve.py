@@ -11,6 +11,7 @@ from skinfeat.backbones.build import build_builtin, builtin_dir, is_built
 from skinfeat.backbones.catalog import Entry, load_catalog
 from skinfeat.backbones.module import Module
 from skinfeat.core.errors import ModuleError
+from skinfeat.core.tf_runtime import tensorflow_hub
 
 # Chosen by the worst shift (README "How the defaults were chosen"): EfficientNet-Lite0
 # with multi-layer pooling and shades-of-gray colour constancy inside the module.
@@ -123,7 +124,6 @@ def _no_finetuned(spec):
 
 def _fetch(handle, catalog):
     """Local directory of a TF-Hub / Kaggle handle, via tensorflow_hub's resolver and cache."""
-    from skinfeat.core.tf_runtime import tensorflow_hub
     hub = tensorflow_hub()
 
     try:

@@ -8,6 +8,7 @@ engine the same choice is made from the cluster's resources instead
 """
 
 from skinfeat.core.errors import UsageError
+from skinfeat.core.tf_runtime import tensorflow
 
 DEVICES = ("auto", "cpu", "gpu")
 DEFAULT_DEVICE = "auto"
@@ -15,7 +16,6 @@ DEFAULT_DEVICE = "auto"
 
 def visible_gpus():
     """The GPUs TensorFlow can use in this process."""
-    from skinfeat.core.tf_runtime import tensorflow
 
     return tensorflow().config.list_physical_devices("GPU")
 

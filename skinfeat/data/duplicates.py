@@ -36,7 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skinfeat.core.errors import FeaturesError, UsageError
+from skinfeat.core.atomic import write_atomically
+from skinfeat.core.errors import DataError, FeaturesError, UsageError
+from skinfeat.data.csvfile import read_table
 
 THRESHOLDS = {"whitened": 0.3, "raw": 0.975}  # the default --threshold of each --similarity (bench_duplicates)
 DEFAULT_SIMILARITY = "raw"  # whitened: better on 10k images, but its threshold depends on the set size
@@ -188,7 +190,6 @@ def write_pairs(path, rows):
     """The pairs CSV (PAIR_COLUMNS), written atomically."""
     import csv
 
-    from skinfeat.core.atomic import write_atomically
 
     def write(f):
         writer = csv.DictWriter(f, PAIR_COLUMNS, lineterminator="\n")
@@ -200,8 +201,6 @@ def write_pairs(path, rows):
 
 def read_pairs(path):
     """``[(image id, image id)]`` from a pairs CSV written by ``skinfeat data duplicates --pairs-out``."""
-    from skinfeat.core.errors import DataError
-    from skinfeat.data.csvfile import read_table
 
     purpose = "written by 'skinfeat data duplicates --pairs-out'"
     table = read_table(path)

@@ -11,6 +11,7 @@ import numpy as np
 
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError, FeaturesError
+from skinfeat.data.split import make_folds, read_folds
 
 DEFAULT_K = 5
 
@@ -41,7 +42,6 @@ def resolve_folds(fs, folds_path=None, k=None, seed=DEFAULT_SEED):
     """Folds for the labelled rows of ``fs``: read from ``folds_path`` or made with
     ``make_folds(k or 5, seed)``. Raises DataError when the file does not cover the
     features' images, splits a lesion, or a class has fewer images than folds."""
-    from skinfeat.data.split import make_folds, read_folds
 
     labelled = fs.labels >= 0
     if not labelled.any():

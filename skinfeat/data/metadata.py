@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from skinfeat.core.errors import DataError, UsageError
+from skinfeat.data.csvfile import read_table
 
 COLUMNS = ("age", "sex", "localization")
 CATEGORICAL = ("sex", "localization")
@@ -162,7 +163,6 @@ def check_encoding(encoding):
 
 def read_metadata_csv(path):
     """``{image id: {column: value}}`` of a metadata CSV in the HAM10000 or ISIC layout."""
-    from skinfeat.data.csvfile import read_table
 
     table = read_table(path)
     canonical = {ALIASES.get(c.lower(), c.lower()): c for c in table.columns}

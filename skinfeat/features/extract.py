@@ -30,14 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat import __version__
+from skinfeat.backbones.resolve import resolve_module
 from skinfeat.core.atomic import atomic_path, write_atomically
-from skinfeat.core.devices import DEFAULT_DEVICE, DEVICES
+from skinfeat.core.devices import DEFAULT_DEVICE, DEVICES, resolve
 from skinfeat.core.errors import CacheError, DataError, SkinfeatError, UsageError
 from skinfeat.core.paths import features_dir
-from skinfeat.core.writable import probe
+from skinfeat.core.progress import bar as progress_bar
+from skinfeat.core.tf_runtime import tensorflow
+from skinfeat.core.writable import FULL, probe, reason, write_error
 from skinfeat.features.pipeline import BATCH_SIZE, DECODE_THREADS, decode_path, forward_views, image_pipeline  # noqa: F401 (re-exported)
-from skinfeat.features.precision import DEFAULT_PRECISION, extra_attrs, forward
+from skinfeat.features.precision import DEFAULT_PRECISION, extra_attrs, forward, int8_model
 from skinfeat.features.precision import check as precision_check
+from skinfeat.features.ray_engine import extract_on_ray, session
 from skinfeat.features.store import (
     FORMAT_VERSION,
     TRAINED_ON,
@@ -142,7 +146,6 @@ def _locked(lock_path, progress):
 
 def _writable_error(path, exc, parts=None, detail=""):
     """The one-line error of a failed write: what happened, what is kept, what to do."""
-    from skinfeat.core.writable import FULL, reason, write_error
 
     if exc.errno not in FULL:
         return write_error(path, exc, "features")
@@ -225,7 +228,6 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
     if device not in DEVICES:
         raise UsageError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
     if engine == "local":  # a Ray cluster's devices are known once connected
-        from skinfeat.core.devices import resolve
 
         device = resolve(device)  # cpu or gpu from here on
         precision_check(precision, device)
@@ -237,7 +239,6 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
     if hasattr(module, "load"):
         mod = module
     else:
-        from skinfeat.backbones.resolve import resolve_module
 
         mod = resolve_module(module)
     size = _image_size(mod, image_size)
@@ -311,14 +312,12 @@ def _engine(run, precision):
     """The Ray cluster of ``--engine ray`` (``skinfeat.features.ray_engine.session``), else nothing."""
     if run.engine != "ray":
         return nullcontext()
-    from skinfeat.features.ray_engine import session
 
     return session(run, precision)
 
 
 def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk, run,
                     cluster=None):
-    from skinfeat.core.progress import bar as progress_bar
 
     parts_dir = out.with_name(out.name + ".parts")
     stamp = parts_dir / "key.txt"
@@ -343,13 +342,11 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
 
         int8_path = None
         if precision == "int8":
-            from skinfeat.features.precision import int8_model
 
             int8_path = int8_model(mod, manifest, size, key_parts["resize"], key_parts.get("lesion", "none"))
         done_before = n - sum(spans[i][1] - spans[i][0] for i in todo)
         bar = progress_bar(None, progress, total=n, initial=done_before, unit="img", desc=f"extract {mod.name}")
         if run.engine == "ray":
-            from skinfeat.features.ray_engine import extract_on_ray
 
             extract_on_ray(cluster, manifest, mod, [(i, *spans[i]) for i in todo], key_parts, size, precision,
                            int8_path, flush)
@@ -420,7 +417,6 @@ def _flush_chunk(path, manifest, start, stop, rows, feats, views_buf, views, dim
 
 
 def _tf_version():
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     return tf.__version__

@@ -21,6 +21,8 @@ import json
 import numpy as np
 
 from skinfeat.core.errors import FeaturesError
+from skinfeat.data.metadata import beside_views, encode, fit_encoding
+from skinfeat.features.store import TRAINED_ON, FeatureSet, read_features, trained_on_bits
 
 PART_KEYS = ("module", "module_source", "module_fingerprint", "module_info", "input_size", "resize",
              "feature_dim", "views", "dtype", "augment", "augment_seed", "images_per_second", "key", "path",
@@ -30,7 +32,6 @@ PART_KEYS = ("module", "module_source", "module_fingerprint", "module_info", "in
 def fit_features(paths, metadata=None, with_views=True):
     """The FeatureSet of features files ``paths`` (one or more), with the metadata
     columns ``metadata`` (a tuple of ``skinfeat.data.metadata.COLUMNS``) appended."""
-    from skinfeat.features.store import read_features
 
     paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") else list(paths)
     if len(set(map(str, paths))) < len(paths):
@@ -55,7 +56,6 @@ def parts(attrs):
 
 def join(sets):
     """One FeatureSet of several files' features of the same images, side by side."""
-    from skinfeat.features.store import FeatureSet
 
     first = sets[0]
     aligned = [first]
@@ -86,7 +86,6 @@ def join(sets):
     }
     seen = [fs.trained_on for fs in aligned if fs.trained_on is not None]
     if seen:
-        from skinfeat.features.store import TRAINED_ON, trained_on_bits
 
         attrs[TRAINED_ON] = trained_on_bits(np.any(seen, axis=0))
     return FeatureSet(path=" + ".join(str(fs.path) for fs in aligned), features=features, views=view_array,
@@ -111,7 +110,6 @@ _REEXTRACT = "re-extract it with `skinfeat extract`"
 
 
 def _take(fs, rows):
-    from skinfeat.features.store import FeatureSet
 
     return FeatureSet(path=fs.path, features=fs.features[rows], views=None if fs.views is None else fs.views[rows],
                       image_ids=fs.image_ids[rows], labels=fs.labels[rows], lesion_ids=fs.lesion_ids[rows],
@@ -120,7 +118,6 @@ def _take(fs, rows):
 
 
 def _reordered_attrs(fs, rows):
-    from skinfeat.features.store import TRAINED_ON, trained_on_bits
 
     attrs = dict(fs.attrs)
     if fs.trained_on is not None:
@@ -149,8 +146,6 @@ def _combined_rate(rates):
 
 def with_metadata(fs, columns):
     """``fs`` with the metadata ``columns`` encoded (``skinfeat.data.metadata``) and appended."""
-    from skinfeat.data.metadata import beside_views, encode, fit_encoding
-    from skinfeat.features.store import FeatureSet
 
     encoding = fit_encoding(fs.metadata, columns, where=f"features file {fs.path}")
     extra, _ = encode(encoding, fs.metadata, len(fs), where=f"features file {fs.path}")

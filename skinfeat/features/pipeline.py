@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from skinfeat.core.tf_runtime import tensorflow
 from skinfeat.imaging.augment import augment_image, resize_tf
 from skinfeat.imaging.images import decode
 from skinfeat.imaging.lesion import DEFAULT_LESION, preprocess
@@ -23,7 +24,6 @@ def image_loader(size, resize, views, augment_seed, augment="mild", lesion=DEFAU
     """The tf.data map function ``(row, path) -> (row, image [H,W,3], views [V,H,W,3])``.
     ``lesion``: the preprocessing of each decoded image (``skinfeat.imaging.lesion``), before
     the resize and the augmented views; a view's seed depends on its row only."""
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     # Plain TF ops, no tensor-dependent Python control flow: autograph has nothing
@@ -49,7 +49,6 @@ def image_loader(size, resize, views, augment_seed, augment="mild", lesion=DEFAU
 def batched(rows, paths, load):
     """The tf.data batches of ``load`` over ``rows`` (int64) and their ``paths``: images
     that fail to decode are dropped, so their rows are missing from the output."""
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     ds = tf.data.Dataset.from_tensor_slices((rows, paths))
@@ -60,7 +59,6 @@ def image_pipeline(paths, spans, size, resize, views, augment_seed, augment="mil
     """Batches of (row index, images [B,H,W,3], views [B,V,H,W,3]) over the rows of
     every ``(start, stop)`` span, in order (``image_loader``). A batch never spans two spans.
     The whole pipeline is traced once, whatever the number of spans."""
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     load = image_loader(size, resize, views, augment_seed, augment, lesion)
@@ -83,7 +81,6 @@ def forward_views(fwd, images, extra, views):
     feats = fwd(images)
     if not views:
         return feats, None
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     b = images.shape[0]

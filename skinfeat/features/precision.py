@@ -21,7 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat.backbones.resolve import resolve_module
+from skinfeat.backbones.tflite import TFLiteBackbone
+from skinfeat.core.atomic import atomic_path, write_atomically
+from skinfeat.core.devices import tf_device
 from skinfeat.core.errors import ModelError, SkinfeatError, UsageError
+from skinfeat.core.paths import skinfeat_home
+from skinfeat.core.tf_runtime import run_fresh, tensorflow
+from skinfeat.core.writable import write_error
+from skinfeat.features.pipeline import batched, image_loader
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 DEFAULT_PRECISION = "float32"
@@ -52,7 +60,6 @@ def check(precision, device="cpu"):
 @contextmanager
 def bfloat16_rewrite():
     """oneDNN's bfloat16 auto-mixed precision on for the functions run inside."""
-    from skinfeat.core.tf_runtime import tensorflow
 
     tf = tensorflow()
     before = tf.config.optimizer.get_experimental_options().get(_AMP, False)
@@ -68,11 +75,8 @@ def forward(mod, precision=DEFAULT_PRECISION, device="cpu", int8_path=None):
     ``int8_path``: the int8 TFLite copy (``int8_model``), for ``int8``."""
     check(precision, device)
     if precision == "int8":
-        from skinfeat.backbones.tflite import TFLiteBackbone
 
         return TFLiteBackbone(int8_path)
-    from skinfeat.core.devices import tf_device
-    from skinfeat.core.tf_runtime import tensorflow
 
     tf = tensorflow()
     fn, name = mod.load(), tf_device(device)
@@ -99,7 +103,6 @@ class Bfloat16Backbone:
 def bfloat16_backbone(attrs, error=ModelError):
     """The ``Bfloat16Backbone`` of the module features with ``attrs`` came from; ``error``
     when that module changed since (another fingerprint)."""
-    from skinfeat.backbones.resolve import resolve_module
 
     mod = resolve_module(attrs.get("module"))
     if attrs.get("module_fingerprint") and mod.fingerprint != attrs["module_fingerprint"]:
@@ -128,7 +131,6 @@ def int8_file(attrs):
     """Where the int8 TFLite copy of the features with attrs (or backbone block) ``attrs`` is
     cached: ``$SKINFEAT_HOME/tflite/``, keyed by module, fingerprint, input size, resize,
     lesion and the calibration ids."""
-    from skinfeat.core.paths import skinfeat_home
 
     key = hashlib.sha256(json.dumps([attrs.get("module"), attrs.get("module_fingerprint"),
                                      list(attrs.get("input_size") or ()), attrs.get("resize"),
@@ -157,9 +159,6 @@ def int8_model(mod, manifest, size, resize, lesion):
     as extraction decodes them; built once (in a fresh process, as ``skinfeat export``
     converts) and cached (``int8_file``), with what ``convert_int8`` said of it beside
     (``.json``). Its path."""
-    from skinfeat.core.atomic import atomic_path, write_atomically
-    from skinfeat.core.tf_runtime import run_fresh
-    from skinfeat.features.pipeline import batched, image_loader
 
     attrs = {"module": mod.name, "module_fingerprint": mod.fingerprint, "input_size": list(size),
              "resize": resize, "lesion": lesion, **extra_attrs("int8", manifest)}
@@ -181,7 +180,6 @@ def int8_model(mod, manifest, size, resize, lesion):
                              ModelError, prefix=f"converting backbone {mod.name} to int8 TFLite failed: ")
             write_atomically(path.with_suffix(".json"), lambda f: json.dump(info, f))  # before the .tflite is in
     except OSError as exc:
-        from skinfeat.core.writable import write_error
 
         raise write_error(path, exc, f"the int8 TFLite copy of backbone {mod.name}") from None
     return path
@@ -207,8 +205,6 @@ def convert_int8(module, images, out):
     calibrated on ``images/images.npy``, the ops of FLOAT_OPS and the nodes off by
     more than MAX_NODE_ERROR steps kept float; written to ``out``. Returns the nodes kept
     float and the largest difference to the SavedModel on the first DEBUG_IMAGES images."""
-    from skinfeat.backbones.resolve import resolve_module
-    from skinfeat.core.tf_runtime import tensorflow
 
     tf = tensorflow()
     images = np.load(Path(images) / "images.npy")
@@ -235,7 +231,6 @@ def convert_int8(module, images, out):
                          "quantize; extract it at float32") from None
     noisy = sorted(n for n, e in errors.items() if e > MAX_NODE_ERROR)
     Path(out).write_bytes(debugger(noisy or None).get_nondebug_quantized_model())
-    from skinfeat.backbones.tflite import TFLiteBackbone
 
     probes = images[:DEBUG_IMAGES]
     diff = float(np.abs(TFLiteBackbone(out)(probes) - fn(tf.constant(probes)).numpy()).max())

@@ -25,8 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skinfeat.backbones.resolve import resolve_module
+from skinfeat.core.devices import choose
 from skinfeat.core.errors import SkinfeatError, UsageError
-from skinfeat.core.tf_runtime import stderr_without
+from skinfeat.core.tf_runtime import stderr_without, tensorflow
+from skinfeat.features.pipeline import batched, forward_views, image_loader
+from skinfeat.features.precision import check, forward
 
 RAY_VERSION = "2.60.0"  # setup.cfg pins the same
 
@@ -50,14 +54,11 @@ class ChunkExtractor:
     """A Ray Data actor: the features of one chunk per call (``__call__``)."""
 
     def __init__(self, module, size, key_parts, precision, device, int8_bytes, threads):
-        from skinfeat.core.tf_runtime import tensorflow
 
         tf = tensorflow()
         if threads:  # the CPUs Ray gave this actor, not every core of its node
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-        from skinfeat.features.pipeline import image_loader
-        from skinfeat.features.precision import forward
 
         mod = _local_module(module)
         int8_path = None
@@ -73,7 +74,6 @@ class ChunkExtractor:
                             key_parts.get("augment", "mild"), key_parts.get("lesion", "none"))
 
     def __call__(self, batch):
-        from skinfeat.features.pipeline import batched, forward_views
 
         out = []
         for chunk, start, stop, paths in zip(batch["chunk"], batch["start"], batch["stop"], batch["paths"]):
@@ -98,7 +98,6 @@ class ChunkExtractor:
 def _local_module(module):
     """The module on this node: the driver's copy where its files are here, else (a
     built-in) resolved and built here; either way its fingerprint must match."""
-    from skinfeat.backbones.resolve import resolve_module
 
     if os.path.isdir(module.path):
         return module
@@ -115,7 +114,6 @@ def _local_module(module):
 
 def _plan(ray, device, workers):
     """(device kind, actors, CPUs per actor, GPUs per actor) for this cluster."""
-    from skinfeat.core.devices import choose
 
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     gpus = int(sum(r.get("GPU", 0) for r in nodes))
@@ -168,7 +166,6 @@ def session(run, precision):
             raise UsageError(f"--engine ray: cannot start or reach {where} ({str(exc).splitlines()[0]}); "
                              "check --ray-address (ray://host:10001 or host:6379) or drop it") from None
     try:
-        from skinfeat.features.precision import check
 
         kind, actors, cpus, gpus = _plan(ray, run.device, run.workers)
         check(precision, kind)

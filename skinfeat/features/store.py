@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat import __version__
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import FeaturesError
 
@@ -346,6 +347,5 @@ def _decode(value):
 
 
 def _version():
-    from skinfeat import __version__
 
     return __version__

@@ -20,8 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat import __version__
+from skinfeat.backbones import cache
+from skinfeat.backbones.resolve import ARCHIVE_SUFFIXES, resolve_module
 from skinfeat.core.classes import CLASSES
+from skinfeat.core.devices import resolve
 from skinfeat.core.errors import UsageError
+from skinfeat.core.writable import check_writable, writing
+from skinfeat.features.extract import feature_key, manifest_digest, slug
+from skinfeat.finetune import train as training
+from skinfeat.finetune.data import split_rows
+from skinfeat.finetune.module import load_trainable, publish, save_head
+from skinfeat.runs.records import FINETUNE_SCHEMA, check_runs_writable, new_run_id, write_record
+from skinfeat.viz.plots import plot_history, save_figure
 
 # For a 2-core CPU: HAM10000's native 150x200 (0.6x the cost of 224x224; EfficientNet
 # is fully convolutional), batch 16 with frozen BatchNorm statistics.
@@ -52,8 +63,6 @@ class FinetuneResult:
 
 def module_name(mod, dataset, fold):
     """``finetuned/<base>-<dataset>-fold<K>`` (or ``-all``); a local base by its folder's name."""
-    from skinfeat.backbones.resolve import ARCHIVE_SUFFIXES
-    from skinfeat.features.extract import slug
 
     base = mod.name
     if mod.kind in ("directory", "archive"):
@@ -68,14 +77,6 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
     (every fold but ``fold``; ``fold=None``: all); ``options`` override DEFAULTS.
     ``device`` (``skinfeat.core.devices``): auto, cpu or gpu; not part of the run's key.
     Returns a FinetuneResult; rerunning the same call resumes or reuses the run."""
-    from skinfeat.backbones.resolve import resolve_module
-    from skinfeat.core.devices import resolve
-    from skinfeat.core.writable import check_writable, writing
-    from skinfeat.features.extract import feature_key, manifest_digest
-    from skinfeat.finetune import train as training
-    from skinfeat.finetune.data import split_rows
-    from skinfeat.finetune.module import load_trainable
-    from skinfeat.runs.records import check_runs_writable
 
     log = log or (lambda line: None)
     kind = resolve(device)  # --device gpu without one fails before anything is read
@@ -118,13 +119,11 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
 
 def _current(name, key):
     """Whether the module cache holds ``name`` as exported by run ``key``."""
-    from skinfeat.backbones import cache
 
     return (cache.read_descriptor(cache.modules_dir() / name) or {}).get("run_key") == key
 
 
 def _announce(log, name, key, key_parts, state, run_dir, n_train, n_val):
-    from skinfeat.finetune import train as training
 
     if state["epoch"]:
         log(f"resuming {name} (run {key}, {run_dir}) after epoch {state['epoch']} of {key_parts['epochs']}")
@@ -139,14 +138,6 @@ def _announce(log, name, key, key_parts, state, run_dir, n_train, n_val):
 
 def _finish(run, mod, name, key, key_parts, layers, model_dir, runs, log):
     """Export the module and the head, write the record and the plot, clean up."""
-    from skinfeat import __version__
-    from skinfeat.backbones import cache
-    from skinfeat.backbones.resolve import resolve_module
-    from skinfeat.core.writable import writing
-    from skinfeat.finetune import train as training
-    from skinfeat.finetune.module import publish, save_head
-    from skinfeat.runs.records import FINETUNE_SCHEMA, new_run_id, write_record
-    from skinfeat.viz.plots import plot_history, save_figure
 
     start = time.perf_counter()
     state, split, manifest = run.state, run.split, run.manifest

@@ -19,6 +19,11 @@ import numpy as np
 
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError, UsageError
+from skinfeat.core.tf_runtime import tensorflow
+from skinfeat.data.split import read_folds
+from skinfeat.features.extract import DEFAULT_RESIZE
+from skinfeat.features.pipeline import DECODE_THREADS, decode_path
+from skinfeat.imaging.augment import augment_image, resize_tf
 
 VAL_FRACTION = 0.1
 CLEAN_BATCH = 32
@@ -41,7 +46,6 @@ def split_rows(manifest, folds_path, fold, seed):
     """The Split of ``manifest`` by the folds file ``folds_path`` (``fold`` None: all
     folds train). DataError when the file does not match the data, splits a lesion
     between training and the left-out fold, or leaves a class without training images."""
-    from skinfeat.data.split import read_folds
     from skinfeat.heads.base import MIN_SPLIT_ROWS, inner_split
 
     mapping = read_folds(folds_path)
@@ -108,8 +112,6 @@ def sample(labels, rows, n, seed, per_class=16):
 
 
 def _images(manifest, rows, load, batch):
-    from skinfeat.core.tf_runtime import tensorflow
-    from skinfeat.features.pipeline import DECODE_THREADS
     tf = tensorflow()
 
     paths = np.asarray(manifest.paths, dtype=object)[rows].astype(str)
@@ -122,8 +124,6 @@ def _images(manifest, rows, load, batch):
 
 
 def _decoded(path):
-    from skinfeat.core.tf_runtime import tensorflow
-    from skinfeat.features.pipeline import decode_path
     tf = tensorflow()
 
     image = tf.numpy_function(decode_path, [path], tf.float32, stateful=False)
@@ -134,9 +134,6 @@ def _decoded(path):
 def train_batches(manifest, rows, size, batch, seed, epoch):
     """(images [B, H, W, 3], labels [B]) of ``rows`` in the order of (seed, epoch), each
     image a robust view seeded by (seed, epoch, row): a resumed epoch sees what a whole one would."""
-    from skinfeat.core.tf_runtime import tensorflow
-    from skinfeat.features.extract import DEFAULT_RESIZE
-    from skinfeat.imaging.augment import augment_image, resize_tf
     tf = tensorflow()
 
     order = np.asarray(rows)[np.random.default_rng([seed, epoch]).permutation(len(rows))]
@@ -153,9 +150,6 @@ def train_batches(manifest, rows, size, batch, seed, epoch):
 
 def clean_batches(manifest, rows, size, batch=CLEAN_BATCH):
     """(images, labels) of ``rows`` in order, resized as extraction resizes them."""
-    from skinfeat.core.tf_runtime import tensorflow
-    from skinfeat.features.extract import DEFAULT_RESIZE
-    from skinfeat.imaging.augment import resize_tf
     tf = tensorflow()
 
     @tf.autograph.experimental.do_not_convert

@@ -24,8 +24,13 @@ import time
 
 import numpy as np
 
+from skinfeat import __version__
+from skinfeat.backbones import cache
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import ModuleError, UsageError
+from skinfeat.core.tf_runtime import tensorflow, tensorflow_hub
+from skinfeat.features.extract import DEFAULT_RESIZE
+from skinfeat.model.store import save_model
 
 PROBE_ALPHA = 0.05  # L2 strength per row of the linear probe the head starts from (logreg's middle alpha)
 
@@ -76,7 +81,6 @@ def build_model(obj, size, unfreeze, seed=0, mixed_precision=False):
     7-way Dense head, both set by ``init_head`` before training. ``unfreeze``: "all", or N:
     the last N trainable variables in forward order (``forward_order``; a built-in
     EfficientNet-Lite has 3 per convolution: kernel, BatchNorm gamma and beta), plus the head."""
-    from skinfeat.core.tf_runtime import tensorflow, tensorflow_hub
     tensorflow()
     hub = tensorflow_hub()
     import tf_keras
@@ -130,7 +134,6 @@ def export_module(obj, directory):
     """Save the (fine-tuned) loaded module ``obj`` into ``directory`` with the TF-Hub
     image feature-vector contract of the built-ins."""
     from skinfeat.backbones.layers import IMAGES, MAP_SIGNATURE
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     root = tf.train.Checkpoint(backbone=obj)
@@ -156,9 +159,6 @@ def export_module(obj, directory):
 def publish(obj, name, descriptor, run_key):
     """Export ``obj`` into the module cache as ``name`` (replacing a module of that
     name made by another run, atomically); returns its directory."""
-    from skinfeat import __version__
-    from skinfeat.backbones import cache
-    from skinfeat.core.tf_runtime import tensorflow
 
     final = cache.modules_dir() / name
 
@@ -178,9 +178,7 @@ def publish(obj, name, descriptor, run_key):
 def save_head(directory, standardize, head, module, training):
     """Save the standardisation and trained Dense ``head`` on the features of ``module``
     (a resolved Module) as a model directory at ``directory``, the backbone exported into it."""
-    from skinfeat.features.extract import DEFAULT_RESIZE
     from skinfeat.heads.logreg import LogRegHead
-    from skinfeat.model.store import save_model
 
     kernel, bias = (np.asarray(w.numpy(), np.float32) for w in head.weights)
     dim = kernel.shape[0]

@@ -37,9 +37,15 @@ import time
 import numpy as np
 
 from skinfeat.core.atomic import write_atomically
+from skinfeat.core.devices import tf_device
 from skinfeat.core.errors import CacheError, UsageError
+from skinfeat.core.metrics import classification_metrics
 from skinfeat.core.paths import skinfeat_home
+from skinfeat.core.progress import bar as progress_bar
+from skinfeat.core.tf_runtime import tensorflow
 from skinfeat.core.writable import FULL, reason, writing
+from skinfeat.finetune import data
+from skinfeat.finetune.module import build_model, init_head
 
 VERSION = 1  # bump when training computes something else: runs of another version are not resumed
 PATIENCE = 3
@@ -153,7 +159,6 @@ def remove_checkpoints(run_dir, keep=()):
 def save(checkpoint, run_dir, prefix, epoch, state):
     """Write ``checkpoint`` as ``run_dir/prefix``; on failure, remove what this epoch
     wrote and raise ``checkpoint_error``."""
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     try:
@@ -164,7 +169,6 @@ def save(checkpoint, run_dir, prefix, epoch, state):
 
 
 def make_loss(kind, weights):
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
     w = tf.constant(weights, tf.float32)
 
@@ -178,7 +182,6 @@ def make_loss(kind, weights):
 
 def schedule(peak, steps_per_epoch, epochs):
     """Linear warm-up, then cosine decay to 0, by optimizer step."""
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
     import tf_keras
 
@@ -200,8 +203,6 @@ def schedule(peak, steps_per_epoch, epochs):
 
 def evaluate(model, batches):
     """(BMCA, accuracy, n) of the model's argmax decisions on clean ``batches``."""
-    from skinfeat.core.metrics import classification_metrics
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     labels, probas = [], []
@@ -217,18 +218,12 @@ def train(run, log, progress, device="cpu"):
     """Train ``run`` (a ``skinfeat.finetune.Run``) from its state to the end on ``device``
     (``cpu`` or ``gpu``, mixed float16 precision there); returns (model, standardisation
     layer, head, state) with the best epoch's weights in the model."""
-    from skinfeat.core.devices import tf_device
-    from skinfeat.core.tf_runtime import tensorflow
 
     with tensorflow().device(tf_device(device)):
         return _train(run, log, progress, device == "gpu")
 
 
 def _train(run, log, progress, gpu):
-    from skinfeat.core.progress import bar as progress_bar
-    from skinfeat.core.tf_runtime import tensorflow
-    from skinfeat.finetune import data
-    from skinfeat.finetune.module import build_model, init_head
     tf = tensorflow()
     import tf_keras
 

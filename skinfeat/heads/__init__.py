@@ -13,6 +13,7 @@ import difflib
 import importlib
 
 from skinfeat.core.errors import UsageError
+from skinfeat.heads.params import problem
 
 # Name -> "module:class". Classes load on first use, so the CLI starts without
 # importing scikit-learn, LightGBM or TensorFlow.
@@ -41,7 +42,6 @@ def head_class(name):
 def make_head(name, **params):
     """A new, unfitted head ``name`` with ``params``; an unknown parameter or a value of
     the wrong type (``skinfeat.heads.params``) raises UsageError."""
-    from skinfeat.heads.params import problem
 
     cls = head_class(name)
     why = problem(cls.name, params)

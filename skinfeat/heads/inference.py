@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat.core.classes import CLASSES
+from skinfeat.heads.lgbm_text import LightGBMText
 
 LIGHTGBM_MODEL = "lightgbm.txt"  # the lightgbm head's text model in a model directory
 
@@ -65,7 +66,6 @@ def _softmax(state, params, directory):
 
 
 def _lightgbm(state, params, directory):
-    from skinfeat.heads.lgbm_text import LightGBMText
 
     forest = LightGBMText(Path(directory) / LIGHTGBM_MODEL)
     return lambda X: log_softmax(forest.raw_score(X))

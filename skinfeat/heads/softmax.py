@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from skinfeat.core.errors import UsageError
+from skinfeat.core.tf_runtime import tensorflow
 from skinfeat.heads.base import BaseHead
 from skinfeat.heads.inference import dense_log_proba, signed_power
 from skinfeat.heads.params import LOSSES
@@ -88,7 +89,6 @@ class _Trainer:
     """Mini-batch Adam on a dense network in TensorFlow; one graph call per epoch."""
 
     def __init__(self, head, dim, k, rng):
-        from skinfeat.core.tf_runtime import tensorflow
         tf = tensorflow()
 
         self.tf, self.head = tf, head

@@ -13,12 +13,13 @@ resizing by policy, and the augmentation presets that make a file's views.
 
 import numpy as np
 
+from skinfeat.core.tf_runtime import tensorflow
+
 
 def _antialiased(resize_fn, image, size):
     """``resize_fn(image, antialias)`` with an antialiasing filter only where some
     side shrinks: enlarging with it gives the same pixels as plain bilinear (a
     triangle filter of width one either way) at 3-5x the cost."""
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     shrinks = tf.reduce_any(tf.shape(image)[:2] > tf.constant(size, tf.int32))
@@ -26,7 +27,6 @@ def _antialiased(resize_fn, image, size):
 
 
 def resize_tf(image, size, policy):
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     if policy == "squash":
@@ -50,7 +50,6 @@ def augment_image(image, seed, preset="mild"):
 
 def _rotate(image, angle, zoom=1.0, shift=(0.0, 0.0)):
     """Rotation by ``angle`` and zoom about the centre, shifted; edges reflected."""
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     h, w = tf.shape(image)[0], tf.shape(image)[1]
@@ -67,7 +66,6 @@ def _rotate(image, angle, zoom=1.0, shift=(0.0, 0.0)):
 
 def _augment_mild(image, seed):
     """Any rotation and flip, mild zoom (0.9-1.1x), shift and colour jitter."""
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     seeds = tf.random.experimental.stateless_split(seed, 8)
@@ -92,7 +90,6 @@ ROBUST = {"zoom": (1.0, 3.5), "aspect": (3 / 4, 4 / 3), "p_letterbox": 0.1, "p_v
 
 
 def _log_uniform(seed, bounds):
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     low, high = np.log(bounds[0]), np.log(bounds[1])
@@ -100,7 +97,6 @@ def _log_uniform(seed, bounds):
 
 
 def _gaussian_blur(image, sigma):
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     radius = 6
@@ -121,7 +117,6 @@ def _augment_robust(image, seed):
     rotation (edges reflected) and flips; brightness, contrast, saturation, hue
     and colour-temperature jitter; sometimes blur or a downscale. Returns a
     square image of the input's shorter side."""
-    from skinfeat.core.tf_runtime import tensorflow
     tf = tensorflow()
 
     r = ROBUST

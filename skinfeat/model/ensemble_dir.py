@@ -27,7 +27,9 @@ import numpy as np
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import ModelError
 from skinfeat.heads.inference import adjusted
+from skinfeat.heads.params import problem
 from skinfeat.model.format import ENSEMBLE_FORMAT, MANIFEST, STATE, EnsembleDirectory, read_manifest, refuse_links_out
+from skinfeat.model.predictor import HeadFunction, Prediction, Predictor
 
 FORMAT_VERSION = 1
 METHODS = ("stack", "mean")
@@ -57,7 +59,6 @@ def read_any_manifest(directory):
 
 def load_any(directory, verify_hash=True):
     """A ``Predictor`` for a model directory, an ``EnsemblePredictor`` for an ensemble one."""
-    from skinfeat.model.predictor import Predictor
 
     try:
         return Predictor(directory, verify_hash)
@@ -82,7 +83,6 @@ def _loaded(directory, what, load):
 def check_ensemble_manifest(directory, manifest):
     """``manifest`` (the decoded model.json of ``directory``) when every field is what
     ``skinfeat ensemble --out`` writes; ModelError (``damaged``) otherwise."""
-    from skinfeat.heads.params import problem
 
     def bad(where, expected):
         value = manifest.get(where)
@@ -152,7 +152,6 @@ class EnsemblePredictor:
     ``head.adjust``, ``head.offsets``, ``manifest``, ``metadata``, ``prediction``."""
 
     def __init__(self, directory, verify_hash=True):
-        from skinfeat.model.predictor import HeadFunction, Predictor
 
         self.directory = Path(directory)
         self.manifest = read_any_manifest(directory)
@@ -197,6 +196,5 @@ class EnsemblePredictor:
         return {c: max(k.get(c, 0) for k in counts) for k in counts for c in k}
 
     def prediction(self, path, proba):
-        from skinfeat.model.predictor import Prediction
 
         return Prediction(Path(path).stem, str(path), proba, self.head.adjust(proba[None])[0])

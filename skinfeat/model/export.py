@@ -34,10 +34,14 @@ import shutil
 import sys
 from pathlib import Path
 
-from skinfeat.backbones.resolve import quick_fingerprint
-from skinfeat.core.atomic import atomic_dir
+from skinfeat.backbones.resolve import quick_fingerprint, resolve_module
+from skinfeat.backbones.tflite import TFLiteBackbone
+from skinfeat.core.atomic import atomic_dir, write_atomically
 from skinfeat.core.errors import ModelError, SkinfeatError
-from skinfeat.core.tf_runtime import run_fresh
+from skinfeat.core.paths import skinfeat_home
+from skinfeat.core.tf_runtime import run_fresh, tensorflow
+from skinfeat.core.writable import write_error
+from skinfeat.features.precision import cached_int8
 from skinfeat.model.format import (
     TFLITE,
     backbone_spec,
@@ -51,6 +55,7 @@ from skinfeat.model.format import (
     sha256_file,
     write_manifest,
 )
+from skinfeat.model.predictor import HeadFunction
 
 MAX_RELATIVE_DIFF = 1e-3  # TFLite vs SavedModel, relative to the largest feature
 
@@ -98,7 +103,6 @@ def _copy_precision(out, backbone, precision, model):
     """The backbone of features extracted at ``precision`` (not float32) at ``out``: for
     int8 the TFLite copy they were extracted with (``skinfeat.features.precision.int8_file``), so
     prediction computes the same features; Unavailable for bfloat16 (no TFLite form)."""
-    from skinfeat.features.precision import cached_int8
 
     if precision == "bfloat16":
         raise Unavailable(f"the features of model {model} were extracted at bfloat16 (oneDNN mixed precision), "
@@ -127,14 +131,12 @@ def cached_backbone(backbone):
                 export_backbone(tmp, backbone, backbone.get("module"))
                 os.replace(Path(tmp) / TFLITE, path)
         except OSError as exc:
-            from skinfeat.core.writable import write_error
 
             raise write_error(path, exc, f"the TFLite copy of backbone {backbone.get('module')}") from None
     return path
 
 
 def CACHE_DIR():  # noqa: N802 (a path that follows $SKINFEAT_HOME)
-    from skinfeat.core.paths import skinfeat_home
 
     return skinfeat_home() / "tflite"
 
@@ -187,7 +189,6 @@ def export_model(directory, modules=()):
     ``modules``: where each backbone is (the user's ``--module``s, one per backbone, in
     order; a string for one); by default the recorded one if the catalog has it
     (``backbone_spec``). Returns the ``export`` records, one per backbone."""
-    from skinfeat.model.predictor import HeadFunction
 
     directory = Path(directory)
     manifest = read_manifest(directory, optional=("*.tflite",))  # the backbones are what is being made
@@ -227,7 +228,6 @@ def _probe_images(size):
 def convert(module, fingerprint, input_size, out, model):
     """Resolve ``module``, check its fingerprint, convert it to TFLite at ``out`` and
     verify the flatbuffer on probe images. Returns the verified facts."""
-    from skinfeat.backbones.resolve import resolve_module
 
     mod = resolve_module(module)
     if fingerprint:
@@ -236,8 +236,6 @@ def convert(module, fingerprint, input_size, out, model):
                           "the original backbone")
     import numpy as np
 
-    from skinfeat.backbones.tflite import TFLiteBackbone
-    from skinfeat.core.tf_runtime import tensorflow
 
     size = tuple(input_size or mod.input_size or (224, 224))
     cached = conversion_cache(mod.fingerprint, size)
@@ -275,7 +273,6 @@ def convert(module, fingerprint, input_size, out, model):
 def _keep(cached, out, info):
     """Put a verified conversion into the cache (best effort: a cache that cannot be
     written only means converting again next time)."""
-    from skinfeat.core.atomic import write_atomically
 
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat.backbones.catalog import load_catalog
+from skinfeat.backbones.resolve import is_finetuned_name
 from skinfeat.core.atomic import atomic_dir, write_atomically
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import ModelError
+from skinfeat.core.jsonsafe import json_safe
+from skinfeat.core.writable import write_error
+from skinfeat.data.metadata import check_encoding
+from skinfeat.features.precision import PRECISIONS
+from skinfeat.heads.params import PARAMS, problem
+from skinfeat.imaging.images import RESIZERS
+from skinfeat.imaging.lesion import LESION_OPTIONS
 
 FORMAT = "skinfeat-model"
 FORMAT_VERSION = 1
@@ -132,7 +141,6 @@ def refuse_links_out(directory):
 def _check_fields(directory, manifest):
     """Every field skinfeat reads has the type it expects; classes, file names, sizes
     and parameters are ones it knows."""
-    from skinfeat.heads.params import PARAMS, problem
 
     def bad(where, value, expected):
         return damaged(directory, f"its {MANIFEST} has {where} = {json.dumps(value)[:60]}, expected {expected}")
@@ -157,7 +165,6 @@ def _check_fields(directory, manifest):
     if manifest.get("parts") is not None and len(manifest["parts"]) < 2:
         raise bad("parts", manifest["parts"], "two or more backbones (one is the backbone block)")
     if manifest.get("metadata") is not None:
-        from skinfeat.data.metadata import check_encoding
 
         why = check_encoding(manifest["metadata"])
         if why:
@@ -251,7 +258,6 @@ def probe_head(directory, function, n_features, n_classes):
 
 def write_manifest(directory, manifest):
     """Write ``manifest`` as ``directory``/model.json, atomically."""
-    from skinfeat.core.jsonsafe import json_safe
 
     text = json.dumps(json_safe(manifest), indent=1)
     write_atomically(Path(directory) / MANIFEST, lambda f: f.write(text))
@@ -270,7 +276,6 @@ def check_fingerprint(directory, manifest, fingerprint, subject, fix):
 def resize_policy(directory, block, error=ModelError):
     """The resize policy recorded in a backbone or export ``block``; never a default.
     ``error``: the exception class for a missing or unknown one."""
-    from skinfeat.imaging.images import RESIZERS
 
     policy = (block or {}).get("resize")
     if not policy:
@@ -297,7 +302,6 @@ def _recorded(where, block, key, known, default, what, error):
 def lesion_policy(where, block, error=ModelError):
     """The lesion preprocessing (``skinfeat.imaging.lesion``) recorded in a backbone ``block``
     (of a model.json, or a features file's attributes); "none" where it is absent."""
-    from skinfeat.imaging.lesion import LESION_OPTIONS
 
     return _recorded(where, block, "lesion", LESION_OPTIONS, "none", "lesion preprocessing", error)
 
@@ -305,7 +309,6 @@ def lesion_policy(where, block, error=ModelError):
 def precision_policy(where, block, error=ModelError):
     """The precision (``skinfeat.features.precision``) the features of a backbone ``block`` were
     extracted at; "float32" where it is absent."""
-    from skinfeat.features.precision import PRECISIONS
 
     return _recorded(where, block, "precision", PRECISIONS, "float32", "precision", error)
 
@@ -323,8 +326,6 @@ def backbone_spec(directory, manifest, module=None, block=None):
     if not recorded:
         raise ModelError(f"model {directory} does not record which backbone produced its features; pass it "
                          "with --module, or re-fit with `skinfeat fit --out` on features from `skinfeat extract`")
-    from skinfeat.backbones.catalog import load_catalog
-    from skinfeat.backbones.resolve import is_finetuned_name
 
     entries = load_catalog().entries.values()
     if recorded in {e.name for e in entries} | {e.handle for e in entries if e.handle}:
@@ -343,7 +344,6 @@ def new_model_dir(directory):
     there, an old one stays until the new one is in, and what killed writers left is
     swept); an OSError, such as a full disk, is one error naming ``directory``
     (``skinfeat.core.writable.write_error``) and ``directory`` is unchanged."""
-    from skinfeat.core.writable import write_error
 
     directory = Path(directory)
     target = Path(os.path.realpath(directory))  # --out may be a link to the model's folder

@@ -21,7 +21,9 @@ import numpy as np
 from skinfeat.backbones.tflite import TFLiteBackbone
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
+from skinfeat.data.metadata import lookup
 from skinfeat.imaging.images import IMAGE_EXTENSIONS, decode, name_problem, walk_images
+from skinfeat.imaging.tta import tta_views
 from skinfeat.model.predictor import DEFAULT_TOP_K, Prediction, Predictor, load_predictor
 
 __all__ = ["FORMATS", "Prediction", "Predictor", "TFLiteBackbone", "isic_row", "iter_image_paths",
@@ -69,7 +71,6 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None,
     (``skinfeat.data.metadata.read_metadata_csv``: image id -> values); an image with no
     row there is predicted by the image-only model ``fallback`` when given, else
     DataError before any image is predicted."""
-    from skinfeat.imaging.tta import tta_views
 
     if tta == "views":
         tta = True
@@ -103,7 +104,6 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None,
 def predict_image(model, source, tta="none", metadata=None, name="image"):
     """The prediction of one image (a path or the file's bytes) as ``predict_paths``
     makes it: ``tta`` as there, ``metadata`` ({column: [value]}) for a model fitted with it."""
-    from skinfeat.imaging.tta import tta_views
 
     image = decode(source)
     if tta in (True, "views"):
@@ -130,7 +130,6 @@ def _check_metadata(model, paths, table, fallback):
 def _metadata(model, paths, table):
     if not model.metadata:
         return None
-    from skinfeat.data.metadata import lookup
 
     return lookup(table, [Path(p).stem for p in paths])[0]
 

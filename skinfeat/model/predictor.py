@@ -15,8 +15,10 @@ import numpy as np
 from skinfeat.backbones.tflite import TFLiteBackbone
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import ModelError, SkinfeatError
+from skinfeat.core.tf_runtime import tensorflow
 from skinfeat.data.metadata import beside_views, encode, width
 from skinfeat.heads.inference import LOG_PROBA, adjusted, class_offsets, in_classes_order
+from skinfeat.imaging.augment import augment_image, resize_tf
 from skinfeat.imaging.images import decode, resize
 from skinfeat.imaging.lesion import preprocess
 from skinfeat.model.batches import image_features
@@ -265,8 +267,6 @@ def load_predictor(directory, verify_hash=True):
 def augmented_views(image, n_views, size, policy, seed=TTA_SEED, preset="mild"):
     """``n_views`` views [V, H, W, 3] of a decoded image, by ``skinfeat.imaging.augment.augment_image``
     with seeds (seed, 0..V-1), resized as extraction does. Imports TensorFlow."""
-    from skinfeat.core.tf_runtime import tensorflow
-    from skinfeat.imaging.augment import augment_image, resize_tf
 
     tf = tensorflow()
     x = tf.constant(image)

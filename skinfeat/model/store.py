@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat import __version__
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import ModelError, SkinfeatError
+from skinfeat.heads import head_class
 from skinfeat.heads.inference import LOG_PROBA, mean_over_views
+from skinfeat.model.export import export_into
 from skinfeat.model.format import (
     BACKBONE_KEYS,
     FORMAT,
@@ -69,7 +72,6 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
         np.savez(tmp / STATE, **head.get_state())
         manifest["files"] = [STATE] + head.save_files(tmp)
         if export:
-            from skinfeat.model.export import export_into
 
             modules = [p.get("module") for p in parts] if parts else [attrs.get("module")]
             export_into(tmp, manifest, modules, directory, skip_unavailable)
@@ -89,7 +91,6 @@ def load_model(directory, current_fingerprint=None):
             f"fingerprint {str(saved)[:12]}, but that module now has fingerprint "
             f"{str(current_fingerprint)[:12]}; its features changed, so the head no longer fits them: "
             f"re-extract features and re-fit with `skinfeat fit --head {manifest['head']} --out {directory}`")
-    from skinfeat.heads import head_class  # here: reading a manifest must stay light
 
     state = read_state(directory, manifest)
     try:
@@ -110,6 +111,5 @@ def _params(params):
 
 
 def _version():
-    from skinfeat import __version__
 
     return __version__

@@ -34,6 +34,7 @@ import numpy as np
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
 from skinfeat.core.metrics import classification_metrics, prior_baseline
+from skinfeat.core.paths import runs_dir
 from skinfeat.data.folds import folds_hash
 from skinfeat.heads import make_head
 from skinfeat.heads.imbalance import prior_offsets
@@ -104,7 +105,6 @@ def short(records):
 def load_members(records, runs=None):
     """The members' OOF probabilities joined (``Members``); DataError for runs on
     different images, labels or folds, or no fold scored by all."""
-    from skinfeat.core.paths import runs_dir
 
     oofs = [_read_oof(r, runs or runs_dir()) for r in records]
     first = oofs[0]

@@ -8,6 +8,8 @@ import csv
 import io
 import json
 
+from skinfeat.core.classes import CLASSES
+from skinfeat.core.metrics import LABELS, SCALARS, confusion_scores
 from skinfeat.runs.records import EVALUATION_SCHEMA, latest_per_setting, read_records
 
 FORMATS = ("table", "csv", "json", "markdown")
@@ -161,8 +163,6 @@ def summary_lines(record):
     """The result of one fit as text lines: metrics mean ± std over folds next to the
     always-NV baseline, then the pooled figures of the confusion matrix summed over
     folds (balanced accuracy, accuracy, per-class recall) and the matrix itself."""
-    from skinfeat.core.classes import CLASSES
-    from skinfeat.core.metrics import LABELS, SCALARS
 
     base = record.get("baseline", {})
     lines = [f"{'metric':<10} {'mean':>6} ± {'std':<6} always-NV"]
@@ -186,7 +186,6 @@ def summary_lines(record):
 def pooled_scores(record):
     """``metrics.confusion_scores`` of the record's confusion matrix (summed over folds):
     the pooled per-class precision, recall, F1, balanced accuracy and accuracy."""
-    from skinfeat.core.metrics import confusion_scores
 
     return confusion_scores(record["confusion"])
 

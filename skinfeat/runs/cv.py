@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skinfeat.core.atomic import atomic_path
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.metrics import classification_metrics, prior_baseline, summarize_folds
+from skinfeat.core.paths import runs_dir
 from skinfeat.data.folds import resolve_folds
 from skinfeat.heads import inference, make_head
 
@@ -103,8 +105,6 @@ def write_oof(record, fs, fold, result, runs=None):
     file name."""
     from pathlib import Path
 
-    from skinfeat.core.atomic import atomic_path
-    from skinfeat.core.paths import runs_dir
 
     name = f"{record['run_id']}.oof.npz"
     with atomic_path(Path(runs or runs_dir()) / name, suffix=".npz") as tmp:

@@ -11,9 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat import __version__
 from skinfeat.core.errors import DataError, SkinfeatError, UsageError
+from skinfeat.core.paths import runs_dir
+from skinfeat.core.writable import check_writable
+from skinfeat.features.join import parts
 from skinfeat.heads import make_head
 from skinfeat.heads.inference import mean_over_views
+from skinfeat.imaging.shifts import parse_shifts
 from skinfeat.model.ensemble_dir import META_HEAD, METHODS
 from skinfeat.runs.combine import META_PARAMS, check_folds, cross_validate, load_members, short
 from skinfeat.runs.compare import rank_key
@@ -27,6 +32,7 @@ from skinfeat.runs.records import (
     write_record,
 )
 from skinfeat.runs.save import check_refittable, features_files, record_features, save_ensemble
+from skinfeat.runs.shiftcheck import fold_features, fold_paths, scored_shifts, tflite_backbone
 
 
 def select_runs(records, run_ids=(), top=None, log=None, where="the runs folder"):
@@ -90,9 +96,6 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
     (a Manifest), or on the members' own shift checks' cached features when they all
     have one; with ``out``, saved as an ensemble model directory. Writes the run
     record (and its oof file) and returns it, with its path under ``record_path``."""
-    from skinfeat import __version__
-    from skinfeat.core.paths import runs_dir
-    from skinfeat.core.writable import check_writable
 
     if method not in METHODS:
         raise UsageError(f"--method {method!r} is unknown; expected one of {', '.join(METHODS)}")
@@ -160,7 +163,6 @@ def _no_images():
 def recorded_shifts(records):
     """(shifts, TTA set, fold) of the members' own shift checks when they all ran the
     same ones on the same fold and their features files are still here; else None."""
-    from skinfeat.imaging.shifts import parse_shifts
 
     checks = [r.get("shift") for r in records]
     if not all(checks) or not all(Path(str(f)).is_file() for r in records for f in features_files(r)):
@@ -177,8 +179,6 @@ def shift_check(members, result, manifest, shifts, tta="none", progress=False):
     ``features/shifted/``, so members of one backbone share them), combined by that
     fold's combiner. Without ``manifest`` only cached features are used
     (``_NotCached`` when some are missing)."""
-    from skinfeat.features.join import parts
-    from skinfeat.runs.shiftcheck import fold_features, fold_paths, scored_shifts, tflite_backbone
 
     fold, rows, combiner = result.first
     loaded, inputs, cache = {}, [], {}

@@ -16,9 +16,14 @@ import numpy as np
 
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
-from skinfeat.core.metrics import classification_metrics, prior_baseline
+from skinfeat.core.metrics import LABELS, SCALARS, classification_metrics, prior_baseline
+from skinfeat.core.progress import bar
+from skinfeat.data.metadata import lookup
+from skinfeat.data.submission import read_labels, read_predictions
 from skinfeat.heads.inference import decide
 from skinfeat.imaging.tta import TTA_SETS, tta_views  # noqa: F401 (re-exported)
+from skinfeat.model.ensemble_dir import load_any, read_any_manifest
+from skinfeat.runs.records import EVALUATION_SCHEMA, check_runs_writable, new_run_id, write_record
 
 # ----------------------------------------------------------------------------- scoring a model
 
@@ -49,7 +54,6 @@ def metadata_for(predictor, image_ids, table=None, own=None, where="the data"):
     (None for an image-only model): from ``table`` (``skinfeat.data.metadata.read_metadata_csv``,
     the user's --metadata CSV) or else ``own`` (the dataset's own metadata columns).
     DataError when there is none, or the table has no row for some images."""
-    from skinfeat.data.metadata import lookup
 
     if not predictor.metadata:
         return None
@@ -80,7 +84,6 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
     (``metadata``: a --metadata CSV table, for a model fitted with metadata).
     Returns ``{"clean": metrics, "shifts": {name: metrics}, "worst": {...}}``.
     ``progress(n)`` is called as images are done."""
-    from skinfeat.model.ensemble_dir import load_any
 
     views = tta_views(tta)
     predictor = load_any(directory)
@@ -120,7 +123,6 @@ def _dataset_name(where):
 
 def _write(result, write, runs=None):
     if write:
-        from skinfeat.runs.records import EVALUATION_SCHEMA, new_run_id, write_record
 
         result["run_id"] = new_run_id("evaluation", result.get("model_run_id") or result["dataset"])
         record = {k: v for k, v in result.items() if k != "image_ids"}
@@ -133,11 +135,8 @@ def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, writ
     """``evaluate_model`` with a progress bar, described and (``write``) recorded in runs/."""
     from datetime import datetime, timezone
 
-    from skinfeat.core.progress import bar
-    from skinfeat.model.ensemble_dir import read_any_manifest
 
     if write:
-        from skinfeat.runs.records import check_runs_writable
 
         check_runs_writable(runs)
     info = read_any_manifest(directory)
@@ -157,10 +156,8 @@ def evaluate_predictions(path, labels_path, write=True, runs=None):
     """Score an ISIC-format prediction file against a labels CSV (decisions: argmax)."""
     from datetime import datetime, timezone
 
-    from skinfeat.data.submission import read_labels, read_predictions
 
     if write:
-        from skinfeat.runs.records import check_runs_writable
 
         check_runs_writable(runs)
     ids, proba, y = read_predictions(path, read_labels(labels_path))
@@ -174,7 +171,6 @@ def evaluate_predictions(path, labels_path, write=True, runs=None):
 def format_evaluation(result):
     """Text lines: every metric next to the always-NV baseline, per-class recall, the
     confusion matrix and, with shifts, BMCA and accuracy per shift and the worst."""
-    from skinfeat.core.metrics import LABELS, SCALARS
 
     m = result["clean"]
     what = (f"model {result['model_dir']} ({result.get('head')} on {result.get('module')}, {result.get('resize')})"

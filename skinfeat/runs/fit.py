@@ -18,11 +18,20 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from skinfeat import __version__
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import FeaturesError, SkinfeatError, UsageError
+from skinfeat.core.writable import check_writable
 from skinfeat.data.folds import resolve_folds, unseen_folds
-from skinfeat.heads import make_head
+from skinfeat.features.join import fit_features, parts
+from skinfeat.features.store import read_attrs
+from skinfeat.heads import head_class, make_head
+from skinfeat.model.format import lesion_policy
+from skinfeat.model.store import save_model
 from skinfeat.runs.cv import cross_validate, fit_final, summary_fields, write_oof
+from skinfeat.runs.evaluate import evaluate_images
+from skinfeat.runs.records import check_runs_writable, new_run_id, read_records, settings_hash, write_record
+from skinfeat.runs.shiftcheck import shift_check
 
 
 def _settings_label(cls, params):
@@ -43,13 +52,6 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     here), and with ``test`` (a Manifest, called ``test_name``) score the saved model
     on it (``skinfeat.runs.evaluate``); then write the run record (returned, with its
     path under ``record_path``)."""
-    from skinfeat import __version__
-    from skinfeat.core.writable import check_writable
-    from skinfeat.features.join import fit_features, parts
-    from skinfeat.heads import head_class
-    from skinfeat.model.format import lesion_policy
-    from skinfeat.model.store import save_model
-    from skinfeat.runs.records import check_runs_writable, new_run_id, settings_hash, write_record
 
     if folds_path is not None and cv is not None:
         raise UsageError("--folds and --cv both given; expected one: a folds file, or K for default folds")
@@ -105,7 +107,6 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         "model_dir": None,
     }
     if shifts:
-        from skinfeat.runs.shiftcheck import shift_check
 
         fold, rows, fold_head = result.first
         record["shift"] = shift_check(fs, fold_head, rows, shift_data, shifts, tta, fold, progress)
@@ -120,7 +121,6 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         record["model_dir"] = str(save_model(out, final, cls.name, attrs, training_info(fs, folds, record),
                                              export=True, skip_unavailable=test is None))
         if test is not None:
-            from skinfeat.runs.evaluate import evaluate_images
 
             evaluation = evaluate_images(out, test, where=test_name, runs=runs, progress=progress)
             record["test"] = {"dataset": evaluation["dataset"], "n": evaluation["n"],
@@ -160,8 +160,6 @@ def training_info(fs, folds, record):
 def missing_runs(feature_files, heads, records, params=None, use_views=True, shifts=()):
     """(features file, head) pairs with no record at the same features key, head and
     settings (and, when ``shifts`` are asked for, a shift check of all of them)."""
-    from skinfeat.features.store import read_attrs
-    from skinfeat.runs.records import settings_hash
 
     wanted = {s.name for s in shifts}
     done = {(r["features"].get("key"), r["head"], r.get("settings")) for r in records
@@ -183,8 +181,6 @@ def fit_missing(feature_files, heads, folds_path=None, cv=None, use_views=True, 
     returns ``(new records, failures)``. A file or fit that fails with a skinfeat
     error becomes a failure ``(what, message)``, logged on one line, and the
     others go on. Used by ``skinfeat compare --fit``."""
-    from skinfeat.heads import head_class
-    from skinfeat.runs.records import check_runs_writable, read_records
 
     heads = [head_class(h).name for h in heads]
     check_runs_writable(runs)

@@ -11,18 +11,21 @@ import numpy as np
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
 from skinfeat.data.folds import resolve_folds
+from skinfeat.features.join import fit_features
 from skinfeat.model.ensemble_dir import FORMAT_VERSION, META_HEAD
-from skinfeat.model.format import ENSEMBLE_FORMAT
+from skinfeat.model.format import ENSEMBLE_FORMAT, STATE, new_model_dir, write_manifest
+from skinfeat.model.store import save_model
 from skinfeat.runs.combine import fit_combiner, load_members
+from skinfeat.runs.compare import best_record
 from skinfeat.runs.cv import fit_final
 from skinfeat.runs.fit import training_info
+from skinfeat.runs.records import read_records
 
 
 def save_best(records, out, log=None):
     """Fit the leaderboard's best run (``skinfeat.runs.compare.best_record``) on every CV
     row, save it into ``out`` with its backbone, and return (the model directory,
     the run); an ensemble directory when the best run is an ensemble."""
-    from skinfeat.runs.compare import best_record
 
     best = best_record(records)
     if best is None:
@@ -35,7 +38,6 @@ def save_best(records, out, log=None):
 def record_features(record):
     """(FeatureSet, Folds) of a fit ``record``: its features (files and metadata) and
     folds as it ran; DataError when the folds are no longer the recorded ones."""
-    from skinfeat.features.join import fit_features
 
     fs = fit_features(record["features"].get("paths") or record["features"]["path"], record.get("metadata"),
                       with_views=record["use_views"])
@@ -51,7 +53,6 @@ def record_features(record):
 
 def save_run_model(record, out, log=None):
     """The fit ``record``'s head fitted on every CV row, saved into ``out`` with its backbone."""
-    from skinfeat.model.store import save_model
 
     fs, folds = record_features(record)
     if log:
@@ -82,8 +83,6 @@ def save_ensemble(record, out, runs=None, log=None, members=None):
     each member refitted on every CV row and saved with its backbone into
     ``members/<i>``, the combiner fitted on every OOF row scored by all; written
     whole (``new_model_dir``). Returns ``out``."""
-    from skinfeat.model.format import STATE, new_model_dir, write_manifest
-    from skinfeat.runs.records import read_records
 
     if members is None:
         wanted = [m["run_id"] for m in record["members"]]

@@ -16,13 +16,20 @@ import sys
 
 import numpy as np
 
+from skinfeat.backbones.tflite import TFLiteBackbone
+from skinfeat.core.atomic import atomic_path
 from skinfeat.core.errors import DataError, FeaturesError
 from skinfeat.core.metrics import classification_metrics
+from skinfeat.core.paths import features_dir
+from skinfeat.core.progress import bar as progress_bar
+from skinfeat.core.writable import reason
 from skinfeat.data.metadata import beside_views
+from skinfeat.features import precision as precisions
 from skinfeat.features.join import parts
 from skinfeat.heads.inference import class_offsets, decide, mean_over_views
 from skinfeat.imaging.tta import tta_views
 from skinfeat.model.batches import image_features
+from skinfeat.model.export import cached_backbone
 from skinfeat.model.format import lesion_policy, precision_policy
 from skinfeat.runs.evaluate import worst_case
 
@@ -33,8 +40,6 @@ def shifted_features(attrs, image_ids, paths, shift, tta="none", progress=None, 
     features with attributes ``attrs`` came from, in their precision, cropped and resized as
     they were; cached in ``features/shifted/``. ``backbone``: a function returning the loaded
     backbone (``tflite_backbone``; called only when the features must be computed)."""
-    from skinfeat.core.atomic import atomic_path
-    from skinfeat.core.paths import features_dir
 
     lesion = lesion_policy(f"the features of {attrs.get('module')}", attrs, FeaturesError)
     precision = precision_policy(f"the features of {attrs.get('module')}", attrs, FeaturesError)
@@ -55,7 +60,6 @@ def shifted_features(attrs, image_ids, paths, shift, tta="none", progress=None, 
         with atomic_path(path, suffix=".npy") as tmp:
             np.save(tmp, feats)
     except OSError as exc:  # a cache: the check goes on without it
-        from skinfeat.core.writable import reason
 
         print(f"note: cannot cache shifted features in {path.parent} ({reason(exc)}); "
               "they are computed again next time", file=sys.stderr)
@@ -67,9 +71,6 @@ def tflite_backbone(attrs):
     arithmetic they were extracted in (numpy images -> numpy features): the TFLite copy of
     the module (float32), the int8 TFLite copy they were extracted with, or the module run
     under bfloat16 (``skinfeat.features.precision``)."""
-    from skinfeat.backbones.tflite import TFLiteBackbone
-    from skinfeat.features import precision as precisions
-    from skinfeat.model.export import cached_backbone
 
     precision = precision_policy(f"the features of {attrs.get('module')}", attrs, FeaturesError)
 
@@ -127,7 +128,6 @@ def scored_shifts(y, probabilities, offsets, shifts, tta="none", fold=0, progres
     """The shift check's block: BMCA and accuracy of ``probabilities(shift, update)``
     ([n, 7] for the images of true classes ``y``; ``shift`` None: clean; ``update(k)``
     as k images are done) decided with ``offsets``, clean and under each of ``shifts``."""
-    from skinfeat.core.progress import bar as progress_bar
 
     results = {}
     with progress_bar(None, progress, total=len(y) * (1 + len(shifts)), unit="img",

@@ -27,6 +27,7 @@ import numpy as np
 from skinfeat.core.atomic import write_atomically
 from skinfeat.core.errors import UsageError
 from skinfeat.core.paths import skinfeat_home
+from skinfeat.core.writable import reason
 
 CACHE_VERSION = 1
 
@@ -225,7 +226,6 @@ def embedding_for(fs, method="umap", subsample=None, seed=0, cache_dir=None, **p
         _save(path, coords=coords, image_ids=np.asarray(fs.image_ids[indices], dtype=str),
               seconds=seconds, descriptor=json.dumps(parts))
     except OSError as exc:  # a cache: the map is drawn without it
-        from skinfeat.core.writable import reason
 
         print(f"note: cannot cache the map's coordinates in {path.parent} ({reason(exc)}); "
               "they are computed again next time", file=sys.stderr)

@@ -14,7 +14,11 @@ import numpy as np
 
 from skinfeat.core.classes import UNLABELLED
 from skinfeat.core.errors import DataError, UsageError
+from skinfeat.data.metadata import MISSING
+from skinfeat.data.split import read_folds
+from skinfeat.features.store import read_features
 from skinfeat.viz.embed import embedding_for, get_method
+from skinfeat.viz.plots import plot_embedding, save_figure
 
 TITLES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 KNOWN_COLORS = ("class", "dx_type", "localization", "sex", "age", "fold")
@@ -42,7 +46,6 @@ def _by_fold(fs, folds, notes):
     if folds is None:
         raise UsageError("--color fold needs --folds FOLDS.csv (written by 'skinfeat data split')")
     if not isinstance(folds, dict):
-        from skinfeat.data.split import read_folds
 
         folds = read_folds(folds)
     found = [folds.get(str(i)) for i in fs.image_ids]
@@ -86,7 +89,6 @@ def color_values(fs, color, folds=None, notes=None):
 
 def _numbers(values):
     """``values`` as floats (NaN where missing) when every given one is a number, else None."""
-    from skinfeat.data.metadata import MISSING
 
     given = [v for v in values if v.strip().lower() not in MISSING]
     try:
@@ -106,8 +108,6 @@ def default_out(features_path, method, color):
 def feature_map(features, method="umap", color="class", folds=None, subsample=None, seed=0,
                 out=None, cache_dir=None, **params):
     """Map a features file (path or FeatureSet) to 2-D, colour it and, with ``out``, save the PNG."""
-    from skinfeat.features.store import read_features
-    from skinfeat.viz.plots import plot_embedding, save_figure
 
     get_method(method)
     fs = read_features(features, with_views=False) if isinstance(features, (str, Path)) else features

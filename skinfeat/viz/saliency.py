@@ -6,6 +6,7 @@ import textwrap
 import numpy as np
 
 from skinfeat.core.classes import CLASSES, FULL_NAMES
+from skinfeat.viz.plots import CLASS_COLORS
 
 TITLES = {"occlusion": "occlusion sensitivity:\nwhere grey patches lower P({})",
           "gradient": "input gradient (SmoothGrad):\npixels that change P({}) most",
@@ -45,7 +46,6 @@ def plot_explanation(result, top_k=3):
     """Figure: the model input, the saliency over it, the top classes' probabilities."""
     from matplotlib.figure import Figure
 
-    from skinfeat.viz.plots import CLASS_COLORS
 
     fig = Figure(figsize=(13, 4.6), dpi=100, layout="constrained")
     left, middle, right = fig.subplots(1, 3, width_ratios=(1, 1.15, 0.9))

@@ -1,7 +1,9 @@
 """The contact sheet of near-duplicate pairs (``skinfeat data duplicates --sheet``): each
 pair side by side with its similarity and verdict.
 """
-
+from skinfeat.core.errors import DataError
+from skinfeat.imaging.images import decode
+from skinfeat.viz.plots import save_figure
 
 SHEET_PAIRS = 12
 
@@ -10,9 +12,6 @@ def contact_sheet(rows, paths, out, n=SHEET_PAIRS):
     """Draw the first ``n`` pairs side by side (``paths``: {image id: file}) and write ``out``."""
     from matplotlib.figure import Figure
 
-    from skinfeat.core.errors import DataError
-    from skinfeat.imaging.images import decode
-    from skinfeat.viz.plots import save_figure
 
     rows = rows[:n]
     fig = Figure(figsize=(6, 3 * max(1, len(rows))), dpi=100, layout="constrained")

@@ -32,10 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat.core.atomic import atomic_dir
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import ModelError, UsageError
+from skinfeat.core.writable import check_writable, writing
 from skinfeat.imaging.images import MAX_ASPECT, MAX_PIXELS, MIN_SIDE
 from skinfeat.model.format import model_parts, read_manifest, read_state
+from skinfeat.model.predictor import Predictor
 
 HERE = Path(__file__).parent
 PAGE_FILES = ("index.html", "app.js", "jpeg.js")
@@ -127,9 +130,6 @@ def check_out(out):
 def export_web(directory, out):
     """Write the static site of the model ``directory`` into the folder ``out``
     (replaced as a whole when complete). Returns {"files": n, "bytes": total}."""
-    from skinfeat.core.atomic import atomic_dir
-    from skinfeat.core.writable import check_writable, writing
-    from skinfeat.model.predictor import Predictor
 
     directory, out = Path(directory), Path(out)
     manifest = read_manifest(directory)
