@@ -40,8 +40,11 @@ def _fit_command(features, out):
             "--no-views", "-q", "--out", str(out)]
 
 
-def _env():
+def _env(home=None):
+    """The subprocess's environment: this checkout importable; ``home``: another SKINFEAT_HOME."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    if home is not None:
+        env["SKINFEAT_HOME"] = str(home)
     return env
 
 
@@ -65,11 +68,13 @@ def _children(pid):
         return []
 
 
-def _kill_when(features, model, ready, group=True, timeout=300):
+def _kill_when(features, model, ready, group=True, timeout=300, home=None):
     """Start ``skinfeat fit --out model``, wait until ``ready()`` says so, SIGKILL it
     (its process group, or only the fit process, whose export child then runs on to its
-    end) and wait for every process of it to end. Returns whether ``ready`` fired."""
-    proc = subprocess.Popen(_fit_command(features, model), env=_env(), start_new_session=True,
+    end) and wait for every process of it to end. Returns whether ``ready`` fired.
+    ``home``: a SKINFEAT_HOME of its own (an empty one has no cached conversion, so the
+    export converts the backbone in a child process, as the first export of a backbone does)."""
+    proc = subprocess.Popen(_fit_command(features, model), env=_env(home), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline, fired, children = time.monotonic() + timeout, False, []
     while proc.poll() is None and time.monotonic() < deadline:
@@ -111,8 +116,9 @@ def test_a_fit_killed_at_any_moment_leaves_the_old_or_the_new_model_and_no_lefto
     features = pool["features"]
     moments = [(_in_temporary(model), True), (_in_temporary(model, "state.npz"), True),
                (_in_temporary(model, "backbone.tflite"), True), (_in_temporary(model, "backbone.tflite"), False)]
-    for ready, group in moments:
-        assert _kill_when(features, model, ready, group), "the fit ended before the moment came"
+    for i, (ready, group) in enumerate(moments):
+        assert _kill_when(features, model, ready, group, home=tmp_path / f"home{i}"), \
+            "the fit ended before the moment came"
         assert _run_id(model) == old and run("predict", "--model", model, IMAGE).exit_code == 0
         assert _temporaries(model), "the killed fit left nothing to sweep"
     # The moment the new model is in: it is complete.
