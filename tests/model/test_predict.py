@@ -9,6 +9,8 @@ import shlex
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -256,11 +258,17 @@ def test_prediction_imports_neither_tensorflow_nor_scikit_learn(pool):
 
 
 @pytest.mark.parametrize("repeat", [1, 60])  # output left in the buffer at exit; a write failing mid-run
-def test_a_reader_that_closes_the_pipe_ends_it_quietly(pool, repeat):
-    """`skinfeat predict ... | head -1` in a shell with pipefail: the first line, exit 0, nothing on stderr."""
-    images = " ".join(shlex.quote(str(p)) for p in _paths(pool)) + " "
+def test_a_reader_that_closes_the_pipe_ends_it_quietly(pool, repeat, tmp_path):
+    """`skinfeat predict ... | head -1` in a shell with pipefail: the first line, exit 0, nothing on stderr.
+    The images (28 x ``repeat``) are links in one folder: a command line of 1,680 paths would
+    outgrow Linux's 128 KiB per argument in a deeply placed checkout."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for r in range(repeat):
+        for i, path in enumerate(_paths(pool)):
+            (folder / f"{r:03d}-{i:03d}-{Path(path).name}").symlink_to(path)
     command = f"{shlex.quote(sys.executable)} -m skinfeat predict --model {shlex.quote(pool['model'])} " \
-              f"--format isic {images * repeat} | head -1"
+              f"--format isic {shlex.quote(str(folder))} | head -1"
     done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n"
