@@ -19,5 +19,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 # One worker per core (pytest-xdist), each test file on one worker: many tests keep
 # one core busy (a subprocess, a single-threaded head, TFLite), so two workers
-# halve the wall time on 2 cores. The workers share the session's module cache.
-python -m pytest -q -n auto --dist loadfile "$@"
+# halve the wall time on 2 cores. Files go out in collection order (tests/conftest.py
+# puts the longest first), not by their number of tests. The workers share the
+# session's module cache.
+python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder "$@"

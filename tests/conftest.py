@@ -76,11 +76,11 @@ def tmpfs(tmp_path):
 # longest first. The workers (pytest-xdist, a file per worker) take files in collection
 # order, so these start first and no long file is left to run alone at the end.
 LONGEST_FIRST = (
-    "tests/finetune/test_finetune.py", "tests/backbones/test_ports.py", "tests/apps/test_explain.py",
-    "tests/features/test_ray_engine.py", "tests/features/test_join.py", "tests/features/test_precision.py",
-    "tests/test_docs.py", "tests/features/test_extract.py", "tests/test_hostile_kills.py",
-    "tests/model/test_store.py", "tests/imaging/test_lesion.py", "tests/runs/test_ensemble.py",
-    "tests/viz/test_viz.py", "tests/test_hostile_corpus.py", "tests/test_hostile_outputs.py",
+    "tests/finetune/test_finetune.py", "tests/backbones/test_ports.py", "tests/features/test_ray_engine.py",
+    "tests/apps/test_explain.py", "tests/features/test_precision.py", "tests/features/test_extract.py",
+    "tests/model/test_store.py", "tests/features/test_join.py", "tests/test_hostile_kills.py", "tests/test_docs.py",
+    "tests/test_hostile_outputs.py", "tests/model/test_predict.py", "tests/apps/test_web.py",
+    "tests/imaging/test_lesion.py", "tests/viz/test_viz.py",
 )
 
 
