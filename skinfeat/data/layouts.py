@@ -269,8 +269,9 @@ def read_unlabelled(root):
     whose names are no class: misspelt class folders would otherwise pass silently)."""
     problems = []
     found = find_images(root, problems)
-    folders = sorted({Path(p).relative_to(root).parts[0] for paths in found.values() for p in paths
-                      if len(Path(p).relative_to(root).parts) > 1})
+    base = Path(os.path.abspath(root))  # find_images's paths are below it, however ``root`` was spelt
+    folders = sorted({Path(p).relative_to(base).parts[0] for paths in found.values() for p in paths
+                      if len(Path(p).relative_to(base).parts) > 1})
     if len(folders) > 1:
         shown_names = ", ".join(f"{f}/" for f in folders[:6]) + (f" and {len(folders) - 6} more" if len(folders) > 6 else "")
         problems.append(warning(

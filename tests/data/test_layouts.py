@@ -199,3 +199,23 @@ def test_real_ham10000_manifest(ham10000):
     assert m.problems == []
     assert sum(v == "" for v in m.metadata["age"]) == 57
     assert os.path.basename(m.paths[0]) == m.image_ids[0] + ".jpg"
+
+
+@pytest.mark.parametrize("spelling", ["outside", "./outside", "outside/", "sub/../outside", "link", "with space",
+                                      "dossier-été"])
+def test_a_folder_of_unlabelled_images_reads_the_same_however_it_is_named(tmp_path, monkeypatch, spelling):
+    """Relative, ./, trailing-slash, .., symlinked, spaced and non-ASCII spellings of a
+    folder of images without labels give the manifest its absolute path gives."""
+    for name in ("outside", "with space", "dossier-été"):
+        for i, sub in enumerate(("", "", "a", "b")):  # two sub-folders that are no class: a warning, not a crash
+            write_image(tmp_path / name / sub / f"ISIC_{i:07d}.jpg")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "outside")
+    monkeypatch.chdir(tmp_path)
+    m = load_dataset(data=spelling)
+    absolute = load_dataset(data=str(tmp_path / spelling))
+    assert m.layout == "unlabelled" and m.image_ids == absolute.image_ids == [f"ISIC_{i:07d}" for i in range(4)]
+    assert [p.message for p in m.problems] == [p.message for p in absolute.problems]
+    assert any("sub-folders (a/, b/)" in p.message for p in m.problems)
+    result = CliRunner().invoke(cli, ["data", "check", "--data", spelling])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
