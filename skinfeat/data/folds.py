@@ -67,6 +67,10 @@ def resolve_folds(fs, folds_path=None, k=None, seed=DEFAULT_SEED):
         fold[labelled] = make_folds(_Labelled(fs, labelled), k=k, seed=seed)
         source = f"make_folds(k={k}, seed={seed})"
     used = np.unique(fold[fold >= 0])
+    if not len(used):
+        raise DataError(f"folds file {folds_path} holds out every one of the {int(labelled.sum())} labelled images "
+                        f"of {fs.path} (fold -1), so there is nothing to cross-validate; expected images in at "
+                        "least 2 folds: write one with `skinfeat data split --folds 5 --out FILE`, or leave out --folds")
     folds = Folds(fold, source, len(used), folds_hash(fs.image_ids, fold))
     present = np.unique(fs.labels[fold >= 0])
     if len(present) < 2:

@@ -208,3 +208,13 @@ def test_fit_prints_no_numpy_warnings(features, head):
                      if head == "softmax" else "alpha=0.05")
     assert result.exit_code == 0, result.output
     assert "Warning" not in result.output and "divide by zero" not in result.output
+
+
+def test_a_folds_file_that_holds_every_image_out(features, tmp_path):
+    fs, path = features
+    write_folds(tmp_path / "out.csv", fs, np.full(len(fs), -1))
+    result = run("fit", "--head", "logreg", "--features", path, "--folds", tmp_path / "out.csv")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = one_error_line(result)
+    assert "holds out every one of the 265 labelled images" in line and "skinfeat data split --folds 5" in line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no record written
