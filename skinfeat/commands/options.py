@@ -90,8 +90,9 @@ def shift_lines(check):
 
 
 def progress_option(help="Show progress on stderr (-q: none)."):
-    """``--progress/--no-progress`` (``-q`` is ``--no-progress``), passed on as ``progress``."""
-    return click.option("--progress/--no-progress", " /-q", "progress", default=True, show_default=True, help=help)
+    """``--progress/--no-progress`` (``-q`` and ``--quiet`` are ``--no-progress``), passed on as ``progress``."""
+    return click.option("--progress/--no-progress", " /-q", " /--quiet", "progress", default=True, show_default=True,
+                        help=help)
 
 
 def format_option(formats, help="Output format."):

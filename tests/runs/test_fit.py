@@ -218,3 +218,11 @@ def test_a_folds_file_that_holds_every_image_out(features, tmp_path):
     line = one_error_line(result)
     assert "holds out every one of the 265 labelled images" in line and "skinfeat data split --folds 5" in line
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no record written
+
+
+@pytest.mark.parametrize("flag", ["-q", "--quiet", "--no-progress"])
+def test_every_spelling_of_no_progress_silences_the_folds(features, flag):
+    loud, quiet = run("fit", "--head", "logreg", "--features", features[1], "--cv", "3"), \
+        run("fit", "--head", "logreg", "--features", features[1], "--cv", "3", flag)
+    assert loud.exit_code == quiet.exit_code == 0, quiet.output
+    assert "fold 1/3" in loud.output and "fold 1/3" not in quiet.output
