@@ -111,7 +111,6 @@ def _pick(records, run_id, runs, exact):
 
 
 def _leaderboard_section(rows, records, shown):
-
     cells = table_cells(rows)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
     body = "".join(("<tr class='shown'>" if row["run_id"] == shown.get("run_id") else "<tr>")
@@ -128,7 +127,6 @@ HEADLINE = (("bmca", "BMCA"), ("accuracy", "accuracy"), ("top3", "top-3"), ("mac
 
 
 def _run_section(record, runs, result, best):
-
     name = f"{record['backbone'].get('module')} + {record['head']}"
     metrics = record.get("metrics", {})
     k = len((metrics.get("bmca") or {}).get("folds") or [])
@@ -243,7 +241,6 @@ def _load_oof(record, runs, result):
 
 
 def _features(record, result):
-
     path = record["features"].get("path")
     if not path or not Path(path).is_file():
         relative = (f" (the record names it relative to the folder `skinfeat fit` ran in, and it is neither under "
@@ -320,7 +317,6 @@ document.body.dataset.images=i.length;document.body.dataset.rendered=i.filter(x=
 
 
 def _page(sections, runs, result):
-
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     notes = f"<section><h2>Notes</h2><ul class='note'>{notes}</ul></section>" if notes else ""
     csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"

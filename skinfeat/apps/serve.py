@@ -65,7 +65,6 @@ class ModelPool:
     lends one to a single request at a time."""
 
     def __init__(self, directory, workers=DEFAULT_WORKERS):
-
         self.directory = Path(directory)
         self.first = load_any(directory)
         self._free = queue.LifoQueue()
@@ -219,7 +218,6 @@ class App:
         return 200, "application/json", _json(self.summary)
 
     def predict(self, environ):
-
         data, name, fields = upload(environ, read_body(environ, self.max_upload))
         top_k = _top_k(fields)
         with self.pool.borrowed() as model:

@@ -239,7 +239,6 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
     if hasattr(module, "load"):
         mod = module
     else:
-
         mod = resolve_module(module)
     size = _image_size(mod, image_size)
     key_parts = {
@@ -318,7 +317,6 @@ def _engine(run, precision):
 
 def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk, run,
                     cluster=None):
-
     parts_dir = out.with_name(out.name + ".parts")
     stamp = parts_dir / "key.txt"
     if parts_dir.exists() and (not stamp.exists() or stamp.read_text() != f"{key} {chunk}"):
@@ -342,12 +340,10 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
 
         int8_path = None
         if precision == "int8":
-
             int8_path = int8_model(mod, manifest, size, key_parts["resize"], key_parts.get("lesion", "none"))
         done_before = n - sum(spans[i][1] - spans[i][0] for i in todo)
         bar = progress_bar(None, progress, total=n, initial=done_before, unit="img", desc=f"extract {mod.name}")
         if run.engine == "ray":
-
             extract_on_ray(cluster, manifest, mod, [(i, *spans[i]) for i in todo], key_parts, size, precision,
                            int8_path, flush)
         else:

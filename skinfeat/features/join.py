@@ -86,7 +86,6 @@ def join(sets):
     }
     seen = [fs.trained_on for fs in aligned if fs.trained_on is not None]
     if seen:
-
         attrs[TRAINED_ON] = trained_on_bits(np.any(seen, axis=0))
     return FeatureSet(path=" + ".join(str(fs.path) for fs in aligned), features=features, views=view_array,
                       image_ids=first.image_ids, labels=first.labels, lesion_ids=first.lesion_ids,
@@ -110,7 +109,6 @@ _REEXTRACT = "re-extract it with `skinfeat extract`"
 
 
 def _take(fs, rows):
-
     return FeatureSet(path=fs.path, features=fs.features[rows], views=None if fs.views is None else fs.views[rows],
                       image_ids=fs.image_ids[rows], labels=fs.labels[rows], lesion_ids=fs.lesion_ids[rows],
                       metadata={k: np.asarray(v)[rows] for k, v in fs.metadata.items()},
@@ -118,7 +116,6 @@ def _take(fs, rows):
 
 
 def _reordered_attrs(fs, rows):
-
     attrs = dict(fs.attrs)
     if fs.trained_on is not None:
         attrs[TRAINED_ON] = trained_on_bits(fs.trained_on[rows])

@@ -75,7 +75,6 @@ def forward(mod, precision=DEFAULT_PRECISION, device="cpu", int8_path=None):
     ``int8_path``: the int8 TFLite copy (``int8_model``), for ``int8``."""
     check(precision, device)
     if precision == "int8":
-
         return TFLiteBackbone(int8_path)
 
     tf = tensorflow()
@@ -180,7 +179,6 @@ def int8_model(mod, manifest, size, resize, lesion):
                              ModelError, prefix=f"converting backbone {mod.name} to int8 TFLite failed: ")
             write_atomically(path.with_suffix(".json"), lambda f: json.dump(info, f))  # before the .tflite is in
     except OSError as exc:
-
         raise write_error(path, exc, f"the int8 TFLite copy of backbone {mod.name}") from None
     return path
 

@@ -54,7 +54,6 @@ class ChunkExtractor:
     """A Ray Data actor: the features of one chunk per call (``__call__``)."""
 
     def __init__(self, module, size, key_parts, precision, device, int8_bytes, threads):
-
         tf = tensorflow()
         if threads:  # the CPUs Ray gave this actor, not every core of its node
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -74,7 +73,6 @@ class ChunkExtractor:
                             key_parts.get("augment", "mild"), key_parts.get("lesion", "none"))
 
     def __call__(self, batch):
-
         out = []
         for chunk, start, stop, paths in zip(batch["chunk"], batch["start"], batch["stop"], batch["paths"]):
             t0 = time.perf_counter()
@@ -166,7 +164,6 @@ def session(run, precision):
             raise UsageError(f"--engine ray: cannot start or reach {where} ({str(exc).splitlines()[0]}); "
                              "check --ray-address (ray://host:10001 or host:6379) or drop it") from None
     try:
-
         kind, actors, cpus, gpus = _plan(ray, run.device, run.workers)
         check(precision, kind)
         yield Cluster(ray, kind, actors, cpus, gpus)

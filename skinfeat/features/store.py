@@ -347,5 +347,4 @@ def _decode(value):
 
 
 def _version():
-
     return __version__

@@ -124,7 +124,6 @@ def _current(name, key):
 
 
 def _announce(log, name, key, key_parts, state, run_dir, n_train, n_val):
-
     if state["epoch"]:
         log(f"resuming {name} (run {key}, {run_dir}) after epoch {state['epoch']} of {key_parts['epochs']}")
     else:

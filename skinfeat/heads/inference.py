@@ -66,7 +66,6 @@ def _softmax(state, params, directory):
 
 
 def _lightgbm(state, params, directory):
-
     forest = LightGBMText(Path(directory) / LIGHTGBM_MODEL)
     return lambda X: log_softmax(forest.raw_score(X))
 

@@ -152,7 +152,6 @@ class EnsemblePredictor:
     ``head.adjust``, ``head.offsets``, ``manifest``, ``metadata``, ``prediction``."""
 
     def __init__(self, directory, verify_hash=True):
-
         self.directory = Path(directory)
         self.manifest = read_any_manifest(directory)
         if self.manifest.get("format") != ENSEMBLE_FORMAT:
@@ -196,5 +195,4 @@ class EnsemblePredictor:
         return {c: max(k.get(c, 0) for k in counts) for k in counts for c in k}
 
     def prediction(self, path, proba):
-
         return Prediction(Path(path).stem, str(path), proba, self.head.adjust(proba[None])[0])

@@ -28,6 +28,7 @@ import, logs and tracing memory out of the caller (``fit`` with a numpy head
 never imports TensorFlow).
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -120,24 +121,21 @@ def cached_backbone(backbone):
     conversion cache (``conversion_cache``: converted once per fingerprint and input
     size); returns its path. For scoring features of new images without a model
     directory (``skinfeat.runs.shiftcheck``)."""
-    import hashlib
-
     path = conversion_cache(backbone.get("module_fingerprint"), backbone.get("input_size"))
     if path is None:  # no fingerprint recorded: keyed by the module's name
-        path = CACHE_DIR() / f"{hashlib.sha256(str(backbone.get('module')).encode()).hexdigest()[:16]}.tflite"
+        path = cache_dir() / f"{hashlib.sha256(str(backbone.get('module')).encode()).hexdigest()[:16]}.tflite"
     if not path.is_file():
         try:
             with atomic_dir(path.with_suffix(".export")) as tmp:  # a killed export is swept next time
                 export_backbone(tmp, backbone, backbone.get("module"))
                 os.replace(Path(tmp) / TFLITE, path)
         except OSError as exc:
-
             raise write_error(path, exc, f"the TFLite copy of backbone {backbone.get('module')}") from None
     return path
 
 
-def CACHE_DIR():  # noqa: N802 (a path that follows $SKINFEAT_HOME)
-
+def cache_dir():
+    """Where converted backbones are kept: ``$SKINFEAT_HOME/tflite``."""
     return skinfeat_home() / "tflite"
 
 
@@ -146,12 +144,10 @@ def conversion_cache(fingerprint, input_size):
     ``input_size`` is kept (``$SKINFEAT_HOME/tflite/<key>.tflite``, its export record
     beside it as ``.json``); None without a fingerprint. Every model directory, shift
     check and ensemble member of that backbone copies it instead of converting again."""
-    import hashlib
-
     if not fingerprint:
         return None
     key = hashlib.sha256(json.dumps([fingerprint, list(input_size) if input_size else None]).encode()).hexdigest()
-    return CACHE_DIR() / f"{key[:16]}.tflite"
+    return cache_dir() / f"{key[:16]}.tflite"
 
 
 def export_into(directory, manifest, modules, model, skip_unavailable=False):

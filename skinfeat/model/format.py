@@ -165,7 +165,6 @@ def _check_fields(directory, manifest):
     if manifest.get("parts") is not None and len(manifest["parts"]) < 2:
         raise bad("parts", manifest["parts"], "two or more backbones (one is the backbone block)")
     if manifest.get("metadata") is not None:
-
         why = check_encoding(manifest["metadata"])
         if why:
             raise bad("metadata", manifest["metadata"], f"a metadata encoding ({why})")

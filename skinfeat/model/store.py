@@ -72,7 +72,6 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
         np.savez(tmp / STATE, **head.get_state())
         manifest["files"] = [STATE] + head.save_files(tmp)
         if export:
-
             modules = [p.get("module") for p in parts] if parts else [attrs.get("module")]
             export_into(tmp, manifest, modules, directory, skip_unavailable)
         write_manifest(tmp, manifest)
@@ -111,5 +110,4 @@ def _params(params):
 
 
 def _version():
-
     return __version__

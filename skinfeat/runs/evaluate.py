@@ -123,7 +123,6 @@ def _dataset_name(where):
 
 def _write(result, write, runs=None):
     if write:
-
         result["run_id"] = new_run_id("evaluation", result.get("model_run_id") or result["dataset"])
         record = {k: v for k, v in result.items() if k != "image_ids"}
         result["record_path"] = str(write_record(record, runs, schema=EVALUATION_SCHEMA))
@@ -137,7 +136,6 @@ def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, writ
 
 
     if write:
-
         check_runs_writable(runs)
     info = read_any_manifest(directory)
     total = int((np.asarray(manifest.labels) >= 0).sum()) * (1 + len(shifts))
@@ -158,7 +156,6 @@ def evaluate_predictions(path, labels_path, write=True, runs=None):
 
 
     if write:
-
         check_runs_writable(runs)
     ids, proba, y = read_predictions(path, read_labels(labels_path))
     result = {"n": len(ids), "image_ids": ids, "tta": None, "clean": score(y, proba, np.zeros(len(CLASSES))),

@@ -107,7 +107,6 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         "model_dir": None,
     }
     if shifts:
-
         fold, rows, fold_head = result.first
         record["shift"] = shift_check(fs, fold_head, rows, shift_data, shifts, tta, fold, progress)
         if log:
@@ -121,7 +120,6 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         record["model_dir"] = str(save_model(out, final, cls.name, attrs, training_info(fs, folds, record),
                                              export=True, skip_unavailable=test is None))
         if test is not None:
-
             evaluation = evaluate_images(out, test, where=test_name, runs=runs, progress=progress)
             record["test"] = {"dataset": evaluation["dataset"], "n": evaluation["n"],
                               "bmca": evaluation["clean"]["bmca"], "accuracy": evaluation["clean"]["accuracy"],

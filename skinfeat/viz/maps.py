@@ -46,7 +46,6 @@ def _by_fold(fs, folds, notes):
     if folds is None:
         raise UsageError("--color fold needs --folds FOLDS.csv (written by 'skinfeat data split')")
     if not isinstance(folds, dict):
-
         folds = read_folds(folds)
     found = [folds.get(str(i)) for i in fs.image_ids]
     missing = sum(f is None for f in found)
