@@ -25,7 +25,8 @@ backbone it may load: ``skinfeat.model.format.backbone_spec``.
 The conversion runs in a fresh Python process (``python -m skinfeat.model.export``,
 ``skinfeat.core.tf_runtime.run_fresh``), as backbone builds do: it keeps TensorFlow's
 import, logs and tracing memory out of the caller (``fit`` with a numpy head
-never imports TensorFlow).
+never imports TensorFlow). A caller that holds TensorFlow already (fine-tuning,
+a head fitted in TensorFlow) converts in its own process: the import is paid.
 """
 
 import hashlib
@@ -90,8 +91,15 @@ def export_backbone(directory, backbone, module, model=None, file=TFLITE):
         return dict(info, file=file, sha256=sha256_file(out), module=backbone.get("module"))
     args = {"module": module, "fingerprint": backbone.get("module_fingerprint"),
             "input_size": backbone.get("input_size"), "out": str(out), "model": str(model or directory)}
-    info = run_fresh("skinfeat.model.export", [json.dumps(args)], ModelError,
-                     prefix=f"exporting backbone {module} crashed: ")
+    if "tensorflow" in sys.modules:  # the caller holds TensorFlow already (fine-tuning, a TF head)
+        try:
+            info = _answer(args)
+        except Exception as exc:  # noqa: BLE001 - as a crash of the fresh process reads
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(f"exporting backbone {module} crashed: {first}") from None
+    else:
+        info = run_fresh("skinfeat.model.export", [json.dumps(args)], ModelError,
+                         prefix=f"exporting backbone {module} crashed: ")
     if "os_error" in info:
         raise OSError(*info["os_error"])
     if "unavailable" in info:
@@ -278,13 +286,16 @@ def _keep(cached, out, info):
         pass
 
 
-if __name__ == "__main__":
-    # The answer is always JSON: what was exported, why the backbone is unavailable
-    # here, or the OSError of writing the file (the caller raises it again).
+def _answer(args):
+    """``convert``'s answer as a dict: what was exported, why the backbone is unavailable
+    here, or the OSError of writing the file (the caller raises it again)."""
     try:
-        answer = convert(**json.loads(sys.argv[1]))
+        return convert(**args)
     except SkinfeatError as exc:
-        answer = {"unavailable": str(exc)}
+        return {"unavailable": str(exc)}
     except OSError as exc:
-        answer = {"os_error": [exc.errno, exc.strerror, exc.filename]}
-    print(json.dumps(answer))
+        return {"os_error": [exc.errno, exc.strerror, exc.filename]}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_answer(json.loads(sys.argv[1]))))
