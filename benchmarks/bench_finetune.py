@@ -52,6 +52,8 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--loss", default=DEFAULTS["loss"])
     parser.add_argument("--unfreeze", default=DEFAULTS["unfreeze"])
+    parser.add_argument("--augment", default=DEFAULTS["augment"])
+    parser.add_argument("--bn", default=DEFAULTS["bn"])
     parser.add_argument("--limit", type=int, help="use a seeded sample of N images (a quick trial)")
     parser.add_argument("--shift", action="append", help="shifts (default: the standard 15)")
     parser.add_argument("--no-frozen", dest="frozen", action="store_false",
@@ -74,6 +76,7 @@ def main(argv=None):
     shifts = parse_shifts(args.shift or list(STANDARD))
     result = finetune(manifest, args.module, folds_path, 0, dataset_name=name, epochs=args.epochs,
                       size=tuple(args.size), batch=args.batch, lr=args.lr, loss=args.loss, unfreeze=args.unfreeze,
+                      augment=args.augment, bn=args.bn,
                       progress=True, log=log)
     tuned_seconds = time.perf_counter() - start
     test = manifest.subset(np.flatnonzero(fold == 0))

@@ -7,6 +7,7 @@ import click
 from skinfeat.commands.options import dataset_options, load_manifest, progress_option
 from skinfeat.core.devices import DEFAULT_DEVICE, DEVICES
 from skinfeat.finetune import DEFAULTS
+from skinfeat.finetune.data import AUGMENTS
 from skinfeat.finetune.train import BN_POLICIES, LOSSES
 
 
@@ -35,6 +36,10 @@ from skinfeat.finetune.train import BN_POLICIES, LOSSES
                    "(gamma 2) with the same weights.")
 @click.option("--bn", type=click.Choice(BN_POLICIES), default=DEFAULTS["bn"], show_default=True,
               help="BatchNorm: frozen moving statistics (for small batches), or train on batch statistics.")
+@click.option("--augment", type=click.Choice(AUGMENTS), default=DEFAULTS["augment"], show_default=True,
+              help="Training views. frames: framed as the network will see images (the whole frame or a "
+                   "square crop of it, zoomed 1-1.6x), rotated, flipped, colour-jittered; robust: square "
+                   "crops zoomed 1-3.5x and stronger jitter (extraction's preset); mild.")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True,
               help="Seed of the validation part, the image order and the augmented views.")
 @click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
@@ -44,9 +49,9 @@ from skinfeat.finetune.train import BN_POLICIES, LOSSES
                    "or gpu (an error when none is visible).")
 @progress_option("Show a progress bar (-q: none).")
 def finetune(data, images, labels, module, folds_path, fold, all_folds, epochs, size, unfreeze, batch, lr,
-             loss, bn, seed, out, device, progress):
-    """Fine-tune a backbone end to end on the training folds, with the robust
-    augmentation, class-balanced (or focal) loss, warm-up and cosine decay, and
+             loss, bn, augment, seed, out, device, progress):
+    """Fine-tune a backbone end to end on the training folds, on augmented views
+    (--augment), class-balanced (or focal) loss, warm-up and cosine decay, and
     early stopping on the validation BMCA of a lesion-grouped tenth of them.
 
     The result is a new backbone in the module cache, finetuned/<base>-<data>-fold<K>
@@ -63,7 +68,7 @@ def finetune(data, images, labels, module, folds_path, fold, all_folds, epochs, 
     name = Path(data or images or ".").resolve().name
     result = run(manifest, module, folds_path, fold, dataset_name=name, out=out, progress=progress,
                  log=lambda line: click.echo(line, err=True), epochs=epochs, size=size, unfreeze=unfreeze,
-                 batch=batch, lr=lr, loss=loss, bn=bn, seed=seed, device=device)
+                 batch=batch, lr=lr, loss=loss, bn=bn, augment=augment, seed=seed, device=device)
     if result.reused:
         click.echo(f"up to date: {result.name} was fine-tuned with these settings already "
                    f"(model {result.model_dir})", err=True)

@@ -37,7 +37,7 @@ from skinfeat.viz.plots import plot_history, save_figure
 # For a 2-core CPU: HAM10000's native 150x200 (0.6x the cost of 224x224; EfficientNet
 # is fully convolutional), batch 16 with frozen BatchNorm statistics.
 DEFAULTS = {"epochs": 8, "size": (150, 200), "unfreeze": "all", "batch": 16, "lr": 3e-4, "loss": "balanced",
-            "bn": "frozen", "seed": 0}
+            "bn": "frozen", "augment": "frames", "seed": 0}
 
 
 @dataclass
@@ -174,7 +174,7 @@ def _finish(run, mod, name, key, key_parts, layers, model_dir, runs, log):
         "skinfeat_version": __version__, "module": name, "module_fingerprint": new.fingerprint,
         "module_dir": str(module_dir), "base": mod.name, "data": key_parts["data"], "fold": fold,
         "key": key, "settings": key_parts, "n_train": len(split.train), "n_val": len(split.val),
-        "n_unseen": len(split.unseen), "class_counts": counts.tolist(), "history": history, "best": best,
+        "n_unseen": len(split.unseen), "class_counts": counts.tolist(), "probe": state.get("probe"), "history": history, "best": best,
         "stopped": state["stopped"], "model_dir": str(model_dir),
         "timings": {"train_seconds": sum(h["seconds"] for h in history),
                     "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),

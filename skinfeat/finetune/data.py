@@ -6,8 +6,7 @@
   split theirs: ``skinfeat.heads.base.inner_split``) that scores each epoch for
   early stopping.
 - ``train_batches``: the training images in a seeded order per epoch, each one a
-  fresh robust view (``skinfeat.imaging.augment``, preset "robust": what other clinics and
-  devices vary in) resized by the crop policy; ``clean_batches``: the images as
+  fresh view by the run's preset (``AUGMENTS``; "frames" by default); ``clean_batches``: the images as
   ``skinfeat extract`` sees them. Images are decoded by ``skinfeat.imaging.images.decode``
   (as extract and predict do); one that cannot be read is left out.
 """
@@ -23,10 +22,14 @@ from skinfeat.core.tf_runtime import tensorflow
 from skinfeat.data.split import read_folds
 from skinfeat.features.extract import DEFAULT_RESIZE
 from skinfeat.features.pipeline import DECODE_THREADS, decode_path
-from skinfeat.imaging.augment import augment_image, resize_tf
+from skinfeat.imaging.augment import AUGMENT_FUNCTIONS, augment_image, frame_view, resize_tf
 
 VAL_FRACTION = 0.1
 CLEAN_BATCH = 32
+# Training views: "frames" (``skinfeat.imaging.augment.frame_view``: framed as the network
+# will see images, zoom 1-1.6x), or an extraction preset ("robust": square crops zoomed
+# 1-3.5x, "mild") resized by the crop policy.
+AUGMENTS = ("frames", *AUGMENT_FUNCTIONS)
 
 
 @dataclass
@@ -131,9 +134,10 @@ def _decoded(path):
     return image
 
 
-def train_batches(manifest, rows, size, batch, seed, epoch):
+def train_batches(manifest, rows, size, batch, seed, epoch, augment="frames"):
     """(images [B, H, W, 3], labels [B]) of ``rows`` in the order of (seed, epoch), each
-    image a robust view seeded by (seed, epoch, row): a resumed epoch sees what a whole one would."""
+    image a view by preset ``augment`` (AUGMENTS) seeded by (seed, epoch, row): a resumed
+    epoch sees what a whole one would."""
     tf = tensorflow()
 
     order = np.asarray(rows)[np.random.default_rng([seed, epoch]).permutation(len(rows))]
@@ -141,7 +145,10 @@ def train_batches(manifest, rows, size, batch, seed, epoch):
     @tf.autograph.experimental.do_not_convert
     def load(row, path, label):
         view_seed = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), row])
-        view = resize_tf(augment_image(_decoded(path), view_seed, "robust"), size, DEFAULT_RESIZE)
+        if augment == "frames":
+            view = frame_view(_decoded(path), view_seed, size)
+        else:
+            view = resize_tf(augment_image(_decoded(path), view_seed, augment), size, DEFAULT_RESIZE)
         view.set_shape([size[0], size[1], 3])
         return view, label
 

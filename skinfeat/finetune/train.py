@@ -47,7 +47,7 @@ from skinfeat.core.writable import FULL, reason, writing
 from skinfeat.finetune import data
 from skinfeat.finetune.module import build_model, init_head
 
-VERSION = 1  # bump when training computes something else: runs of another version are not resumed
+VERSION = 2  # bump when training computes something else: runs of another version are not resumed
 PATIENCE = 3
 WARMUP = 0.1
 FOCAL_GAMMA = 2.0
@@ -69,6 +69,8 @@ def check_settings(s):
                 (not (s["lr"] > 0 and math.isfinite(s["lr"])), f"--lr {s['lr']}: expected a positive number"),
                 (s["loss"] not in LOSSES, f"--loss {s['loss']!r}: expected one of {', '.join(LOSSES)}"),
                 (s["bn"] not in BN_POLICIES, f"--bn {s['bn']!r}: expected one of {', '.join(BN_POLICIES)}"),
+                (s["augment"] not in data.AUGMENTS,
+                 f"--augment {s['augment']!r}: expected one of {', '.join(data.AUGMENTS)}"),
                 (s["unfreeze"] != "all" and not (isinstance(s["unfreeze"], int) and s["unfreeze"] >= 1),
                  f"--unfreeze {s['unfreeze']!r}: expected all or a number of variables (1 or more)")]
     for bad, message in problems:
@@ -236,7 +238,7 @@ def _train(run, log, progress, gpu):
             np.asarray(run.manifest.labels), split.train, PROBE_IMAGES, s["seed"]), size), s["seed"])
         bmca, accuracy, n_val = evaluate(model, val)  # epoch 0, the linear probe: kept if no epoch beats it
         save(tf.train.Checkpoint(model=model), run_dir, "best-0", 0, state)
-        state["best"] = {"epoch": 0, "val_bmca": bmca, "val_accuracy": accuracy}
+        state["best"] = state["probe"] = {"epoch": 0, "val_bmca": bmca, "val_accuracy": accuracy}
         write_state(run_dir, state)
         log(f"epoch 0 (linear probe on the module's features): validation BMCA {bmca:.3f} / accuracy "
             f"{accuracy:.3f} ({n_val} images)")
@@ -271,7 +273,8 @@ def _train(run, log, progress, gpu):
         epoch = state["epoch"] + 1
         bar.set_description(f"finetune epoch {epoch}/{s['epochs']}")
         start, losses, seen = time.perf_counter(), [], 0
-        for images, labels in data.train_batches(run.manifest, split.train, size, s["batch"], s["seed"], epoch):
+        for images, labels in data.train_batches(run.manifest, split.train, size, s["batch"], s["seed"], epoch,
+                                                s["augment"]):
             losses.append(float(step(images, labels)) * int(labels.shape[0]))
             seen += int(labels.shape[0])
             bar.update(int(labels.shape[0]))

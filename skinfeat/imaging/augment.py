@@ -7,6 +7,9 @@ resizing by policy, and the augmentation presets that make a file's views.
   first preset). ``robust``: what images from other clinics and devices vary in
   (``ROBUST``): random square crops zoomed 1-3.5x, letterbox and dermatoscope-circle
   framings, any rotation, flips, colour, blur and resolution jitter.
+- ``frame_view(image, seed, size)``: fine-tuning's training view (preset ``frames``),
+  at exactly ``size``: framed as the crop policy frames a whole image or a square
+  crop of it, zoomed 1-1.6x, rotated, flipped and colour-jittered.
 
 ``skinfeat.imaging.images`` reproduces ``resize_tf`` in numpy for prediction.
 """
@@ -169,6 +172,57 @@ def _augment_robust(image, seed):
                                tf.stack([out, out]))
 
     view = tf.cond(u[5] < r["p_downscale"], downscale, lambda: view)
+    return tf.clip_by_value(view, 0.0, 1.0)
+
+
+# The framing preset's ranges (``frame_view``: fine-tuning's training views).
+FRAMES = {"zoom": (1.0, 1.6), "aspect": (0.9, 1.1), "brightness": (0.8, 1.25), "contrast": (0.8, 1.25),
+          "saturation": (0.85, 1.18), "hue": 0.02, "temperature": (0.9, 1.11), "p_blur": 0.1,
+          "blur_sigma": (0.3, 1.5), "p_downscale": 0.1, "downscale": (0.4, 0.8)}
+
+
+def frame_view(image, seed, size):
+    """A training view of ``image`` at exactly ``size`` (H, W), framed as the network
+    will be shown images: a box of the size's aspect, as the crop policy frames a
+    whole image (zoom 1) or a square crop of one (zoom 4/3 at 150x200), and a little
+    closer (``FRAMES``: zoom 1-1.6, log-uniform, centre anywhere); any rotation (edges
+    reflected), flips, colour jitter, sometimes blur or a downscale. ``seed``: a [2]
+    int tensor, same seed same view."""
+    tf = tensorflow()
+
+    r = FRAMES
+    seeds = tf.random.experimental.stateless_split(seed, 13)
+    u = tf.random.stateless_uniform([4], seeds[0])
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.reduce_max(tf.constant(size, tf.float32) / shape)  # as the crop policy scales it
+    image = _antialiased(lambda im, aa: tf.image.resize(im, tf.cast(tf.math.ceil(shape * scale), tf.int32),
+                                                        antialias=aa), image, size)
+    image = _rotate(image, tf.random.stateless_uniform([], seeds[1], -np.pi, np.pi))
+    fh, fw = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+    target = size[1] / size[0]  # width / height of the box
+    bh = tf.minimum(fh, fw / target)
+    zoom = _log_uniform(seeds[2], r["zoom"])
+    aspect = tf.sqrt(_log_uniform(seeds[3], r["aspect"]))
+    ch = tf.minimum(bh / zoom * aspect, fh)
+    cw = tf.minimum(bh * target / zoom / aspect, fw)
+    top, left = u[0] * (fh - ch), u[1] * (fw - cw)
+    box = tf.stack([top / fh, left / fw, (top + ch) / fh, (left + cw) / fw])[None]
+    view = tf.image.crop_and_resize(image[None], box, [0], list(size))[0]
+    view = tf.image.stateless_random_flip_left_right(view, seeds[4])
+    view = tf.image.stateless_random_flip_up_down(view, seeds[5])
+    view = view * _log_uniform(seeds[6], r["brightness"])
+    mean = tf.reduce_mean(view)
+    view = (view - mean) * _log_uniform(seeds[7], r["contrast"]) + mean
+    view = tf.image.adjust_saturation(tf.clip_by_value(view, 0.0, 1.0), _log_uniform(seeds[8], r["saturation"]))
+    view = tf.image.stateless_random_hue(view, r["hue"], seeds[9])
+    t = _log_uniform(seeds[10], r["temperature"])
+    view = tf.clip_by_value(view * tf.stack([t, 1.0, 1.0 / t]), 0.0, 1.0)
+    sigma = tf.random.stateless_uniform([], seeds[11], *r["blur_sigma"])
+    view = tf.cond(u[2] < r["p_blur"], lambda: _gaussian_blur(view, sigma), lambda: view)
+    factor = tf.random.stateless_uniform([], seeds[12], *r["downscale"])
+    small = tf.cast(tf.maximum(8.0, tf.constant(size, tf.float32) * factor), tf.int32)
+    view = tf.cond(u[3] < r["p_downscale"], lambda: tf.image.resize(
+        tf.image.resize(view, small, antialias=True), list(size)), lambda: view)
     return tf.clip_by_value(view, 0.0, 1.0)
 
 

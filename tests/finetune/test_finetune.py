@@ -159,6 +159,33 @@ def test_new_module_through_extract_fit_and_predict_with_the_leak_guard(setup, t
     assert len(refused.output.strip().splitlines()) == 1
 
 
+def test_training_and_evaluate_pipelines_agree(setup):
+    """The fine-tuned network scored on the same real images by the training pipeline
+    (tf.data, the SavedModel, the head) and by ``evaluate`` (numpy decode and resize,
+    the TFLite backbone, the saved head)."""
+    import tensorflow_hub as hub
+
+    from skinfeat.core.metrics import classification_metrics
+    from skinfeat.data.layouts import load_dataset
+    from skinfeat.finetune.data import clean_batches
+    from skinfeat.model.predictor import load_predictor
+    from skinfeat.runs.evaluate import evaluate_images
+
+    record = json.loads(next(setup["runs"].glob("*-finetune.json")).read_text())
+    manifest = load_dataset(data=setup["data"])
+    module = hub.load(record["module_dir"])
+    predictor = load_predictor(record["model_dir"])
+    feats, labels = [], []
+    for images, y in clean_batches(manifest, np.arange(len(manifest)), tuple(record["settings"]["size"])):
+        feats.append(module(images, training=False).numpy())
+        labels.append(y.numpy())
+    trained, y = predictor.head(np.concatenate(feats)), np.concatenate(labels)
+    np.testing.assert_allclose(predictor.probabilities([str(p) for p in manifest.paths]), trained, atol=1e-3)
+    scored = evaluate_images(record["model_dir"], manifest, write=False, progress=False)
+    assert abs(scored["clean"]["bmca"] - classification_metrics(y, trained)["bmca"]) <= 0.01
+    assert record["probe"]["epoch"] == 0 and 0 <= record["probe"]["val_bmca"] <= 1
+
+
 def test_unfreeze_takes_the_last_variables_in_forward_order(setup, skinfeat_home, monkeypatch):
     import tensorflow_hub as hub
 
