@@ -21,8 +21,10 @@ from skinfeat.finetune.train import BN_POLICIES, LOSSES
 @click.option("--fold", type=click.IntRange(min=0), default=None, metavar="K",
               help="The fold to leave out (never seen, so `fit` can score it).")
 @click.option("--all", "all_folds", is_flag=True, help="Train on every fold (no fold left out to score).")
-@click.option("--epochs", type=int, default=DEFAULTS["epochs"], show_default=True,
-              help="Most epochs; training stops earlier after 3 without a better validation BMCA.")
+@click.option("--epochs", type=int, default=None,
+              help=f"Most epochs; training stops earlier after 3 without a better validation BMCA. "
+                   f"Default: {DEFAULTS['epochs']}; with --all, the epochs the fold runs of the same "
+                   "settings chose (their median).")
 @click.option("--size", type=(int, int), default=DEFAULTS["size"], show_default=True, metavar="H W",
               help="Training input size (150 200: HAM10000's own resolution, 0.6x the cost of 224 224).")
 @click.option("--unfreeze", default=DEFAULTS["unfreeze"], show_default=True, metavar="all|N",

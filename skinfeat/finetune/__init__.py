@@ -74,7 +74,8 @@ def module_name(mod, dataset, fold):
 def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="dataset", out=None, runs=None,
              progress=True, log=None, device="auto", **options):
     """Fine-tune ``module`` on ``manifest``'s training folds of the folds file ``folds``
-    (every fold but ``fold``; ``fold=None``: all); ``options`` override DEFAULTS.
+    (every fold but ``fold``; ``fold=None``: all, for the epochs a fold run of the same
+    settings chose: ``final_epochs``); ``options`` override DEFAULTS.
     ``device`` (``skinfeat.core.devices``): auto, cpu or gpu; not part of the run's key.
     Returns a FinetuneResult; rerunning the same call resumes or reuses the run."""
 
@@ -94,6 +95,8 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
     key_parts = {"module": mod.name, "module_fingerprint": mod.fingerprint, "data": dataset_name,
                  "manifest_sha256": manifest_digest(manifest), "folds_sha256": split.folds_sha256,
                  "fold": "all" if fold is None else int(fold), **settings, "version": training.VERSION}
+    if fold is None:
+        key_parts["epochs"] = settings["epochs"] = final_epochs(key_parts, options.get("epochs"))
     key = feature_key(key_parts)[:16]
     name = module_name(mod, dataset_name, fold)
     run_dir = training.runs_root() / key
@@ -115,6 +118,48 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
         run = Run(settings, split, manifest, run_dir, state, obj)
         _, standardize, head, state = training.train(run, log, progress, kind)
         return _finish(run, mod, name, key, key_parts, (standardize, head), model_dir, runs, log)
+
+
+# The settings a fold run and the final (--all) run share: the final run trains on every
+# fold for the number of epochs the fold runs chose.
+SAME_RECIPE = ("module_fingerprint", "data", "manifest_sha256", "folds_sha256", "size", "unfreeze", "batch", "lr",
+               "loss", "bn", "augment", "seed", "version")
+
+
+def chosen_epochs(key_parts):
+    """{fold: best epoch} of the finished fold runs of this recipe (``SAME_RECIPE``)."""
+    import json
+
+    found = {}
+    for path in sorted(training.runs_root().glob(f"*/{training.STATE}")):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        s = state.get("settings") or {}
+        if state.get("done") and state.get("best") and s.get("fold") not in (None, "all") and \
+                all(s.get(k) == key_parts.get(k) for k in SAME_RECIPE):
+            found[int(s["fold"])] = int(state["best"]["epoch"])
+    return found
+
+
+def final_epochs(key_parts, asked):
+    """The epochs of the final network (``--all``): those the fold runs of this recipe
+    chose (their median best epoch); ``asked`` must be one of them. UsageError otherwise."""
+    chosen = chosen_epochs(key_parts)
+    if not chosen:
+        raise UsageError("--all trains the final network for the epochs a fold run of the same settings chose, "
+                         "and none has finished: run `skinfeat finetune --fold K` with these settings first")
+    said = ", ".join(f"{e} (fold {f})" for f, e in sorted(chosen.items()))
+    if asked is not None and int(asked) not in chosen.values():
+        raise UsageError(f"--epochs {asked}: the fold runs of these settings chose {said}; pass one of them "
+                         "with --all, or leave --epochs out for their median")
+    epochs = int(asked) if asked is not None else int(np.ceil(np.median(list(chosen.values()))))
+    if epochs < 1:
+        raise UsageError(f"the fold runs of these settings chose {said}: fine-tuning did not beat the linear "
+                         "probe on the frozen backbone, so there is no final network to train; use the "
+                         "frozen backbone with `skinfeat extract` and `fit`")
+    return epochs
 
 
 def _current(name, key):

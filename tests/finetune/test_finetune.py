@@ -209,7 +209,9 @@ def test_bad_input_is_one_line(setup, tmp_path):
              (["--module", make_pooling_module(tmp_path / "pool"), "--fold", "0"], 1, "is not trainable"),
              (["--fold", "7"], 2, "--fold 7: folds file"),
              ([], 2, "--fold K"), (["--fold", "0", "--all"], 2, "--fold K"),
-             (["--fold", "0", "--batch", "0"], 2, "--batch 0"), (["--fold", "0", "--unfreeze", "x"], 2, "--unfreeze")]
+             (["--fold", "0", "--batch", "0"], 2, "--batch 0"), (["--fold", "0", "--unfreeze", "x"], 2, "--unfreeze"),
+             (["--fold", "0", "--augment", "strong"], 2, "--augment"),
+             (["--all", "--lr", "0.01"], 2, "none has finished: run `skinfeat finetune --fold K`")]
     lines = Path(setup["folds"]).read_text().splitlines()
     other = tmp_path / "other.csv"  # a folds file of other images
     other.write_text("\n".join([lines[0]] + [line.replace("ISIC_", "X_") for line in lines[1:]]) + "\n")
@@ -230,6 +232,29 @@ def test_bad_input_is_one_line(setup, tmp_path):
         assert message in result.output and "Traceback" not in result.output, (args, result.output)
         assert len([line for line in result.output.splitlines() if "Error" in line]) == 1
     assert sorted((setup["home"] / "finetune").iterdir()) == runs_before  # no run was started
+
+
+def test_all_trains_the_final_network_for_the_epochs_the_fold_runs_chose(setup, tmp_path, monkeypatch):
+    from skinfeat.backbones import cache
+
+    record = json.loads(next(setup["runs"].glob("*-finetune.json")).read_text())
+    assert record["best"]["epoch"] == 0  # the tiny module never beats its probe on 63 images
+    refused = finetune(setup, "--all", *FAST)
+    assert refused.exit_code == 2 and "fine-tuning did not beat the linear probe" in refused.output, refused.output
+    # the same fold run, as if it had chosen epoch 2 (its state copied into another home)
+    state = json.loads((setup["home"] / "finetune" / record["key"] / "state.json").read_text())
+    state["best"] = dict(state["best"], epoch=2)
+    (tmp_path / "home" / "finetune" / record["key"]).mkdir(parents=True)
+    (tmp_path / "home" / "finetune" / record["key"] / "state.json").write_text(json.dumps(state))
+    monkeypatch.setenv("SKINFEAT_HOME", str(tmp_path / "home"))
+    wrong = finetune(setup, "--all", "--epochs", "5", *FAST)
+    assert wrong.exit_code == 2 and "chose 2 (fold 0); pass one of them" in wrong.output, wrong.output
+    result = finetune(setup, "--all", *FAST)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == "finetuned/tiny-hamsub-all"
+    descriptor = cache.read_descriptor(tmp_path / "home" / "modules" / "finetuned" / "tiny-hamsub-all")
+    assert descriptor["fold"] == "all" and descriptor["epochs"] == 2 and descriptor["epochs_trained"] <= 2
+    assert descriptor["n_trained_on"] == 63  # every image of every fold (training and validation parts)
 
 
 @pytest.fixture
