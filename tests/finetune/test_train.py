@@ -6,9 +6,9 @@ import colorsys
 
 import numpy as np
 import pytest
+from fakes import make_trainable_module
 from PIL import Image
 
-from fakes import make_trainable_module
 from skinfeat.core.classes import CLASSES
 
 SIZE = (48, 64)
