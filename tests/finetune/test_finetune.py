@@ -257,6 +257,25 @@ def test_all_trains_the_final_network_for_the_epochs_the_fold_runs_chose(setup, 
     assert descriptor["n_trained_on"] == 63  # every image of every fold (training and validation parts)
 
 
+def test_the_main_job_tier_on_a_small_subset(setup, tmp_path):
+    """scripts/finetune.sh as a user runs it (the tiny module, 63 images, 32x48): the
+    fold-0 rows on the leaderboard beside the others, shift-checked; the final network
+    refused with the reason, as the fold run chose the probe."""
+    env = dict(os.environ, SKINFEAT_HOME=str(tmp_path / "home"), SKINFEAT_RUNS=str(tmp_path / "runs"),
+               SKINFEAT_DATA=setup["data"], SKINFEAT_FINETUNE_MODULE=setup["module"],
+               SKINFEAT_FINETUNE_ARGS="--size 32 48 --no-progress", SKINFEAT_FINETUNE_EPOCHS="2",
+               SKINFEAT_FINETUNED=str(tmp_path / "final"))
+    done = subprocess.run(["bash", "scripts/finetune.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "features: " in done.stdout and "Traceback" not in done.stderr
+    board = done.stdout.split("features: ")[1]
+    assert "finetuned/tiny-" in board and "fold 0" in board, done.stdout
+    (record,) = (json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*-logreg.json"))
+    assert record["folds"]["scored"] == [0] and len(record["shift"]["shifts"]) == 15, record.keys()
+    assert "did not beat the linear probe" in done.stderr and "no final fine-tuned network" in done.stderr
+    assert not (tmp_path / "final").exists()
+
+
 @pytest.fixture
 def full_home(tmp_path):
     """SKINFEAT_HOME on a tmpfs with one free page."""
