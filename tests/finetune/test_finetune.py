@@ -186,6 +186,23 @@ def test_training_and_evaluate_pipelines_agree(setup):
     assert record["probe"]["epoch"] == 0 and 0 <= record["probe"]["val_bmca"] <= 1
 
 
+def test_a_fine_tuned_model_without_its_framing_is_refused(setup, tmp_path):
+    from helpers import error_line, run
+
+    record = json.loads(next(setup["runs"].glob("*-finetune.json")).read_text())
+    model = tmp_path / "model"
+    shutil.copytree(record["model_dir"], model)
+    manifest = json.loads((model / "model.json").read_text())
+    assert manifest["export"]["resize"] == "crop" and manifest["export"]["input_size"] == [32, 48]
+    del manifest["export"]["resize"]
+    (model / "model.json").write_text(json.dumps(manifest))
+    image = next(Path(setup["data"]).glob("*.jpg"))
+    line = error_line(run("predict", "--model", model, image))
+    assert "does not record the resize policy" in line
+    assert "does not record the resize policy" in error_line(run("evaluate", "--model", model, "--data",
+                                                                 setup["data"]))
+
+
 def test_unfreeze_takes_the_last_variables_in_forward_order(setup, skinfeat_home, monkeypatch):
     import tensorflow_hub as hub
 
