@@ -1,5 +1,5 @@
 """``skinfeat finetune``: train a backbone end to end on a dataset's training folds,
-with the robust augmentation, and make the result one more backbone.
+on augmented views framed as it will see images, and make the result one more backbone.
 
     from skinfeat.finetune import finetune
     result = finetune(manifest, "efficientnet-lite0", "folds.csv", fold=0, dataset_name="ham10000")
