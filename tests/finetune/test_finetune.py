@@ -277,13 +277,17 @@ def test_all_trains_the_final_network_for_the_epochs_the_fold_runs_chose(setup, 
 def test_the_main_job_tier_on_a_small_subset(setup, tmp_path):
     """scripts/finetune.sh as a user runs it (the tiny module, 63 images, 32x48): the
     fold-0 rows on the leaderboard beside the others, shift-checked; the final network
-    refused with the reason, as the fold run chose the probe."""
-    env = dict(os.environ, SKINFEAT_HOME=str(tmp_path / "home"), SKINFEAT_RUNS=str(tmp_path / "runs"),
+    refused with the reason, as the fold run chose the probe. The fold run is the
+    module fixture's (the same settings and folds file: reused, as a rerun is)."""
+    (tmp_path / "runs").mkdir()
+    shutil.copy(setup["folds"], tmp_path / "runs" / "folds.csv")
+    env = dict(os.environ, SKINFEAT_HOME=str(setup["home"]), SKINFEAT_RUNS=str(tmp_path / "runs"),
                SKINFEAT_DATA=setup["data"], SKINFEAT_FINETUNE_MODULE=setup["module"],
                SKINFEAT_FINETUNE_ARGS="--size 32 48 --no-progress", SKINFEAT_FINETUNE_EPOCHS="2",
                SKINFEAT_FINETUNED=str(tmp_path / "final"))
     done = subprocess.run(["bash", "scripts/finetune.sh"], cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "up to date: finetuned/tiny-hamsub-fold0" in done.stderr
     assert "features: " in done.stdout and "Traceback" not in done.stderr
     board = done.stdout.split("features: ")[1]
     assert "finetuned/tiny-" in board and "fold 0" in board, done.stdout
@@ -354,7 +358,7 @@ def test_resume_after_sigkill(setup, tmp_path, monkeypatch):
     other = CliRunner().invoke(cli, _command(setup, "--epochs", "1", "--lr", "0.001")[3:])  # in-process: faster
     assert other.exit_code == 0, other.output
     assert "an unfinished run of finetuned/tiny-hamsub-fold2 with other settings" in other.stderr
-    assert "epochs 3->1, lr 0.0003->0.001" in other.stderr
+    assert "epochs 3->1, lr 0.0001->0.001" in other.stderr
 
     resumed = subprocess.run(command, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
