@@ -8,7 +8,7 @@ from skinfeat.commands.options import dataset_options, load_manifest, progress_o
 from skinfeat.core.devices import DEFAULT_DEVICE, DEVICES
 from skinfeat.finetune import DEFAULTS
 from skinfeat.finetune.data import AUGMENTS
-from skinfeat.finetune.train import BN_POLICIES, LOSSES
+from skinfeat.finetune.train import BN_POLICIES, LOSSES, PRECISIONS
 
 
 @click.command()
@@ -44,6 +44,9 @@ from skinfeat.finetune.train import BN_POLICIES, LOSSES
                    "crops zoomed 1-3.5x and stronger jitter (extraction's preset); mild.")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True,
               help="Seed of the validation part, the image order and the augmented views.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
+              help="bfloat16: oneDNN mixed precision for the training steps, only on a CPU with bfloat16 "
+                   "instructions (AVX-512 BF16 or AMX); float32 elsewhere (a GPU uses mixed float16).")
 @click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
               help="Where to save the network's own head as a model directory (default: in the run's folder).")
 @click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE, show_default=True,
@@ -51,7 +54,7 @@ from skinfeat.finetune.train import BN_POLICIES, LOSSES
                    "or gpu (an error when none is visible).")
 @progress_option("Show a progress bar (-q: none).")
 def finetune(data, images, labels, module, folds_path, fold, all_folds, epochs, size, unfreeze, batch, lr,
-             loss, bn, augment, seed, out, device, progress):
+             loss, bn, augment, seed, precision, out, device, progress):
     """Fine-tune a backbone end to end on the training folds, on augmented views
     (--augment), class-balanced (or focal) loss, warm-up and cosine decay, and
     early stopping on the validation BMCA of a lesion-grouped tenth of them.
@@ -70,7 +73,8 @@ def finetune(data, images, labels, module, folds_path, fold, all_folds, epochs, 
     name = Path(data or images or ".").resolve().name
     result = run(manifest, module, folds_path, fold, dataset_name=name, out=out, progress=progress,
                  log=lambda line: click.echo(line, err=True), epochs=epochs, size=size, unfreeze=unfreeze,
-                 batch=batch, lr=lr, loss=loss, bn=bn, augment=augment, seed=seed, device=device)
+                 batch=batch, lr=lr, loss=loss, bn=bn, augment=augment, seed=seed, device=device,
+                 precision=precision)
     if result.reused:
         click.echo(f"up to date: {result.name} was fine-tuned with these settings already "
                    f"(model {result.model_dir})", err=True)

@@ -41,3 +41,14 @@ def resolve(device):
 def tf_device(kind):
     """The TensorFlow device name of ``cpu`` / ``gpu``, for ``with tf.device(...)``."""
     return "/GPU:0" if kind == "gpu" else "/CPU:0"
+
+
+def cpu_bfloat16():
+    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX-BF16 in
+    /proc/cpuinfo); without them oneDNN's bfloat16 arithmetic is emulated."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -50,6 +50,7 @@ class Run:
     run_dir: Path
     state: dict
     obj: object = None
+    precision: str = "float32"
 
 
 @dataclass
@@ -74,15 +75,18 @@ def module_name(mod, dataset, fold):
 
 
 def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="dataset", out=None, runs=None,
-             progress=True, log=None, device="auto", **options):
+             progress=True, log=None, device="auto", precision="float32", **options):
     """Fine-tune ``module`` on ``manifest``'s training folds of the folds file ``folds``
     (every fold but ``fold``; ``fold=None``: all, for the epochs a fold run of the same
     settings chose: ``final_epochs``); ``options`` override DEFAULTS.
     ``device`` (``skinfeat.core.devices``): auto, cpu or gpu; not part of the run's key.
+    ``precision``: float32, or bfloat16 on a CPU with bfloat16 instructions (keyed apart;
+    float32 runs keep the keys they had).
     Returns a FinetuneResult; rerunning the same call resumes or reuses the run."""
 
     log = log or (lambda line: None)
     kind = resolve(device)  # --device gpu without one fails before anything is read
+    training.check_precision(precision, kind)
     settings = dict(DEFAULTS, **{k: v for k, v in options.items() if v is not None})
     settings["size"] = [int(v) for v in settings["size"]]
     unfreeze = str(settings["unfreeze"])
@@ -97,6 +101,8 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
     key_parts = {"module": mod.name, "module_fingerprint": mod.fingerprint, "data": dataset_name,
                  "manifest_sha256": manifest_digest(manifest), "folds_sha256": split.folds_sha256,
                  "fold": "all" if fold is None else int(fold), **settings, "version": training.VERSION}
+    if precision != "float32":
+        key_parts["precision"] = precision
     if fold is None:
         key_parts["epochs"] = settings["epochs"] = final_epochs(key_parts, options.get("epochs"))
     key = feature_key(key_parts)[:16]
@@ -117,7 +123,7 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
         _announce(log, name, key, key_parts, state, run_dir, len(split.train), len(split.val))
         state.update(name=name, settings=key_parts)
         training.write_state(run_dir, state)  # an interrupted run is known to later runs of other settings
-        run = Run(settings, split, manifest, run_dir, state, obj)
+        run = Run(settings, split, manifest, run_dir, state, obj, precision)
         _, standardize, head, state = training.train(run, log, progress, kind)
         return _finish(run, mod, name, key, key_parts, (standardize, head), model_dir, runs, log)
 
@@ -125,7 +131,7 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
 # The settings a fold run and the final (--all) run share: the final run trains on every
 # fold for the number of epochs the fold runs chose.
 SAME_RECIPE = ("module_fingerprint", "data", "manifest_sha256", "folds_sha256", "size", "unfreeze", "batch", "lr",
-               "loss", "bn", "augment", "seed", "version")
+               "loss", "bn", "augment", "seed", "version", "precision")
 
 
 def chosen_epochs(key_parts):

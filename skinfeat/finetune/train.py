@@ -24,7 +24,9 @@ loss (gamma 2) with the same weights. Learning rate: linear warm-up over
 "frozen" calls the network with ``training=False`` (moving statistics fixed,
 which small batches need; gamma and beta still train); "train" uses batch
 statistics. Mixed precision (float16 head, loss scaling) only where TensorFlow
-sees a GPU; the module's own graph runs as it was traced (float32).
+sees a GPU; the module's own graph runs as it was traced (float32). On a CPU with
+bfloat16 instructions, ``--precision bfloat16`` runs the training steps under
+oneDNN's bfloat16 rewrite (``skinfeat.features.precision``); validation stays float32.
 """
 
 import errno
@@ -33,17 +35,19 @@ import json
 import math
 import os
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
 from skinfeat.core.atomic import write_atomically
-from skinfeat.core.devices import tf_device
+from skinfeat.core.devices import cpu_bfloat16, tf_device
 from skinfeat.core.errors import CacheError, UsageError
 from skinfeat.core.metrics import classification_metrics
 from skinfeat.core.paths import skinfeat_home
 from skinfeat.core.progress import bar as progress_bar
 from skinfeat.core.tf_runtime import tensorflow
 from skinfeat.core.writable import FULL, reason, writing
+from skinfeat.features.precision import bfloat16_rewrite
 from skinfeat.finetune import data
 from skinfeat.finetune.module import build_model, init_head
 
@@ -53,6 +57,7 @@ WARMUP = 0.1
 FOCAL_GAMMA = 2.0
 PROBE_IMAGES = 1024  # training images of the linear probe the head starts from (and its standardisation)
 LOSSES = ("balanced", "focal")
+PRECISIONS = ("float32", "bfloat16")
 BN_POLICIES = ("frozen", "train")
 STATE = "state.json"
 
@@ -76,6 +81,19 @@ def check_settings(s):
     for bad, message in problems:
         if bad:
             raise UsageError(message)
+
+
+def check_precision(precision, kind):
+    """UsageError for a precision the device or this CPU cannot train in usefully."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "bfloat16" and kind == "gpu":
+        raise UsageError("--precision bfloat16 is the CPU's mixed precision (oneDNN); on a GPU training runs in "
+                         "mixed float16 already: pass --device cpu, or leave --precision out")
+    if precision == "bfloat16" and not cpu_bfloat16():
+        raise UsageError("--precision bfloat16: this CPU has no bfloat16 instructions (no avx512_bf16 or "
+                         "amx_bf16 in /proc/cpuinfo), so oneDNN would emulate them, slower than float32; "
+                         "leave --precision out to train in float32")
 
 
 def read_state(run_dir, key):
@@ -275,7 +293,8 @@ def _train(run, log, progress, gpu):
         start, losses, seen = time.perf_counter(), [], 0
         for images, labels in data.train_batches(run.manifest, split.train, size, s["batch"], s["seed"], epoch,
                                                 s["augment"]):
-            losses.append(float(step(images, labels)) * int(labels.shape[0]))
+            with bfloat16_rewrite() if run.precision == "bfloat16" else nullcontext():
+                losses.append(float(step(images, labels)) * int(labels.shape[0]))
             seen += int(labels.shape[0])
             bar.update(int(labels.shape[0]))
             bar.set_postfix(loss=f"{losses[-1] / int(labels.shape[0]):.3f}")

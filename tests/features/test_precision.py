@@ -13,21 +13,12 @@ from helpers import run, error_line
 from fakes import make_trainable_module
 from model_factory import ham_subset
 from skinfeat.features.store import read_features
+from skinfeat.core.devices import cpu_bfloat16
 
 TOLERANCE = 1e-4  # features from images (TFLite, numpy resize) vs extraction (tf.data)
 
 
-def _cpu_has_bfloat16():
-    """Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX): oneDNN's
-    bfloat16 rewrite changes the network's arithmetic only where it has them."""
-    try:
-        flags = open("/proc/cpuinfo").read().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-CPU_BF16 = _cpu_has_bfloat16()
+CPU_BF16 = cpu_bfloat16()  # oneDNN's rewrite changes the arithmetic only where the CPU has them
 # Measured: int8 vs float32 cosine, min over the images (tiny fake on 28 HAM images:
 # 0.99999; the default module on 42: 0.995), with a margin.
 TINY_COSINE, DEFAULT_COSINE = 0.999, 0.98

@@ -297,6 +297,22 @@ def test_the_main_job_tier_on_a_small_subset(setup, tmp_path):
     assert not (tmp_path / "final").exists()
 
 
+def test_bfloat16_training_only_where_the_cpu_has_it(setup, tmp_path, monkeypatch):
+    """A CPU without bfloat16 instructions refuses --precision bfloat16 in one line (it
+    would be emulated, slower); one with them trains in it, keyed apart from float32."""
+    from skinfeat.core.devices import cpu_bfloat16
+
+    monkeypatch.setenv("SKINFEAT_HOME", str(tmp_path / "home"))
+    result = finetune(setup, "--fold", "0", "--epochs", "1", "--precision", "bfloat16", "--device", "cpu", *FAST)
+    if not cpu_bfloat16():  # this machine's /proc/cpuinfo
+        assert result.exit_code == 2 and "this CPU has no bfloat16 instructions" in result.output, result.output
+        assert not (tmp_path / "home" / "finetune").exists()
+        return
+    assert result.exit_code == 0, result.output
+    (state,) = (json.loads(p.read_text()) for p in (tmp_path / "home" / "finetune").glob("*/state.json"))
+    assert state["settings"]["precision"] == "bfloat16" and np.isfinite(state["history"][0]["loss"])
+
+
 @pytest.fixture
 def full_home(tmp_path):
     """SKINFEAT_HOME on a tmpfs with one free page."""
