@@ -113,6 +113,20 @@ def _gaussian_blur(image, sigma):
     return tf.nn.depthwise_conv2d(out, kw, [1, 1, 1, 1], "VALID")[0]
 
 
+def _jitter_colour(view, r, seeds):
+    """Brightness, contrast, saturation, hue and colour temperature by the ranges in
+    ``r`` (a preset's dict), one of the five ``seeds`` each; clipped to [0, 1]."""
+    tf = tensorflow()
+
+    view = view * _log_uniform(seeds[0], r["brightness"])
+    mean = tf.reduce_mean(view)
+    view = (view - mean) * _log_uniform(seeds[1], r["contrast"]) + mean
+    view = tf.image.adjust_saturation(tf.clip_by_value(view, 0.0, 1.0), _log_uniform(seeds[2], r["saturation"]))
+    view = tf.image.stateless_random_hue(view, r["hue"], seeds[3])
+    t = _log_uniform(seeds[4], r["temperature"])
+    return tf.clip_by_value(view * tf.stack([t, 1.0, 1.0 / t]), 0.0, 1.0)
+
+
 def _augment_robust(image, seed):
     """A view framed, zoomed and coloured as other devices might: a random square
     crop zoomed 1-3.5x (log-uniform) with jittered centre and aspect, sometimes
@@ -154,14 +168,7 @@ def _augment_robust(image, seed):
         return view * mask[..., None]
 
     view = tf.cond(u[3] < r["p_vignette"], vignette, lambda: view)
-    view = view * _log_uniform(seeds[7], r["brightness"])
-    mean = tf.reduce_mean(view)
-    view = (view - mean) * _log_uniform(seeds[8], r["contrast"]) + mean
-    view = tf.image.adjust_saturation(tf.clip_by_value(view, 0.0, 1.0), _log_uniform(seeds[9], r["saturation"]))
-    view = tf.image.stateless_random_hue(view, r["hue"], seeds[10])
-    t = _log_uniform(seeds[11], r["temperature"])
-    view = view * tf.stack([t, 1.0, 1.0 / t])
-    view = tf.clip_by_value(view, 0.0, 1.0)
+    view = _jitter_colour(view, r, seeds[7:12])
     sigma = tf.random.stateless_uniform([], seeds[12], *r["blur_sigma"])
     view = tf.cond(u[4] < r["p_blur"], lambda: _gaussian_blur(view, sigma), lambda: view)
 
@@ -210,13 +217,7 @@ def frame_view(image, seed, size):
     view = tf.image.crop_and_resize(image[None], box, [0], list(size))[0]
     view = tf.image.stateless_random_flip_left_right(view, seeds[4])
     view = tf.image.stateless_random_flip_up_down(view, seeds[5])
-    view = view * _log_uniform(seeds[6], r["brightness"])
-    mean = tf.reduce_mean(view)
-    view = (view - mean) * _log_uniform(seeds[7], r["contrast"]) + mean
-    view = tf.image.adjust_saturation(tf.clip_by_value(view, 0.0, 1.0), _log_uniform(seeds[8], r["saturation"]))
-    view = tf.image.stateless_random_hue(view, r["hue"], seeds[9])
-    t = _log_uniform(seeds[10], r["temperature"])
-    view = tf.clip_by_value(view * tf.stack([t, 1.0, 1.0 / t]), 0.0, 1.0)
+    view = _jitter_colour(view, r, seeds[6:11])
     sigma = tf.random.stateless_uniform([], seeds[11], *r["blur_sigma"])
     view = tf.cond(u[2] < r["p_blur"], lambda: _gaussian_blur(view, sigma), lambda: view)
     factor = tf.random.stateless_uniform([], seeds[12], *r["downscale"])
