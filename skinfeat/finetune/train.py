@@ -51,7 +51,7 @@ from skinfeat.features.precision import bfloat16_rewrite
 from skinfeat.finetune import data
 from skinfeat.finetune.module import build_model, init_head
 
-VERSION = 2  # bump when training computes something else: runs of another version are not resumed
+VERSION = 3  # bump when training computes something else: runs of another version are not resumed
 PATIENCE = 3
 WARMUP = 0.1
 FOCAL_GAMMA = 2.0

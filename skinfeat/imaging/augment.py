@@ -183,7 +183,8 @@ def _augment_robust(image, seed):
 
 
 # The framing preset's ranges (``frame_view``: fine-tuning's training views).
-FRAMES = {"zoom": (1.0, 1.6), "aspect": (0.9, 1.1), "brightness": (0.8, 1.25), "contrast": (0.8, 1.25),
+FRAMES = {"zoom": (1.0, 1.6), "aspect": (0.9, 1.1), "p_vignette": 0.15,
+          "vignette_radius": (0.8, 1.3), "brightness": (0.8, 1.25), "contrast": (0.8, 1.25),
           "saturation": (0.85, 1.18), "hue": 0.02, "temperature": (0.9, 1.11), "p_blur": 0.1,
           "blur_sigma": (0.3, 1.5), "p_downscale": 0.1, "downscale": (0.4, 0.8)}
 
@@ -193,13 +194,15 @@ def frame_view(image, seed, size):
     will be shown images: a box of the size's aspect, as the crop policy frames a
     whole image (zoom 1) or a square crop of one (zoom 4/3 at 150x200), and a little
     closer (``FRAMES``: zoom 1-1.6, log-uniform, centre anywhere); any rotation (edges
-    reflected), flips, colour jitter, sometimes blur or a downscale. ``seed``: a [2]
-    int tensor, same seed same view."""
+    reflected), flips, colour jitter, sometimes blur or a downscale, sometimes a
+    dermatoscope's dark circle around the view (as the ``vignette`` shift draws it).
+    No letterbox: the crop policy cuts a landscape image's bars off again (the ``pad``
+    shift scores as clean). ``seed``: a [2] int tensor, same seed same view."""
     tf = tensorflow()
 
     r = FRAMES
-    seeds = tf.random.experimental.stateless_split(seed, 13)
-    u = tf.random.stateless_uniform([4], seeds[0])
+    seeds = tf.random.experimental.stateless_split(seed, 14)
+    u = tf.random.stateless_uniform([5], seeds[0])
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.reduce_max(tf.constant(size, tf.float32) / shape)  # as the crop policy scales it
     image = _antialiased(lambda im, aa: tf.image.resize(im, tf.cast(tf.math.ceil(shape * scale), tf.int32),
@@ -217,6 +220,17 @@ def frame_view(image, seed, size):
     view = tf.image.crop_and_resize(image[None], box, [0], list(size))[0]
     view = tf.image.stateless_random_flip_left_right(view, seeds[4])
     view = tf.image.stateless_random_flip_up_down(view, seeds[5])
+
+    def vignette():  # the ``vignette`` shift's circle, radius 0.8-1.3 of the shorter side's half
+        short = float(min(size))
+        radius = tf.random.stateless_uniform([], seeds[13], *r["vignette_radius"]) * short / 2
+        yy = tf.range(size[0], dtype=tf.float32) - (size[0] - 1) / 2
+        xx = tf.range(size[1], dtype=tf.float32) - (size[1] - 1) / 2
+        distance = tf.sqrt(tf.square(yy)[:, None] + tf.square(xx)[None, :])
+        mask = tf.clip_by_value((radius - distance) / max(1.0, 0.03 * short), 0.0, 1.0)
+        return view * mask[..., None]
+
+    view = tf.cond(u[4] < r["p_vignette"], vignette, lambda: view)
     view = _jitter_colour(view, r, seeds[6:11])
     sigma = tf.random.stateless_uniform([], seeds[11], *r["blur_sigma"])
     view = tf.cond(u[2] < r["p_blur"], lambda: _gaussian_blur(view, sigma), lambda: view)

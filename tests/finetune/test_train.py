@@ -79,3 +79,23 @@ def test_frame_views_have_the_training_size_aspect_and_are_seeded():
     square = tf.constant(np.random.default_rng(2).random((224, 224, 3)), tf.float32)  # a square crop
     for source in (big, square):
         assert frame_view(source, tf.constant([3, 4], tf.int64), (150, 200)).shape == (150, 200, 3)
+
+
+def test_some_frame_views_show_the_dermatoscope_circle_the_vignette_shift_draws():
+    """The worst shift of the first full fold run was ``vignette`` (0.437 against 0.654
+    clean): the training views must show that circle now and then, and as the shift
+    draws it (black corners, centre untouched), but not most of the time."""
+    import tensorflow as tf
+
+    from skinfeat.imaging.augment import FRAMES, frame_view
+    from skinfeat.imaging.shifts import parse_shift
+
+    image = tf.fill((150, 200, 3), 0.6)  # no black anywhere, whatever the rotation, zoom or colour
+    views = [frame_view(image, tf.constant([s, 7], tf.int64), (150, 200)).numpy() for s in range(80)]
+    circled = [v for v in views if v[:8, :8].max() < 0.05 and v[-8:, -8:].max() < 0.05]
+    share = len(circled) / len(views)
+    assert 0.05 <= share <= 0.3, share  # p_vignette 0.15
+    assert FRAMES["p_vignette"] == 0.15
+    assert all(v[60:90, 85:115].min() > 0.1 for v in circled)
+    shifted = parse_shift("vignette")(np.full((150, 200, 3), 0.6, np.float32))
+    assert shifted[:8, :8].max() < 0.05 and shifted[60:90, 85:115].min() > 0.5  # the same picture
