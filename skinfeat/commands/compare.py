@@ -29,13 +29,20 @@ from skinfeat.runs.compare import FORMATS, SORTS
 @click.option("--ensemble", "ensemble_k", type=click.IntRange(2), metavar="K",
               help="Then (after --fit's fits) record the stacked ensemble of the top K runs (`skinfeat "
                    "ensemble --top K`), unless an ensemble of exactly those runs is recorded already.")
-def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, shifts, tta, best_dir, ensemble_k):
+@click.option("--vs", "versus", metavar="RUN",
+              help="Compare every run of RUN's dataset with RUN (a run id, or a part only it contains): "
+                   "paired BMCA difference with its 95% interval, verdict, corrected t-test over folds.")
+def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, shifts, tta, best_dir, ensemble_k,
+            versus):
     """Print the leaderboard of every backbone x head run recorded in runs/.
 
-    Reads the JSON records written by `skinfeat fit`; it never recomputes a
-    metric. Columns: dataset, backbone, head, settings, feature dimension, BMCA
-    mean±std over folds, worst shift, test BMCA, accuracy, top-3, macro AUC, CV fit
-    time, extraction images/s, folds hash, run id (for `skinfeat report --run`).
+    Reads the JSON records written by `skinfeat fit` and their out-of-fold
+    predictions; it never refits a head. Columns: dataset, backbone, head,
+    settings, feature dimension, BMCA (mean over folds) with its lesion-grouped
+    bootstrap 95% interval, the paired difference to the best BMCA of the dataset
+    ("tied with the best" when its interval holds 0; runs of other folds are not
+    paired), worst shift (BMCA/accuracy, the shift, the BMCA's 95% interval), test BMCA, accuracy, top-3, macro AUC, CV fit time,
+    extraction images/s, folds hash, run id (for `skinfeat report --run` and --vs).
     Runs of one dataset stay together, each dataset with its always-NV baseline.
     """
     from skinfeat.core.paths import features_dir, runs_dir
@@ -46,6 +53,18 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     from skinfeat.runs.records import read_records
     from skinfeat.runs.save import save_best
 
+    if versus is not None:
+        from skinfeat.core.errors import UsageError
+        from skinfeat.runs.compare import versus_lines
+
+        if fit_first or best_dir or ensemble_k:
+            raise UsageError("--vs prints one comparison of recorded runs; expected it without --fit, --best and "
+                             "--ensemble: run those first, then `skinfeat compare --vs RUN`")
+        from skinfeat.runs.paired import find_run
+
+        records = read_records()
+        click.echo("\n".join(versus_lines(records, find_run(records, versus), latest=not show_all)))
+        return None
     manifest, parsed = parse_shift_check(shift_data, shifts, tta)
     if best_dir:
         check_writable(best_dir, "the best model", folder=True)

@@ -95,10 +95,17 @@ def _class_tallies(resamples, y, pred, k):
     return out_total, out_hits
 
 
+def _nanmean(values, axis):
+    """np.nanmean, NaN without a warning where every value is NaN."""
+    values = np.asarray(values, np.float64)
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(finite.any(axis), np.where(finite, values, 0).sum(axis) / finite.sum(axis), np.nan)
+
+
 def _fold_mean(values):
     """The mean over strata of [..., S] values, ignoring NaN (a stratum without the metric)."""
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(values, axis=-1)
+    return _nanmean(values, -1)
 
 
 def _bmca_accuracy(total, hits):
@@ -139,8 +146,7 @@ def _macro_auc(resamples, y, proba, k):
             batch = slice(start, start + BATCH)
             w = resamples.row_weights(rows, batch)
             aucs = np.stack([_weighted_auc(w, proba[rows, c], y[rows] == c) for c in classes], axis=1)
-            with np.errstate(invalid="ignore"):
-                out[batch, s] = np.nanmean(aucs, axis=1) if aucs.size else np.nan
+            out[batch, s] = _nanmean(aucs, 1)
     return _fold_mean(out)
 
 
@@ -177,6 +183,21 @@ def interval(y, proba, pred, resamples, metrics=METRICS, level=LEVEL):
             "grouped_by": resamples.grouped_by, "method": "percentile bootstrap, resampled within folds"}
 
 
+def grouping(groups, image_ids):
+    """(groups, grouped_by) for data whose lesion ids are ``groups`` (the image id where
+    no grouping is known): by lesion where some lesion has several images, else by image."""
+    groups = np.asarray(groups, dtype=str)
+    if len(np.unique(groups)) < len(groups) or np.any(groups != np.asarray(image_ids, dtype=str)):
+        return groups, "lesion"
+    return None, "image"
+
+
+def decision_intervals(y, pred, resamples, level=LEVEL):
+    """{bmca: [low, high], accuracy: [low, high]}: the shift check's intervals (no AUC)."""
+    scores = bootstrap_scores(y, None, pred, resamples, ("bmca", "accuracy"))
+    return {m: list(percentile_interval(v, level)) for m, v in scores.items()}
+
+
 def paired_difference(y, pred_a, pred_b, resamples, level=LEVEL):
     """{difference, low, high}: BMCA of ``pred_a`` minus that of ``pred_b`` (the same
     rows, the same resamples), fold means, with its percentile interval."""
@@ -204,3 +225,12 @@ def corrected_t_test(differences, n_train, n_test):
         return {"mean": mean, "t": None, "df": k - 1, "p": None}
     t = mean / np.sqrt((1 / k + n_test / n_train) * variance)
     return {"mean": mean, "t": float(t), "df": k - 1, "p": float(2 * stats.t.sf(abs(t), k - 1))}
+
+
+def span(bounds, spec=".3f"):
+    """``[low, high]`` of an interval (a {low, high} dict or a pair); '' when there is none."""
+    if isinstance(bounds, dict):
+        bounds = (bounds.get("low"), bounds.get("high"))
+    if not bounds or bounds[0] is None:
+        return ""
+    return f"[{bounds[0]:{spec}}, {bounds[1]:{spec}}]"

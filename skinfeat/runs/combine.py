@@ -68,8 +68,10 @@ class Members:
 
 # ----------------------------------------------------------------------------- members
 
-def _read_oof(record, runs):
-    """The arrays of a record's oof file, checked against the record."""
+def read_oof(record, runs):
+    """The arrays of a record's oof file (image_id, label, fold, proba, lesion_id and
+    pred: the decided class, the argmax in files that predate it), checked against the
+    record; DataError saying what to do when it is missing or damaged."""
     run, name = record["run_id"], record.get("predictions_file")
     path = Path(runs) / name if isinstance(name, str) else None
     fix = (f"re-run its fit (`skinfeat fit --head {record['head']} --features {record['features'].get('path')}`) "
@@ -81,6 +83,7 @@ def _read_oof(record, runs):
         with np.load(path, allow_pickle=False) as npz:
             oof = {k: npz[k] for k in ("image_id", "label", "fold", "proba")}
             oof["lesion_id"] = npz["lesion_id"] if "lesion_id" in npz.files else oof["image_id"]
+            oof["pred"] = npz["pred"] if "pred" in npz.files else None
         n = len(oof["image_id"])
         proba = oof["proba"].astype(np.float64)
         if proba.shape != (n, len(CLASSES)) or any(oof[k].shape != (n,) for k in ("label", "fold", "lesion_id")):
@@ -95,6 +98,8 @@ def _read_oof(record, runs):
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"run {run}'s out-of-fold probabilities {path} are damaged ({exc}); {fix}") from None
     oof["proba"] = proba
+    if oof["pred"] is None or oof["pred"].shape != (n,):
+        oof["pred"] = np.where(rows, np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1), -1)
     return oof
 
 
@@ -106,7 +111,7 @@ def load_members(records, runs=None):
     """The members' OOF probabilities joined (``Members``); DataError for runs on
     different images, labels or folds, or no fold scored by all."""
 
-    oofs = [_read_oof(r, runs or runs_dir()) for r in records]
+    oofs = [read_oof(r, runs or runs_dir()) for r in records]
     first = oofs[0]
     labelled = set(first["image_id"][first["label"] >= 0])
     for record, oof in zip(records[1:], oofs[1:]):

@@ -1,7 +1,9 @@
 """The leaderboard (``skinfeat compare``): one row per recorded run, sorted within
 each dataset, as a table, CSV, JSON or Markdown, with the always-NV baseline of
-each dataset; the best run (``best_record``); a fit's summary lines. It only
-reads records; it never recomputes a metric.
+each dataset and each row's paired difference to the best of its dataset; one
+run against every other (``versus_lines``, ``compare --vs``); the best run
+(``best_record``); a fit's summary lines. It reads the records and the
+out-of-fold predictions stored beside them; it never refits a head.
 """
 
 import csv
@@ -9,6 +11,7 @@ import io
 import json
 
 from skinfeat.core.classes import CLASSES
+from skinfeat.core.intervals import span
 from skinfeat.core.metrics import LABELS, SCALARS, confusion_scores
 from skinfeat.runs.records import EVALUATION_SCHEMA, latest_per_setting, read_records
 
@@ -45,16 +48,19 @@ def dataset_of(record):
     return record["backbone"].get("dataset") or "?"
 
 
-def leaderboard_rows(records, sort="bmca", latest=True, evaluations=()):
+def leaderboard_rows(records, sort="bmca", latest=True, evaluations=(), runs=None):
     """One row (dict) per record, sorted by ``sort`` (a key of SORTS; missing values
     last) within each dataset, the datasets in the order of their first row: runs of
     one dataset stay together. ``evaluations``: ``skinfeat evaluate`` records, shown
-    as the test column."""
+    as the test column. Each row is marked against the best BMCA of its dataset
+    (``vs_best``: the paired difference and its interval, from the runs' out-of-fold
+    files in ``runs``; ``skinfeat.runs.paired``)."""
     if latest:
         records = latest_per_setting(records)
     rows = []
     for r in records:
         bmca = r.get("metrics", {}).get("bmca", {})
+        interval = (r.get("intervals") or {}).get("bmca") or {}
         worst = (r.get("shift") or {}).get("worst") or {}
         test_bmca, test_data = _test_result(r, evaluations)
         rows.append({
@@ -62,7 +68,9 @@ def leaderboard_rows(records, sort="bmca", latest=True, evaluations=()):
             "settings": r.get("settings_label", ""), "dim": r["backbone"].get("feature_dim"),
             "views": r["backbone"].get("views") if r.get("use_views") else 0,
             "bmca": bmca.get("mean"), "bmca_std": bmca.get("std"),
-            "worst_bmca": worst.get("bmca"), "worst_accuracy": worst.get("accuracy"),
+            "bmca_low": interval.get("low"), "bmca_high": interval.get("high"),
+            "vs_best": None, "vs_best_low": None, "vs_best_high": None, "vs_best_note": None,
+            "worst_bmca": worst.get("bmca"), "worst_bmca_interval": worst.get("bmca_interval"), "worst_accuracy": worst.get("accuracy"),
             "worst_shift": worst.get("bmca_shift"), "test_bmca": test_bmca, "test_data": test_data,
             "accuracy": _mean(r, "accuracy"), "top3": _mean(r, "top3"), "auc": _mean(r, "macro_auc"),
             "fit_s": r.get("timings", {}).get("cv_seconds"),
@@ -75,7 +83,42 @@ def leaderboard_rows(records, sort="bmca", latest=True, evaluations=()):
     missing = [row for row in rows if row[field] is None]
     rows = sorted(present, key=lambda row: row[field], reverse=descending) + missing
     order = list(dict.fromkeys(row["dataset"] for row in rows))
-    return sorted(rows, key=lambda row: order.index(row["dataset"]))  # stable: the sort holds within each
+    rows = sorted(rows, key=lambda row: order.index(row["dataset"]))  # stable: the sort holds within each
+    mark_against_best(rows, records, runs)
+    return rows
+
+
+def mark_against_best(rows, records, runs=None):
+    """Fill each row's ``vs_best*`` fields: its paired BMCA difference to the row with
+    the highest BMCA among those of its dataset scored on the same folds (runs on
+    other folds cannot be paired), the interval, and a note: 'best' ('best on folds
+    F' where the dataset has runs on other folds too), 'tied' (the interval holds 0),
+    'alone on its folds', or why it cannot be paired."""
+    from skinfeat.core.paths import runs_dir
+    from skinfeat.runs.paired import Pairing, verdict
+
+    by_id = {r.get("run_id"): r for r in records}
+    scored = [row for row in rows if row["bmca"] is not None]
+    for dataset in dict.fromkeys(row["dataset"] for row in scored):
+        groups = {}
+        for row in scored:
+            if row["dataset"] == dataset:
+                groups.setdefault(row["folds"], []).append(row)
+        for folds, mine in groups.items():
+            if len(mine) < 2:
+                mine[0]["vs_best_note"] = "alone on its folds" if len(groups) > 1 else None
+                continue
+            best = max(mine, key=lambda row: row["bmca"])
+            pairing = Pairing(by_id[best["run_id"]], runs or runs_dir())
+            for row in mine:
+                paired = pairing.against(by_id[row["run_id"]])
+                if paired.get("self"):
+                    row["vs_best_note"] = "best" if len(groups) == 1 else f"best on folds {folds}"
+                elif "unpaired" in paired:
+                    row["vs_best_note"] = f"not paired: {paired['unpaired']}"
+                else:
+                    row.update(vs_best=paired["difference"], vs_best_low=paired["low"],
+                               vs_best_high=paired["high"], vs_best_note="tied" if verdict(paired) == "tied" else None)
 
 
 def _folds_cell(folds):
@@ -88,17 +131,30 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-TABLE_COLUMNS = ("dataset", "backbone", "head", "settings", "dim", "BMCA", "worst shift", "test BMCA",
+TABLE_COLUMNS = ("dataset", "backbone", "head", "settings", "dim", "BMCA [95% CI]", "vs best", "worst shift", "test BMCA",
                  "accuracy", "top-3", "AUC", "fit s", "extract img/s", "folds", "run")
 
 
+def _vs_best(row):
+    if row["vs_best"] is None:
+        return row["vs_best_note"] or "-"
+    figure = f"{row['vs_best']:+.3f} [{row['vs_best_low']:+.3f}, {row['vs_best_high']:+.3f}]"
+    return f"tied with the best {figure}" if row["vs_best_note"] == "tied" else figure
+
+
 def _cells(row):
-    bmca = "-" if row["bmca"] is None else f"{row['bmca']:.3f}±{row['bmca_std'] or 0:.3f}"
+    if row["bmca"] is None:
+        bmca = "-"
+    elif row["bmca_low"] is not None:
+        bmca = f"{row['bmca']:.3f} {span((row['bmca_low'], row['bmca_high']))}"
+    else:  # a record from before the intervals
+        bmca = f"{row['bmca']:.3f}±{row['bmca_std'] or 0:.3f}"
     worst = "-" if row["worst_bmca"] is None else (
-        f"{row['worst_bmca']:.3f}/{row['worst_accuracy']:.3f} {row['worst_shift']}")
+        f"{row['worst_bmca']:.3f}/{row['worst_accuracy']:.3f} {row['worst_shift']}"
+        + (f" {span(row['worst_bmca_interval'])}" if row["worst_bmca_interval"] else ""))
     test = "-" if row["test_bmca"] is None else f"{row['test_bmca']:.3f} {row['test_data']}"
     return [row["dataset"], str(row["backbone"]), row["head"] + (f"+tta{row['views']}" if row["views"] else ""),
-            row["settings"] or "default", _fmt(row["dim"], "d"), bmca, worst, test, _fmt(row["accuracy"], ".3f"),
+            row["settings"] or "default", _fmt(row["dim"], "d"), bmca, _vs_best(row), worst, test, _fmt(row["accuracy"], ".3f"),
             _fmt(row["top3"], ".3f"), _fmt(row["auc"], ".3f"), _fmt(row["fit_s"], ".1f"),
             _fmt(row["images_per_s"], ".1f"), row["folds"], str(row["run_id"])]
 
@@ -131,6 +187,42 @@ def format_leaderboard(rows, fmt="table", records=None):
     lines = ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines + notes)
+
+
+def versus_lines(records, reference, runs=None, latest=True):
+    """``compare --vs``: every run of ``reference``'s dataset against it, as aligned
+    text: BMCA and its interval, the paired difference (the row minus the reference)
+    with its interval and verdict, and the corrected t-test over folds."""
+    from skinfeat.core.paths import runs_dir
+    from skinfeat.runs.paired import Pairing, verdict
+
+    chosen = latest_per_setting(records) if latest else list(records)
+    if reference["run_id"] not in {r["run_id"] for r in chosen}:
+        chosen.append(reference)
+    mine = [r for r in chosen if dataset_of(r) == dataset_of(reference)]
+    pairing = Pairing(reference, runs or runs_dir())
+    cells = [["run", "head", "settings", "BMCA [95% CI]", "minus the reference [95% CI]", "verdict",
+              "t (corrected)", "p"]]
+    for r in sorted(mine, key=lambda r: -(_mean(r, "bmca") or 0)):
+        paired = pairing.against(r)
+        interval = (r.get("intervals") or {}).get("bmca")
+        bmca = f"{_mean(r, 'bmca'):.3f} {span(interval)}".strip()
+        test = paired.get("t_test") or {}
+        if paired.get("self"):
+            diff, word = "(the reference)", ""
+        elif "unpaired" in paired:
+            diff, word = f"not paired: {paired['unpaired']}", ""
+        else:
+            diff = f"{paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}]"
+            word = verdict(paired)
+        cells.append([str(r["run_id"]), r["head"], r.get("settings_label") or "default", bmca, diff, word,
+                      _fmt(test.get("t"), "+.2f"), _fmt(test.get("p"), ".3f")])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines + [f"reference: {reference['run_id']} ({reference['head']}, dataset {dataset_of(reference)}); "
+                    "paired lesion-grouped bootstrap of the fold-mean BMCA difference (1,000 resamples); t-test "
+                    "over folds corrected for overlapping training sets (Nadeau & Bengio); tied: the interval holds 0"]
 
 
 def rank_key(record):
@@ -172,6 +264,13 @@ def summary_lines(record):
         lines.append(f"{LABELS[name]:<10} {_fmt(m['mean'], '6.3f')} ± {_fmt(m['std'], '<6.3f')} {b}")
     k = len(record["metrics"]["bmca"].get("folds") or [])
     pooled = pooled_scores(record)
+    intervals = record.get("intervals")
+    if intervals:
+        lines.append("95% interval " + ", ".join(f"{LABELS[m]} {span(intervals[m])}" for m in ("bmca", "accuracy",
+                                                                                          "macro_auc")
+                                              if intervals.get(m))
+                     + f" ({intervals['resamples']} bootstrap resamples of the {intervals['grouped_by']}s, "
+                       "within folds)")
     lines.append(f"(mean ± std over {k} folds; pooled over the folds, the confusion below: balanced "
                  f"accuracy {_fmt(pooled['bmca'], '.3f')}, accuracy {_fmt(pooled['accuracy'], '.3f')})")
     lines.append("recall     " + "  ".join(f"{c} {_fmt(pooled['per_class'][c]['recall'], '.2f')}"

@@ -15,6 +15,7 @@ import numpy as np
 
 from skinfeat.core.atomic import atomic_path
 from skinfeat.core.classes import CLASSES
+from skinfeat.core.intervals import Resamples, interval
 from skinfeat.core.metrics import classification_metrics, prior_baseline, summarize_folds
 from skinfeat.core.paths import runs_dir
 from skinfeat.data.folds import resolve_folds
@@ -115,8 +116,22 @@ def write_oof(record, fs, fold, result, runs=None):
     return name
 
 
-def summary_fields(result):
+def cv_intervals(result, rows, fold):
+    """The record's ``intervals``: lesion-grouped bootstrap 95 % intervals of the fold-mean
+    BMCA, accuracy and macro AUC of the out-of-fold predictions (``skinfeat.core.intervals``),
+    lesions resampled within their fold. ``rows``: anything with ``labels`` and
+    ``lesion_ids``; ``fold``: their folds."""
+    scored = np.flatnonzero(result.oof_pred >= 0)
+    lesions = np.asarray(rows.lesion_ids, dtype=str)[scored]
+    resamples = Resamples.draw(lesions, np.asarray(fold)[scored], grouped_by="lesion")
+    return interval(np.asarray(rows.labels)[scored].astype(int), result.oof_proba[scored],
+                    result.oof_pred[scored], resamples)
+
+
+def summary_fields(result, rows, fold):
+    """What a record holds of a cross-validation: metrics over folds, their intervals
+    (``cv_intervals``), per-class figures, the summed confusion matrix, the baseline."""
     summary = summarize(result)
-    return {"metrics": summary["scalars"], "per_class": summary["per_class"],
-            "confusion": summary["confusion"], "baseline": summary["baseline"]}
+    return {"metrics": summary["scalars"], "intervals": cv_intervals(result, rows, fold),
+            "per_class": summary["per_class"], "confusion": summary["confusion"], "baseline": summary["baseline"]}
 

@@ -135,7 +135,7 @@ def run_ensemble(run_ids=(), top=None, method="stack", shift_data=None, shifts=(
                      "settings_label": r.get("settings_label", "")} for r in records],
         "folds": dict({k: v for k, v in first["folds"].items() if k != "scored"},
                       **({"scored": scored} if len(scored) < first["folds"].get("k", len(scored)) else {})),
-        **summary_fields(result),
+        **summary_fields(result, members, members.fold),
         "timings": {"load_seconds": load_seconds, "fit_seconds": result.fit_seconds,
                     "fit_seconds_total": sum(result.fit_seconds),
                     "predict_seconds_total": sum(result.predict_seconds),
@@ -204,7 +204,8 @@ def shift_check(members, result, manifest, shifts, tta="none", progress=False):
             member_proba.append(mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
                                                 feats[:, 1:] if feats.shape[1] > 1 else None)[order])
         return combiner.proba(np.stack(member_proba))
-    return scored_shifts(members.labels[rows], probabilities, combiner.offsets, shifts, tta, fold, progress)
+    return scored_shifts(members.labels[rows], probabilities, combiner.offsets, shifts, tta, fold, progress,
+                         groups=members.lesion_ids[rows])
 
 
 def shift_block(members, result, manifest, shifts, tta, progress, log):

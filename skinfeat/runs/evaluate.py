@@ -16,6 +16,7 @@ import numpy as np
 
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
+from skinfeat.core.intervals import Resamples, decision_intervals, grouping, interval, span
 from skinfeat.core.metrics import LABELS, SCALARS, classification_metrics, prior_baseline
 from skinfeat.core.progress import bar
 from skinfeat.data.metadata import lookup
@@ -37,11 +38,17 @@ def labelled(manifest, where):
     return rows
 
 
-def score(y, proba, offsets, train_counts=None):
+def score(y, proba, offsets, train_counts=None, resamples=None, full=True):
     """Every metric ``fit`` reports for probabilities ``proba`` [n, 7] of true classes
     ``y``, deciding by argmax of log p + ``offsets`` (the model's prior adjustment),
-    and the always-NV baseline (the training class frequencies when known)."""
-    metrics = classification_metrics(y, proba, decide(proba, offsets))
+    and the always-NV baseline (the training class frequencies when known); with
+    ``resamples`` (``skinfeat.core.intervals``) their 95 % ``intervals``: BMCA,
+    accuracy and macro AUC (``full``) or BMCA and accuracy."""
+    pred = decide(proba, offsets)
+    metrics = classification_metrics(y, proba, pred)
+    if resamples is not None:
+        metrics["intervals"] = (interval(y, proba, pred, resamples) if full
+                                else decision_intervals(y, pred, resamples))
     prior = np.asarray(train_counts if train_counts is not None else np.bincount(y, minlength=len(CLASSES)))
     base = prior_baseline(np.repeat(np.arange(len(CLASSES)), prior.astype(int)), y)
     metrics["baseline"] = {"name": "always NV (training prior)",
@@ -94,12 +101,15 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
     meta = metadata_for(predictor, ids, metadata, own, where)
     y = np.asarray(manifest.labels)[rows].astype(int)
     counts = (predictor.manifest.get("training") or {}).get("class_counts")
+    groups, grouped_by = grouping([manifest.lesion_ids[i] for i in rows], ids)
+    resamples = Resamples.draw(groups, n=len(rows), grouped_by=grouped_by)
     results = {}
     for shift in [None] + list(shifts):
         proba = predictor.probabilities(paths, shift, views, progress=progress, metadata=meta)
-        results[shift.name if shift else "clean"] = score(y, proba, predictor.head.offsets, counts)
+        results[shift.name if shift else "clean"] = score(y, proba, predictor.head.offsets, counts, resamples,
+                                                          full=shift is None)
     clean = results.pop("clean")
-    return {"n": len(rows), "image_ids": ids, "tta": tta,
+    return {"n": len(rows), "image_ids": ids, "tta": tta, "grouped_by": grouped_by,
             "clean": clean, "shifts": results, "worst": worst_case(results)}
 
 
@@ -110,7 +120,9 @@ def worst_case(shift_metrics):
     bmca = min(shift_metrics, key=lambda k: shift_metrics[k]["bmca"])
     accuracy = min(shift_metrics, key=lambda k: shift_metrics[k]["accuracy"])
     return {"bmca": shift_metrics[bmca]["bmca"], "bmca_shift": bmca,
-            "accuracy": shift_metrics[accuracy]["accuracy"], "accuracy_shift": accuracy}
+            "accuracy": shift_metrics[accuracy]["accuracy"], "accuracy_shift": accuracy,
+            **({"bmca_interval": shift_metrics[bmca]["intervals"]["bmca"]} if "intervals" in shift_metrics[bmca]
+               else {})}
 
 
 # ----------------------------------------------------------------------------- records and text
@@ -158,7 +170,8 @@ def evaluate_predictions(path, labels_path, write=True, runs=None):
     if write:
         check_runs_writable(runs)
     ids, proba, y = read_predictions(path, read_labels(labels_path))
-    result = {"n": len(ids), "image_ids": ids, "tta": None, "clean": score(y, proba, np.zeros(len(CLASSES))),
+    result = {"n": len(ids), "image_ids": ids, "tta": None, "grouped_by": "image",
+              "clean": score(y, proba, np.zeros(len(CLASSES)), resamples=Resamples.draw(n=len(ids), grouped_by="image")),
               "shifts": {}, "worst": None, "predictions": str(path), "labels": str(labels_path),
               "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
               "dataset": _dataset_name(labels_path), "model_run_id": None}
@@ -174,22 +187,29 @@ def format_evaluation(result):
             if result.get("model_dir") else f"predictions {result.get('predictions')}")
     lines = [f"{what}: {result['n']} labelled images of {result.get('dataset')}"
              + (f", TTA {result['tta']}" if result.get("tta") not in (None, "none") else ""),
-             f"{'metric':<10} {'value':>6}  always-NV"]
+             f"{'metric':<10} {'value':>6}  {'95% interval':<14}  always-NV"]
+    intervals = m.get("intervals") or {}
     for name in SCALARS:
         value, base = m.get(name), m["baseline"].get(name)
-        lines.append(f"{LABELS[name]:<10} {_fmt(value):>6}  {_fmt(base) if base is not None else ''}")
+        lines.append(f"{LABELS[name]:<10} {_fmt(value):>6}  {span(intervals.get(name)):<14}  "
+                     f"{_fmt(base) if base is not None else ''}")
+    if intervals:
+        lines.append(f"(95% intervals: {intervals['resamples']} bootstrap resamples of the "
+                     f"{result.get('grouped_by', 'image')}s)")
     lines.append("recall     " + "  ".join(f"{c} {_fmt(m['per_class'][c]['recall'], '.2f')}" for c in CLASSES))
     lines.append("confusion (rows: true, columns: predicted)")
     lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
     lines += [f"{c:<7}" + "".join(f"{v:>7}" for v in row) for c, row in zip(CLASSES, m["confusion"])]
     if result.get("shifts"):
-        lines.append(f"{'shift':<16} {'BMCA':>6} {'accuracy':>8}")
-        lines.append(f"{'clean':<16} {_fmt(m['bmca']):>6} {_fmt(m['accuracy']):>8}")
+        lines.append(f"{'shift':<16} {'BMCA':>6} {'95% interval':<14} {'accuracy':>8}")
+        lines.append(f"{'clean':<16} {_fmt(m['bmca']):>6} {span(intervals.get('bmca')):<14} "
+                     f"{_fmt(m['accuracy']):>8}")
         for name, s in result["shifts"].items():
-            lines.append(f"{name:<16} {_fmt(s['bmca']):>6} {_fmt(s['accuracy']):>8}")
+            lines.append(f"{name:<16} {_fmt(s['bmca']):>6} {span((s.get('intervals') or {}).get('bmca')):<14} "
+                         f"{_fmt(s['accuracy']):>8}")
         w = result["worst"]
-        lines.append(f"{'worst':<16} {_fmt(w['bmca']):>6} {_fmt(w['accuracy']):>8}   "
-                     f"(BMCA: {w['bmca_shift']}, accuracy: {w['accuracy_shift']})")
+        lines.append(f"{'worst':<16} {_fmt(w['bmca']):>6} {span(w.get('bmca_interval')):<14} "
+                     f"{_fmt(w['accuracy']):>8}   (BMCA: {w['bmca_shift']}, accuracy: {w['accuracy_shift']})")
     return lines
 
 

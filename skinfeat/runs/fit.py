@@ -99,7 +99,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                                                  "no-views" if fs.attrs.get("views") and not use_views
                                                  else ""])),
         "folds": dict(folds.describe(), **({"scored": scored} if scored is not None else {})),
-        **summary_fields(result),
+        **summary_fields(result, fs, folds.fold),
         "timings": {"load_seconds": load_seconds, "fit_seconds": result.fit_seconds,
                     "fit_seconds_total": sum(result.fit_seconds),
                     "predict_seconds_total": sum(result.predict_seconds),

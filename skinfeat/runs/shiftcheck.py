@@ -19,6 +19,7 @@ import numpy as np
 from skinfeat.backbones.tflite import TFLiteBackbone
 from skinfeat.core.atomic import atomic_path
 from skinfeat.core.errors import DataError, FeaturesError
+from skinfeat.core.intervals import Resamples, decision_intervals
 from skinfeat.core.metrics import classification_metrics
 from skinfeat.core.paths import features_dir
 from skinfeat.core.progress import bar as progress_bar
@@ -98,7 +99,7 @@ def shift_check(fs, head, rows, manifest, shifts, tta="none", fold=0, progress=T
         return mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
                                feats[:, 1:] if feats.shape[1] > 1 else None)
     return scored_shifts(fs.labels[rows].astype(int), probabilities, class_offsets(head.classes_, head.class_offsets_),
-                         shifts, tta, fold, progress)
+                         shifts, tta, fold, progress, groups=fs.lesion_ids[rows])
 
 
 def fold_paths(ids, manifest, fold):
@@ -124,19 +125,25 @@ def fold_features(fs, rows, paths, shift, tta, progress, backbones):
     return feats if fs.extra is None else beside_views(feats, fs.extra[rows])
 
 
-def scored_shifts(y, probabilities, offsets, shifts, tta="none", fold=0, progress=True):
+def scored_shifts(y, probabilities, offsets, shifts, tta="none", fold=0, progress=True, groups=None):
     """The shift check's block: BMCA and accuracy of ``probabilities(shift, update)``
     ([n, 7] for the images of true classes ``y``; ``shift`` None: clean; ``update(k)``
-    as k images are done) decided with ``offsets``, clean and under each of ``shifts``."""
+    as k images are done) decided with ``offsets``, clean and under each of ``shifts``,
+    each with its 95 % intervals (``intervals``: lesion-grouped by ``groups``, the
+    same resamples for every shift)."""
 
+    resamples = Resamples.draw(None if groups is None else np.asarray(groups, dtype=str), n=len(y),
+                               grouped_by="image" if groups is None else "lesion")
     results = {}
     with progress_bar(None, progress, total=len(y) * (1 + len(shifts)), unit="img",
                       desc=f"shift check, fold {fold}") as bar:
         for done, shift in enumerate([None] + list(shifts), start=1):
             proba = probabilities(shift, bar.update)
             bar.update(done * len(y) - bar.n)  # cached shifts count as done too
-            m = classification_metrics(y, proba, decide(proba, offsets))
-            results[shift.name if shift else "clean"] = {"bmca": m["bmca"], "accuracy": m["accuracy"]}
+            pred = decide(proba, offsets)
+            m = classification_metrics(y, proba, pred)
+            results[shift.name if shift else "clean"] = {"bmca": m["bmca"], "accuracy": m["accuracy"],
+                                                         "intervals": decision_intervals(y, pred, resamples)}
     clean = results.pop("clean")
     return {"fold": int(fold), "n": len(y), "tta": tta, "clean": clean, "shifts": results,
-            "worst": worst_case(results)}
+            "worst": worst_case(results), "grouped_by": resamples.grouped_by}

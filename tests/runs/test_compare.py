@@ -5,6 +5,7 @@ import csv
 import io
 import json
 
+import pytest
 
 from helpers import run
 from skinfeat.core.paths import features_dir, runs_dir
@@ -38,12 +39,15 @@ def test_table_sorted_by_bmca_with_baseline():
     result = run("compare")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["dataset", "backbone", "head", "settings", "dim", "BMCA", "worst", "shift", "test",
-                                "BMCA", "accuracy", "top-3", "AUC", "fit", "s", "extract", "img/s", "folds", "run"]
+    assert lines[0].split() == ["dataset", "backbone", "head", "settings", "dim", "BMCA", "[95%", "CI]", "vs", "best",
+                                "worst", "shift", "test", "BMCA", "accuracy", "top-3", "AUC", "fit", "s", "extract",
+                                "img/s", "folds", "run"]
     assert [line.split()[:3] for line in lines[2:5]] == [["ham10000", "lite0", "softmax"],
                                                          ["ham10000", "lite0", "logreg"],
                                                          ["ham10000", "mobilenet", "logreg"]]
-    assert lines[2].split()[4:12] == ["1280", "0.641±0.010", "-", "-", "0.800", "0.950", "0.900", "30.0"]
+    # records from before the intervals: mean ± std, and no paired figure without their predictions
+    assert lines[2].split()[4:13] == ["1280", "0.641±0.010", "best", "-", "-", "0.800", "0.950", "0.900", "30.0"]
+    assert "not paired: out-of-fold predictions missing" in lines[3]
     assert [line.split()[-1] for line in lines[2:5]] == ["c", "b", "d"]  # the run ids, for report --run
     assert "0.612" not in result.stdout  # the older lite0 x logreg record is superseded
     assert lines[3].split()[3] == "default" and lines[4].split()[3] == "class_weight=sqrt"
@@ -151,3 +155,66 @@ def test_compare_fit_fills_missing_combinations_once():
 def test_compare_fit_rejects_unknown_head():
     result = run("compare", "--fit", "--heads", "logreg,softmx")
     assert result.exit_code == 2 and "did you mean 'softmax'?" in result.output
+
+
+def test_intervals_and_paired_marks_from_real_fits():
+    """Real fits on synthetic features (shared lesions): each row shows its
+    lesion-grouped interval and its paired difference to the best; a head that is
+    the best's twin is tied with it; a run of other folds is not paired; --vs prints
+    the full table with the corrected t-test."""
+    features_dir().mkdir(parents=True)
+    path = features_dir() / "alpha.h5"
+    write_synthetic(path, counts=(60, 300, 40, 30, 60, 20, 20), dim=8, separation=1.2, module="alpha", seed=4)
+    for head, extra in (("logreg", ()), ("logreg", ("--param", "alpha=30")), ("softmax", ())):
+        done = run("fit", "--features", str(path), "--head", head, "--cv", "5", *extra)
+        assert done.exit_code == 0, done.output
+    other = run("fit", "--features", str(path), "--head", "logreg", "--cv", "3")
+    assert other.exit_code == 0, other.output
+    records = {(r["head"], r["settings_label"], r["folds"]["k"]): r for r in read_records()}
+    best = records[("logreg", "", 5)]
+    iv = best["intervals"]
+    assert iv["grouped_by"] == "lesion" and iv["resamples"] == 1000
+    for metric in ("bmca", "accuracy", "macro_auc"):
+        mean = best["metrics"][metric]["mean"]
+        assert iv[metric]["low"] < mean < iv[metric]["high"] and iv[metric]["high"] - iv[metric]["low"] < 0.3
+    rows = {(r["head"], r["settings"], r["folds"][:8] == best["folds"]["sha256"][:8]): r
+            for r in leaderboard_rows(read_records())}
+    top = max(rows.values(), key=lambda r: r["bmca"] if r["folds"].startswith(best["folds"]["sha256"][:8]) else 0)
+    assert top["vs_best_note"] == f"best on folds {top['folds']}"
+    for r in rows.values():
+        if r is top:
+            continue
+        if not r["folds"].startswith(top["folds"][:8]):
+            assert r["vs_best_note"] == "alone on its folds" and r["vs_best"] is None
+            continue
+        assert r["vs_best"] == pytest.approx(r["bmca"] - top["bmca"], abs=1e-9)  # the fold means' difference
+        assert r["vs_best_low"] <= r["vs_best"] <= r["vs_best_high"]
+        assert (r["vs_best_note"] == "tied") == (r["vs_best_low"] <= 0 <= r["vs_best_high"])
+    weak = rows[("logreg", "alpha=30", True)]
+    assert weak["vs_best_high"] < 0 and weak["vs_best_note"] is None  # a much weaker head: a real difference
+    table = run("compare").stdout
+    assert f"{top['bmca']:.3f} [" in table and "alone on its folds" in table
+    versus = run("compare", "--vs", top["run_id"])
+    assert versus.exit_code == 0, versus.output
+    lines = versus.stdout.splitlines()
+    assert lines[0].split()[:3] == ["run", "head", "settings"] and "(the reference)" in versus.stdout
+    assert "not paired: other folds" in versus.stdout  # the 3-fold run
+    weak_line = next(line for line in lines if weak["run_id"] in line)
+    assert "worse" in weak_line and f"{weak['vs_best']:+.3f} [" in weak_line
+    t = float(weak_line.split()[-2])
+    assert t < 0  # the corrected t of a worse run is negative
+
+
+def test_vs_refuses_unknown_or_ambiguous_runs():
+    fill_runs()
+    write_record(record("xy1", "lite0", "knn", 0.5, "2026-01-05T00:00:00", settings="s3"))
+    write_record(record("xy12", "lite0", "knn", 0.5, "2026-01-05T00:00:00", settings="s4"))
+    unknown = run("compare", "--vs", "zzz")
+    assert unknown.exit_code == 2 and "no recorded run has that id" in unknown.output
+    ambiguous = run("compare", "--vs", "xy")
+    assert ambiguous.exit_code == 2 and "is ambiguous: 2 runs contain it" in ambiguous.output
+    exact = run("compare", "--vs", "xy1")  # an exact id beats the one that contains it
+    assert exact.exit_code == 0 and "reference: xy1 " in exact.stdout
+    assert "not paired: out-of-fold predictions missing" in exact.stdout
+    both = run("compare", "--vs", "b", "--fit")
+    assert both.exit_code == 2 and "--vs prints one comparison" in both.output
