@@ -35,6 +35,7 @@ from skinfeat import __version__
 from skinfeat.core.atomic import write_atomically
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import DataError, FeaturesError, UsageError
+from skinfeat.core.intervals import span
 from skinfeat.core.metrics import ECE_BINS, expected_calibration_error
 from skinfeat.core.paths import runs_dir
 from skinfeat.core.writable import check_writable, writing
@@ -118,8 +119,11 @@ def _leaderboard_section(rows, records, shown):
                    for row, line in zip(rows, cells[1:]))
     notes = "".join(f"<p class='note baseline'>{html.escape(line)}</p>" for line in baseline_lines(rows, records))
     return (f"<h2>Leaderboard</h2><p>{_count(len(rows), 'run')}: the newest per features file, head and settings, "
-            "grouped by dataset, best balanced multiclass accuracy (BMCA, the ISIC metric) first; mean ± std over "
-            f"lesion-grouped folds.</p><table id='leaderboard'><thead><tr>{head}</tr></thead>"
+            "grouped by dataset, best balanced multiclass accuracy (BMCA, the ISIC metric) first: the mean over "
+            "lesion-grouped folds with its 95% interval (a bootstrap of the lesions, 1,000 resamples within "
+            "folds; mean ± std for runs recorded before intervals). <i>vs best</i>: the paired difference to the "
+            "best run of the dataset on the same folds, with its interval; <i>tied with the best</i> when the "
+            "interval holds 0: such a difference is noise.</p><table id='leaderboard'><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table>{notes}")
 
 
@@ -132,6 +136,11 @@ def _run_section(record, runs, result, best):
     k = len((metrics.get("bmca") or {}).get("folds") or [])
     summary = ", ".join(f"{label} {metrics[key]['mean']:.3f} ± {metrics[key].get('std') or 0:.3f}"
                         for key, label in HEADLINE if (metrics.get(key) or {}).get("mean") is not None)
+    intervals = record.get("intervals") or {}
+    if intervals:
+        summary += ("; 95% intervals " + ", ".join(f"{label} {span(intervals[key])}" for key, label in HEADLINE
+                                                  if intervals.get(key))
+                    + f" ({intervals['resamples']:,} bootstrap resamples of the {intervals['grouped_by']}s)")
     parts = [f"<h2>{'Best run' if best else 'Run'}: {html.escape(name)}</h2>",
              f"<p id='headline'>{html.escape(summary)} (mean ± std over {k} folds, as `skinfeat fit` and the "
              f"leaderboard show them). Run {html.escape(str(record.get('run_id')))}, dataset "
@@ -177,13 +186,15 @@ def _shift_section(record, evaluations, result, which):
 
     def cell(check, name):
         m = check["clean"] if name == "clean" else check.get("shifts", {}).get(name)
-        return "-" if not m else f"{m['bmca']:.3f} / {m['accuracy']:.3f}"
+        bounds = (m or {}).get("intervals", {}).get("bmca")
+        return "-" if not m else f"{m['bmca']:.3f} / {m['accuracy']:.3f}" + (f" {span(bounds)}" if bounds else "")
     body = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{cell(c, n)}</td>" for _, c in checks)
                    + "</tr>" for n in names)
     worst = "".join(f"<td>{c['worst']['bmca']:.3f} / {c['worst']['accuracy']:.3f} ({html.escape(c['worst']['bmca_shift'])})"
                     "</td>" if c.get("worst") else "<td>-</td>" for _, c in checks)
     parts = ["<section><h2>Under shift</h2><p>BMCA / accuracy on images framed, zoomed and coloured "
-             "otherwise (`skinfeat evaluate --shift`): a model that only holds on its own framing shows it here.</p>",
+             "otherwise (`skinfeat evaluate --shift`): a model that only holds on its own framing shows it here. "
+             "In brackets: the BMCA's 95% interval (lesion-grouped bootstrap).</p>",
              f"<table id='shifts'><thead><tr>{head}</tr></thead><tbody>{body}<tr><td>worst</td>{worst}</tr>"
              "</tbody></table>"]
     if record.get("shift"):

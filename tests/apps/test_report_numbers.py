@@ -51,6 +51,10 @@ def test_report_numbers_are_fits_labelled_mean_over_folds_or_pooled(fitted, tmp_
     for label, name in (("BMCA", "bmca"), ("accuracy", "accuracy"), ("macro AUC", "macro_auc"), ("ECE", "ece")):
         assert f"{label} {m[name]['mean']:.3f} ± {m[name]['std']:.3f}" in headline  # the record's, as fit prints
     assert f"(mean ± std over {k} folds" in headline
+    iv = record["intervals"]  # and the record's lesion-grouped intervals, as fit prints them
+    assert (f"95% intervals BMCA [{iv['bmca']['low']:.3f}, {iv['bmca']['high']:.3f}], accuracy "
+            f"[{iv['accuracy']['low']:.3f}, {iv['accuracy']['high']:.3f}]") in headline
+    assert f"95% interval BMCA [{iv['bmca']['low']:.3f}, {iv['bmca']['high']:.3f}]" in fit3(fitted[1])[0].stdout
 
     confusion = np.asarray(record["confusion"])
     recall = np.diag(confusion) / confusion.sum(axis=1)

@@ -5,8 +5,14 @@ the time on simulated data with a known difference, grouped and ungrouped."""
 import numpy as np
 import pytest
 
-from skinfeat.core.intervals import (Resamples, bootstrap_scores, corrected_t_test, interval, paired_difference,
-                                     percentile_interval)
+from skinfeat.core.intervals import (
+    Resamples,
+    bootstrap_scores,
+    corrected_t_test,
+    interval,
+    paired_difference,
+    percentile_interval,
+)
 from skinfeat.core.metrics import classification_metrics
 
 
@@ -33,7 +39,8 @@ def test_ungrouped_interval_is_scipys_percentile_bootstrap_on_the_same_resamples
         return memo[key][name]
 
     for name in ("bmca", "accuracy", "macro_auc"):
-        theirs = stats.bootstrap((np.arange(len(y)),), lambda rows: statistic(rows, name), vectorized=False,
+        theirs = stats.bootstrap((np.arange(len(y)),), lambda rows, name=name: statistic(rows, name),
+                                 vectorized=False,
                                  n_resamples=200, method="percentile", rng=np.random.default_rng(3))
         assert ours[name]["low"] == pytest.approx(theirs.confidence_interval.low, abs=1e-9), name
         assert ours[name]["high"] == pytest.approx(theirs.confidence_interval.high, abs=1e-9), name
@@ -115,7 +122,7 @@ def test_images_as_units_undercover_when_lesions_repeat():
     rng = np.random.default_rng(13)
     covered = 0
     for i in range(300):
-        y, a, b, lesion = simulate(rng, 400, 0.05, True)
+        y, a, _, _ = simulate(rng, 400, 0.05, True)
         d = percentile_interval(bootstrap_scores(y, None, a, Resamples.draw(n=len(y), n_resamples=300, seed=i),
                                                  ("bmca",))["bmca"])
         covered += d[0] <= P.mean() <= d[1]  # A's true BMCA

@@ -6,12 +6,12 @@ import io
 import json
 
 import pytest
-
 from helpers import run
+
+from devtools.synthetic import write_synthetic
 from skinfeat.core.paths import features_dir, runs_dir
 from skinfeat.runs.compare import leaderboard_rows
 from skinfeat.runs.records import read_records, write_record
-from devtools.synthetic import write_synthetic
 
 
 def record(run_id, module, head, bmca, created, settings="s1", fit_s=10.0, folds="f" * 64, dataset="ham10000",
