@@ -147,6 +147,8 @@ def _run_section(record, runs, result, best):
              f"{html.escape(dataset_of(record))}, settings {html.escape(record.get('settings_label') or 'default')}, "
              f"{_count(record['features'].get('n_labelled') or 0, 'labelled image')}, folds "
              f"{html.escape(str(record.get('folds', {}).get('source')))}.</p>"]
+    if record.get("subgroups"):
+        parts.append(_subgroup_table(record["subgroups"]))
     pooled_title = f"pooled over {k} folds · {name}"  # the label first: a long module name is cut at the end
     if record.get("confusion"):
         pooled = pooled_scores(record)
@@ -201,6 +203,22 @@ def _shift_section(record, evaluations, result, which):
         name = f"{record['backbone'].get('module')} + {record['head']}"
         parts.append(_figure(plot_shifts(record["shift"], title=name), "shift check", result))
     return "".join(parts) + "</section>"
+
+
+def _subgroup_table(block):
+    """Per patient subgroup: images, BMCA with its interval, accuracy; flagged rows in bold."""
+    rows = []
+    for column, entries in block["columns"].items():
+        for e in entries:
+            bounds = span(e["bmca_interval"]) or f"(fewer than {block['min_lesions']} lesions)"
+            cells = [column, e["group"], f"{e['n']:,}", f"{e['bmca']:.3f} {bounds}", f"{e['accuracy']:.3f}",
+                     "below" if e["below"] else ""]
+            rows.append(("<tr class='below'>" if e["below"] else "<tr>")
+                        + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("column", "group", "images", "BMCA [95% CI]", "accuracy", "flag"))
+    return (f"<table class='small' id='subgroups'><caption>Per patient subgroup, pooled over the folds (overall "
+            f"BMCA {block['overall']['bmca']:.3f}); <b>below</b>: the group's interval lies wholly under it"
+            f"</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 def _per_class_table(pooled):
@@ -321,7 +339,7 @@ def _figure(fig, title, result, caption=""):
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1400px;margin:1.5em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.8em 0}th,td{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:left}
 th{background:#f3f3f3}table.small{font-size:.92em}figure{margin:1em 0}img{max-width:100%;height:auto}
-.note{color:#555}tr.shown{background:#eef5fb}caption{text-align:left;color:#555}h2{margin-top:1.6em;border-bottom:2px solid #0072B2}"""
+.note{color:#555}tr.shown{background:#eef5fb}tr.below{font-weight:bold;color:#a33}caption{text-align:left;color:#555}h2{margin-top:1.6em;border-bottom:2px solid #0072B2}"""
 # When every picture has decoded, the page says so (used by the headless-browser test).
 SCRIPT = """addEventListener('load',()=>{const i=[...document.images];
 document.body.dataset.images=i.length;document.body.dataset.rendered=i.filter(x=>x.complete&&x.naturalWidth>0).length;});"""

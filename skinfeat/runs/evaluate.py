@@ -25,6 +25,7 @@ from skinfeat.heads.inference import decide
 from skinfeat.imaging.tta import TTA_SETS, tta_views  # noqa: F401 (re-exported)
 from skinfeat.model.ensemble_dir import load_any, read_any_manifest
 from skinfeat.runs.records import EVALUATION_SCHEMA, check_runs_writable, new_run_id, write_record
+from skinfeat.runs.subgroups import subgroup_lines, subgroup_scores
 
 # ----------------------------------------------------------------------------- scoring a model
 
@@ -103,12 +104,16 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
     counts = (predictor.manifest.get("training") or {}).get("class_counts")
     groups, grouped_by = grouping([manifest.lesion_ids[i] for i in rows], ids)
     resamples = Resamples.draw(groups, n=len(rows), grouped_by=grouped_by)
-    results = {}
+    results, clean_proba = {}, None
     for shift in [None] + list(shifts):
         proba = predictor.probabilities(paths, shift, views, progress=progress, metadata=meta)
+        if shift is None:
+            clean_proba = proba
         results[shift.name if shift else "clean"] = score(y, proba, predictor.head.offsets, counts, resamples,
                                                           full=shift is None)
     clean = results.pop("clean")
+    clean["subgroups"] = subgroup_scores(y, decide(clean_proba, predictor.head.offsets),
+                                         groups if groups is not None else ids, own)
     return {"n": len(rows), "image_ids": ids, "tta": tta, "grouped_by": grouped_by,
             "clean": clean, "shifts": results, "worst": worst_case(results)}
 
@@ -200,6 +205,7 @@ def format_evaluation(result):
     lines.append("confusion (rows: true, columns: predicted)")
     lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
     lines += [f"{c:<7}" + "".join(f"{v:>7}" for v in row) for c, row in zip(CLASSES, m["confusion"])]
+    lines += subgroup_lines(m.get("subgroups"))
     if result.get("shifts"):
         lines.append(f"{'shift':<16} {'BMCA':>6} {'95% interval':<14} {'accuracy':>8}")
         lines.append(f"{'clean':<16} {_fmt(m['bmca']):>6} {span(intervals.get('bmca')):<14} "

@@ -32,6 +32,7 @@ from skinfeat.runs.cv import cross_validate, fit_final, summary_fields, write_oo
 from skinfeat.runs.evaluate import evaluate_images
 from skinfeat.runs.records import check_runs_writable, new_run_id, read_records, settings_hash, write_record
 from skinfeat.runs.shiftcheck import shift_check
+from skinfeat.runs.subgroups import subgroup_scores
 
 
 def _settings_label(cls, params):
@@ -106,6 +107,10 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                     "cv_seconds": cv_seconds, "final_fit_seconds": None},
         "model_dir": None,
     }
+    scored_rows = np.flatnonzero(result.oof_pred >= 0)
+    record["subgroups"] = subgroup_scores(
+        fs.labels[scored_rows], result.oof_pred[scored_rows], np.asarray(fs.lesion_ids)[scored_rows],
+        {c: np.asarray(v, dtype=object)[scored_rows] for c, v in (fs.metadata or {}).items()})
     if shifts:
         fold, rows, fold_head = result.first
         record["shift"] = shift_check(fs, fold_head, rows, shift_data, shifts, tta, fold, progress)

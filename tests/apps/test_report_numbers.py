@@ -55,6 +55,11 @@ def test_report_numbers_are_fits_labelled_mean_over_folds_or_pooled(fitted, tmp_
     assert (f"95% intervals BMCA [{iv['bmca']['low']:.3f}, {iv['bmca']['high']:.3f}], accuracy "
             f"[{iv['accuracy']['low']:.3f}, {iv['accuracy']['high']:.3f}]") in headline
     assert f"95% interval BMCA [{iv['bmca']['low']:.3f}, {iv['bmca']['high']:.3f}]" in fit3(fitted[1])[0].stdout
+    # HAM10000 features carry its metadata: the groups' table, as recorded
+    assert set(record["subgroups"]["columns"]) == {"sex", "age", "localization"}
+    table = text_of(re.search(r"<table class='small' id='subgroups'>(.*?)</table>", page).group(1))
+    first = record["subgroups"]["columns"]["sex"][0]
+    assert f"sex {first['group']} {first['n']:,} {first['bmca']:.3f}" in " ".join(table.split())
 
     confusion = np.asarray(record["confusion"])
     recall = np.diag(confusion) / confusion.sum(axis=1)
