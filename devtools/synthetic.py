@@ -62,4 +62,25 @@ def write_synthetic(path, **kwargs):
     return fs
 
 
-__all__ = ["HAM10000_COUNTS", "synthetic_feature_set", "write_synthetic"]
+PAIR_RECALL = np.array([0.8, 0.7, 0.6, 0.75])  # classifier A's recall per class
+
+
+def simulate_pair(rng, n_lesions, delta, grouped):
+    """Two classifiers on a fresh sample of ``n_lesions`` lesions: A right with
+    probability PAIR_RECALL[c] on average, B keeping each of A's hits with probability
+    1 - delta / PAIR_RECALL[c], so B's recall is PAIR_RECALL[c] - delta and the true BMCA difference is
+    ``delta``. ``grouped``: 1-4 images per lesion sharing its difficulty (a Beta
+    draw around PAIR_RECALL[c]); else one image per lesion at exactly PAIR_RECALL[c]."""
+    k = len(PAIR_RECALL)
+    sizes = rng.integers(1, 5, n_lesions) if grouped else np.ones(n_lesions, int)
+    lesion_class = rng.integers(0, k, n_lesions)
+    p = PAIR_RECALL[lesion_class]
+    q = rng.beta(3 * p, 3 * (1 - p)) if grouped else p
+    lesion, cls, q = np.repeat(np.arange(n_lesions), sizes), np.repeat(lesion_class, sizes), np.repeat(q, sizes)
+    right_a = rng.random(len(cls)) < q
+    right_b = right_a & (rng.random(len(cls)) >= delta / PAIR_RECALL[cls])
+    wrong = (cls + 1) % k
+    return cls, np.where(right_a, cls, wrong), np.where(right_b, cls, wrong), lesion
+
+
+__all__ = ["HAM10000_COUNTS", "PAIR_RECALL", "simulate_pair", "synthetic_feature_set", "write_synthetic"]

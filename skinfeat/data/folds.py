@@ -34,7 +34,11 @@ class Folds:
 
 
 def folds_hash(image_ids, fold):
-    lines = sorted(f"{i}\t{int(f)}" for i, f in zip(image_ids, fold) if f >= 0)
+    """SHA-256 of the sorted "image_id<TAB>fold" lines of the rows in a fold (fold >= 0)."""
+    fold = np.asarray(fold)
+    used = fold >= 0
+    ids = np.asarray(image_ids, dtype=str)[used]
+    lines = sorted(np.char.add(np.char.add(ids, "\t"), fold[used].astype(np.int64).astype(str)).tolist())
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 

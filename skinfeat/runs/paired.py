@@ -11,7 +11,7 @@ other folds or other scored folds cannot be paired: ``compare`` says why.
 import numpy as np
 
 from skinfeat.core.errors import DataError, UsageError
-from skinfeat.core.intervals import Resamples, corrected_t_test, paired_difference
+from skinfeat.core.intervals import Resamples, bootstrap_scores, corrected_t_test, observed_bmca, paired_difference
 from skinfeat.runs.combine import read_oof
 
 
@@ -39,9 +39,11 @@ class Pairing:
             oof = read_oof(self.reference, self.runs)
             rows = np.flatnonzero(oof["pred"] >= 0)
             fold = oof["fold"][rows]
-            self._base = {"ids": oof["image_id"][rows], "y": oof["label"][rows].astype(int),
-                          "pred": oof["pred"][rows],
-                          "resamples": Resamples.draw(oof["lesion_id"][rows].astype(str), fold, grouped_by="lesion"),
+            y, pred = oof["label"][rows].astype(int), oof["pred"][rows]
+            resamples = Resamples.draw(oof["lesion_id"][rows].astype(str), fold, grouped_by="lesion")
+            self._base = {"ids": oof["image_id"][rows], "y": y, "pred": pred, "resamples": resamples,
+                          "scores": (observed_bmca(y, pred, resamples),
+                                     bootstrap_scores(y, None, pred, resamples, ("bmca",))["bmca"]),
                           "n_used": int((oof["fold"] >= 0).sum()), "k": len(np.unique(fold))}
         return self._base
 
@@ -58,13 +60,23 @@ class Pairing:
             oof = read_oof(other, self.runs)
         except DataError:
             return {"unpaired": "out-of-fold predictions missing"}
-        index = {image_id: i for i, image_id in enumerate(oof["image_id"])}
-        at = np.array([index.get(i, -1) for i in base["ids"]])
+        at = self._aligned(oof["image_id"], base["ids"])
         if (at < 0).any() or int((oof["pred"] >= 0).sum()) != len(at) or np.any(oof["pred"][at] < 0):
             return {"unpaired": "other images"}
-        result = paired_difference(base["y"], oof["pred"][at], base["pred"], base["resamples"])
+        result = paired_difference(base["y"], oof["pred"][at], base["pred"], base["resamples"],
+                                   b_scores=base["scores"])
         result["t_test"] = self._t_test(other)
         return result
+
+    @staticmethod
+    def _aligned(ids, wanted):
+        """Indices into ``ids`` of each of ``wanted`` (-1 where absent)."""
+        ids, wanted = np.asarray(ids, dtype=str), np.asarray(wanted, dtype=str)
+        order = np.argsort(ids, kind="stable")
+        at = np.searchsorted(ids[order], wanted)
+        at = np.minimum(at, len(ids) - 1)
+        found = ids[order][at] == wanted if len(ids) else np.zeros(len(wanted), bool)
+        return np.where(found, order[at] if len(ids) else -1, -1)
 
     def _t_test(self, other):
         a = (other["metrics"].get("bmca") or {}).get("folds") or []

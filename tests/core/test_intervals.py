@@ -5,6 +5,8 @@ the time on simulated data with a known difference, grouped and ungrouped."""
 import numpy as np
 import pytest
 
+from devtools.synthetic import PAIR_RECALL as P
+from devtools.synthetic import simulate_pair as simulate
 from skinfeat.core.intervals import (
     Resamples,
     bootstrap_scores,
@@ -82,26 +84,6 @@ def test_corrected_t_test_is_nadeau_and_bengios_formula():
     assert got["p"] == pytest.approx(2 * (1 - stats.t.cdf(abs(t), 4)))
     plain = stats.ttest_1samp(d, 0.0)  # the uncorrected test is more confident
     assert plain.pvalue < got["p"]
-
-
-P = np.array([0.8, 0.7, 0.6, 0.75])  # classifier A's recall per class
-
-
-def simulate(rng, n_lesions, delta, grouped):
-    """Two classifiers on a fresh sample of ``n_lesions`` lesions: A right with
-    probability P[c] on average, B keeping each of A's hits with probability
-    1 - delta / P[c], so B's recall is P[c] - delta and the true BMCA difference is
-    ``delta``. ``grouped``: 1-4 images per lesion sharing its difficulty (a Beta
-    draw around P[c]); else one image per lesion at exactly P[c]."""
-    k = len(P)
-    sizes = rng.integers(1, 5, n_lesions) if grouped else np.ones(n_lesions, int)
-    lesion_class = rng.integers(0, k, n_lesions)
-    q = rng.beta(3 * P[lesion_class], 3 * (1 - P[lesion_class])) if grouped else P[lesion_class]
-    lesion, cls, q = np.repeat(np.arange(n_lesions), sizes), np.repeat(lesion_class, sizes), np.repeat(q, sizes)
-    right_a = rng.random(len(cls)) < q
-    right_b = right_a & (rng.random(len(cls)) >= delta / P[cls])
-    wrong = (cls + 1) % k
-    return cls, np.where(right_a, cls, wrong), np.where(right_b, cls, wrong), lesion
 
 
 @pytest.mark.parametrize("grouped", [True, False])
