@@ -87,6 +87,7 @@ def write_report(out="report.html", runs=None, map_method=DEFAULT_MAP, map_subsa
         result.notes.append(f"the runs come from {len(datasets)} datasets ({', '.join(datasets)}); the run shown "
                             "in detail is the leaderboard's first: pick another with `skinfeat report --run ID`")
     sections = [_leaderboard_section(rows, records, best), _run_section(best, runs, result, run is None),
+                _efficiency_section(best, records, result),
                 _shift_section(best, evaluations, result, "the best run" if run is None else "the run")]
     fs = _features(best, result)
     if fs is not None:
@@ -170,6 +171,32 @@ def _run_section(record, runs, result, best):
                              f"equal-width bins, as drawn); the ECE above, {_mean(ece)}, is the mean over folds "
                              "of each fold's ECE (the same definition and bins)."))
     return "<section>" + "".join(parts) + "</section>"
+
+
+def _efficiency_section(record, records, result):
+    """The label-efficiency curve of the shown run's features and head (``fit
+    --train-fraction``), when runs at other training fractions are recorded."""
+    from skinfeat.viz.plots import plot_label_efficiency
+
+    def base(r):
+        label = ",".join(part for part in (r.get("settings_label") or "").split(",")
+                         if not part.startswith("train_fraction="))
+        return r["features"].get("key"), r["head"], label
+
+    mine = {}
+    for r in sorted(records, key=lambda r: r.get("created", "")):
+        if base(r) == base(record) and (r.get("intervals") or {}).get("bmca"):
+            mine[r.get("train_fraction", 1.0)] = r  # the newest per fraction
+    if len(mine) < 2:
+        return ""
+    points = [(f, sum(r.get("train_images") or [0]) / max(1, len(r.get("train_images") or [])),
+               r["metrics"]["bmca"]["mean"], r["intervals"]["bmca"]["low"], r["intervals"]["bmca"]["high"])
+              for f, r in mine.items()]
+    name = f"{record['backbone'].get('module')} + {record['head']}"
+    return ("<section><h2>Label efficiency</h2>" + _figure(
+        plot_label_efficiency(points, title=name), "label efficiency", result,
+        "Each fold's head trained on a share of its training lesions (`skinfeat fit --train-fraction`), scored on "
+        "the whole test fold; bars: the lesion-grouped bootstrap 95% interval.") + "</section>")
 
 
 def _shift_section(record, evaluations, result, which):

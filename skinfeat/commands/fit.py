@@ -30,6 +30,36 @@ def _parse_params(values):
     return params
 
 
+def _parse_fractions(text):
+    """``0.01,0.1,1`` -> [0.01, 0.1, 1.0]; click.BadParameter naming what is accepted."""
+    shares = []
+    for item in str(text).split(","):
+        try:
+            share = float(item)
+        except ValueError:
+            raise click.BadParameter(f"got {item.strip()!r}; expected shares in (0, 1] separated by commas, "
+                                     "e.g. 0.01,0.1,0.25,1", param_hint="--train-fraction") from None
+        if not 0 < share <= 1:
+            raise click.BadParameter(f"got {share:g}; expected shares in (0, 1] (1: every training image)",
+                                     param_hint="--train-fraction")
+        if share not in shares:
+            shares.append(share)
+    return sorted(shares)
+
+
+def curve_lines(records):
+    """The label-efficiency curve of runs that differ in their training fraction only."""
+    from skinfeat.core.intervals import span
+
+    lines = ["label efficiency (each fold's head trained on a share of its training lesions, scored on the "
+             "whole test fold)", f"{'fraction':>8}  {'images':>7}  {'BMCA':>5} {'95% interval':<14}  accuracy"]
+    for r in records:
+        images = sum(r["train_images"]) / max(1, len(r["train_images"]))
+        lines.append(f"{r['train_fraction']:>8g}  {images:>7.0f}  {r['metrics']['bmca']['mean']:.3f} "
+                     f"{span(r['intervals']['bmca']):<14}  {r['metrics']['accuracy']['mean']:.3f}")
+    return lines
+
+
 @click.command()
 @click.option("--head", required=True, metavar="NAME", help=f"Head to fit: {', '.join(HEADS)}.")
 @click.option("--features", "features", required=True, multiple=True, type=click.Path(dir_okay=False),
@@ -60,9 +90,13 @@ def _parse_params(values):
 @shift_check_options()
 @click.option("--test", "test_data", type=click.Path(), metavar="PATH",
               help="With --out: also score the saved model on this labelled dataset (`skinfeat evaluate`).")
+@click.option("--train-fraction", "fractions", metavar="F[,F...]", default="1", show_default=True,
+              help="Train each fold's head on this share of its training lesions (whole lesions, every class "
+                   "kept, seeded), scored on the whole test fold: a label-efficiency curve, e.g. "
+                   "0.01,0.1,0.25,1 (one record per value, each with its interval).")
 @progress_option("Per-fold progress on stderr (-q: none).")
 def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust, param, views, out, shift_data,
-        shifts, tta, test_data, progress):
+        shifts, tta, test_data, fractions, progress):
     """Fit a head on cached features with lesion-grouped cross-validation.
 
     Prints BMCA (balanced multiclass accuracy, the ISIC metric), accuracy,
@@ -77,6 +111,9 @@ def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust
     from skinfeat.runs.compare import summary_lines
     from skinfeat.runs.fit import run_fit
 
+    shares = _parse_fractions(fractions)
+    if len(shares) > 1 and out:
+        raise click.UsageError("--out saves one model; expected one --train-fraction with it (1: every image)")
     columns = parse_columns(metadata) if metadata else None
     params = _parse_params(param)
     params.update({k: v for k, v in (("class_weight", class_weight), ("sampling", sampling),
@@ -90,9 +127,16 @@ def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust
         from skinfeat.runs.evaluate import labelled
 
         labelled(test, test_data)  # unlabelled test data fails before any fitting
-    record = run_fit(list(features) if len(features) > 1 else features[0], head, params, folds_path=folds_path, cv=cv, use_views=views, out=out,
-                     log=log, shift_data=shift_manifest, shifts=parsed, tta=tta, test=test,
-                     test_name=test_data, progress=progress, metadata=columns)
+    curve = []
+    for share in shares:
+        if len(shares) > 1 and log:
+            log(f"train fraction {share:g}")
+        record = run_fit(list(features) if len(features) > 1 else features[0], head, params, folds_path=folds_path,
+                         cv=cv, use_views=views, out=out, log=log, shift_data=shift_manifest, shifts=parsed, tta=tta,
+                         test=test, test_name=test_data, progress=progress, metadata=columns, train_fraction=share)
+        curve.append(record)
+    if len(curve) > 1:
+        click.echo("\n".join(curve_lines(curve)))
     click.echo("\n".join(summary_lines(record)))
     click.echo(f"record: {record['record_path']}")
     if record.get("shift"):

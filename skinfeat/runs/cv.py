@@ -15,6 +15,7 @@ import numpy as np
 
 from skinfeat.core.atomic import atomic_path
 from skinfeat.core.classes import CLASSES
+from skinfeat.core.errors import DataError
 from skinfeat.core.intervals import Resamples, interval
 from skinfeat.core.metrics import classification_metrics, prior_baseline, summarize_folds
 from skinfeat.core.paths import runs_dir
@@ -48,16 +49,46 @@ class CVResult:
     first: tuple = None  # (fold, test rows, fitted head) of the first fold, for the shift check
 
 
-def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=None, scored=None):
+def lesion_fraction(rows, labels, lesions, fraction, seed, where):
+    """A seeded share ``fraction`` of ``rows``, taken by whole lesions within each class
+    (each lesion by its first image's label; the share of each class's lesions rounded),
+    sorted. DataError when a class would keep no lesion."""
+    if fraction >= 1:
+        return rows
+    rng = np.random.default_rng(seed)
+    names, first = np.unique(np.asarray(lesions)[rows].astype(str), return_index=True)
+    lesion_label = np.asarray(labels)[rows][first].astype(int)
+    keep = []
+    for c in range(len(CLASSES)):
+        mine = names[lesion_label == c]
+        if not len(mine):
+            raise DataError(f"--train-fraction {fraction:g}: {where} holds no {CLASSES[c]} image, so a fraction of "
+                            f"it has none either; expected folds whose training part has every class")
+        n = int(round(fraction * len(mine)))
+        if n == 0:
+            raise DataError(f"--train-fraction {fraction:g} keeps none of the {len(mine)} {CLASSES[c]} lesions of "
+                            f"{where}; expected a fraction of at least {1 / len(mine):.3g}")
+        keep.extend(rng.permutation(mine)[:n])
+    return rows[np.isin(np.asarray(lesions)[rows].astype(str), keep)]
+
+
+def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=None, scored=None,
+                   train_fraction=1.0):
     """Fit ``head_name`` once per fold on the other folds and score it on that fold
-    (``scored``: only on these folds)."""
+    (``scored``: only on these folds); with ``train_fraction`` < 1, on that share of
+    the other folds' lesions (``lesion_fraction``, seeded by the fold), for a
+    label-efficiency curve."""
     folds = folds or resolve_folds(fs)
     use_views = use_views and fs.views is not None
     oof = np.full((len(fs), len(CLASSES)), np.nan)
     result = CVResult([], [], oof, np.full(len(fs), -1), [], [])
+    result.train_images = []
     todo = [f for f in np.unique(folds.fold[folds.fold >= 0]) if scored is None or f in scored]
     for i, f in enumerate(todo):
         train, test = np.flatnonzero((folds.fold >= 0) & (folds.fold != f)), np.flatnonzero(folds.fold == f)
+        train = lesion_fraction(train, fs.labels, fs.lesion_ids, train_fraction, int(f),
+                                f"the training part of fold {f}")
+        result.train_images.append(len(train))
         X, y, groups = training_rows(fs, train, use_views)
         start = time.perf_counter()
         head = make_head(head_name, **(params or {})).fit(X, y, groups=groups)

@@ -43,7 +43,7 @@ def _settings_label(cls, params):
 
 def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=True, out=None,
             log=None, runs=None, shift_data=None, shifts=(), tta="none", test=None, test_name=None,
-            progress=False, metadata=None):
+            progress=False, metadata=None, train_fraction=1.0):
     """Cross-validate ``head`` on the features file ``features`` (or a list of files of
     several backbones, joined, and ``metadata`` columns appended: ``skinfeat.features.join``); with ``shifts`` (and
     ``shift_data``, the Manifest of the images the features came from), score the
@@ -56,6 +56,11 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
 
     if folds_path is not None and cv is not None:
         raise UsageError("--folds and --cv both given; expected one: a folds file, or K for default folds")
+    if not 0 < train_fraction <= 1:
+        raise UsageError(f"--train-fraction {train_fraction:g} is out of range; expected a share in (0, 1]")
+    if train_fraction < 1 and out is not None:
+        raise UsageError("--train-fraction below 1 scores a label-efficiency curve; expected no --out with it: "
+                         "fit the model to save on every image, without --train-fraction")
     cls = head_class(head)
     all_params = make_head(cls.name, **(params or {})).get_params()
     check_runs_writable(runs)
@@ -79,7 +84,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                          f"images; scoring only fold{'s' * (len(scored) > 1)} {', '.join(map(str, scored))} "
                          f"of {folds.k} (never seen by it)")
     start = time.perf_counter()
-    result = cross_validate(fs, cls.name, all_params, folds, use_views, log, scored)
+    result = cross_validate(fs, cls.name, all_params, folds, use_views, log, scored, train_fraction)
     cv_seconds = time.perf_counter() - start
     attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
     columns = metadata_columns(fs)
@@ -94,8 +99,10 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
                      "n_images": len(fs), "n_labelled": int((fs.labels >= 0).sum())},
         "metadata": columns,
         "head": cls.name, "params": all_params, "use_views": use_views,
-        "settings": settings_hash(cls.name, all_params, use_views),
+        "settings": settings_hash(cls.name, all_params, use_views, train_fraction),
+        "train_fraction": train_fraction, "train_images": result.train_images,
         "settings_label": ",".join(filter(None, [_settings_label(cls, all_params),
+                                                 f"train_fraction={train_fraction:g}" if train_fraction < 1 else "",
                                                  "metadata=" + "+".join(columns) if columns else "",
                                                  "no-views" if fs.attrs.get("views") and not use_views
                                                  else ""])),

@@ -49,9 +49,13 @@ FINETUNE_SCHEMA = "skinfeat-finetune"  # records of `skinfeat finetune`
 SCHEMA_VERSION = 1
 
 
-def settings_hash(head, params, use_views):
-    text = json.dumps({"head": head, "params": params, "use_views": bool(use_views)}, sort_keys=True,
-                      default=str)
+def settings_hash(head, params, use_views, train_fraction=1.0):
+    """What tells runs of one features file apart (a fraction of the training images
+    below 1 is another setting; at 1 the hash is the one of records that predate it)."""
+    settings = {"head": head, "params": params, "use_views": bool(use_views)}
+    if train_fraction < 1:
+        settings["train_fraction"] = float(train_fraction)
+    text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -29,7 +29,7 @@ CATEGORY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E
 MISSING_COLOR = "#BBBBBB"
 MISSING_VALUES = {"", "unknown", "nan", "none", "na", "n/a", "unlabelled", "not in folds"}
 SIZES = {"embedding": (12, 7.5), "confusion": (14, 6.2), "roc_pr": (14, 6.2), "reliability": (7, 8),
-         "shifts": (12, 5.5), "history": (12, 4.5)}
+         "shifts": (12, 5.5), "history": (12, 4.5), "efficiency": (8, 5)}
 
 
 def _figure(kind, **kwargs):
@@ -291,6 +291,29 @@ def plot_shifts(check, title=None):
     ax.set(ylim=(0, 1.12), ylabel="score", title=f"{title + ': ' if title else ''}clean and shifted images")
     ax.legend(loc="upper center", ncol=3, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_label_efficiency(points, title=None):
+    """BMCA against the share of training labels (log scale), each point with its 95 %
+    interval: ``points`` [(fraction, mean training images, BMCA, low, high)]."""
+    points = sorted(points)
+    if not points:
+        raise ValueError("no point: nothing to plot")
+    fig = _figure("efficiency")
+    ax = fig.subplots()
+    x = np.array([p[0] for p in points])
+    y = np.array([p[2] for p in points])
+    err = np.array([[p[2] - p[3], p[4] - p[2]] for p in points]).T
+    ax.errorbar(x, y, yerr=err, marker="o", capsize=4, color=CATEGORY_COLORS[0], label="BMCA, 95% interval")
+    for fraction, images, bmca, _, _ in points:
+        ax.annotate(f"{images:,.0f} images", (fraction, bmca), textcoords="offset points", xytext=(6, -14),
+                    fontsize=9)
+    ax.set_xscale("log")
+    ax.set(xlabel="share of the training lesions", ylabel="BMCA (mean over folds)", ylim=(0, 1),
+           title=f"{title + ': ' if title else ''}label efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=10)
     return fig
 
 

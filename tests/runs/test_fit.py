@@ -226,3 +226,54 @@ def test_every_spelling_of_no_progress_silences_the_folds(features, flag):
         run("fit", "--head", "logreg", "--features", features[1], "--cv", "3", flag)
     assert loud.exit_code == quiet.exit_code == 0, quiet.output
     assert "fold 1/3" in loud.output and "fold 1/3" not in quiet.output
+
+
+def test_train_fraction_records_a_label_efficiency_curve(tmp_path):
+    """--train-fraction 0.25,1: one record per share, each fold's head trained on that
+    share of its training lesions (every class kept), scored on the whole test fold,
+    each with its interval; the curve printed; share 1 is the plain fit's setting."""
+    fs = write_synthetic(tmp_path / "syn.h5", counts=(60, 300, 40, 30, 60, 20, 20), dim=16, separation=0.8,
+                         seed=2)
+    result = run("fit", "--head", "logreg", "--features", tmp_path / "syn.h5", "--cv", "3",
+                 "--train-fraction", "1,0.25")
+    assert result.exit_code == 0, result.output
+    records = sorted((json.loads(p.read_text()) for p in runs_dir().glob("*.json")), key=lambda r: r["train_fraction"])
+    assert [r["train_fraction"] for r in records] == [0.25, 1.0]
+    small, whole = records
+    assert small["settings_label"] == "train_fraction=0.25" and whole["settings_label"] == ""
+    n_lesions = len(set(fs.lesion_ids))
+    for f, (a, b) in enumerate(zip(small["train_images"], whole["train_images"])):
+        assert 0.15 < a / b < 0.35, (f, a, b)  # a quarter of the lesions, so about a quarter of the images
+    assert sum(whole["train_images"]) == 2 * len(fs.labels) and n_lesions < len(fs.labels)
+    assert small["metrics"]["bmca"]["mean"] < whole["metrics"]["bmca"]["mean"]  # fewer labels, less skill
+    assert small["intervals"]["bmca"]["high"] - small["intervals"]["bmca"]["low"] > 0
+    curve = result.stdout.split("label efficiency")[1].splitlines()
+    assert curve[2].split()[:3] == ["0.25", f"{sum(small['train_images']) / 3:.0f}",
+                                    f"{small['metrics']['bmca']['mean']:.3f}"]
+    plain = run("fit", "--head", "logreg", "--features", tmp_path / "syn.h5", "--cv", "3")
+    assert json.loads(open(plain.stdout.split("record: ")[1].split()[0]).read())["settings"] == whole["settings"]
+    from skinfeat.apps.report import write_report
+
+    report = write_report(tmp_path / "report.html", map_method="none")
+    assert "label efficiency" in report.figures  # the curve, plotted for the run shown
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "got 0; expected shares in (0, 1]"), ("1.5", "got 1.5; expected shares in (0, 1]"),
+    ("0.1,x", "got 'x'; expected shares in (0, 1] separated by commas"),
+])
+def test_train_fraction_bad_values(features, value, message):
+    result = run("fit", "--head", "logreg", "--features", features[1], "--cv", "3", "--train-fraction", value)
+    assert result.exit_code == 2 and message in result.output
+    assert not runs_dir().exists() or not list(runs_dir().glob("*.json"))
+
+
+def test_train_fraction_that_leaves_a_class_without_lesions_writes_nothing(features, tmp_path):
+    result = run("fit", "--head", "logreg", "--features", features[1], "--cv", "3", "--train-fraction", "0.01,1")
+    assert result.exit_code == 1
+    assert "--train-fraction 0.01 keeps none of the" in one_error_line(result)
+    assert "expected a fraction of at least" in one_error_line(result)
+    assert not runs_dir().exists() or not list(runs_dir().glob("*.json"))
+    out = run("fit", "--head", "logreg", "--features", features[1], "--cv", "3", "--train-fraction", "0.5",
+              "--out", tmp_path / "model")
+    assert out.exit_code == 2 and "expected no --out with it" in out.output
