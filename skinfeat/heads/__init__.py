@@ -21,6 +21,7 @@ _REGISTRY = {
     "softmax": "skinfeat.heads.softmax:SoftmaxHead",
     "logreg": "skinfeat.heads.logreg:LogRegHead",
     "lightgbm": "skinfeat.heads.lgbm:LightGBMHead",
+    "knn": "skinfeat.heads.knn:KNNHead",
 }
 HEADS = tuple(_REGISTRY)
 ALIASES = {"lgbm": "lightgbm", "logistic": "logreg", "mlp": "softmax"}
@@ -50,7 +51,7 @@ def make_head(name, **params):
     return cls(**params)
 
 
-__all__ = ["HEADS", "LightGBMHead", "LogRegHead", "SoftmaxHead", "head_class", "make_head"]
+__all__ = ["HEADS", "KNNHead", "LightGBMHead", "LogRegHead", "SoftmaxHead", "head_class", "make_head"]
 
 
 def __getattr__(attr):

@@ -53,6 +53,43 @@ def dense_log_proba(X, power, mean, scale, weights):
     return log_softmax(z @ weights[-2] + weights[-1])
 
 
+def normalised(X, power, mean, scale):
+    """The knn head's features: signed power, standardise, then unit length (cosine)."""
+    Z = (signed_power(X, power) - mean) / scale
+    return (Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+KNN_SMOOTHING = 0.01  # the share of the vote spread evenly over the classes
+
+
+def knn_log_proba(queries, memory, labels, weights, k, temperature, n_classes, batch=512):
+    """The knn head's log-probabilities: for each of ``queries`` [n, d] (unit rows),
+    its ``k`` most similar rows of ``memory`` [N, d] vote for their ``labels``, each
+    with ``weights`` x exp((cosine - 1) / temperature); the votes normalised, with
+    KNN_SMOOTHING of them spread evenly."""
+    out = np.empty((len(queries), n_classes))
+    k = min(int(k), len(memory))
+    for start in range(0, len(queries), batch):
+        sims = queries[start:start + batch] @ memory.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        votes = np.exp((np.take_along_axis(sims, top, axis=1) - 1.0) / temperature) * weights[top]
+        scores = np.zeros((len(sims), n_classes))
+        np.add.at(scores, (np.repeat(np.arange(len(sims)), k), labels[top].ravel()), votes.ravel())
+        total = scores.sum(axis=1, keepdims=True)
+        proba = (scores + KNN_SMOOTHING * total / n_classes) / np.maximum(total * (1 + KNN_SMOOTHING), 1e-300)
+        out[start:start + batch] = np.log(np.maximum(proba, 1e-300))
+    return out
+
+
+def _knn(state, params, directory):
+    memory = state["memory_"].astype(np.float32)
+    mean, scale, power = state["mean_"], state["scale_"], params.get("power", 0.5)
+    labels, weights = state["memory_labels_"].astype(int), state["memory_weights_"]
+    k, n_classes = int(state["k_"]), int(state["n_classes_"])
+    return lambda X: knn_log_proba(normalised(X, power, mean, scale), memory, labels, weights, k,
+                                   params.get("temperature", 0.07), n_classes)
+
+
 def _logreg(state, params, directory):
     arrays = [state[k] for k in ("mean_", "scale_", "coef_", "intercept_")]
     components, power = state.get("components_"), params.get("power", 1)
@@ -70,7 +107,7 @@ def _lightgbm(state, params, directory):
     return lambda X: log_softmax(forest.raw_score(X))
 
 
-LOG_PROBA = {"logreg": _logreg, "softmax": _softmax, "lightgbm": _lightgbm}
+LOG_PROBA = {"logreg": _logreg, "softmax": _softmax, "lightgbm": _lightgbm, "knn": _knn}
 
 
 def class_offsets(classes, offsets):

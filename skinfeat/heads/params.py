@@ -69,6 +69,11 @@ PARAMS = {
         "hidden": integer(0), "dropout": FRACTION, "l2": NON_NEGATIVE, "loss": choice(LOSSES),
         "focal_gamma": NON_NEGATIVE, "learning_rate": POSITIVE, "batch_size": integer(1),
         "max_epochs": integer(1), "patience": integer(1), "power": POSITIVE, **COMMON},
+    "knn": {
+        "k": Kind(lambda v: v == "auto" or (_integer(v) and v >= 1), "'auto' or an integer >= 1"),
+        "ks": Kind(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_integer(x) and x >= 1 for x in v),
+                   "a list of integers >= 1, e.g. [5,10,20]"),
+        "temperature": POSITIVE, "power": POSITIVE, "batch": integer(1), **COMMON},
     "lightgbm": {
         "n_estimators": integer(1), "learning_rate": POSITIVE, "num_leaves": integer(2),
         "min_child_samples": integer(0), "feature_fraction": SUBSAMPLE, "bagging_fraction": SUBSAMPLE,

@@ -265,6 +265,10 @@ def summary_lines(record):
         lines.append(f"{LABELS[name]:<10} {_fmt(m['mean'], '6.3f')} ± {_fmt(m['std'], '<6.3f')} {b}")
     k = len(record["metrics"]["bmca"].get("folds") or [])
     pooled = pooled_scores(record)
+    chosen = [c for c in record.get("chosen") or [] if c]
+    if chosen:
+        lines.append("chosen on each fold's inner lesion-grouped split: " + "; ".join(
+            ", ".join(f"{k} {v:g}" for k, v in c.items()) for c in chosen))
     intervals = record.get("intervals")
     if intervals:
         lines.append("95% interval " + ", ".join(f"{LABELS[m]} {span(intervals[m])}" for m in ("bmca", "accuracy",

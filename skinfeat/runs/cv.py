@@ -38,6 +38,9 @@ def decide(head, proba):
     return inference.decide(proba, inference.class_offsets(head.classes_, head.class_offsets_))
 
 
+TUNED = ("alpha_", "k_")  # what a head chooses on its inner split (logreg's penalty, knn's k): recorded per fold
+
+
 @dataclass
 class CVResult:
     fold_metrics: list
@@ -82,7 +85,7 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
     use_views = use_views and fs.views is not None
     oof = np.full((len(fs), len(CLASSES)), np.nan)
     result = CVResult([], [], oof, np.full(len(fs), -1), [], [])
-    result.train_images = []
+    result.train_images, result.chosen = [], []
     todo = [f for f in np.unique(folds.fold[folds.fold >= 0]) if scored is None or f in scored]
     for i, f in enumerate(todo):
         train, test = np.flatnonzero((folds.fold >= 0) & (folds.fold != f)), np.flatnonzero(folds.fold == f)
@@ -93,6 +96,8 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
         start = time.perf_counter()
         head = make_head(head_name, **(params or {})).fit(X, y, groups=groups)
         result.fit_seconds.append(time.perf_counter() - start)
+        result.chosen.append({name.rstrip("_"): getattr(head, name).item() if hasattr(getattr(head, name), "item")
+                              else getattr(head, name) for name in TUNED if hasattr(head, name)})
         start = time.perf_counter()
         oof[test] = inference.mean_over_views(head.predict_proba, head.classes_, fs.features[test],
                                               fs.views[test] if use_views else None)

@@ -100,7 +100,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         "metadata": columns,
         "head": cls.name, "params": all_params, "use_views": use_views,
         "settings": settings_hash(cls.name, all_params, use_views, train_fraction),
-        "train_fraction": train_fraction, "train_images": result.train_images,
+        "train_fraction": train_fraction, "train_images": result.train_images, "chosen": result.chosen,
         "settings_label": ",".join(filter(None, [_settings_label(cls, all_params),
                                                  f"train_fraction={train_fraction:g}" if train_fraction < 1 else "",
                                                  "metadata=" + "+".join(columns) if columns else "",

@@ -10,6 +10,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skinfeat.core.errors import UsageError
 from skinfeat.heads import HEADS, head_class, make_head
+from skinfeat.heads.knn import KNNHead
 from skinfeat.heads.lgbm import LightGBMHead
 from skinfeat.heads.logreg import LogRegHead
 from skinfeat.heads.softmax import SoftmaxHead
@@ -17,9 +18,11 @@ from skinfeat.heads.base import inner_split
 from devtools.synthetic import synthetic_feature_set
 
 SMALL = (60, 300, 40, 30, 60, 20, 20)  # HAM10000-like imbalance, 530 images
-FAST = {"softmax": {"max_epochs": 30}, "logreg": {}, "lightgbm": {"n_estimators": 100}}
+FAST = {"softmax": {"max_epochs": 30}, "logreg": {}, "lightgbm": {"n_estimators": 100}, "knn": {}}
 EQUIVALENCE = "an inner validation split on the rows, and weights normalised to mean 1, " \
               "make repeated rows differ from weighted ones"
+
+SUBSETS = "float32 similarities of a batch and of its rows alone differ in the last bits (BLAS blocking)"
 
 
 def split(fs, test_share=0.3, seed=0):
@@ -38,9 +41,10 @@ def fit_score(name, fs, **params):
     return head, balanced_accuracy_score(fs.labels[test], head.predict(fs.features[test]))
 
 
-@parametrize_with_checks([LogRegHead(), LightGBMHead(n_estimators=30)],
+@parametrize_with_checks([LogRegHead(), LightGBMHead(n_estimators=30), KNNHead()],
                          expected_failed_checks=lambda est: {
-                             "check_sample_weight_equivalence_on_dense_data": EQUIVALENCE})
+                             "check_sample_weight_equivalence_on_dense_data": EQUIVALENCE,
+                             **({"check_methods_subset_invariance": SUBSETS} if isinstance(est, KNNHead) else {})})
 def test_sklearn_conformance(estimator, check):
     check(estimator)
 
@@ -100,10 +104,32 @@ def test_logreg_tunes_regularisation_on_validation():
     assert fixed.alpha_ == 0.1 and fixed.C_ == pytest.approx(1 / (0.1 * n_train))  # per-row strength
 
 
+def test_knn_chooses_k_on_validation_and_the_predictor_computes_the_same(tmp_path):
+    """The knn head: k chosen from ks on the inner lesion-grouped split and recorded;
+    its neighbours are the cosine-nearest training rows; the saved state's numpy
+    predictor (what predict and serve run) gives the head's probabilities."""
+    from skinfeat.heads.inference import LOG_PROBA, normalised
+
+    fs = synthetic_feature_set(counts=SMALL, dim=32, separation=1.0, seed=9)
+    head, bmca = fit_score("knn", fs)
+    assert head.k_ in head.ks and bmca > 0.5
+    assert fit_score("knn", fs, k=3)[0].k_ == 3
+    X = fs.features[:50]
+    state = head.get_state()
+    np.testing.assert_allclose(np.exp(LOG_PROBA["knn"](state, head.get_params(), tmp_path)(X)),
+                               head.predict_proba(X), rtol=1e-5, atol=1e-7)
+    # k=1 at a low temperature: every row's class is its nearest training row's
+    one, _ = fit_score("knn", fs, k=1)
+    Z = normalised(fs.features[:30], one.power, one.mean_, one.scale_)
+    nearest = np.argmax(Z @ one.memory_.astype(np.float32).T, axis=1)
+    np.testing.assert_array_equal(np.argmax(one.predict_proba(fs.features[:30]), axis=1),
+                                  one.memory_labels_[nearest])
+
+
 def test_unknown_head_suggests_close_names():
     with pytest.raises(UsageError, match=r"unknown head 'logref'; did you mean 'logreg'\?"):
         head_class("logref")
-    with pytest.raises(UsageError, match="expected one of: softmax, logreg, lightgbm"):
+    with pytest.raises(UsageError, match="expected one of: softmax, logreg, lightgbm, knn"):
         head_class("svm")
     assert head_class("LGBM") is LightGBMHead
 

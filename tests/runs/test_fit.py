@@ -277,3 +277,19 @@ def test_train_fraction_that_leaves_a_class_without_lesions_writes_nothing(featu
     out = run("fit", "--head", "logreg", "--features", features[1], "--cv", "3", "--train-fraction", "0.5",
               "--out", tmp_path / "model")
     assert out.exit_code == 2 and "expected no --out with it" in out.output
+
+
+def test_knn_head_fits_records_its_k_and_saves_a_model(tmp_path):
+    """The knn probe through `skinfeat fit`: each fold's k (chosen on its inner
+    split) recorded and printed, a model directory saved."""
+    write_synthetic(tmp_path / "syn.h5", counts=(60, 300, 40, 30, 60, 20, 20), dim=16, separation=1.2, seed=3)
+    result = run("fit", "--head", "knn", "--features", tmp_path / "syn.h5", "--cv", "3", "--out", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    record = json.loads(open(result.stdout.split("record: ")[1].split()[0]).read())
+    assert len(record["chosen"]) == 3 and all(c["k"] in (5, 10, 20, 40) for c in record["chosen"])
+    assert "chosen on each fold's inner lesion-grouped split: k " in result.stdout
+    assert record["metrics"]["bmca"]["mean"] > 0.6
+    assert load_model(tmp_path / "m").head.k_ in (5, 10, 20, 40)
+    logreg = run("fit", "--head", "logreg", "--features", tmp_path / "syn.h5", "--cv", "3")
+    alphas = json.loads(open(logreg.stdout.split("record: ")[1].split()[0]).read())["chosen"]
+    assert len(alphas) == 3 and all(c["alpha"] in (0.15, 0.05, 0.015) for c in alphas)
