@@ -8,14 +8,14 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils import estimator_checks as checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from devtools.synthetic import synthetic_feature_set
 from skinfeat.core.errors import UsageError
 from skinfeat.heads import HEADS, head_class, make_head
+from skinfeat.heads.base import inner_split
 from skinfeat.heads.knn import KNNHead
 from skinfeat.heads.lgbm import LightGBMHead
 from skinfeat.heads.logreg import LogRegHead
 from skinfeat.heads.softmax import SoftmaxHead
-from skinfeat.heads.base import inner_split
-from devtools.synthetic import synthetic_feature_set
 
 SMALL = (60, 300, 40, 30, 60, 20, 20)  # HAM10000-like imbalance, 530 images
 FAST = {"softmax": {"max_epochs": 30}, "logreg": {}, "lightgbm": {"n_estimators": 100}, "knn": {}}
