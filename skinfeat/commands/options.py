@@ -40,7 +40,14 @@ def load_manifest(data=None, images=None, labels=None):
         errors = len(manifest.errors())
         click.echo(f"skinfeat: {len(manifest.problems)} problems in the data ({errors} errors; affected "
                    "images are left out): run 'skinfeat data check' for details", err=True)
+        for problem in manifest.problems[:SHOWN_PROBLEMS]:  # named here too, the first few
+            click.echo(f"  {problem}", err=True)
+        if len(manifest.problems) > SHOWN_PROBLEMS:
+            click.echo(f"  ... and {len(manifest.problems) - SHOWN_PROBLEMS} more", err=True)
     return manifest
+
+
+SHOWN_PROBLEMS = 5  # the data problems a command names before its work
 
 
 def shift_option(help):

@@ -244,6 +244,7 @@ def test_a_file_name_that_is_not_utf8_is_left_out_with_a_warning_everywhere(tmp_
            "left out: rename it (letters, digits, '_' and '-' are safe)" in out
     result = extract(tmp_path, pool_module, tmp_path / "f.h5")
     assert result.exit_code == 0 and "2 problems in the data" in result.stderr, result.output
+    assert "caf\\xe9.jpg has a name that is not UTF-8 text; left out" in result.stderr  # named, escaped
     assert len(read_features(tmp_path / "f.h5")) == len(rows)
     result = run("predict", "--model", model, tmp_path / "images", latin, "--format", "csv",
                  "--out", tmp_path / "p.csv")
