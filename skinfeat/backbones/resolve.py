@@ -21,7 +21,7 @@ FINETUNED = "finetuned/"  # names of modules `skinfeat finetune` put in the modu
 _FINETUNED_NAME = re.compile(r"finetuned/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def resolve_module(spec=None, *, input_size=None):
+def resolve_module(spec=None, *, input_size=None, check=True):
     """The backbone named by ``spec``:
 
     - a catalog name (``efficientnet-lite0``; built-ins are converted into the
@@ -34,7 +34,8 @@ def resolve_module(spec=None, *, input_size=None):
     ``None`` means ``DEFAULT_MODULE``. ``input_size`` (height, width) overrides
     the module's size; it is refused for a module whose signature fixes another.
     Modules that skinfeat did not build are loaded and checked here, so a bad
-    one fails now with a ModuleError that says why.
+    one fails now with a ModuleError that says why (``check=False``: named and
+    fingerprinted only, without TensorFlow; loading it later checks it).
     """
     spec = DEFAULT_MODULE if spec is None else str(spec)
     catalog = load_catalog()
@@ -42,27 +43,31 @@ def resolve_module(spec=None, *, input_size=None):
         entry = catalog.entries[spec]
         if entry.builtin:
             return Module(spec, build_builtin(entry), "builtin", entry, input_size)
-        return Module(spec, _fetch(entry.handle, catalog), "handle", entry, input_size).check()
+        return _checked(Module(spec, _fetch(entry.handle, catalog), "handle", entry, input_size), check)
     if spec.startswith(FINETUNED):  # the cache first; a local directory of that name second
         found = _finetuned(spec, input_size)
         if found is not None or not Path(spec).exists():
             return found or _no_finetuned(spec)
     if "://" in spec:
-        return Module(spec, _fetch(spec, catalog), "handle", input_size=input_size).check()
+        return _checked(Module(spec, _fetch(spec, catalog), "handle", input_size=input_size), check)
     path = Path(spec).expanduser()
     if path.is_dir():
         if not any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
             raise ModuleError(f"{path} is a directory but not a SavedModel (no saved_model.pb in it); "
                               "give the directory that tf.saved_model.save wrote")
-        return Module(str(path.resolve()), path.resolve(), "directory", input_size=input_size).check()
+        return _checked(Module(str(path.resolve()), path.resolve(), "directory", input_size=input_size), check)
     if path.is_file():
         if not spec.endswith(ARCHIVE_SUFFIXES):
             raise ModuleError(f"{path} is a file; expected a SavedModel directory or a .tar.gz of one")
         directory = cache.extract_tarball(path)
-        return Module(str(path.resolve()), directory, "archive", input_size=input_size).check()
+        return _checked(Module(str(path.resolve()), directory, "archive", input_size=input_size), check)
     if "/" in spec or spec.startswith((".", "~")) or spec.endswith(ARCHIVE_SUFFIXES):
         raise ModuleError(f"{spec}: no such SavedModel directory or archive")
     raise catalog.unknown(spec)
+
+
+def _checked(module, check):
+    return module.check() if check else module
 
 
 def quick_fingerprint(spec):

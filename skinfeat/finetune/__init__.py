@@ -85,8 +85,11 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
     Returns a FinetuneResult; rerunning the same call resumes or reuses the run."""
 
     log = log or (lambda line: None)
-    kind = resolve(device)  # --device gpu without one fails before anything is read
-    training.check_precision(precision, kind)
+    # --device gpu without one, or bfloat16 where it cannot run, fails before anything is read;
+    # otherwise the device is looked for (TensorFlow imported) only when there is training to do
+    kind = resolve(device) if device == "gpu" or precision != "float32" else None
+    if kind is not None:
+        training.check_precision(precision, kind)
     settings = dict(DEFAULTS, **{k: v for k, v in options.items() if v is not None})
     settings["size"] = [int(v) for v in settings["size"]]
     unfreeze = str(settings["unfreeze"])
@@ -96,8 +99,7 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
         raise UsageError("--folds FILE is required: the folds file (`skinfeat data split`) whose training "
                          "folds the network learns from, so that `fit` can score the others")
     split = split_rows(manifest, folds, fold, settings["seed"])
-    mod = resolve_module(module)
-    obj = load_trainable(mod, settings["unfreeze"])  # an unusable module fails before anything is written
+    mod = resolve_module(module, check=False)  # named and fingerprinted: a run that is up to date needs no more
     key_parts = {"module": mod.name, "module_fingerprint": mod.fingerprint, "data": dataset_name,
                  "manifest_sha256": manifest_digest(manifest), "folds_sha256": split.folds_sha256,
                  "fold": "all" if fold is None else int(fold), **settings, "version": training.VERSION}
@@ -108,6 +110,14 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
     key = feature_key(key_parts)[:16]
     name = module_name(mod, dataset_name, fold)
     run_dir = training.runs_root() / key
+    model_dir = Path(out) if out is not None else run_dir / "model"
+    done = _reusable(run_dir, key, name, model_dir)
+    if done:
+        return done
+    if mod.kind in ("handle", "directory", "archive"):  # not built by skinfeat: checked as resolve_module does
+        mod.check()
+    obj = load_trainable(mod, settings["unfreeze"])  # an unusable module fails before anything is written
+    kind = kind or resolve(device)
     check_writable(run_dir, "fine-tuning checkpoints", folder=True)
     check_runs_writable(runs)
     if out is not None:
@@ -115,11 +125,10 @@ def finetune(manifest, module=None, folds=None, fold=None, *, dataset_name="data
     with writing(run_dir, "fine-tuning checkpoints"):
         run_dir.mkdir(parents=True, exist_ok=True)
     with training.Lock(run_dir):
+        done = _reusable(run_dir, key, name, model_dir)  # another process may have finished it meanwhile
+        if done:
+            return done
         state = training.read_state(run_dir, key)
-        model_dir = Path(out) if out is not None else run_dir / "model"
-        if state.get("exported") and _current(name, key) and (model_dir / "model.json").is_file():
-            e = state["exported"]
-            return FinetuneResult(name, e["module_dir"], str(model_dir), e["record"], e["plot"], state, True)
         _announce(log, name, key, key_parts, state, run_dir, len(split.train), len(split.val))
         state.update(name=name, settings=key_parts)
         training.write_state(run_dir, state)  # an interrupted run is known to later runs of other settings
@@ -168,6 +177,16 @@ def final_epochs(key_parts, asked):
                          "probe on the frozen backbone, so there is no final network to train; use the "
                          "frozen backbone with `skinfeat extract` and `fit`")
     return epochs
+
+
+def _reusable(run_dir, key, name, model_dir):
+    """The FinetuneResult of run ``key`` when it is finished and exported as ``name``
+    with its model in ``model_dir`` (read only, no TensorFlow), else None."""
+    state = training.read_state(run_dir, key)
+    if state.get("exported") and _current(name, key) and (model_dir / "model.json").is_file():
+        e = state["exported"]
+        return FinetuneResult(name, e["module_dir"], str(model_dir), e["record"], e["plot"], state, True)
+    return None
 
 
 def _current(name, key):

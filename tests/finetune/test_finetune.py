@@ -103,6 +103,24 @@ def test_tiny_trainable_module_end_to_end(setup):
     assert "up to date" in again.stderr
 
 
+def test_up_to_date_and_refusals_answer_without_tensorflow(setup):
+    """A rerun of a finished fold run, and --all with an epoch count no fold run chose,
+    answer without importing TensorFlow (about 9 s here): what the main job's tier
+    does on every rerun."""
+    script = ("import sys\nfrom skinfeat.cli import cli\ntry:\n    cli(sys.argv[1:], prog_name='skinfeat')\n"
+              "except SystemExit as exit:\n    print('exit', exit.code, 'tensorflow' in sys.modules, file=sys.stderr)\n")
+    common = ["finetune", "--module", setup["module"], "--data", setup["data"], "--folds", setup["folds"]]
+    env = dict(os.environ, PYTHONPATH=str(REPO), SKINFEAT_HOME=str(setup["home"]))
+    again = subprocess.run([sys.executable, "-c", script, *common, "--fold", "0", "--epochs", "2", *FAST],
+                           env=env, capture_output=True, text=True)
+    assert "up to date" in again.stderr and again.stderr.splitlines()[-1] == "exit 0 False", again.stderr
+    assert again.stdout.strip() == setup["name"]
+    refused = subprocess.run([sys.executable, "-c", script, *common, "--all", "--epochs", "5", *FAST],
+                             env=env, capture_output=True, text=True)
+    assert "--epochs 5: the fold runs of these settings chose" in refused.stderr, refused.stderr
+    assert refused.stderr.splitlines()[-1] == "exit 2 False"
+
+
 def test_the_module_honours_the_tf_hub_contract(setup):
     import tensorflow as tf
     import tensorflow_hub as hub
