@@ -2,7 +2,7 @@
 
 import click
 
-from skinfeat.commands.options import format_option, parse_shift_check, shift_check_options
+from skinfeat.commands.options import existing_runs, format_option, parse_shift_check, runs_option, shift_check_options
 from skinfeat.heads import HEADS
 from skinfeat.runs.compare import FORMATS, SORTS
 
@@ -29,11 +29,12 @@ from skinfeat.runs.compare import FORMATS, SORTS
 @click.option("--ensemble", "ensemble_k", type=click.IntRange(2), metavar="K",
               help="Then (after --fit's fits) record the stacked ensemble of the top K runs (`skinfeat "
                    "ensemble --top K`), unless an ensemble of exactly those runs is recorded already.")
+@runs_option
 @click.option("--vs", "versus", metavar="RUN",
               help="Compare every run of RUN's dataset with RUN (a run id, or a part only it contains): "
                    "paired BMCA difference with its 95% interval, verdict, corrected t-test over folds.")
 def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, shifts, tta, best_dir, ensemble_k,
-            versus):
+            runs, versus):
     """Print the leaderboard of every backbone x head run recorded in runs/.
 
     Reads the JSON records written by `skinfeat fit` and their out-of-fold
@@ -53,8 +54,13 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     from skinfeat.runs.records import read_records
     from skinfeat.runs.save import save_best
 
+    from skinfeat.core.errors import UsageError
+
+    runs = existing_runs(runs)
+    if runs is not None and (fit_first or best_dir or ensemble_k):
+        raise UsageError("--runs reads the records of another folder; expected it without --fit, --best and "
+                         "--ensemble, which write: for those, set SKINFEAT_RUNS=DIR")
     if versus is not None:
-        from skinfeat.core.errors import UsageError
         from skinfeat.runs.compare import versus_lines
 
         if fit_first or best_dir or ensemble_k:
@@ -62,8 +68,8 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
                              "--ensemble: run those first, then `skinfeat compare --vs RUN`")
         from skinfeat.runs.paired import find_run
 
-        records = read_records()
-        click.echo("\n".join(versus_lines(records, find_run(records, versus), latest=not show_all)))
+        records = read_records(runs)
+        click.echo("\n".join(versus_lines(records, find_run(records, versus), runs=runs, latest=not show_all)))
         return None
     manifest, parsed = parse_shift_check(shift_data, shifts, tta)
     if best_dir:
@@ -78,11 +84,11 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
                                   shifts=parsed, tta=tta, progress=True)
     if ensemble_k:
         failures += top_ensemble(ensemble_k, manifest, parsed, tta, log=lambda line: click.echo(line, err=True))
-    records = read_records()
-    rows = leaderboard_rows(records, sort=sort, latest=not show_all, evaluations=read_evaluations())
+    records = read_records(runs)
+    rows = leaderboard_rows(records, sort=sort, latest=not show_all, evaluations=read_evaluations(runs), runs=runs)
     if not rows:
-        click.echo(f"no runs recorded in {runs_dir()}; run `skinfeat fit` or `skinfeat compare --fit`",
-                   err=True)
+        click.echo(f"no runs recorded in {runs or runs_dir()}; run `skinfeat fit` or `skinfeat compare --fit`"
+                   + ("" if runs else ", or point --runs at the runs folder"), err=True)
         return _fail_if(failures)
     click.echo(format_leaderboard(rows, fmt, records))
     if best_dir:

@@ -105,3 +105,19 @@ def progress_option(help="Show progress on stderr (-q: none)."):
 def format_option(formats, help="Output format."):
     return click.option("--format", "fmt", type=click.Choice(formats), default=formats[0], show_default=True,
                         help=help)
+
+
+def runs_option(command):
+    """``--runs DIR``: the folder of run records to read (default $SKINFEAT_RUNS or ./runs)."""
+    return click.option("--runs", "runs", type=click.Path(file_okay=False), metavar="DIR",
+                        help="The folder of run records to read (default: $SKINFEAT_RUNS, else ./runs).")(command)
+
+
+def existing_runs(runs):
+    """``runs`` (a --runs value) when it is a folder; click.BadParameter saying what to pass otherwise."""
+    from pathlib import Path
+
+    if runs is not None and not Path(runs).is_dir():
+        raise click.BadParameter(f"{runs} is not a folder; expected the runs folder `skinfeat fit` writes "
+                                 "records into (./runs, or $SKINFEAT_RUNS)", param_hint="--runs")
+    return runs

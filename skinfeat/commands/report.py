@@ -3,6 +3,7 @@
 import click
 
 from skinfeat.apps.report import MAP_METHODS as MAPS  # the library is light to import: --help stays instant
+from skinfeat.commands.options import existing_runs, runs_option
 
 
 @click.command()
@@ -13,7 +14,8 @@ from skinfeat.apps.report import MAP_METHODS as MAPS  # the library is light to 
 @click.option("--run", "run_id", metavar="ID",
               help="The run to show in detail (its id, from the run column of `skinfeat compare`, or a "
                    "start of it that only one run has); default: the leaderboard's first.")
-def report(out, map_method, run_id):
+@runs_option
+def report(out, map_method, run_id, runs):
     """Write one HTML file with the leaderboard of every run in runs/ ($SKINFEAT_RUNS),
     the best run's (or --run's) confusion matrix, ROC / precision-recall and
     reliability plots, a map of its features and a summary of its dataset.
@@ -23,7 +25,7 @@ def report(out, map_method, run_id):
     """
     from skinfeat.apps.report import write_report
 
-    result = write_report(out, map_method=map_method, run=run_id)
+    result = write_report(out, runs=existing_runs(runs), map_method=map_method, run=run_id)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     best = result.best

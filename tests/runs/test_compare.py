@@ -218,3 +218,25 @@ def test_vs_refuses_unknown_or_ambiguous_runs():
     assert "not paired: out-of-fold predictions missing" in exact.stdout
     both = run("compare", "--vs", "b", "--fit")
     assert both.exit_code == 2 and "--vs prints one comparison" in both.output
+
+
+def test_runs_option_reads_another_folder(tmp_path, monkeypatch):
+    """compare and report --runs DIR read the records of DIR from any working folder;
+    a missing folder, or --runs with a writing option, is a one-line usage error."""
+    fill_runs()
+    where = runs_dir().resolve()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.delenv("SKINFEAT_RUNS", raising=False)
+    assert "no runs recorded in runs" in run("compare").stderr  # here, the default ./runs is empty
+    board = run("compare", "--runs", where)
+    assert board.exit_code == 0 and [line.split()[-1] for line in board.stdout.splitlines()[2:5]] == ["c", "b", "d"]
+    versus = run("compare", "--runs", where, "--vs", "c")
+    assert versus.exit_code == 0 and "reference: c " in versus.stdout
+    missing = run("compare", "--runs", tmp_path / "nowhere")
+    assert missing.exit_code == 2 and "is not a folder; expected the runs folder" in missing.output
+    writing = run("compare", "--runs", where, "--fit")
+    assert writing.exit_code == 2 and "set SKINFEAT_RUNS=DIR" in writing.output
+    report = run("report", "--runs", where, "--map", "none", "--out", tmp_path / "r.html")
+    assert report.exit_code == 0 and (tmp_path / "r.html").is_file()
+    assert run("report", "--runs", tmp_path / "nowhere").exit_code == 2
