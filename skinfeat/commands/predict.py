@@ -18,10 +18,11 @@ from skinfeat.model.predict import FORMATS  # light to import (no TensorFlow, sc
 @click.option("--top-k", type=click.IntRange(1, 7), default=3, show_default=True,
               help="How many classes to show per image (table, json, csv).")
 @click.option("--tta", default="none", show_default=True, is_flag=False, flag_value="views", metavar="SET",
+              type=click.Choice(["none", "flips", "multiscale", "views"]),
               help="Test-time augmentation, probabilities averaged over the views: none; flips (mirror, "
                    "flip, rotate 90); multiscale (flips plus a 1.3x centre zoom); views, or --tta alone "
-                   "(extraction's augmentation with a fixed seed, as many views as the model was "
-                   "trained with, else 8; imports TensorFlow).")
+                   "after the images (extraction's augmentation with a fixed seed, as many views as the "
+                   "model was trained with, else 8; imports TensorFlow).")
 @format_option(FORMATS, "table: one line per image; json; csv; isic: the ISIC 2018 submission CSV "
                         "(image,MEL,NV,BCC,AKIEC,BKL,DF,VASC).")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), metavar="FILE",

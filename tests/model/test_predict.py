@@ -324,3 +324,14 @@ def test_model_that_does_not_record_its_resize_policy_is_refused(pool, tmp_path)
     (model / "model.json").write_text(json.dumps(manifest))
     assert "does not record the resize policy" in error_line(run("export", "--model", model, "--module",
                                                                  pool["module"]))
+
+
+def test_tta_followed_by_an_image_names_the_choices(tmp_path):
+    """`--tta IMAGE` (the value forgotten): a usage error that lists every set, views
+    included, not a missing-argument message about the image it swallowed."""
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(b"")
+    result = run("predict", "--model", tmp_path, "--tta", image)
+    assert result.exit_code == 2
+    assert f"'{image}' is not one of 'none', 'flips', 'multiscale', 'views'" in result.output
+    assert "Missing argument" not in result.output
