@@ -33,6 +33,7 @@ import email.policy
 import json
 import queue
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +41,7 @@ from urllib.parse import parse_qs
 
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import DataError, SkinfeatError, UsageError
-from skinfeat.imaging.images import FileError
+from skinfeat.imaging.images import FORMATS, FileError
 from skinfeat.imaging.tta import TTA_SETS
 from skinfeat.model.ensemble_dir import load_any
 from skinfeat.model.predict import predict_image, prediction_item
@@ -96,8 +97,14 @@ def model_summary(model, tta):
     else:
         summary["backbone"] = {k: backbone.get(k) for k in ("module", "input_size", "resize", "feature_dim",
                                                              "views", "augment")}
+        interval = (training.get("cv_intervals") or {}).get("bmca") or {}
+        worst = (training.get("shift") or {}).get("worst") or {}
         summary["training"] = {"run_id": training.get("run_id"), "n_images": training.get("n_images"),
-                               "cv_bmca": (training.get("cv_bmca") or {}).get("mean")}
+                               "cv_bmca": _rounded((training.get("cv_bmca") or {}).get("mean")),
+                               "cv_bmca_interval": [_rounded(interval.get("low")), _rounded(interval.get("high"))]
+                               if interval else None,
+                               "worst_shift": {"bmca": _rounded(worst.get("bmca")), "shift": worst.get("bmca_shift")}
+                               if worst else None}
     return summary
 
 
@@ -177,24 +184,32 @@ def _top_k(fields):
 class App:
     """The WSGI application (see the module's docstring)."""
 
-    def __init__(self, pool, tta="none", max_upload=MAX_UPLOAD_MB * 2**20):
+    def __init__(self, pool, tta="none", max_upload=MAX_UPLOAD_MB * 2**20, access_log=None):
         check_tta(tta)
         self.pool, self.tta, self.max_upload = pool, tta, max_upload
+        self.access_log = access_log  # called with one line per request (serve: stderr)
         self.summary = model_summary(pool.first, tta)
         self.routes = {"/": ("GET", self.page), "/health": ("GET", self.health), "/model": ("GET", self.model),
                        "/predict": ("POST", self.predict)}
 
     def __call__(self, environ, start_response):
-        headers = []
+        headers, start, error = [], time.perf_counter(), None
         try:
             status, content_type, body = self.route(environ)
         except HTTPError as exc:
             status, content_type, body, headers = exc.status, "application/json", _error(exc), exc.headers
+            error = str(exc)
         except SkinfeatError as exc:  # the image or its metadata cannot be used
             status, content_type, body = 400, "application/json", _error(exc)
+            error = str(exc)
         except Exception:  # a bug: the client gets a short answer, the log the traceback
             traceback.print_exc(file=sys.stderr)
             status, content_type, body = 500, "application/json", _error("internal error; see the server's log")
+            error = "internal error"
+        if self.access_log:
+            self.access_log(f"{environ.get('REMOTE_ADDR', '-')} {environ.get('REQUEST_METHOD', '-')} "
+                            f"{environ.get('PATH_INFO') or '/'} {status} {(time.perf_counter() - start) * 1000:.0f} ms"
+                            + (f": {error}" if error else ""))
         start_response(STATUS[status], [("Content-Type", content_type), ("Content-Length", str(len(body))),
                                         *headers])
         return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
@@ -224,8 +239,10 @@ class App:
             metadata = metadata_fields(model, fields)
             try:
                 prediction = predict_image(model, data, tta=self.tta, metadata=metadata)
-            except FileError as exc:
-                raise DataError(f"{name} {exc.reason}") from None
+            except FileError as exc:  # the advice for a file on disk, said for an upload
+                raise DataError(f"{name} " + exc.reason.replace(
+                    "expected an image file: remove it or pass images only",
+                    f"expected the bytes of one image ({FORMATS})")) from None
             unknown = [c for c, n in model.unknown_metadata(metadata, 1).items() if n] if metadata else []
         item = prediction_item(prediction, top_k)
         del item["image"], item["path"]
@@ -233,6 +250,10 @@ class App:
             item["warnings"] = [f"{c} {fields[c]!r} is a category the model never saw in training; "
                                 "predicted as unknown" for c in unknown]
         return 200, "application/json", _json(item)
+
+
+def _rounded(value):
+    return None if value is None else round(float(value), 4)
 
 
 def _json(value):
@@ -251,9 +272,9 @@ def check_tta(tta):
                          f"{', '.join((*TTA_SETS, 'views'))}")
 
 
-def make_app(directory, workers=DEFAULT_WORKERS, tta="none", max_upload_mb=MAX_UPLOAD_MB):
+def make_app(directory, workers=DEFAULT_WORKERS, tta="none", max_upload_mb=MAX_UPLOAD_MB, access_log=None):
     check_tta(tta)  # before the models load
-    return App(ModelPool(directory, workers), tta, int(max_upload_mb * 2**20))
+    return App(ModelPool(directory, workers), tta, int(max_upload_mb * 2**20), access_log)
 
 
 def create_server(app, host="127.0.0.1", port=8000, workers=DEFAULT_WORKERS):
@@ -283,7 +304,9 @@ def serve(directory, host="127.0.0.1", port=8000, workers=DEFAULT_WORKERS, tta="
         # so Python installs no KeyboardInterrupt handler: install it, and treat SIGTERM the same.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-    server = create_server(make_app(directory, workers, tta, max_upload_mb), host, port, workers)
+    app = make_app(directory, workers, tta, max_upload_mb,
+                   access_log=lambda line: print(line, file=sys.stderr, flush=True))  # one line per request
+    server = create_server(app, host, port, workers)
     if on_ready:
         on_ready(f"http://{f'[{host}]' if ':' in host else host}:{server.effective_port}/")
     try:

@@ -160,6 +160,10 @@ def test_health_model_and_page(server, pool):
     assert model["head"] == "logreg" and model["kind"] == "model" and model["metadata"] == []
     assert [c["class"] for c in model["classes"]] == list(CLASSES) and model["classes"][0]["name"] == "melanoma"
     assert model["backbone"]["feature_dim"] == 9 and model["training"]["n_images"] == 28
+    training = model["training"]  # the CV figure rounded, with its lesion-grouped interval
+    assert training["cv_bmca"] == round(training["cv_bmca"], 4)
+    low, high = training["cv_bmca_interval"]
+    assert low <= training["cv_bmca"] <= high
     status, page, headers = server.call("/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "not a diagnosis" in page.lower() and 'name="image"' in page and "predict" in page
@@ -253,7 +257,7 @@ def _bomb():
 # skinfeat.imaging.images silences PIL's warning once per process; pytest restores the filters after each test
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("case, status, message", [
-    ("not an image", 400, "upload 'lesion.jpg' is not an image"),
+    ("not an image", 400, "upload 'lesion.jpg' is not an image (not JPEG"),
     ("truncated JPEG", 400, "upload 'lesion.jpg' is a damaged image"),
     ("decompression bomb", 400, "decompression bomb"),
     ("empty file", 400, "zero-byte"),
@@ -283,6 +287,7 @@ def test_bad_requests_are_json_errors_and_the_server_stays_healthy(server, image
     got, answer, headers = send()
     assert got == status and message in answer["error"], answer
     assert "\n" not in answer["error"] and "Traceback" not in answer["error"]
+    assert "remove it or pass images only" not in answer["error"]  # the CLI's advice, not an upload's
     assert server.call("/health")[:2] == (200, {"status": "ok"})
     ok, good, _ = server.predict(jpeg)
     assert ok == 200 and len(good["top"]) == 3
@@ -320,7 +325,11 @@ def test_skinfeat_serve_runs_until_ctrl_c(pool, images):
             assert len(json.loads(answer.read())["top"]) == 3
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
-        assert "Traceback" not in proc.stderr.read()
+        log = proc.stderr.read()
+        assert "Traceback" not in log
+        lines = [line for line in log.splitlines() if line.startswith("127.0.0.1 ")]  # one line per request
+        assert [line.split()[1:4] for line in lines] == [["GET", "/health", "200"], ["POST", "/predict", "200"]]
+        assert all(line.endswith(" ms") for line in lines)
     finally:
         if proc.poll() is None:
             proc.kill()
