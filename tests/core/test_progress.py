@@ -1,4 +1,4 @@
-"""Progress bars: drawn on a terminal, never into a log or a pipe, off with TQDM_DISABLE."""
+"""Progress: bars on a terminal, plain periodic lines on a log or a pipe (none for short work), off with TQDM_DISABLE."""
 
 import fcntl
 import os
@@ -51,3 +51,26 @@ def test_bars_only_on_a_terminal_and_tqdm_disable_is_honoured(data, terminal, di
     assert code == 0, stderr
     assert ("checking images" in stderr) == drawn, stderr
     assert "\r" not in stderr or drawn
+
+
+def test_a_log_or_pipe_gets_a_plain_line_now_and_then_and_none_for_short_work():
+    """On a non-terminal: nothing for work shorter than the interval, else a line per
+    interval (desc, counts, percentage, rate; the postfix) and one at the end."""
+    import io
+    import time
+
+    from skinfeat.core.progress import Lines
+
+    quick = io.StringIO()
+    with Lines(total=10, desc="extract", unit="img", stream=quick, interval=60) as shown:
+        shown.update(10)
+    assert quick.getvalue() == ""
+    slow = io.StringIO()
+    shown = Lines(range(6), total=6, desc="evaluate", unit="img", stream=slow, interval=0.05)
+    for i in shown:
+        shown.set_postfix(loss="0.5")
+        time.sleep(0.03)
+    lines = slow.getvalue().splitlines()
+    assert 2 <= len(lines) <= 5, lines
+    assert lines[-1].startswith("evaluate: 6/6 img (100%), ") and lines[-1].endswith(" s elapsed, loss 0.5")
+    assert "\r" not in slow.getvalue()
