@@ -124,8 +124,8 @@ def _leaderboard_section(rows, records, shown):
             "lesion-grouped folds with its 95% interval (a bootstrap of the lesions, 1,000 resamples within "
             "folds; mean ± std for runs recorded before intervals). <i>vs best</i>: the paired difference to the "
             "best run of the dataset on the same folds, with its interval; <i>tied with the best</i> when the "
-            "interval holds 0: such a difference is noise.</p><table id='leaderboard'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>{notes}")
+            "interval holds 0: such a difference is noise.</p><div class='wide'><table id='leaderboard'><thead><tr>"
+            f"{head}</tr></thead><tbody>{body}</tbody></table></div>{notes}")
 
 
 HEADLINE = (("bmca", "BMCA"), ("accuracy", "accuracy"), ("top3", "top-3"), ("macro_auc", "macro AUC"), ("ece", "ECE"))
@@ -133,6 +133,7 @@ HEADLINE = (("bmca", "BMCA"), ("accuracy", "accuracy"), ("top3", "top-3"), ("mac
 
 def _run_section(record, runs, result, best):
     name = f"{record['backbone'].get('module')} + {record['head']}"
+    heading = name + (f" ({record['settings_label']})" if record.get("settings_label") else "")  # metadata=...
     metrics = record.get("metrics", {})
     k = len((metrics.get("bmca") or {}).get("folds") or [])
     summary = ", ".join(f"{label} {metrics[key]['mean']:.3f} ± {metrics[key].get('std') or 0:.3f}"
@@ -142,7 +143,7 @@ def _run_section(record, runs, result, best):
         summary += ("; 95% intervals " + ", ".join(f"{label} {span(intervals[key])}" for key, label in HEADLINE
                                                   if intervals.get(key))
                     + f" ({intervals['resamples']:,} bootstrap resamples of the {intervals['grouped_by']}s)")
-    parts = [f"<h2>{'Best run' if best else 'Run'}: {html.escape(name)}</h2>",
+    parts = [f"<h2>{'Best run' if best else 'Run'}: {html.escape(heading)}</h2>",
              f"<p id='headline'>{html.escape(summary)} (mean ± std over {k} folds, as `skinfeat fit` and the "
              f"leaderboard show them). Run {html.escape(str(record.get('run_id')))}, dataset "
              f"{html.escape(dataset_of(record))}, settings {html.escape(record.get('settings_label') or 'default')}, "
@@ -366,7 +367,7 @@ def _figure(fig, title, result, caption=""):
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1400px;margin:1.5em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.8em 0}th,td{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:left}
 th{background:#f3f3f3}table.small{font-size:.92em}figure{margin:1em 0}img{max-width:100%;height:auto}
-.note{color:#555}tr.shown{background:#eef5fb}tr.below{font-weight:bold;color:#a33}caption{text-align:left;color:#555}h2{margin-top:1.6em;border-bottom:2px solid #0072B2}"""
+.note{color:#555}tr.shown{background:#eef5fb}tr.below{font-weight:bold;color:#a33}.wide{overflow-x:auto;max-width:100%}caption{text-align:left;color:#555}h2{margin-top:1.6em;border-bottom:2px solid #0072B2}"""
 # When every picture has decoded, the page says so (used by the headless-browser test).
 SCRIPT = """addEventListener('load',()=>{const i=[...document.images];
 document.body.dataset.images=i.length;document.body.dataset.rendered=i.filter(x=>x.complete&&x.naturalWidth>0).length;});"""
