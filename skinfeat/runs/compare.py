@@ -56,13 +56,15 @@ def leaderboard_rows(records, sort="bmca", latest=True, evaluations=(), runs=Non
     as the test column. Each row is marked against the best BMCA of its dataset
     (``vs_best``: the paired difference and its interval, from the runs' out-of-fold
     files in ``runs``; ``skinfeat.runs.paired``)."""
+    checked = _newest_shift_checks(records)
     if latest:
         records = latest_per_setting(records)
     rows = []
     for r in records:
         bmca = r.get("metrics", {}).get("bmca", {})
         interval = (r.get("intervals") or {}).get("bmca") or {}
-        worst = (r.get("shift") or {}).get("worst") or {}
+        carried = None if r.get("shift") else checked.get(_setting(r))
+        worst = ((r.get("shift") or (carried or {}).get("shift") or {}).get("worst")) or {}
         test_bmca, test_data = _test_result(r, evaluations)
         rows.append({
             "dataset": dataset_of(r), "backbone": r["backbone"].get("module"), "head": r["head"],
@@ -73,6 +75,7 @@ def leaderboard_rows(records, sort="bmca", latest=True, evaluations=(), runs=Non
             "vs_best": None, "vs_best_low": None, "vs_best_high": None, "vs_best_note": None,
             "worst_bmca": worst.get("bmca"), "worst_bmca_interval": worst.get("bmca_interval"), "worst_accuracy": worst.get("accuracy"),
             "worst_shift": worst.get("bmca_shift"), "test_bmca": test_bmca, "test_data": test_data,
+            "worst_from": carried.get("run_id") if carried else None,
             "accuracy": _mean(r, "accuracy"), "top3": _mean(r, "top3"), "auc": _mean(r, "macro_auc"),
             "fit_s": r.get("timings", {}).get("cv_seconds"),
             "images_per_s": r["backbone"].get("images_per_second"),
@@ -87,6 +90,22 @@ def leaderboard_rows(records, sort="bmca", latest=True, evaluations=(), runs=Non
     rows = sorted(rows, key=lambda row: order.index(row["dataset"]))  # stable: the sort holds within each
     mark_against_best(rows, records, runs)
     return rows
+
+
+def _setting(record):
+    """What makes two records the same run done again: features, head, settings and folds."""
+    return (record["features"].get("key"), record["head"], record.get("settings"),
+            (record.get("folds") or {}).get("sha256"))
+
+
+def _newest_shift_checks(records):
+    """{setting: the newest record of it that was shift-checked}: a rerun without --shift
+    shows the check of an earlier run of the same setting (labelled with its run)."""
+    found = {}
+    for r in sorted(records, key=lambda r: r.get("created", "")):
+        if (r.get("shift") or {}).get("worst"):
+            found[_setting(r)] = r
+    return found
 
 
 def mark_against_best(rows, records, runs=None):
@@ -152,7 +171,8 @@ def _cells(row):
         bmca = f"{row['bmca']:.3f}±{row['bmca_std'] or 0:.3f}"
     worst = "-" if row["worst_bmca"] is None else (
         f"{row['worst_bmca']:.3f}/{row['worst_accuracy']:.3f} {row['worst_shift']}"
-        + (f" {span(row['worst_bmca_interval'])}" if row["worst_bmca_interval"] else ""))
+        + (f" {span(row['worst_bmca_interval'])}" if row["worst_bmca_interval"] else "")
+        + (f" (from run {row['worst_from']})" if row["worst_from"] else ""))
     test = "-" if row["test_bmca"] is None else f"{row['test_bmca']:.3f} {row['test_data']}"
     return [row["dataset"], str(row["backbone"]), row["head"] + (f"+tta{row['views']}" if row["views"] else ""),
             row["settings"] or "default", _fmt(row["dim"], "d"), bmca, _vs_best(row), worst, test, _fmt(row["accuracy"], ".3f"),

@@ -4,6 +4,7 @@ bad input one line, nothing written."""
 
 import csv
 import json
+from skinfeat.core.paths import runs_dir
 import shutil
 
 import numpy as np
@@ -214,6 +215,12 @@ def test_fit_shift_check_leaderboard_and_best_model(pool, ham10000, tmp_path):
     assert f"best model: {tmp_path / 'best'}" in best.stdout and "worst shift BMCA" in best.stdout
     predictor = Predictor(tmp_path / "best")
     assert predictor.manifest["training"]["shift"]["worst"] == check["worst"]
+    again = run("fit", "--head", "logreg", "--features", pool["features"], "--cv", "2", "-q")  # no --shift
+    assert again.exit_code == 0, again.output
+    row = next(line for line in run("compare").stdout.splitlines() if "logreg" in line)
+    carried = row.split("(from run ")[1].split(")")[0]  # the earlier check, said whose
+    assert worst in row and carried != row.split()[-1]
+    assert json.loads((runs_dir() / f"{carried}.json").read_text())["shift"]["worst"] == check["worst"]
 
 
 def test_shift_check_needs_the_dataset(pool):
@@ -252,7 +259,7 @@ def test_predict_tta_set_averages_the_fixed_views(pool, ham10000):
     assert np.abs(got - want).max() < 1e-5
     assert all(not np.allclose(v, x) for v in views[1:])  # (the pooling backbone is blind to them)
     out = run("predict", "--model", pool["model"], path, "--tta", "lots")
-    assert out.exit_code == 2 and "test-time augmentation 'lots' is unknown" in out.output
+    assert out.exit_code == 2 and "'lots' is not one of 'none', 'flips', 'multiscale', 'views'" in out.output
 
 
 def test_report_shows_the_shift_check_and_evaluations(pool, ham10000, tmp_path):
