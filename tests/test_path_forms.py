@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from model_factory import ham_subset, pool_model, write_ham_folder
+
 from skinfeat.cli import cli
 
 FORMS = ("relative", "dot", "slash", "dotdot", "symlink", "spaced")
