@@ -121,64 +121,6 @@ def main(argv=None):
     for label, grouped, by_group, paired in cases:
         result[label] = coverage(grouped, by_group, args.sets, paired)
         print(f"coverage of the 95% interval, {label}: {result[label]:.3f} "
-              f"(target {TARGETS['coverage'][0]}-{TARGETS['coverage'][1]})")
-    y, proba, lesion, fold = synthetic_run()
-    ids = np.array([f"ISIC_{i:07d}" for i in range(len(y))])
-    sha = folds_hash(ids, fold)
-    with tempfile.TemporaryDirectory() as runs:
-        for r in range(n_runs):
-            noisy = proba * np.random.default_rng(r).uniform(0.5, 1.5, proba.shape)
-            noisy /= noisy.sum(1, keepdims=True)
-            run_id = f"run{r:02d}"
-            np.savez_compressed(Path(runs) / f"{run_id}.oof.npz", image_id=ids, label=y, lesion_id=lesion, fold=fold,
-                                proba=noisy.astype(np.float32), pred=noisy.argmax(1))
-            folds_bmca = [float(np.mean([np.mean(noisy[(fold == f) & (y == c)].argmax(1) == c) for c in range(7)]))
-                          for f in range(5)]
-            write_record({"run_id": run_id, "created": f"2026-01-01T00:00:{r:02d}", "head": "logreg",
-                          "settings": f"s{r}", "backbone": {"module": "m", "dataset": "ham10000"},
-                          "features": {"key": f"k{r}"}, "folds": {"sha256": sha, "k": 5},
-                          "metrics": {"bmca": {"mean": float(np.mean(folds_bmca)), "std": 0.01, "folds": folds_bmca}},
-                          "intervals": {"bmca": {"low": 0.5, "high": 0.6}}, "predictions_file": f"{run_id}.oof.npz"},
-                         runs)
-        start = time.perf_counter()
-        rows = leaderboard_rows(read_records(runs), runs=runs)
-        seconds = time.perf_counter() - start
-    assert sum(r["vs_best_note"] == "best" for r in rows) == 1 and len(rows) == n_runs
-    return seconds
-
-
-def ham10000_widths(runs_dir):
-    """[(run, grouped width, image width)] of the BMCA intervals of the runs in ``runs_dir``."""
-    from skinfeat.runs.combine import read_oof
-    from skinfeat.runs.records import read_records
-
-    out = []
-    for record in read_records(runs_dir):
-        try:
-            oof = read_oof(record, runs_dir)
-        except Exception:  # noqa: BLE001, S112 (a run without predictions: left out)
-            continue
-        rows = oof["pred"] >= 0
-        y, proba, pred, fold = oof["label"][rows], oof["proba"][rows], oof["pred"][rows], oof["fold"][rows]
-        grouped = interval(y, proba, pred, Resamples.draw(oof["lesion_id"][rows].astype(str), fold), ("bmca",))
-        images = interval(y, proba, pred, Resamples.draw(None, fold), ("bmca",))
-        out.append((f"{record['head']} {record.get('settings_label') or 'default'}",
-                    grouped["bmca"]["high"] - grouped["bmca"]["low"], images["bmca"]["high"] - images["bmca"]["low"]))
-    return out
-
-
-def main(argv=None):
-    parser = argument_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", type=int, default=1000, help="simulated datasets per coverage figure")
-    parser.add_argument("--runs", default=str(ROOT / "runs"), help="recorded runs for the HAM10000 widths")
-    args = parser.parse_args(argv)
-    result = {}
-    log(f"coverage over {args.sets} simulated datasets each ({load_average()})")
-    for label, grouped, by_group in (("grouped data, lesions resampled", True, True),
-                                     ("independent images, images resampled", False, False),
-                                     ("grouped data, images resampled (wrong)", True, False)):
-        result[label] = coverage(grouped, by_group, args.sets)
-        print(f"coverage of the paired 95% interval, {label}: {result[label]:.3f} "
               f"(target {TARGETS['coverage'][0]}-{TARGETS['coverage'][1]}; true difference 0.05, A's BMCA "
               f"{P.mean():.4f})")
     y, proba, lesion, fold = synthetic_run()
@@ -188,6 +130,13 @@ def main(argv=None):
     print(f"intervals (BMCA, accuracy, macro AUC; 1,000 lesion resamples) of a 10,015-image 5-fold run: "
           f"{result['interval_seconds']:.2f} s (target < {TARGETS['interval_seconds']:.0f} s, ratio "
           f"{result['interval_seconds'] / TARGETS['interval_seconds']:.2f})")
+    from skinfeat.core.operating import operating_points
+
+    start = time.perf_counter()
+    operating_points(y, proba, Resamples.draw(lesion, fold, grouped_by="lesion"))
+    result["operating_seconds"] = time.perf_counter() - start
+    print(f"operating points (melanoma, malignant; 1,000 lesion resamples) of the same run: "
+          f"{result['operating_seconds']:.2f} s (target < 10 s, issue 30)")
     result["compare_seconds"] = compare_seconds()
     print(f"compare over 20 recorded 10,015-image runs, each paired with the best: {result['compare_seconds']:.2f} s "
           f"(target < {TARGETS['compare_seconds']:.0f} s, ratio {result['compare_seconds'] / TARGETS['compare_seconds']:.2f})")

@@ -149,6 +149,8 @@ def _run_section(record, runs, result, best):
              f"{html.escape(dataset_of(record))}, settings {html.escape(record.get('settings_label') or 'default')}, "
              f"{_count(record['features'].get('n_labelled') or 0, 'labelled image')}, folds "
              f"{html.escape(str(record.get('folds', {}).get('source')))}.</p>"]
+    if record.get("operating_points"):
+        parts.append(_operating_table(record["operating_points"]))
     if record.get("subgroups"):
         parts.append(_subgroup_table(record["subgroups"]))
     pooled_title = f"pooled over {k} folds · {name}"  # the label first: a long module name is cut at the end
@@ -231,6 +233,21 @@ def _shift_section(record, evaluations, result, which):
         name = f"{record['backbone'].get('module')} + {record['head']}"
         parts.append(_figure(plot_shifts(record["shift"], title=name), "shift check", result))
     return "".join(parts) + "</section>"
+
+
+def _operating_table(block):
+    """Melanoma and malignant-vs-benign operating points, each figure with its interval."""
+    from skinfeat.core.operating import SENSITIVITY, SPECIFICITIES, figure
+
+    names = [("auc", "ROC AUC")] + [(f"sensitivity_at_specificity_{s:g}", f"sensitivity at {s:.0%} specificity")
+                                    for s in SPECIFICITIES] + [
+        (f"specificity_at_sensitivity_{SENSITIVITY:g}", f"specificity at {SENSITIVITY:.0%} sensitivity")]
+    head = "<th>question</th>" + "".join(f"<th>{html.escape(label)}</th>" for _, label in names)
+    rows = "".join(f"<tr><td>{html.escape(task)} ({'+'.join(e['positive_classes'])} vs rest, "
+                   f"{e['n_positive']:,} positive)</td>" + "".join(f"<td>{figure(e, n)}</td>" for n, _ in names)
+                   + "</tr>" for task, e in block.items())
+    return ("<table class='small' id='operating'><caption>Operating points, pooled over the folds, with "
+            f"lesion-grouped 95% intervals</caption><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
 
 
 def _subgroup_table(block):

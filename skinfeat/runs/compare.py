@@ -12,6 +12,7 @@ import json
 
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.intervals import span
+from skinfeat.core.operating import operating_lines
 from skinfeat.core.metrics import LABELS, SCALARS, confusion_scores
 from skinfeat.runs.records import EVALUATION_SCHEMA, latest_per_setting, read_records
 from skinfeat.runs.subgroups import subgroup_lines
@@ -304,7 +305,7 @@ def summary_lines(record):
     lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
     for c, row in zip(CLASSES, record["confusion"]):
         lines.append(f"{c:<7}" + "".join(f"{v:>7}" for v in row))
-    return lines + subgroup_lines(record.get("subgroups"))
+    return lines + operating_lines(record.get("operating_points")) + subgroup_lines(record.get("subgroups"))
 
 
 def pooled_scores(record):

@@ -17,6 +17,7 @@ from skinfeat.core.atomic import atomic_path
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
 from skinfeat.core.intervals import Resamples, interval
+from skinfeat.core.operating import operating_points
 from skinfeat.core.metrics import classification_metrics, prior_baseline, summarize_folds
 from skinfeat.core.paths import runs_dir
 from skinfeat.data.folds import resolve_folds
@@ -153,21 +154,25 @@ def write_oof(record, fs, fold, result, runs=None):
 
 
 def cv_intervals(result, rows, fold):
-    """The record's ``intervals``: lesion-grouped bootstrap 95 % intervals of the fold-mean
-    BMCA, accuracy and macro AUC of the out-of-fold predictions (``skinfeat.core.intervals``),
-    lesions resampled within their fold. ``rows``: anything with ``labels`` and
+    """The record's ``intervals`` and ``operating_points``: lesion-grouped bootstrap 95 %
+    intervals of the fold-mean BMCA, accuracy and macro AUC of the out-of-fold
+    predictions (``skinfeat.core.intervals``), and the melanoma and malignant operating
+    points pooled over the folds (``skinfeat.core.operating``), on the same resamples
+    (lesions resampled within their fold). ``rows``: anything with ``labels`` and
     ``lesion_ids``; ``fold``: their folds."""
     scored = np.flatnonzero(result.oof_pred >= 0)
     lesions = np.asarray(rows.lesion_ids, dtype=str)[scored]
     resamples = Resamples.draw(lesions, np.asarray(fold)[scored], grouped_by="lesion")
-    return interval(np.asarray(rows.labels)[scored].astype(int), result.oof_proba[scored],
-                    result.oof_pred[scored], resamples)
+    y = np.asarray(rows.labels)[scored].astype(int)
+    return (interval(y, result.oof_proba[scored], result.oof_pred[scored], resamples),
+            operating_points(y, result.oof_proba[scored], resamples))
 
 
 def summary_fields(result, rows, fold):
     """What a record holds of a cross-validation: metrics over folds, their intervals
     (``cv_intervals``), per-class figures, the summed confusion matrix, the baseline."""
     summary = summarize(result)
-    return {"metrics": summary["scalars"], "intervals": cv_intervals(result, rows, fold),
+    intervals, operating = cv_intervals(result, rows, fold)
+    return {"metrics": summary["scalars"], "intervals": intervals, "operating_points": operating,
             "per_class": summary["per_class"], "confusion": summary["confusion"], "baseline": summary["baseline"]}
 

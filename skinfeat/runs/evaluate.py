@@ -18,6 +18,7 @@ from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
 from skinfeat.core.intervals import Resamples, decision_intervals, grouping, interval, span
 from skinfeat.core.metrics import LABELS, SCALARS, classification_metrics, prior_baseline
+from skinfeat.core.operating import operating_lines, operating_points
 from skinfeat.core.progress import bar
 from skinfeat.data.metadata import lookup
 from skinfeat.data.submission import read_labels, read_predictions
@@ -114,6 +115,7 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
     clean = results.pop("clean")
     clean["subgroups"] = subgroup_scores(y, decide(clean_proba, predictor.head.offsets),
                                          groups if groups is not None else ids, own)
+    clean["operating_points"] = operating_points(y, clean_proba, resamples)
     return {"n": len(rows), "image_ids": ids, "tta": tta, "grouped_by": grouped_by,
             "clean": clean, "shifts": results, "worst": worst_case(results)}
 
@@ -205,7 +207,7 @@ def format_evaluation(result):
     lines.append("confusion (rows: true, columns: predicted)")
     lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
     lines += [f"{c:<7}" + "".join(f"{v:>7}" for v in row) for c, row in zip(CLASSES, m["confusion"])]
-    lines += subgroup_lines(m.get("subgroups"))
+    lines += operating_lines(m.get("operating_points")) + subgroup_lines(m.get("subgroups"))
     if result.get("shifts"):
         lines.append(f"{'shift':<16} {'BMCA':>6} {'95% interval':<14} {'accuracy':>8}")
         lines.append(f"{'clean':<16} {_fmt(m['bmca']):>6} {span(intervals.get('bmca')):<14} "

@@ -55,6 +55,9 @@ def test_report_numbers_are_fits_labelled_mean_over_folds_or_pooled(fitted, tmp_
     assert (f"95% intervals BMCA [{iv['bmca']['low']:.3f}, {iv['bmca']['high']:.3f}], accuracy "
             f"[{iv['accuracy']['low']:.3f}, {iv['accuracy']['high']:.3f}]") in headline
     assert f"95% interval BMCA [{iv['bmca']['low']:.3f}, {iv['bmca']['high']:.3f}]" in fit3(fitted[1])[0].stdout
+    operating = text_of(re.search(r"<table class='small' id='operating'>(.*?)</table>", page).group(1))
+    mel = record["operating_points"]["melanoma"]["auc"]
+    assert f"{mel['value']:.3f} [{mel['low']:.3f}, {mel['high']:.3f}]" in operating  # the record's, with interval
     # HAM10000 features carry its metadata: the groups' table, as recorded
     assert set(record["subgroups"]["columns"]) == {"sex", "age", "localization"}
     table = text_of(re.search(r"<table class='small' id='subgroups'>(.*?)</table>", page).group(1))

@@ -48,6 +48,9 @@ def test_fit_prints_metrics_with_baseline_and_writes_one_record(features):
     assert set(record["metrics"]["bmca"]) == {"mean", "std", "folds"} and len(record["metrics"]["bmca"]["folds"]) == 3
     assert record["baseline"]["accuracy"] == pytest.approx(150 / 265, abs=0.02)
     assert len(record["timings"]["fit_seconds"]) == 3 and record["model_dir"] is None
+    mel = record["operating_points"]["melanoma"]  # MEL vs rest, pooled, with intervals, printed
+    assert mel["n_positive"] == 30 and mel["auc"]["low"] <= mel["auc"]["value"] <= mel["auc"]["high"]
+    assert any(line.startswith("melanoma (MEL vs rest, 30 positive): AUC ") for line in out)
 
 
 def test_same_folds_for_the_same_images_by_default(features):
