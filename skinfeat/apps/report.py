@@ -37,6 +37,7 @@ from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import DataError, FeaturesError, UsageError
 from skinfeat.core.intervals import span
 from skinfeat.core.metrics import ECE_BINS, expected_calibration_error
+from skinfeat.core.operating import SENSITIVITY, SPECIFICITIES, figure
 from skinfeat.core.paths import runs_dir
 from skinfeat.core.writable import check_writable, writing
 from skinfeat.features.store import read_features
@@ -50,7 +51,7 @@ from skinfeat.runs.compare import (
 )
 from skinfeat.runs.records import read_records
 from skinfeat.viz.maps import feature_map
-from skinfeat.viz.plots import plot_confusion, plot_reliability, plot_roc_pr, plot_shifts
+from skinfeat.viz.plots import plot_confusion, plot_label_efficiency, plot_reliability, plot_roc_pr, plot_shifts
 
 MAP_METHODS = ("umap", "tsne", "pca", "none")
 DEFAULT_MAP = "umap"
@@ -179,8 +180,6 @@ def _run_section(record, runs, result, best):
 def _efficiency_section(record, records, result):
     """The label-efficiency curve of the shown run's features and head (``fit
     --train-fraction``), when runs at other training fractions are recorded."""
-    from skinfeat.viz.plots import plot_label_efficiency
-
     def base(r):
         label = ",".join(part for part in (r.get("settings_label") or "").split(",")
                          if not part.startswith("train_fraction="))
@@ -237,8 +236,6 @@ def _shift_section(record, evaluations, result, which):
 
 def _operating_table(block):
     """Melanoma and malignant-vs-benign operating points, each figure with its interval."""
-    from skinfeat.core.operating import SENSITIVITY, SPECIFICITIES, figure
-
     names = [("auc", "ROC AUC")] + [(f"sensitivity_at_specificity_{s:g}", f"sensitivity at {s:.0%} specificity")
                                     for s in SPECIFICITIES] + [
         (f"specificity_at_sensitivity_{SENSITIVITY:g}", f"specificity at {SENSITIVITY:.0%} sensitivity")]

@@ -12,8 +12,10 @@ import json
 
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.intervals import span
-from skinfeat.core.operating import operating_lines
 from skinfeat.core.metrics import LABELS, SCALARS, confusion_scores
+from skinfeat.core.operating import operating_lines
+from skinfeat.core.paths import runs_dir
+from skinfeat.runs.paired import Pairing, verdict
 from skinfeat.runs.records import EVALUATION_SCHEMA, latest_per_setting, read_records
 from skinfeat.runs.subgroups import subgroup_lines
 
@@ -115,9 +117,6 @@ def mark_against_best(rows, records, runs=None):
     other folds cannot be paired), the interval, and a note: 'best' ('best on folds
     F' where the dataset has runs on other folds too), 'tied' (the interval holds 0),
     'alone on its folds', or why it cannot be paired."""
-    from skinfeat.core.paths import runs_dir
-    from skinfeat.runs.paired import Pairing, verdict
-
     by_id = {r.get("run_id"): r for r in records}
     scored = [row for row in rows if row["bmca"] is not None]
     for dataset in dict.fromkeys(row["dataset"] for row in scored):
@@ -215,9 +214,6 @@ def versus_lines(records, reference, runs=None, latest=True):
     """``compare --vs``: every run of ``reference``'s dataset against it, as aligned
     text: BMCA and its interval, the paired difference (the row minus the reference)
     with its interval and verdict, and the corrected t-test over folds."""
-    from skinfeat.core.paths import runs_dir
-    from skinfeat.runs.paired import Pairing, verdict
-
     chosen = latest_per_setting(records) if latest else list(records)
     if reference["run_id"] not in {r["run_id"] for r in chosen}:
         chosen.append(reference)

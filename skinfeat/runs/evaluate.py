@@ -114,7 +114,7 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
                                                           full=shift is None)
     clean = results.pop("clean")
     clean["subgroups"] = subgroup_scores(y, decide(clean_proba, predictor.head.offsets),
-                                         groups if groups is not None else ids, own)
+                                         groups if groups is not None else ids, {**(meta or {}), **own})
     clean["operating_points"] = operating_points(y, clean_proba, resamples)
     return {"n": len(rows), "image_ids": ids, "tta": tta, "grouped_by": grouped_by,
             "clean": clean, "shifts": results, "worst": worst_case(results)}

@@ -178,7 +178,7 @@ def test_unknown_head_suggests_a_close_name(features):
     result = run("fit", "--head", "logrek", "--features", features[1])
     assert result.exit_code == 2
     assert one_error_line(result) == ("Error: unknown head 'logrek'; did you mean 'logreg'? "
-                                      "expected one of: softmax, logreg, lightgbm")
+                                      "expected one of: softmax, logreg, lightgbm, knn")
 
 
 def test_folds_and_cv_together(features, tmp_path):
