@@ -29,8 +29,8 @@ def predictions(n=600, k=7, seed=0):
 def test_ungrouped_interval_is_scipys_percentile_bootstrap_on_the_same_resamples():
     from scipy import stats
 
-    y, proba, pred = predictions(300)
-    resamples = Resamples.draw(n=len(y), n_resamples=200, seed=3)
+    y, proba, pred = predictions(200)
+    resamples = Resamples.draw(n=len(y), n_resamples=120, seed=3)
     ours = interval(y, proba, pred, resamples)
     memo = {}
 
@@ -43,7 +43,7 @@ def test_ungrouped_interval_is_scipys_percentile_bootstrap_on_the_same_resamples
     for name in ("bmca", "accuracy", "macro_auc"):
         theirs = stats.bootstrap((np.arange(len(y)),), lambda rows, name=name: statistic(rows, name),
                                  vectorized=False,
-                                 n_resamples=200, method="percentile", rng=np.random.default_rng(3))
+                                 n_resamples=120, method="percentile", rng=np.random.default_rng(3))
         assert ours[name]["low"] == pytest.approx(theirs.confidence_interval.low, abs=1e-9), name
         assert ours[name]["high"] == pytest.approx(theirs.confidence_interval.high, abs=1e-9), name
 
