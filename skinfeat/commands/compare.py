@@ -45,6 +45,11 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     paired), worst shift (BMCA/accuracy, the shift, the BMCA's 95% interval), test BMCA, accuracy, top-3, macro AUC, CV fit time,
     extraction images/s, folds hash, run id (for `skinfeat report --run` and --vs).
     Runs of one dataset stay together, each dataset with its always-NV baseline.
+
+    A head shown as HEAD+ttaN (logreg+tta2) was trained on each image's clean
+    view and its N augmented views (extract --views N) and scores an image by the
+    mean of the N+1 views' probabilities (test-time augmentation); `predict`,
+    `serve` and the web page use the clean view alone unless given --tta views.
     """
     from skinfeat.core.paths import features_dir, runs_dir
     from skinfeat.core.writable import check_writable
