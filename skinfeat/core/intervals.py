@@ -23,7 +23,7 @@ interval is the percentile one: with images as groups and one stratum, the
 figures are scipy's (``method="percentile"``) to the last digit.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +43,8 @@ class Resamples:
     group: np.ndarray
     stratum: np.ndarray
     grouped_by: str
+    _by_stratum: list = field(default=None, init=False, repr=False)  # by_stratum(), once
+    _totals: tuple = field(default=(None, None), init=False, repr=False)  # (labels key, [B, S, K] images per class)
 
     @classmethod
     def draw(cls, groups=None, strata=None, n=None, n_resamples=N_RESAMPLES, seed=SEED, grouped_by=None):
@@ -68,13 +70,19 @@ class Resamples:
                 n_resamples, len(members))
         return cls(counts, group, stratum, grouped_by or ("image" if groups is None else "group"))
 
+    @classmethod
+    def once(cls, groups=None, strata=None, n=None):
+        """The data itself as one "resample" (every group once): the observed statistic."""
+        drawn = cls.draw(groups, strata, n, n_resamples=0)
+        return cls(np.ones((1, len(drawn.stratum)), np.int32), drawn.group, drawn.stratum, drawn.grouped_by)
+
     @property
     def n_resamples(self):
         return len(self.counts)
 
     def by_stratum(self):
         """[(group indices, [B, g] float counts)] per stratum, computed once."""
-        if getattr(self, "_by_stratum", None) is None:
+        if self._by_stratum is None:
             self._by_stratum = [(members, self.counts[:, members].astype(np.float64))
                                 for members in (np.flatnonzero(self.stratum == s)
                                                 for s in range(self.stratum.max() + 1 if len(self.stratum) else 0))]
@@ -105,7 +113,7 @@ def _class_tallies(resamples, y, pred, k):
     cell = resamples.group * k + y
     hits = np.bincount(cell, weights=(pred == y), minlength=n_groups * k).reshape(n_groups, k)
     key = (k, hash(y.tobytes()))  # the images per class depend on the labels only: once per resamples
-    if getattr(resamples, "_totals", (None,))[0] != key:
+    if resamples._totals[0] != key:
         total = np.bincount(cell, minlength=n_groups * k).reshape(n_groups, k).astype(np.float64)
         with one_blas_thread():
             resamples._totals = (key, np.stack([counts @ total[members]
@@ -222,7 +230,8 @@ def decision_intervals(y, pred, resamples, level=LEVEL):
 
 def observed_bmca(y, pred, resamples):
     """The fold-mean BMCA of the data itself (every group once), on ``resamples``' strata."""
-    once = Resamples(np.ones((1, len(resamples.stratum)), np.int32), resamples.group, resamples.stratum, "")
+    once = Resamples(np.ones((1, len(resamples.stratum)), np.int32), resamples.group, resamples.stratum,
+                     resamples.grouped_by)
     return float(bootstrap_scores(y, None, pred, once, ("bmca",))["bmca"][0])
 
 

@@ -9,7 +9,7 @@ as group) and scores a test image by the mean of its views' probabilities
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,8 +17,8 @@ from skinfeat.core.atomic import atomic_path
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
 from skinfeat.core.intervals import Resamples, interval
-from skinfeat.core.operating import operating_points
 from skinfeat.core.metrics import classification_metrics, prior_baseline, summarize_folds
+from skinfeat.core.operating import operating_points
 from skinfeat.core.paths import runs_dir
 from skinfeat.data.folds import resolve_folds
 from skinfeat.heads import inference, make_head
@@ -51,6 +51,8 @@ class CVResult:
     fit_seconds: list
     predict_seconds: list
     first: tuple = None  # (fold, test rows, fitted head) of the first fold, for the shift check
+    train_images: list = field(default_factory=list)  # training rows of each fold (--train-fraction)
+    chosen: list = field(default_factory=list)  # what each fold's head chose on its inner split (TUNED)
 
 
 def lesion_fraction(rows, labels, lesions, fraction, seed, where):
@@ -86,7 +88,6 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
     use_views = use_views and fs.views is not None
     oof = np.full((len(fs), len(CLASSES)), np.nan)
     result = CVResult([], [], oof, np.full(len(fs), -1), [], [])
-    result.train_images, result.chosen = [], []
     todo = [f for f in np.unique(folds.fold[folds.fold >= 0]) if scored is None or f in scored]
     for i, f in enumerate(todo):
         train, test = np.flatnonzero((folds.fold >= 0) & (folds.fold != f)), np.flatnonzero(folds.fold == f)

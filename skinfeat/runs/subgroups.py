@@ -38,8 +38,7 @@ def _groups(column, values):
 
 def _scores(y, pred, lesions, rows):
     """{n, lesions, bmca, accuracy} of ``rows``, with intervals when they hold enough lesions."""
-    one = Resamples(np.ones((1, len(np.unique(lesions[rows]))), np.int32),
-                    np.unique(lesions[rows], return_inverse=True)[1], np.zeros(len(np.unique(lesions[rows])), int), "")
+    one = Resamples.once(lesions[rows])
     point = bootstrap_scores(y[rows], None, pred[rows], one, ("bmca", "accuracy"))
     entry = {"n": int(len(rows)), "lesions": int(len(one.stratum)), "bmca": float(point["bmca"][0]),
              "accuracy": float(point["accuracy"][0]), "bmca_interval": None, "accuracy_interval": None}
