@@ -158,7 +158,7 @@ TABLE_COLUMNS = ("dataset", "backbone", "head", "settings", "dim", "BMCA [95% CI
 def _vs_best(row):
     if row["vs_best"] is None:
         return row["vs_best_note"] or "-"
-    figure = f"{row['vs_best']:+.3f} [{row['vs_best_low']:+.3f}, {row['vs_best_high']:+.3f}]"
+    figure = f"{row['vs_best']:+.3f} {span((row['vs_best_low'], row['vs_best_high']), '+.3f')}"
     return f"tied with the best {figure}" if row["vs_best_note"] == "tied" else figure
 
 
@@ -231,7 +231,7 @@ def versus_lines(records, reference, runs=None, latest=True):
         elif "unpaired" in paired:
             diff, word = f"not paired: {paired['unpaired']}", ""
         else:
-            diff = f"{paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}]"
+            diff = f"{paired['difference']:+.3f} {span(paired, '+.3f')}"
             word = verdict(paired)
         cells.append([str(r["run_id"]), r["head"], r.get("settings_label") or "default", bmca, diff, word,
                       _fmt(test.get("t"), "+.2f"), _fmt(test.get("p"), ".3f")])
