@@ -173,8 +173,16 @@ def _run_section(record, runs, result, best):
         parts.append(_figure(plot_reliability(y, proba, title=pooled_title), "reliability", result,
                              f"ECE pooled over the folds {expected_calibration_error(y, proba):.3f} ({ECE_BINS} "
                              f"equal-width bins, as drawn); the ECE above, {_mean(ece)}, is the mean over folds "
-                             "of each fold's ECE (the same definition and bins)."))
+                             "of each fold's ECE (the same definition and bins). These are the probabilities "
+                             "as trained" + _calibration_note(record.get("calibration"))))
     return "<section>" + "".join(parts) + "</section>"
+
+
+def _calibration_note(calibration):
+    if not calibration:
+        return "; this run records no calibration, so its model gives them as they are."
+    return (f"; its model gives them calibrated by the temperature {calibration['temperature']:.2f} fitted on "
+            f"them, whose ECE (cross-fitted by fold) is {calibration['ece_calibrated']:.3f}.")
 
 
 def _efficiency_section(record, records, result):

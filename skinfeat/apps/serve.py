@@ -346,7 +346,8 @@ form.onsubmit = async (e) => {
   const answer = await fetch("predict", {method: "POST", body: new FormData(form)});
   const body = await answer.json();
   if (!answer.ok) { status.textContent = "Error: " + body.error; return; }
-  status.textContent = "Top 3 (not a diagnosis):";
+  status.textContent = "Decision: " + body.decision.name + " (" + body.decision["class"] +
+    "), not a diagnosis. Most probable classes (calibrated probabilities):";
   for (const t of body.top) {
     const row = document.getElementById("top").insertRow();
     row.insertCell().textContent = t.name + " (" + t["class"] + ")";

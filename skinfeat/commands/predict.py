@@ -36,13 +36,16 @@ from skinfeat.model.predict import FORMATS  # light to import (no TensorFlow, sc
 def predict(model_dir, inputs, top_k, tta, fmt, out, metadata_csv, fallback_dir):
     """Predict the lesion class of images (files, or folders searched recursively).
 
-    Prints the top classes with their full names and probabilities. Folders of
-    any size are streamed. An image that cannot be read is reported on stderr and
-    skipped; the others are predicted.
+    Prints each image's decision, then the most probable classes with their full
+    names and probabilities. Folders of any size are streamed. An image that
+    cannot be read is reported on stderr and skipped; the others are predicted.
 
-    Probabilities include the model's prior adjustment (`fit --adjust`), so the
-    top class is the model's decision, the one balanced accuracy scores; --format
-    json also lists them as trained. Only the model directory is needed.
+    Probabilities are calibrated (a temperature fitted on the run's out-of-fold
+    predictions). The decision is the class of the model's prior-adjusted rule
+    (`fit --adjust`), the one balanced accuracy scores: it may be a rarer class
+    than the most probable one. --format json also gives the decision scores and
+    the probabilities as trained; --format isic carries the decision scores (the
+    challenge scores each row's argmax). Only the model directory is needed.
     """
     from skinfeat.core.atomic import write_atomically
     from skinfeat.core.writable import check_writable, writing

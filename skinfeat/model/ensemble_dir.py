@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat.core.calibration import temperature_of
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import ModelError
 from skinfeat.heads.inference import adjusted
 from skinfeat.heads.params import problem
 from skinfeat.model.format import ENSEMBLE_FORMAT, MANIFEST, STATE, EnsembleDirectory, read_manifest, refuse_links_out
-from skinfeat.model.predictor import HeadFunction, Prediction, Predictor
+from skinfeat.model.predictor import HeadFunction, Predictor, prediction_of
 
 FORMAT_VERSION = 1
 METHODS = ("stack", "mean")
@@ -157,6 +158,7 @@ class EnsemblePredictor:
         if self.manifest.get("format") != ENSEMBLE_FORMAT:
             raise ModelError(f"model {directory} is one model, not an ensemble; load it with `Predictor`")
         self.method = self.manifest["method"]
+        self.temperature = temperature_of(self.manifest)
         self.members = []
         for i, entry in enumerate(self.manifest["members"]):
             member = _loaded(directory, entry["dir"], lambda: Predictor(self.directory / entry["dir"], verify_hash))
@@ -195,4 +197,4 @@ class EnsemblePredictor:
         return {c: max(k.get(c, 0) for k in counts) for k in counts for c in k}
 
     def prediction(self, path, proba):
-        return Prediction(Path(path).stem, str(path), proba, self.head.adjust(proba[None])[0])
+        return prediction_of(path, proba, self.head, self.temperature)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat.backbones.tflite import TFLiteBackbone
-from skinfeat.core.classes import CLASSES
+from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import DataError
 from skinfeat.data.metadata import lookup
 from skinfeat.imaging.images import IMAGE_EXTENSIONS, decode, name_problem, walk_images
@@ -159,24 +159,31 @@ def isic_row(proba, decimals=6):
 
 def prediction_item(p, top_k=DEFAULT_TOP_K):
     """One prediction as ``--format json`` writes it (see ``write_predictions``)."""
+    def rounded(values):
+        return {c: round(float(q), 6) for c, q in zip(CLASSES, values)}
+
     return {"image": p.image, "path": p.path,
+            "decision": {"class": p.decision, "name": FULL_NAMES[p.decision]},
             "top": [{"class": c, "name": n, "probability": round(q, 6)} for c, n, q in p.top(top_k)],
-            "probabilities": {c: round(float(q), 6) for c, q in zip(CLASSES, p.adjusted)},
-            "probabilities_as_trained": {c: round(float(q), 6) for c, q in zip(CLASSES, p.proba)}}
+            "probabilities": rounded(p.probability), "calibrated": p.calibrated,
+            "decision_scores": rounded(p.adjusted),
+            "probabilities_as_trained": rounded(p.proba)}
 
 
 def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
     """Write ``predictions`` (an iterable, consumed as it comes) to the text
     ``stream`` in ``fmt`` (one of FORMATS); returns how many were written.
 
-    - table: one line per image, ``id  name (CODE) p, ...`` for the top k
-    - json: a JSON array of {image, path, top: [{class, name, probability}],
-      probabilities, probabilities_as_trained}
-    - csv: image, then class, name and probability of each of the top k
+    - table: one line per image, ``id  DECISION  name (CODE) p, ...`` for the top k,
+      under a header line
+    - json: a JSON array of {image, path, decision: {class, name}, top: [{class,
+      name, probability}], probabilities, decision_scores, probabilities_as_trained}
+    - csv: image, decision, then class, name and probability of each of the top k
     - isic: the ISIC 2018 Task 3 submission, ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``
 
-    Probabilities are the adjusted ones (``Prediction.adjusted``: the top class is
-    the model's decision), except ``probabilities_as_trained``.
+    Probabilities are calibrated (``Prediction.probability``); the decision is the
+    argmax of the decision scores (``Prediction.adjusted``), which the ISIC file
+    carries, because the challenge scores the argmax of each row by balanced accuracy.
     """
     if fmt not in FORMATS:
         raise DataError(f"format {fmt!r} is unknown; expected one of {', '.join(FORMATS)}")
@@ -184,7 +191,7 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
 
     writer = csv.writer(stream, lineterminator="\n")
     if fmt == "csv":
-        writer.writerow(["image"] + [f"{f}_{r}" for r in range(1, top_k + 1)
+        writer.writerow(["image", "decision"] + [f"{f}_{r}" for r in range(1, top_k + 1)
                                      for f in ("class", "name", "probability")])
     elif fmt == "isic":
         writer.writerow(["image", *CLASSES])
@@ -194,10 +201,13 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
     for p in predictions:
         top = p.top(top_k)
         if fmt == "table":
+            if not count:
+                kind = "calibrated probabilities" if p.calibrated else "probabilities as trained (the model records no calibration)"
+                stream.write(f"{'image':<14} {'decision':<8}  most probable classes, {kind}\n")
             shown = ", ".join(f"{name} ({code}) {prob:.3f}" for code, name, prob in top)
-            stream.write(f"{p.image:<14} {shown}\n")
+            stream.write(f"{p.image:<14} {p.decision:<8}  {shown}\n")
         elif fmt == "csv":
-            writer.writerow([p.image] + [v for code, name, prob in top for v in (code, name, f"{prob:.6f}")])
+            writer.writerow([p.image, p.decision] + [v for code, name, prob in top for v in (code, name, f"{prob:.6f}")])
         elif fmt == "isic":
             writer.writerow([p.image, *isic_row(p.adjusted)])
         else:

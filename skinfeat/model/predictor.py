@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat.backbones.tflite import TFLiteBackbone
+from skinfeat.core.calibration import calibrated, temperature_of
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import ModelError, SkinfeatError
 from skinfeat.core.tf_runtime import tensorflow
@@ -98,19 +99,36 @@ class HeadFunction:
 
 @dataclass
 class Prediction:
-    """Probabilities of one image, in CLASSES order: ``proba`` as the head was
-    trained, ``adjusted`` with its prior adjustment (``fit --adjust``; the same when
-    the model has none), whose argmax is the model's decision."""
+    """One image's prediction, in CLASSES order: ``probability``, the calibrated class
+    probabilities (the temperature the model's run fitted on its out-of-fold
+    predictions, ``skinfeat.core.calibration``; as trained for a model without one);
+    ``decision``, the model's class: the argmax of ``adjusted``, the decision scores
+    (the prior adjustment of ``fit --adjust``, which balanced accuracy scores); and
+    ``proba``, the probabilities as the head was trained."""
 
     image: str  # the file name without extension (the ISIC image id)
     path: str
     proba: np.ndarray
     adjusted: np.ndarray
+    probability: np.ndarray
+    calibrated: bool = True  # False: the model records no temperature, ``probability`` is as trained
+
+    @property
+    def decision(self):
+        """The model's class (its code): the argmax of the decision scores."""
+        return CLASSES[int(np.argmax(self.adjusted))]
 
     def top(self, k=DEFAULT_TOP_K):
-        """The model's ``k`` first choices: [(code, full name, adjusted probability)]."""
-        order = np.argsort(-self.adjusted, kind="stable")[:k]
-        return [(CLASSES[i], FULL_NAMES[CLASSES[i]], float(self.adjusted[i])) for i in order]
+        """The ``k`` most probable classes: [(code, full name, calibrated probability)]."""
+        order = np.argsort(-self.probability, kind="stable")[:k]
+        return [(CLASSES[i], FULL_NAMES[CLASSES[i]], float(self.probability[i])) for i in order]
+
+
+def prediction_of(path, proba, head, temperature):
+    """The ``Prediction`` of the image at ``path`` from its probabilities as trained:
+    ``head.adjust`` makes the decision scores, ``temperature`` the calibrated ones."""
+    return Prediction(Path(path).stem, str(path), proba, head.adjust(proba[None])[0],
+                      calibrated(proba[None], temperature)[0], temperature is not None)
 
 
 def _check_export(directory, manifest, part, verify_hash):
@@ -166,6 +184,7 @@ class Predictor:
         self.parts = [_load_part(directory, self.manifest, part, verify_hash, threads)
                       for part in model_parts(self.manifest)]
         self.head = HeadFunction(directory, self.manifest)
+        self.temperature = temperature_of(self.manifest)
         self.metadata = self.manifest.get("metadata")  # the encoding, or None for an image-only model
         n_meta = width(self.metadata) if self.metadata else 0
         dims = sum(p.backbone.feature_dim for p in self.parts)
@@ -241,7 +260,7 @@ class Predictor:
         return encode(self.metadata, values, n, where)[1] if self.metadata else {}
 
     def prediction(self, path, proba):
-        return Prediction(Path(path).stem, str(path), proba, self.head.adjust(proba[None])[0])
+        return prediction_of(path, proba, self.head, self.temperature)
 
     def predict_tta(self, image, views=None, metadata=None):
         """Mean probabilities [7] over the clean view and ``views`` augmented views of a

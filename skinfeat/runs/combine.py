@@ -38,7 +38,7 @@ from skinfeat.core.paths import runs_dir
 from skinfeat.data.folds import folds_hash
 from skinfeat.heads import make_head
 from skinfeat.heads.imbalance import prior_offsets
-from skinfeat.heads.inference import class_offsets, decide, in_classes_order
+from skinfeat.heads.inference import adjusted, class_offsets, decide, in_classes_order
 from skinfeat.model.ensemble_dir import META_HEAD, combine, stack_features
 from skinfeat.runs.cv import CVResult
 
@@ -202,7 +202,8 @@ def cross_validate(members, method="stack", fit_rows=other_folds, log=None):
     """Score the ``method`` ensemble on each fold scored by every member, its
     combiner fitted on ``fit_rows(members, fold)`` (a test passes a leaky one)."""
     n = len(members.labels)
-    result = CVResult([], [], np.full((n, len(CLASSES)), np.nan), np.full(n, -1), [], [])
+    result = CVResult([], [], np.full((n, len(CLASSES)), np.nan), np.full(n, -1), [], [],
+                      oof_scores=np.full((n, len(CLASSES)), np.nan))
     folds = check_folds(members, method)
     for i, f in enumerate(folds):
         test = np.flatnonzero(members.scored & (members.fold == f))
@@ -214,6 +215,7 @@ def cross_validate(members, method="stack", fit_rows=other_folds, log=None):
         proba = result.oof_proba[test] = combiner.proba(members.proba[:, test])
         result.predict_seconds.append(time.perf_counter() - start)
         result.oof_pred[test] = decide(proba, combiner.offsets)
+        result.oof_scores[test] = adjusted(proba, combiner.offsets)
         result.fold_metrics.append(classification_metrics(members.labels[test], proba, result.oof_pred[test]))
         result.baseline_metrics.append(prior_baseline(prior, members.labels[test]))
         if i == 0:

@@ -301,6 +301,13 @@ def summary_lines(record):
     lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
     for c, row in zip(CLASSES, record["confusion"]):
         lines.append(f"{c:<7}" + "".join(f"{v:>7}" for v in row))
+    calibration = record.get("calibration")
+    if calibration:
+        lines.append(f"calibration: temperature {calibration['temperature']:.2f} fitted on the out-of-fold "
+                     f"probabilities; ECE {calibration['ece_as_trained']:.3f} as trained -> "
+                     f"{calibration['ece_calibrated']:.3f} calibrated (cross-fitted by fold)"
+                     + (f"; the decision scores {calibration['ece_decision_scores']:.3f}"
+                        if calibration.get("ece_decision_scores") is not None else ""))
     return lines + operating_lines(record.get("operating_points")) + subgroup_lines(record.get("subgroups"))
 
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from skinfeat.core.atomic import atomic_path
+from skinfeat.core.calibration import calibration_fields
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
 from skinfeat.core.intervals import Resamples, interval
-from skinfeat.core.metrics import classification_metrics, prior_baseline, summarize_folds
+from skinfeat.core.metrics import classification_metrics, expected_calibration_error, prior_baseline, summarize_folds
 from skinfeat.core.operating import operating_points
 from skinfeat.core.paths import runs_dir
 from skinfeat.data.folds import resolve_folds
@@ -31,12 +32,6 @@ def training_rows(fs, rows, use_views):
         X = np.concatenate([X] + [fs.views[rows, v] for v in range(fs.views.shape[1])])
     repeat = len(X) // len(rows)
     return X, np.tile(fs.labels[rows].astype(int), repeat), np.tile(fs.lesion_ids[rows], repeat)
-
-
-def decide(head, proba):
-    """The fitted ``head``'s decisions (CLASSES indices) for probabilities in CLASSES
-    order: argmax of the log-probabilities plus its prior-adjustment offsets."""
-    return inference.decide(proba, inference.class_offsets(head.classes_, head.class_offsets_))
 
 
 TUNED = ("alpha_", "k_")  # what a head chooses on its inner split (logreg's penalty, knn's k): recorded per fold
@@ -53,6 +48,7 @@ class CVResult:
     first: tuple = None  # (fold, test rows, fitted head) of the first fold, for the shift check
     train_images: list = field(default_factory=list)  # training rows of each fold (--train-fraction)
     chosen: list = field(default_factory=list)  # what each fold's head chose on its inner split (TUNED)
+    oof_scores: np.ndarray = None  # [N, K] the decision scores (prior-adjusted probabilities), NaN outside
 
 
 def lesion_fraction(rows, labels, lesions, fraction, seed, where):
@@ -87,7 +83,7 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
     folds = folds or resolve_folds(fs)
     use_views = use_views and fs.views is not None
     oof = np.full((len(fs), len(CLASSES)), np.nan)
-    result = CVResult([], [], oof, np.full(len(fs), -1), [], [])
+    result = CVResult([], [], oof, np.full(len(fs), -1), [], [], oof_scores=np.full_like(oof, np.nan))
     todo = [f for f in np.unique(folds.fold[folds.fold >= 0]) if scored is None or f in scored]
     for i, f in enumerate(todo):
         train, test = np.flatnonzero((folds.fold >= 0) & (folds.fold != f)), np.flatnonzero(folds.fold == f)
@@ -105,7 +101,9 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
                                               fs.views[test] if use_views else None)
         result.predict_seconds.append(time.perf_counter() - start)
         y_test = fs.labels[test].astype(int)
-        result.oof_pred[test] = decide(head, oof[test])
+        offsets = inference.class_offsets(head.classes_, head.class_offsets_)
+        result.oof_pred[test] = inference.decide(oof[test], offsets)
+        result.oof_scores[test] = inference.adjusted(oof[test], offsets)
         result.fold_metrics.append(classification_metrics(y_test, oof[test], result.oof_pred[test]))
         result.baseline_metrics.append(prior_baseline(fs.labels[train], y_test))
         if i == 0:
@@ -169,11 +167,26 @@ def cv_intervals(result, rows, fold):
             operating_points(y, result.oof_proba[scored], resamples))
 
 
+def cv_calibration(result, rows, fold):
+    """The record's ``calibration``: the temperature fitted on the out-of-fold
+    probabilities and their ECE before and after (``skinfeat.core.calibration``), and
+    the ECE of the decision scores (the prior-adjusted probabilities, which outputs
+    showed as probabilities before calibration existed)."""
+    scored = np.flatnonzero(result.oof_pred >= 0)
+    y = np.asarray(rows.labels)[scored].astype(int)
+    fields = calibration_fields(result.oof_proba[scored], y, np.asarray(fold)[scored])
+    if result.oof_scores is not None:
+        fields["ece_decision_scores"] = expected_calibration_error(y, result.oof_scores[scored])
+    return fields
+
+
 def summary_fields(result, rows, fold):
     """What a record holds of a cross-validation: metrics over folds, their intervals
-    (``cv_intervals``), per-class figures, the summed confusion matrix, the baseline."""
+    (``cv_intervals``), per-class figures, the summed confusion matrix, the baseline,
+    the calibration (``cv_calibration``)."""
     summary = summarize(result)
     intervals, operating = cv_intervals(result, rows, fold)
     return {"metrics": summary["scalars"], "intervals": intervals, "operating_points": operating,
-            "per_class": summary["per_class"], "confusion": summary["confusion"], "baseline": summary["baseline"]}
+            "per_class": summary["per_class"], "confusion": summary["confusion"], "baseline": summary["baseline"],
+            "calibration": cv_calibration(result, rows, fold)}
 

@@ -14,10 +14,11 @@ import sys
 
 import numpy as np
 
+from skinfeat.core.calibration import calibrated
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
 from skinfeat.core.intervals import Resamples, decision_intervals, grouping, interval, span
-from skinfeat.core.metrics import LABELS, SCALARS, classification_metrics, prior_baseline
+from skinfeat.core.metrics import LABELS, SCALARS, classification_metrics, expected_calibration_error, prior_baseline
 from skinfeat.core.operating import operating_lines, operating_points
 from skinfeat.core.progress import bar
 from skinfeat.data.metadata import lookup
@@ -112,7 +113,11 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
             clean_proba = proba
         results[shift.name if shift else "clean"] = score(y, proba, predictor.head.offsets, counts, resamples,
                                                           full=shift is None)
+        results[shift.name if shift else "clean"]["ece_calibrated"] = expected_calibration_error(
+            y, calibrated(proba, predictor.temperature))
     clean = results.pop("clean")
+    clean["calibration"] = {"temperature": predictor.temperature, "ece_as_trained": clean["ece"],
+                            "ece_calibrated": clean["ece_calibrated"]}
     clean["subgroups"] = subgroup_scores(y, decide(clean_proba, predictor.head.offsets),
                                          groups if groups is not None else ids, {**(meta or {}), **own})
     clean["operating_points"] = operating_points(y, clean_proba, resamples)
@@ -207,14 +212,18 @@ def format_evaluation(result):
     lines.append("confusion (rows: true, columns: predicted)")
     lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
     lines += [f"{c:<7}" + "".join(f"{v:>7}" for v in row) for c, row in zip(CLASSES, m["confusion"])]
+    calibration = m.get("calibration")
+    if calibration:
+        lines.append(f"calibration: ECE {calibration['ece_calibrated']:.3f} of the probabilities the model gives "
+                     f"(temperature {calibration['temperature']:.2f}; as trained {calibration['ece_as_trained']:.3f})")
     lines += operating_lines(m.get("operating_points")) + subgroup_lines(m.get("subgroups"))
     if result.get("shifts"):
-        lines.append(f"{'shift':<16} {'BMCA':>6} {'95% interval':<14} {'accuracy':>8}")
+        lines.append(f"{'shift':<16} {'BMCA':>6} {'95% interval':<14} {'accuracy':>8} {'ECE':>6}")
         lines.append(f"{'clean':<16} {_fmt(m['bmca']):>6} {span(intervals.get('bmca')):<14} "
-                     f"{_fmt(m['accuracy']):>8}")
+                     f"{_fmt(m['accuracy']):>8} {_fmt(m.get('ece_calibrated')):>6}")
         for name, s in result["shifts"].items():
             lines.append(f"{name:<16} {_fmt(s['bmca']):>6} {span((s.get('intervals') or {}).get('bmca')):<14} "
-                         f"{_fmt(s['accuracy']):>8}")
+                         f"{_fmt(s['accuracy']):>8} {_fmt(s.get('ece_calibrated')):>6}")
         w = result["worst"]
         lines.append(f"{'worst':<16} {_fmt(w['bmca']):>6} {span(w.get('bmca_interval')):<14} "
                      f"{_fmt(w['accuracy']):>8}   (BMCA: {w['bmca_shift']}, accuracy: {w['accuracy_shift']})")

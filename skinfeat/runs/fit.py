@@ -164,7 +164,7 @@ def training_info(fs, folds, record):
     return {"n_images": int(used.sum()), "use_views": record["use_views"],
             "class_counts": np.bincount(fs.labels[used].astype(int), minlength=len(CLASSES)).tolist(),
             "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"], "run_id": record["run_id"],
-            "cv_intervals": record.get("intervals"),
+            "cv_intervals": record.get("intervals"), "calibration": record.get("calibration"),
             "shift": record.get("shift")}
 
 

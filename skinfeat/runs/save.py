@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skinfeat.core.calibration import calibration_fields
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
 from skinfeat.data.folds import resolve_folds
@@ -15,7 +16,7 @@ from skinfeat.features.join import fit_features
 from skinfeat.model.ensemble_dir import FORMAT_VERSION, META_HEAD
 from skinfeat.model.format import ENSEMBLE_FORMAT, STATE, new_model_dir, write_manifest
 from skinfeat.model.store import save_model
-from skinfeat.runs.combine import fit_combiner, load_members
+from skinfeat.runs.combine import fit_combiner, load_members, read_oof
 from skinfeat.runs.compare import best_record
 from skinfeat.runs.cv import fit_final
 from skinfeat.runs.fit import training_info
@@ -60,7 +61,22 @@ def save_run_model(record, out, log=None):
             f"{int((folds.fold >= 0).sum())} CV images into {out}")
     final = fit_final(fs, record["head"], record["params"], folds, record["use_views"])
     attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
+    record = dict(record, calibration=calibration_of(record))
     return save_model(out, final, record["head"], attrs, training_info(fs, folds, record), export=True)
+
+
+def calibration_of(record):
+    """The record's calibration; for a record that predates it, fitted now on its
+    out-of-fold probabilities (None when they are gone: the model then gives its
+    probabilities as trained)."""
+    if record.get("calibration") or not record.get("record_path"):
+        return record.get("calibration")
+    try:
+        oof = read_oof(record, Path(record["record_path"]).parent)
+    except DataError:
+        return None
+    scored = np.isfinite(oof["proba"]).all(axis=1) & (oof["fold"] >= 0)
+    return calibration_fields(oof["proba"][scored], oof["label"][scored], oof["fold"][scored])
 
 
 def features_files(record):
@@ -102,7 +118,7 @@ def save_ensemble(record, out, runs=None, log=None, members=None):
                 "training": {"run_id": record["run_id"], "n_images": int(used.sum()),
                              "class_counts": np.bincount(members.labels[used], minlength=len(CLASSES)).tolist(),
                              "folds": record["folds"], "cv_bmca": record["metrics"]["bmca"],
-                             "shift": record.get("shift")},
+                             "calibration": calibration_of(record), "shift": record.get("shift")},
                 "skinfeat_version": record.get("skinfeat_version"), "files": []}
     if log:
         log(f"saving the {record['head']} ensemble of {len(members.records)} runs into {out}")

@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from helpers import error_line
+from helpers import (
+    REPO,  # noqa: E402
+    error_line,
+)
 from model_factory import ham_subset, lite0_model, pool_model
-from skinfeat.core.classes import CLASSES
-from skinfeat.cli import cli
 
-from helpers import REPO  # noqa: E402
+from skinfeat.cli import cli
+from skinfeat.core.classes import CLASSES
+
 META = ("age", "sex", "localization")
 
 
@@ -107,7 +109,8 @@ def same_answer(answer, item):
     assert set(answer) == set(item) - {"image", "path"}
     assert [t["class"] for t in answer["top"]] == [t["class"] for t in item["top"]]
     assert [t["name"] for t in answer["top"]] == [t["name"] for t in item["top"]]
-    for key in ("probabilities", "probabilities_as_trained"):
+    assert answer["decision"] == item["decision"]
+    for key in ("probabilities", "decision_scores", "probabilities_as_trained"):
         np.testing.assert_allclose(proba(answer, key), proba(item, key), atol=1.5e-6)
 
 
@@ -170,8 +173,8 @@ def test_health_model_and_page(server, pool):
 
 
 def test_a_model_fitted_with_metadata_takes_the_form_fields_or_refuses(pool, images, ham10000, tmp_path):
-    from skinfeat.runs.fit import run_fit
     from skinfeat.model.predictor import Predictor
+    from skinfeat.runs.fit import run_fit
 
     features = Path(pool).parent / "features.h5"
     model_dir = run_fit(str(features), "logreg", cv=2, out=tmp_path / "meta", runs=tmp_path / "runs",

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from model_factory import lite0_model, pool_model
+
+from devtools.chromium import Browser, Served, chromium
 from skinfeat.cli import cli
 from skinfeat.imaging.images import decode
 from skinfeat.model.predictor import Predictor
-from devtools.chromium import Browser, Served, chromium
 
 N_IMAGES = 12
 MODELS = {"lite0-logreg": lambda home, ham: lite0_model(home, ham),
@@ -68,6 +68,7 @@ def page_and_predictor(served, suffix):
     for path in sorted((site / "img").glob(f"*{suffix}")):
         page = browser.evaluate(f"skinfeat.predictUrl('img/{path.name}')")
         want = predictor.prediction(path, predictor.probabilities([path])[0])
+        assert np.abs(np.array(page["calibrated"]) - want.probability).max() < 1e-4  # what the page shows
         pairs.append((np.array(page["adjusted"]), want.adjusted, np.array(page["trained"]), want.proba))
     assert len(pairs) == N_IMAGES
     return pairs
@@ -171,6 +172,7 @@ def test_query_image_fills_the_predictions_table(served):
         assert abs(float(rows[code]) - probability) < 1e-4
     top = re.search(r'<table id="top">(.*?)</table>', dom, re.S).group(1)
     assert top.count("<tr") == 3 and want.top(1)[0][1] in top  # the full name of the first choice
+    assert f'data-class="{want.decision}"' in re.search(r'<span id="decision"[^>]*>', dom).group(0)
     assert "not a diagnosis" in dom and predictor.manifest["backbone"]["module"].split("/")[-1] in dom
     for asked in server.asked:  # everything the page loaded is in the site
         assert (site / asked.split("?")[0].lstrip("/")).is_file(), asked

@@ -17,19 +17,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dataset_factory import HAM_HEADER, four_classes_rows, make_class_folders, make_ham, write_csv, write_image
+from helpers import (
+    REPO,  # noqa: E402
+    error_line,
+    run,
+)
+from model_factory import pool_model
 from PIL import Image
 
-from helpers import run, error_line
-from dataset_factory import HAM_HEADER, four_classes_rows, make_class_folders, make_ham, write_csv, write_image
-from model_factory import pool_model
+from devtools.synthetic import write_synthetic
+from skinfeat.core.errors import DataError
 from skinfeat.data.layouts import load_dataset
 from skinfeat.data.split import make_folds, read_folds, write_folds
-from skinfeat.core.errors import DataError
 from skinfeat.features.store import read_features
 from skinfeat.imaging.images import MAX_PIXELS, decode
-from devtools.synthetic import write_synthetic
 
-from helpers import REPO  # noqa: E402
 # PIL warns about decompression bombs before skinfeat refuses them; the CLI silences it once,
 # but pytest resets warning filters for every test.
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -224,7 +227,7 @@ def test_a_fifo_named_like_an_image_is_never_opened(tmp_path, pool_module, model
         result = run("predict", "--model", model, tmp_path / "images", pipe)
         assert result.exit_code == 0, result.output
         assert result.stderr.count("is a named pipe (FIFO), not a regular file") == 3  # two in the folder, once given
-        assert len(result.stdout.splitlines()) == len(rows) - 1
+        assert len(result.stdout.splitlines()) == 1 + len(rows) - 1  # the header, then one line per image
         line = error_line(run("data", "check", "--data", csv_pipe))
         assert line == (f"Error: --data {csv_pipe}: not a regular file or folder (a FIFO or a device?); "
                         "expected a dataset folder or a labels CSV")
@@ -333,7 +336,7 @@ def test_check_extract_and_predict_agree_on_every_image(zoo, pool_module, model,
 
     result = run("predict", "--model", model, zoo)
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
-    assert sorted(line.split()[0] for line in result.stdout.splitlines()) == sorted(Path(n).stem for n in READABLE)
+    assert sorted(line.split()[0] for line in result.stdout.splitlines()[1:]) == sorted(Path(n).stem for n in READABLE)
     for name, (_, reason) in REFUSED.items():
         assert f"skipped {zoo / name}: {zoo / name} {reason}" in result.stderr, name
 
@@ -346,8 +349,8 @@ def test_a_decompression_bomb_alone_is_a_one_line_error_in_predict(zoo, model):
 
 def test_extraction_decodes_as_predict_does(zoo):
     """extract's pipeline decodes through skinfeat.imaging.images.decode: the same pixels, TIFF included."""
-    from skinfeat.imaging.augment import resize_tf
     from skinfeat.features.pipeline import image_pipeline
+    from skinfeat.imaging.augment import resize_tf
 
     names = ["a.tif", "f.jpg", "b.gif"]
     (_, images, _), = list(image_pipeline([str(zoo / n) for n in names], [(0, 3)], (16, 16), "crop", 0, 0))

@@ -4,25 +4,25 @@ directory, equal to what the same images' extracted features give."""
 import csv
 import io
 import json
-import shutil
+import re
 import shlex
+import shutil
 import subprocess
 import sys
-
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import error_line, run
+from model_factory import ham_subset, lite0_model, pool_model
 from PIL import Image
 
-from helpers import run, error_line
-from model_factory import ham_subset, lite0_model, pool_model
+from skinfeat.core.calibration import calibrated
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import DataError
 from skinfeat.features.store import read_features
-from skinfeat.model.predictor import HeadFunction
-from skinfeat.model.predictor import Predictor, load_predictor
 from skinfeat.model.predict import isic_row, predict_paths
+from skinfeat.model.predictor import HeadFunction, Predictor, load_predictor
 
 # Probabilities from images vs from the same images' extracted features.
 PROBA_TOLERANCE = 1e-4  # measured: 5e-6 (EfficientNet-Lite0 on 300 HAM images)
@@ -127,16 +127,64 @@ def test_tta_averages_extractions_own_augmented_views(pool, tmp_path, ham10000):
 
 # ----------------------------------------------------------------------------- CLI
 
-def test_table_shows_top_k_full_names_and_probabilities(pool):
+def test_table_shows_the_decision_then_top_k_calibrated_probabilities(pool):
     path = _paths(pool)[0]
     result = run("predict", "--model", pool["model"], path, "--top-k", "2")
     assert result.exit_code == 0, result.output
-    line, = result.stdout.splitlines()
+    header, line = result.stdout.splitlines()
+    assert header.split()[:2] == ["image", "decision"] and "calibrated" in header
     model = load_predictor(pool["model"])
     proba = model.predict_proba(model.load_image(path)[None])[0]
-    top = np.argsort(-proba)[:2]
-    want = ", ".join(f"{FULL_NAMES[CLASSES[i]]} ({CLASSES[i]}) {proba[i]:.3f}" for i in top)
-    assert line == f"{path.stem:<14} {want}"
+    shown = calibrated(proba[None], model.temperature)[0]
+    top = np.argsort(-shown)[:2]
+    want = ", ".join(f"{FULL_NAMES[CLASSES[i]]} ({CLASSES[i]}) {shown[i]:.3f}" for i in top)
+    decision = CLASSES[int(np.argmax(model.head.adjust(proba[None])[0]))]
+    assert line == f"{path.stem:<14} {decision:<8}  {want}"
+
+
+def test_every_output_gives_the_same_calibrated_probabilities_and_decision(pool, tmp_path):
+    """The Python API, the table, JSON, CSV and the ISIC file agree for the same images
+    (serve and the web page are held to the JSON in their own tests); the model carries
+    the temperature its run fitted, and the ISIC file carries the decision scores."""
+    paths = _paths(pool)[:12]
+    model = load_predictor(pool["model"])
+    record = json.loads(Path(pool["record"]).read_text())
+    assert model.temperature == pytest.approx(record["calibration"]["temperature"]) and model.temperature != 1
+    api = list(predict_paths(model, paths))
+    for p in api:
+        assert np.allclose(p.probability, calibrated(p.proba[None], model.temperature)[0])
+        assert np.argsort(-p.probability).tolist() == np.argsort(-p.proba).tolist()  # order kept
+    assert len({p.decision for p in api}) > 1
+    out = {fmt: run("predict", "--model", pool["model"], *paths, "--format", fmt, "--top-k", "7").stdout
+           for fmt in ("table", "json", "csv", "isic")}
+    items = json.loads(out["json"])
+    rows = list(csv.DictReader(io.StringIO(out["csv"])))
+    isic = list(csv.DictReader(io.StringIO(out["isic"])))
+    lines = out["table"].splitlines()[1:]
+    for p, item, row, sub, line in zip(api, items, rows, isic, lines, strict=True):
+        want = dict(zip(CLASSES, p.probability))
+        assert item["decision"]["class"] == row["decision"] == line.split()[1] == p.decision
+        assert max(sub, key=lambda c: float(sub[c]) if c in CLASSES else -1) == p.decision
+        for c in CLASSES:
+            assert item["probabilities"][c] == pytest.approx(want[c], abs=1e-6)
+            assert item["decision_scores"][c] == pytest.approx(float(sub[c]), abs=1e-5)  # ISIC rows sum to 1
+        by_class = {row[f"class_{r}"]: float(row[f"probability_{r}"]) for r in range(1, 8)}
+        assert by_class == pytest.approx(want, abs=1e-6)
+        assert [t["class"] for t in item["top"]] == [row[f"class_{r}"] for r in range(1, 8)]
+        shown = {code: float(prob) for code, prob in re.findall(r"\((\w+)\) (0\.\d{3}|1\.000)", line)}
+        assert shown == pytest.approx(want, abs=5e-4)
+
+
+def test_a_model_without_a_temperature_says_its_probabilities_are_as_trained(pool, tmp_path):
+    model = _copy_model(pool, tmp_path)
+    manifest = json.loads((model / "model.json").read_text())
+    del manifest["training"]["calibration"]  # a model saved before calibration existed
+    (model / "model.json").write_text(json.dumps(manifest))
+    path = _paths(pool)[0]
+    header, line = run("predict", "--model", model, path, "--top-k", "7").stdout.splitlines()
+    assert "as trained" in header and "calibrated" not in header.replace("no calibration", "")
+    item, = json.loads(run("predict", "--model", model, path, "--format", "json").stdout)
+    assert item["calibrated"] is False and item["probabilities"] == item["probabilities_as_trained"]
 
 
 def test_isic_csv_of_a_folder_streamed_with_a_bad_image_skipped(pool, tmp_path):
@@ -168,8 +216,8 @@ def test_json_and_csv_formats(pool):
     assert items[0]["top"][0]["probability"] == max(items[0]["probabilities"].values())
     rows = list(csv.reader(io.StringIO(run("predict", "--model", pool["model"], *paths, "--format", "csv",
                                            "--top-k", "1").stdout)))
-    assert rows[0] == ["image", "class_1", "name_1", "probability_1"] and len(rows) == 4
-    assert rows[1][1] == items[0]["top"][0]["class"]
+    assert rows[0] == ["image", "decision", "class_1", "name_1", "probability_1"] and len(rows) == 4
+    assert rows[1][1] == items[0]["decision"]["class"] and rows[1][2] == items[0]["top"][0]["class"]
 
 
 def test_isic_rows_sum_to_one_exactly_at_their_precision():
@@ -280,10 +328,10 @@ def test_a_reader_that_closes_the_pipe_ends_it_quietly(pool, repeat, tmp_path):
 @pytest.mark.parametrize("head, params", [("logreg", {}), ("logreg", {"adjust": "prior", "n_components": 4}),
                                           ("softmax", {"max_epochs": 3}), ("lightgbm", {"n_estimators": 15})])
 def test_numpy_heads_equal_the_fitted_heads(tmp_path, head, params):
+    from devtools.synthetic import synthetic_feature_set
     from skinfeat.heads import make_head
     from skinfeat.model.format import read_manifest
     from skinfeat.model.store import load_model, save_model
-    from devtools.synthetic import synthetic_feature_set
 
     fs = synthetic_feature_set(counts=(30, 60, 20, 0, 20, 10, 10), dim=12, seed=3)
     X = fs.features.copy()

@@ -11,20 +11,20 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from helpers import run, error_line
+from helpers import error_line, run
 from model_factory import ham_subset, pool_model
+
+from devtools.synthetic import write_synthetic
 from skinfeat.core.classes import CLASSES
-from skinfeat.runs.combine import cross_validate, load_members
-from skinfeat.data.folds import folds_hash
-from skinfeat.runs.cv import write_oof
-from skinfeat.heads.imbalance import prior_offsets
-from skinfeat.heads.inference import decide
 from skinfeat.core.metrics import classification_metrics
 from skinfeat.core.paths import features_dir, runs_dir
+from skinfeat.data.folds import folds_hash
+from skinfeat.heads.imbalance import prior_offsets
+from skinfeat.heads.inference import decide
+from skinfeat.runs.combine import cross_validate, load_members
 from skinfeat.runs.compare import leaderboard_rows
+from skinfeat.runs.cv import write_oof
 from skinfeat.runs.records import read_records, write_record
-from devtools.synthetic import write_synthetic
 
 
 def data(n=210, seed=0):
@@ -284,7 +284,7 @@ def test_mean_with_a_shift_check_on_the_data_and_as_the_best_run(shifted, ham100
     out = run("predict", "--model", tmp_path / "meta", "--metadata", Path(ham10000) / "HAM10000_metadata.csv",
               *images)
     assert out.exit_code == 0, out.output
-    assert len(out.stdout.splitlines()) == 2
+    assert len(out.stdout.splitlines()) == 1 + 2  # the header, then one line per image
     for member in record["members"]:  # compare --best when an ensemble is the best run, its members gone
         (runs_dir() / f"{member['run_id']}.json").unlink()
     with pytest.raises(DataError, match=f"ensemble {record['run_id']}: the records of its members .* are gone"):

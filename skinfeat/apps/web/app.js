@@ -155,7 +155,8 @@ function softmax(z) {
   return e.map((v) => v / s);
 }
 
-// features -> {trained, adjusted}: probabilities over CLASSES, as skinfeat.heads.inference.
+// features -> {trained, adjusted, calibrated}: probabilities over CLASSES as trained, the
+// decision scores (skinfeat.heads.inference) and the calibrated ones (skinfeat.core.calibration).
 function headProba(model, features) {
   const {info, head} = model, p = info.power;
   let z = Array.from(features, (x, i) => {
@@ -173,8 +174,10 @@ function headProba(model, features) {
   }
   const columns = softmax(z), trained = info.classes.map(() => 0);
   info.columns.forEach((c, k) => { trained[c] = columns[k]; });
-  const adjusted = softmax(trained.map((q, i) => (q > 0 ? Math.log(q) : -Infinity) + info.offsets[i]));
-  return {trained, adjusted};
+  const logs = trained.map((q) => (q > 0 ? Math.log(q) : -Infinity));
+  const adjusted = softmax(logs.map((v, i) => v + info.offsets[i]));
+  const calibrated = softmax(logs.map((v) => v / info.temperature));
+  return {trained, adjusted, calibrated};
 }
 
 async function features(model, resized) {
@@ -186,7 +189,7 @@ async function features(model, resized) {
   return out;
 }
 
-// A Blob -> {image (resized), decoder, trained, adjusted, ms: decode to probabilities, phases: ms of each step}.
+// A Blob -> {image (resized), decoder, trained, adjusted, calibrated, ms: decode to probabilities, phases: ms of each step}.
 async function predict(model, blob) {
   const [height, width] = model.info.input_size, t = [performance.now()];
   const decoded = checkSize(model.info.limits, await decode(blob));
@@ -213,11 +216,17 @@ function show(model, result) {
     pixels.data[i * 4 + 3] = 255;
   }
   ctx.putImageData(pixels, 0, 0);
-  const order = info.classes.map((_, i) => i).sort((a, b) => result.adjusted[b] - result.adjusted[a]);
-  const row = (i) => `<tr data-class="${info.classes[i]}" data-probability="${result.adjusted[i].toFixed(8)}" ` +
+  const p = result.calibrated, order = info.classes.map((_, i) => i).sort((a, b) => p[b] - p[a]);
+  const decided = info.classes.map((_, i) => i).reduce((a, b) => (result.adjusted[b] > result.adjusted[a] ? b : a));
+  const row = (i) => `<tr data-class="${info.classes[i]}" data-probability="${p[i].toFixed(8)}" ` +
+    `data-decision-score="${result.adjusted[i].toFixed(8)}" ` +
     `data-probability-as-trained="${result.trained[i].toFixed(8)}"><td>${info.full_names[i]} (${info.classes[i]})</td>` +
-    `<td class="bar"><span style="width:${(100 * result.adjusted[i]).toFixed(1)}%"></span></td>` +
-    `<td>${(100 * result.adjusted[i]).toFixed(1)}%</td></tr>`;
+    `<td class="bar"><span style="width:${(100 * p[i]).toFixed(1)}%"></span></td>` +
+    `<td>${(100 * p[i]).toFixed(1)}%</td></tr>`;
+  $("decision").textContent = `${info.full_names[decided]} (${info.classes[decided]})`;
+  $("decision").dataset.class = info.classes[decided];
+  if (!info.calibrated) $("hint").textContent = "Probabilities are as the head was trained (this model records no " +
+    "calibration); the decision is the class the model's balanced-accuracy rule picks.";
   $("top").innerHTML = order.slice(0, 3).map(row).join("");
   $("predictions").innerHTML = order.map(row).join("");
   $("result").hidden = false;
@@ -265,7 +274,7 @@ const ready = main().catch((error) => {
   throw error;
 });
 
-// For automation: await skinfeat.ready; skinfeat.predictUrl(url) -> {trained, adjusted, ms, decoder, phases};
+// For automation: await skinfeat.ready; skinfeat.predictUrl(url) -> {trained, adjusted, calibrated, ms, decoder, phases};
 // skinfeat.inspect(url) -> the decoder used, the decoded and resized pixels and the features as well.
 async function fetched(url) {
   const response = await fetch(url);
@@ -276,8 +285,8 @@ async function fetched(url) {
 window.skinfeat = {
   ready,
   async predictUrl(url) {
-    const {trained, adjusted, ms, decoder, phases} = await predict(await ready, await fetched(url));
-    return {trained, adjusted, ms, decoder, phases};
+    const {trained, adjusted, calibrated, ms, decoder, phases} = await predict(await ready, await fetched(url));
+    return {trained, adjusted, calibrated, ms, decoder, phases};
   },
   async inspect(url) {
     const model = await ready, decoded = await decode(await fetched(url));

@@ -94,6 +94,7 @@ def head_files(directory, manifest, predictor):
             "backbone": backbone.get("module"), "input_size": list(predictor.input_size),
             "resize": predictor.resize, "classes": list(CLASSES), "full_names": [FULL_NAMES[c] for c in CLASSES],
             "columns": predictor.head.columns.tolist(), "offsets": predictor.head.offsets.tolist(),
+            "temperature": predictor.temperature or 1.0, "calibrated": predictor.temperature is not None,
             "power": float(manifest["params"].get("power", 1)), "n_features": predictor.head.n_features,
             "limits": {"min_side": MIN_SIDE, "max_aspect": MAX_ASPECT, "max_pixels": MAX_PIXELS},
             "arrays": arrays, "layers": layers}
