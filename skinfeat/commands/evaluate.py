@@ -33,8 +33,12 @@ from skinfeat.commands.options import (
 @click.option("--metadata", "metadata_csv", type=click.Path(dir_okay=False), metavar="CSV",
               help="For a model fitted with --metadata: age, sex and site by image id (HAM10000 or ISIC "
                    "layout); default: the dataset's own metadata columns.")
+@click.option("--unseen-only", is_flag=True,
+              help="Score only the images the model was not fitted on, and say how many were left out "
+                   "(default: data that holds some of them is an error).")
 @progress_option("Show a progress bar (-q: none).")
-def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, record, metadata_csv, progress):
+def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, record, metadata_csv, unseen_only,
+             progress):
     """Score a model on labelled images it was not trained on (another clinic's,
     ISIC's validation or test set), as `predict` runs it.
 
@@ -42,7 +46,9 @@ def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, rec
     AUC, log-loss, ECE, per-class recall, confusion matrix) next to the
     always-NV baseline and, with --shift, BMCA and accuracy under each shift and
     the worst case: a model that only holds on images framed like its training
-    set shows it here.
+    set shows it here. A model records the images it was fitted on (by id and
+    file content): data that holds any of them is refused, or with --unseen-only
+    scored without them.
 
     \b
     skinfeat evaluate --model models/best --data ../isic2018_val --shift standard
@@ -54,8 +60,9 @@ def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, rec
     if record:
         check_runs_writable()  # before any image is scored
     if predictions is not None:
-        if model_dir or data or images or shifts:
-            raise click.UsageError("--predictions takes only --labels CSV; drop --model, --data, --images, --shift")
+        if model_dir or data or images or shifts or unseen_only:
+            raise click.UsageError("--predictions takes only --labels CSV; drop --model, --data, --images, --shift, "
+                                   "--unseen-only")
         if labels is None:
             raise click.UsageError("--predictions needs --labels CSV (HAM10000 metadata or ISIC one-hot ground truth)")
         result = evaluate_predictions(predictions, labels, write=record)
@@ -81,7 +88,7 @@ def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, rec
 
             table = read_metadata_csv(metadata_csv)
         result = evaluate_images(model_dir, manifest, parsed, tta, where=data or images,
-                                 write=record, progress=progress, metadata=table)
+                                 write=record, progress=progress, metadata=table, unseen_only=unseen_only)
     if fmt == "json":
         click.echo(json.dumps({k: v for k, v in result.items() if k != "image_ids"}, indent=1))
     else:

@@ -1,7 +1,9 @@
 """The manifest: one row per image (id, path, class index, lesion id, metadata),
 and the problems found while building it."""
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -97,3 +99,14 @@ class Manifest:
 
     def errors(self):
         return [p for p in self.problems if p.level == ERROR]
+
+
+def content_hashes(manifest):
+    """The sha256 (hex) of each row's file bytes; "unreadable:ERRNO" where it cannot be read."""
+    hashes = []
+    for path in manifest.paths:
+        try:
+            hashes.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        except OSError as exc:
+            hashes.append(f"unreadable:{exc.errno}")
+    return hashes

@@ -38,11 +38,13 @@ from skinfeat.core.paths import features_dir
 from skinfeat.core.progress import bar as progress_bar
 from skinfeat.core.tf_runtime import tensorflow
 from skinfeat.core.writable import FULL, probe, reason, write_error
+from skinfeat.data.manifest import content_hashes
 from skinfeat.features.pipeline import BATCH_SIZE, DECODE_THREADS, decode_path, forward_views, image_pipeline  # noqa: F401 (re-exported)
 from skinfeat.features.precision import DEFAULT_PRECISION, extra_attrs, forward, int8_model
 from skinfeat.features.precision import check as precision_check
 from skinfeat.features.ray_engine import extract_on_ray, session
 from skinfeat.features.store import (
+    CONTENT_HEX,
     FORMAT_VERSION,
     TRAINED_ON,
     check_layout,
@@ -92,15 +94,12 @@ class ExtractResult:
 
 # ----------------------------------------------------------------------------- keys
 
-def manifest_digest(manifest):
-    """sha256 over every row: id, label, lesion, metadata and the file's bytes."""
+def manifest_digest(manifest, hashes=None):
+    """sha256 over every row: id, label, lesion, metadata and the file's bytes
+    (``hashes``: the rows' ``content_hashes``, computed when not given)."""
     h = hashlib.sha256()
     columns = sorted(manifest.metadata)
-    for i, (image_id, path) in enumerate(zip(manifest.image_ids, manifest.paths)):
-        try:
-            content = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        except OSError as exc:
-            content = f"unreadable:{exc.errno}"
+    for i, (image_id, content) in enumerate(zip(manifest.image_ids, hashes or content_hashes(manifest))):
         meta = [str(manifest.metadata[c][i]) for c in columns]
         row = [image_id, int(manifest.labels[i]), manifest.lesion_ids[i], content, *meta]
         h.update(json.dumps(row).encode())
@@ -189,6 +188,7 @@ def _assemble(out, parts, manifest, key_parts, attrs, dim, trained_on=None):
             image_ids=np.asarray(manifest.image_ids)[rows], labels=np.asarray(manifest.labels)[rows],
             lesion_ids=np.asarray(manifest.lesion_ids)[rows],
             metadata={k: np.asarray(v, dtype=object)[rows] for k, v in manifest.metadata.items()},
+            content=[h[:CONTENT_HEX] for h in content_hashes(manifest.subset(rows))],
             skipped=skipped, attrs=all_attrs)
     return skipped, seconds, len(rows)
 

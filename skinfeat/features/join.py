@@ -89,7 +89,8 @@ def join(sets):
         attrs[TRAINED_ON] = trained_on_bits(np.any(seen, axis=0))
     return FeatureSet(path=" + ".join(str(fs.path) for fs in aligned), features=features, views=view_array,
                       image_ids=first.image_ids, labels=first.labels, lesion_ids=first.lesion_ids,
-                      metadata=first.metadata, attrs=attrs)
+                      metadata=first.metadata, attrs=attrs,
+                      content=next((fs.content for fs in aligned if fs.content is not None), None))
 
 
 def _check_same_images(a, b):
@@ -112,7 +113,7 @@ def _take(fs, rows):
     return FeatureSet(path=fs.path, features=fs.features[rows], views=None if fs.views is None else fs.views[rows],
                       image_ids=fs.image_ids[rows], labels=fs.labels[rows], lesion_ids=fs.lesion_ids[rows],
                       metadata={k: np.asarray(v)[rows] for k, v in fs.metadata.items()},
-                      attrs=_reordered_attrs(fs, rows))
+                      attrs=_reordered_attrs(fs, rows), content=None if fs.content is None else fs.content[rows])
 
 
 def _reordered_attrs(fs, rows):
@@ -152,4 +153,4 @@ def with_metadata(fs, columns):
     attrs = dict(fs.attrs, metadata_encoding=encoding, key=_digest([fs.attrs.get("key"), encoding["columns"]]))
     return FeatureSet(path=fs.path, features=np.concatenate([fs.features, extra], axis=1), views=views,
                       image_ids=fs.image_ids, labels=fs.labels, lesion_ids=fs.lesion_ids, metadata=fs.metadata,
-                      attrs=attrs, extra=extra)
+                      attrs=attrs, extra=extra, content=fs.content)

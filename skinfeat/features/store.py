@@ -8,6 +8,8 @@ Layout (readable with plain h5py; every string is UTF-8)::
     /label         int8 [N]         index into CLASSES (MEL NV BCC AKIEC BKL DF VASC), -1 = unlabelled
     /lesion_id     str [N]          the image id where no grouping is known
     /meta/<column> str [N]          dx_type, age, sex, localization ... where the dataset has them
+    /content_sha256 str [N]         the first 16 hex digits of the sha256 of each image file's bytes
+                                    (files written before it existed have none)
     /skipped/image_id, /skipped/reason  str [M]  images that could not be read (--on-error skip)
 
     attributes: format="skinfeat-features", format_version, key (sha256 of the parts
@@ -38,6 +40,7 @@ from skinfeat import __version__
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import FeaturesError
 
+CONTENT_HEX = 16  # how much of each image file's sha256 a features file keeps (/content_sha256)
 FORMAT = "skinfeat-features"
 FORMAT_VERSION = 1
 TRAINED_ON = "module_trained_on"
@@ -56,6 +59,7 @@ class FeatureSet:
     metadata: dict = field(default_factory=dict)  # column -> [N] str
     attrs: dict = field(default_factory=dict)
     extra: np.ndarray | None = None  # [N, m] encoded metadata, the last m columns of features (skinfeat.features.join)
+    content: np.ndarray | None = None  # [N] str, CONTENT_HEX hex digits of each file's sha256; None in older files
 
     def __len__(self):
         return len(self.image_ids)
@@ -160,7 +164,7 @@ class _Sink:
 
 
 def write_feature_file(path, *, chunks, n, dim, image_ids, labels, lesion_ids, metadata=None,
-                       views=0, dtype="float32", skipped=(), attrs=None):
+                       views=0, dtype="float32", skipped=(), attrs=None, content=None):
     """Write a complete feature file at ``path``, one chunk in memory at a time.
 
     ``chunks`` yields ``(features [n_i, D], views [n_i, V, D] or None)`` whose rows
@@ -174,7 +178,7 @@ def write_feature_file(path, *, chunks, n, dim, image_ids, labels, lesion_ids, m
         try:
             with h5py.File(sink, "w") as f:
                 _write_layout(f, sink.check, chunks, n, dim, image_ids, labels, lesion_ids, metadata, views,
-                              dtype, skipped, attrs)
+                              dtype, skipped, attrs, content)
         except Exception:
             if sink.error is None:
                 raise
@@ -182,7 +186,8 @@ def write_feature_file(path, *, chunks, n, dim, image_ids, labels, lesion_ids, m
         os.fsync(raw.fileno())
 
 
-def _write_layout(f, check, chunks, n, dim, image_ids, labels, lesion_ids, metadata, views, dtype, skipped, attrs):
+def _write_layout(f, check, chunks, n, dim, image_ids, labels, lesion_ids, metadata, views, dtype, skipped, attrs,
+                  content=None):
     import h5py
 
     string = h5py.string_dtype("utf-8")
@@ -204,6 +209,8 @@ def _write_layout(f, check, chunks, n, dim, image_ids, labels, lesion_ids, metad
     f.create_dataset("label", data=np.asarray(labels, dtype=np.int8))
     check()
     f.create_dataset("lesion_id", data=_str_array(lesion_ids), dtype=string)
+    if content is not None:
+        f.create_dataset("content_sha256", data=_str_array(content), dtype=string)
     meta = f.create_group("meta")
     for column, values in (metadata or {}).items():
         check()
@@ -285,6 +292,10 @@ def check_layout(f, path):
             raise damaged(path, f"/{name} has shape {ds.shape}, expected ({n},) like the {n} rows of /features")
         if (h5py.check_string_dtype(ds.dtype) is None) if kind == "str" else ds.dtype.kind not in "iu":
             raise damaged(path, f"/{name} holds {ds.dtype}, expected {'strings' if kind == 'str' else 'integers'}")
+    content = f.get("content_sha256")
+    if content is not None and (not isinstance(content, h5py.Dataset) or content.shape != (n,)
+                                or h5py.check_string_dtype(content.dtype) is None):
+        raise damaged(path, f"/content_sha256 has shape {getattr(content, 'shape', None)}, expected ({n},) strings")
     views = f.get("views")
     if views is not None and (not isinstance(views, h5py.Dataset) or views.dtype.kind != "f" or views.ndim != 3
                               or (views.shape[0], views.shape[2]) != feats.shape):
@@ -311,6 +322,7 @@ def read_features(path, with_views=True):
                 lesion_ids=f["lesion_id"].asstr()[:].astype(object),
                 metadata={k: f["meta"][k].asstr()[:].astype(object) for k in f.get("meta", {})},
                 attrs=attrs,
+                content=f["content_sha256"].asstr()[:].astype(object) if "content_sha256" in f else None,
             )
     except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:  # truncated or odd parts
         raise damaged(path, f"reading it failed ({exc})") from None

@@ -27,7 +27,9 @@ from skinfeat.core.classes import CLASSES
 from skinfeat.core.devices import resolve
 from skinfeat.core.errors import UsageError
 from skinfeat.core.writable import check_writable, writing
+from skinfeat.data.manifest import content_hashes
 from skinfeat.features.extract import feature_key, manifest_digest, slug
+from skinfeat.features.store import CONTENT_HEX
 from skinfeat.finetune import train as training
 from skinfeat.finetune.data import split_rows
 from skinfeat.finetune.module import load_trainable, publish, save_head
@@ -239,7 +241,9 @@ def _finish(run, mod, name, key, key_parts, layers, model_dir, runs, log):
     training_info = {"n_images": len(split.train), "use_views": False, "class_counts": counts.tolist(),
                      "run_id": run_id, "finetune": {"fold": fold, "best_epoch": best["epoch"],
                                                     "val_bmca": best["val_bmca"]}}
-    save_head(model_dir, *layers, new, training_info)
+    saw = manifest.subset(np.concatenate([split.train, split.val]))  # what the leak guard calls seen
+    save_head(model_dir, *layers, new, training_info,
+              seen=(saw.image_ids, [h[:CONTENT_HEX] for h in content_hashes(saw)]))
     history = state["history"]
     record = {
         "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),

@@ -175,7 +175,7 @@ def publish(obj, name, descriptor, run_key):
     return cache.atomic_build(final, produce, is_complete=is_complete, force=not is_complete(final))
 
 
-def save_head(directory, standardize, head, module, training):
+def save_head(directory, standardize, head, module, training, seen=None):
     """Save the standardisation and trained Dense ``head`` on the features of ``module``
     (a resolved Module) as a model directory at ``directory``, the backbone exported into it."""
     from skinfeat.heads.logreg import LogRegHead
@@ -190,4 +190,4 @@ def save_head(directory, standardize, head, module, training):
     attrs = {"module": module.name, "module_source": info.get("source"), "module_fingerprint": module.fingerprint,
              "module_info": info, "input_size": list(module.input_size), "resize": DEFAULT_RESIZE,
              "feature_dim": dim, "views": 0, "dtype": "float32", "key": None, "path": None}
-    return save_model(directory, fitted, "logreg", attrs, training, export=True)
+    return save_model(directory, fitted, "logreg", attrs, training, export=True, seen=seen)

@@ -191,6 +191,17 @@ class EnsemblePredictor:
         return combine(self.method, np.stack([m.predict_tta(image, views, metadata if m.metadata else None)[None]
                                               for m in self.members]), self.head)[0]
 
+    @property
+    def seen(self):
+        """The images any member was fitted on; None when a member does not record them."""
+        members = [m.seen for m in self.members]
+        if any(m is None for m in members):
+            return None
+        union = members[0]
+        for m in members[1:]:
+            union = union | m
+        return union
+
     def unknown_metadata(self, values, n, where="the metadata"):
         """The members' counts of categories they never saw (``Predictor.unknown_metadata``), the largest."""
         counts = [m.unknown_metadata(values, n, where) for m in self.members]

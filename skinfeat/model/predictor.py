@@ -35,6 +35,7 @@ from skinfeat.model.format import (
     resize_policy,
     sha256_file,
 )
+from skinfeat.model.seen import read_seen
 
 DEFAULT_TOP_K = 3
 DEFAULT_TTA_VIEWS = 8
@@ -199,6 +200,11 @@ class Predictor:
         use_views = (self.manifest.get("training") or {}).get("use_views")
         trained_views = int(backbone.get("views") or 0) if use_views else 0
         self.tta_views = trained_views or DEFAULT_TTA_VIEWS
+
+    @property
+    def seen(self):
+        """The images it was fitted on (``skinfeat.model.seen.Seen``), or None when it does not record them."""
+        return read_seen(self.directory, self.manifest)
 
     @property
     def image_only(self):

@@ -27,6 +27,7 @@ from skinfeat.model.format import (
     read_state,
     write_manifest,
 )
+from skinfeat.model.seen import write_seen
 
 
 @dataclass
@@ -45,14 +46,16 @@ class FittedModel:
         return mean_over_views(self.head.predict_proba, self.head.classes_, np.asarray(features, np.float32), views)
 
 
-def save_model(directory, head, head_name, attrs, training=None, export=False, skip_unavailable=False):
+def save_model(directory, head, head_name, attrs, training=None, export=False, skip_unavailable=False, seen=None):
     """Save fitted ``head`` (registered as ``head_name``) trained on features whose file
     attributes are ``attrs`` into ``directory``, replacing a previous model there. With
     ``export``, the backbone that extracted the features (``attrs["module"]``, or each
     of ``attrs["parts"]``: the user named those features files) goes in too (``skinfeat.model.export.export_into``;
     ``skip_unavailable``: a backbone not available here is recorded as skipped). The
     whole model is built in a temporary directory that then takes ``directory``'s
-    place (``skinfeat.model.format.new_model_dir``): it is complete or it is not there."""
+    place (``skinfeat.model.format.new_model_dir``): it is complete or it is not there.
+    ``seen``: (image ids, content hashes or None) of the images the head was fitted
+    on, kept as ``seen.npz`` (``skinfeat.model.seen``) for ``evaluate``."""
     directory = Path(directory)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "head": head_name,
@@ -71,6 +74,8 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
     with new_model_dir(directory) as tmp:
         np.savez(tmp / STATE, **head.get_state())
         manifest["files"] = [STATE] + head.save_files(tmp)
+        if seen is not None:
+            manifest["training"] = dict(manifest["training"], seen=write_seen(tmp, *seen))
         if export:
             modules = [p.get("module") for p in parts] if parts else [attrs.get("module")]
             export_into(tmp, manifest, modules, directory, skip_unavailable)

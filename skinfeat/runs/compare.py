@@ -41,10 +41,10 @@ def read_evaluations(directory=None):
 def _test_result(record, evaluations):
     """(BMCA, dataset) of the newest clean evaluation of the record's saved model."""
     mine = [e for e in evaluations if e.get("model_run_id") == record.get("run_id")]
-    if mine:
-        return mine[-1]["clean"]["bmca"], mine[-1].get("dataset")
-    test = record.get("test") or {}
-    return test.get("bmca"), test.get("dataset")
+    test = mine[-1] if mine else dict(record.get("test") or {}, clean={"bmca": (record.get("test") or {}).get("bmca")})
+    if test.get("clean", {}).get("bmca") is None:
+        return None, None
+    return test["clean"]["bmca"], f"{test.get('dataset')} (n={test['n']})" if test.get("n") else test.get("dataset")
 
 
 def dataset_of(record):

@@ -21,6 +21,7 @@ from skinfeat.core.intervals import Resamples, decision_intervals, grouping, int
 from skinfeat.core.metrics import LABELS, SCALARS, classification_metrics, expected_calibration_error, prior_baseline
 from skinfeat.core.operating import operating_lines, operating_points
 from skinfeat.core.progress import bar
+from skinfeat.data.manifest import content_hashes
 from skinfeat.data.metadata import lookup
 from skinfeat.data.submission import read_labels, read_predictions
 from skinfeat.heads.inference import decide
@@ -88,16 +89,44 @@ def metadata_for(predictor, image_ids, table=None, own=None, where="the data"):
     return values
 
 
-def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data", progress=None, metadata=None):
-    """Score the model in ``directory`` on the labelled images of ``manifest``, clean
-    and under each of ``shifts`` (``skinfeat.imaging.shifts.Shift``), with TTA set ``tta``
-    (``metadata``: a --metadata CSV table, for a model fitted with metadata).
-    Returns ``{"clean": metrics, "shifts": {name: metrics}, "worst": {...}}``.
+def unseen(predictor, manifest, rows, where, unseen_only=False):
+    """``rows`` of ``manifest`` less the images the model was fitted on (by image id, and
+    by file content where the model recorded it: ``skinfeat.model.seen``), and how many
+    were left out. DataError when any is left out without ``unseen_only``, or all are."""
+    seen = predictor.seen
+    if seen is None:
+        print(f"note: model {predictor.directory} does not record the images it was fitted on (saved by an "
+              "older skinfeat), so evaluate cannot check that these are new to it", file=sys.stderr)
+        return rows, 0
+    ids = [manifest.image_ids[i] for i in rows]
+    hashes = content_hashes(manifest.subset(rows)) if seen.content else None
+    overlap = seen.overlap(ids, hashes)
+    n = int(overlap.sum())
+    if not n:
+        return rows, 0
+    matched = f"by image id{' or file content' if seen.content else ''}, e.g. {ids[int(np.argmax(overlap))]}"
+    if n == len(rows):
+        raise DataError(f"model {predictor.directory} was fitted on all {n} labelled images of {where} ({matched}); "
+                        "a score on them says nothing of new images: evaluate on images it was not fitted on")
+    if not unseen_only:
+        raise DataError(f"model {predictor.directory} was fitted on {n} of the {len(rows)} labelled images of "
+                        f"{where} ({matched}); pass --unseen-only to score the {len(rows) - n} others, or "
+                        "evaluate on other data")
+    return rows[~overlap], n
+
+
+def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data", progress=None, metadata=None,
+                   unseen_only=False):
+    """Score the model in ``directory`` on the labelled images of ``manifest`` it was not
+    fitted on (``unseen``), clean and under each of ``shifts``
+    (``skinfeat.imaging.shifts.Shift``), with TTA set ``tta`` (``metadata``: a
+    --metadata CSV table, for a model fitted with metadata). Returns ``{"clean":
+    metrics, "shifts": {name: metrics}, "worst": {...}, "left_out": n}``.
     ``progress(n)`` is called as images are done."""
 
     views = tta_views(tta)
     predictor = load_any(directory)
-    rows = labelled(manifest, where)
+    rows, left_out = unseen(predictor, manifest, labelled(manifest, where), where, unseen_only)
     paths = [manifest.paths[i] for i in rows]
     ids = [manifest.image_ids[i] for i in rows]
     own = {k: [v[i] for i in rows] for k, v in manifest.metadata.items()}
@@ -121,7 +150,7 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
     clean["subgroups"] = subgroup_scores(y, decide(clean_proba, predictor.head.offsets),
                                          groups if groups is not None else ids, {**(meta or {}), **own})
     clean["operating_points"] = operating_points(y, clean_proba, resamples)
-    return {"n": len(rows), "image_ids": ids, "tta": tta, "grouped_by": grouped_by,
+    return {"n": len(rows), "image_ids": ids, "tta": tta, "grouped_by": grouped_by, "left_out": left_out,
             "clean": clean, "shifts": results, "worst": worst_case(results)}
 
 
@@ -154,7 +183,7 @@ def _write(result, write, runs=None):
 
 
 def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, write=True, progress=True,
-                    runs=None, metadata=None):
+                    runs=None, metadata=None, unseen_only=False):
     """``evaluate_model`` with a progress bar, described and (``write``) recorded in runs/."""
     from datetime import datetime, timezone
 
@@ -165,7 +194,7 @@ def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, writ
     total = int((np.asarray(manifest.labels) >= 0).sum()) * (1 + len(shifts))
     with bar(None, progress, total=total, unit="img", desc="evaluate") as shown:
         result = evaluate_model(directory, manifest, shifts, tta, where=where or "the data", progress=shown.update,
-                                metadata=metadata)
+                                metadata=metadata, unseen_only=unseen_only)
     backbone = info.get("backbone") or {}
     result.update(created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
                   model_dir=str(directory), model_run_id=(info.get("training") or {}).get("run_id"),
@@ -198,6 +227,7 @@ def format_evaluation(result):
     what = (f"model {result['model_dir']} ({result.get('head')} on {result.get('module')}, {result.get('resize')})"
             if result.get("model_dir") else f"predictions {result.get('predictions')}")
     lines = [f"{what}: {result['n']} labelled images of {result.get('dataset')}"
+             + (f" ({result['left_out']} more left out: the model was fitted on them)" if result.get("left_out") else "")
              + (f", TTA {result['tta']}" if result.get("tta") not in (None, "none") else ""),
              f"{'metric':<10} {'value':>6}  {'95% interval':<14}  always-NV"]
     intervals = m.get("intervals") or {}

@@ -130,7 +130,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         final = fit_final(fs, cls.name, all_params, folds, use_views)
         record["timings"]["final_fit_seconds"] = time.perf_counter() - start
         record["model_dir"] = str(save_model(out, final, cls.name, attrs, training_info(fs, folds, record),
-                                             export=True, skip_unavailable=test is None))
+                                             export=True, skip_unavailable=test is None, seen=seen_rows(fs, folds)))
         if test is not None:
             evaluation = evaluate_images(out, test, where=test_name, runs=runs, progress=progress)
             record["test"] = {"dataset": evaluation["dataset"], "n": evaluation["n"],
@@ -166,6 +166,12 @@ def training_info(fs, folds, record):
             "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"], "run_id": record["run_id"],
             "cv_intervals": record.get("intervals"), "calibration": record.get("calibration"),
             "shift": record.get("shift")}
+
+
+def seen_rows(fs, folds):
+    """(image ids, content hashes or None) of the rows a final fit uses: every CV row."""
+    used = folds.fold >= 0
+    return fs.image_ids[used], None if fs.content is None else fs.content[used]
 
 
 def missing_runs(feature_files, heads, records, params=None, use_views=True, shifts=()):

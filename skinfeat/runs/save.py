@@ -19,7 +19,7 @@ from skinfeat.model.store import save_model
 from skinfeat.runs.combine import fit_combiner, load_members, read_oof
 from skinfeat.runs.compare import best_record
 from skinfeat.runs.cv import fit_final
-from skinfeat.runs.fit import training_info
+from skinfeat.runs.fit import seen_rows, training_info
 from skinfeat.runs.records import read_records
 
 
@@ -62,7 +62,8 @@ def save_run_model(record, out, log=None):
     final = fit_final(fs, record["head"], record["params"], folds, record["use_views"])
     attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
     record = dict(record, calibration=calibration_of(record))
-    return save_model(out, final, record["head"], attrs, training_info(fs, folds, record), export=True)
+    return save_model(out, final, record["head"], attrs, training_info(fs, folds, record), export=True,
+                      seen=seen_rows(fs, folds))
 
 
 def calibration_of(record):

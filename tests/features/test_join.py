@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from helpers import run, error_line
 from fakes import make_pooling_module
-from model_factory import ham_subset
+from helpers import error_line, run
+from model_factory import PER_CLASS, ham_subset
+
 from skinfeat.features.store import read_features, write_features
 
 META = "age,sex,localization"
@@ -23,8 +23,8 @@ META = "age,sex,localization"
 def two(skinfeat_home, ham10000):
     """Features of one HAM subset by two backbones (the pooling module at two input
     sizes and resize policies), 2 robust views each, and a fused model with metadata."""
-    from skinfeat.runs.fit import run_fit
     from skinfeat.features.extract import extract_features
+    from skinfeat.runs.fit import run_fit
 
     root = Path(skinfeat_home) / "test_fusion"
     shutil.rmtree(root, ignore_errors=True)
@@ -213,8 +213,8 @@ def test_predict_without_metadata_is_refused_unless_a_fallback_is_given(two, ham
     out = run("predict", "--model", two["model"], "--metadata", isic, "--fallback", two["image_only"],
               "--format", "json", *paths)
     assert out.exit_code == 0, out.output
-    from skinfeat.model.predictor import Predictor
     from skinfeat.model.predict import predict_paths
+    from skinfeat.model.predictor import Predictor
 
     alone = {p.image: p.proba for p in predict_paths(Predictor(two["image_only"]), paths[1:])}
     got = {p["image"]: np.array(list(p["probabilities_as_trained"].values())) for p in json.loads(out.stdout)}
@@ -227,11 +227,12 @@ def test_predict_without_metadata_is_refused_unless_a_fallback_is_given(two, ham
 
 
 def test_evaluate_takes_the_datasets_own_metadata_or_a_csv(two, ham10000, tmp_path):
-    folder = ham_folder(tmp_path, ham10000, two["manifest"])
+    unseen = ham_subset(ham10000, skip=PER_CLASS)  # images the model was not fitted on
+    folder = ham_folder(tmp_path, ham10000, unseen)
     out = run("evaluate", "--model", two["model"], "--data", folder, "--no-progress", "--format", "json")
     assert out.exit_code == 0, out.output
     own = json.loads(out.stdout)["clean"]
-    bare = ham_folder(tmp_path / "bare", ham10000, two["manifest"], metadata=False)
+    bare = ham_folder(tmp_path / "bare", ham10000, unseen, metadata=False)
     line = error_line(run("evaluate", "--model", two["model"], "--data", bare, "--no-progress"))
     assert "has no age, sex, localization; pass --metadata CSV" in line
     out = run("evaluate", "--model", two["model"], "--data", bare, "--no-progress", "--format", "json",

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from fakes import make_pooling_module, make_trainable_module
 from model_factory import ham_subset
+
 from skinfeat.cli import cli
 
 PER_CLASS = 9  # 63 images, 3 folds: 42 training images, enough for a validation part
@@ -199,8 +199,10 @@ def test_training_and_evaluate_pipelines_agree(setup):
         labels.append(y.numpy())
     trained, y = predictor.head(np.concatenate(feats)), np.concatenate(labels)
     np.testing.assert_allclose(predictor.probabilities([str(p) for p in manifest.paths]), trained, atol=1e-3)
-    scored = evaluate_images(record["model_dir"], manifest, write=False, progress=False)
-    assert abs(scored["clean"]["bmca"] - classification_metrics(y, trained)["bmca"]) <= 0.01
+    scored = evaluate_images(record["model_dir"], manifest, write=False, progress=False, unseen_only=True)
+    assert scored["left_out"] == record["n_train"] + record["n_val"]  # the fine-tuning images: the model saw them
+    rows = np.isin(manifest.image_ids, scored["image_ids"])
+    assert abs(scored["clean"]["bmca"] - classification_metrics(y[rows], trained[rows])["bmca"]) <= 0.01
     assert record["probe"]["epoch"] == 0 and 0 <= record["probe"]["val_bmca"] <= 1
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import HAM10000, error_line, run
+from model_factory import PER_CLASS, ham_subset, pool_model
 
-from helpers import HAM10000
-from helpers import run, error_line
-from model_factory import ham_subset, pool_model
 from skinfeat.core.classes import CLASSES
 
 IMAGE = HAM10000 / "images" / "ISIC_0024310.jpg"
@@ -27,9 +26,10 @@ def pool(skinfeat_home, ham10000):
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory, ham10000):
-    """Seven labelled images (one per class) as an ISIC-style folder for ``evaluate``."""
+    """Seven labelled images (one per class) as an ISIC-style folder for ``evaluate``,
+    none of them among the test models' training images."""
     folder = tmp_path_factory.mktemp("labelled")
-    manifest = ham_subset(ham10000, per_class=1)
+    manifest = ham_subset(ham10000, per_class=1, skip=PER_CLASS)
     (folder / "images").mkdir()
     lines = ["image," + ",".join(CLASSES)]
     for path, image_id, label in zip(manifest.paths, manifest.image_ids, manifest.labels):

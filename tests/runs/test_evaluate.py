@@ -4,18 +4,19 @@ bad input one line, nothing written."""
 
 import csv
 import json
-from skinfeat.core.paths import runs_dir
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import error_line, run
+from model_factory import PER_CLASS, ham_subset, pool_model
 
-from helpers import run, error_line
-from model_factory import ham_subset, pool_model
 from skinfeat.core.classes import CLASSES
+from skinfeat.core.metrics import SCALARS, classification_metrics
+from skinfeat.core.paths import runs_dir
 from skinfeat.features.store import read_features
 from skinfeat.heads.inference import decide
-from skinfeat.core.metrics import SCALARS, classification_metrics
 from skinfeat.model.store import load_model
 
 
@@ -24,8 +25,9 @@ def pool(skinfeat_home, ham10000):
     return pool_model(skinfeat_home, ham10000)
 
 
-def image_folder(tmp_path, ham10000, per_class=4, skip=0, labels=True):
-    """The HAM subset as an ISIC-2018-style layout: images/ plus one-hot ground truth."""
+def image_folder(tmp_path, ham10000, per_class=4, skip=PER_CLASS, labels=True):
+    """The HAM subset as an ISIC-2018-style layout: images/ plus one-hot ground truth;
+    by default images the pool model was not fitted on."""
     manifest = ham_subset(ham10000, per_class, skip)
     folder = tmp_path / "external"
     (folder / "images").mkdir(parents=True)
@@ -40,11 +42,23 @@ def image_folder(tmp_path, ham10000, per_class=4, skip=0, labels=True):
     return folder, manifest
 
 
+def forgetful(model, where):
+    """A copy of ``model`` as an older skinfeat saved it: without the record of its training images."""
+    copy = Path(shutil.copytree(model, where))
+    manifest = json.loads((copy / "model.json").read_text())
+    del manifest["training"]["seen"]
+    (copy / "model.json").write_text(json.dumps(manifest))
+    (copy / "seen.npz").unlink()
+    return copy
+
+
 def test_metrics_equal_fit_heads_on_the_same_rows(pool, ham10000, tmp_path):
     """The model's own features of its training images, scored by the fitted head
-    (as `fit` scores), give the metrics evaluate computes from the images."""
-    folder, manifest = image_folder(tmp_path, ham10000)
-    out = run("evaluate", "--model", pool["model"], "--images", folder / "images", "--labels",
+    (as `fit` scores), give the metrics evaluate computes from the images (a model
+    that does not record its training images: evaluate cannot refuse them)."""
+    folder, manifest = image_folder(tmp_path, ham10000, skip=0)
+    old = forgetful(pool["model"], tmp_path / "old")
+    out = run("evaluate", "--model", old, "--images", folder / "images", "--labels",
               folder / "truth.csv", "--format", "json", "--no-progress")
     assert out.exit_code == 0, out.output
     got = json.loads(out.stdout)
@@ -60,8 +74,53 @@ def test_metrics_equal_fit_heads_on_the_same_rows(pool, ham10000, tmp_path):
         assert got["clean"][name] == pytest.approx(want[name], abs=1e-4), name
     assert got["clean"]["confusion"] == want["confusion"]
     assert got["clean"]["baseline"]["bmca"] == pytest.approx(1 / 7)
+    assert "does not record the images it was fitted on" in out.stderr
     record = json.loads(open(got["record_path"]).read())
-    assert record["clean"]["bmca"] == got["clean"]["bmca"] and record["model_dir"] == pool["model"]
+    assert record["clean"]["bmca"] == got["clean"]["bmca"] and record["model_dir"] == str(old)
+
+
+def test_evaluate_refuses_the_images_a_model_was_fitted_on_by_id_and_by_content(pool, ham10000, tmp_path):
+    seen_folder, seen = image_folder(tmp_path / "seen", ham10000, per_class=2, skip=0)
+    new_folder, new = image_folder(tmp_path / "new", ham10000, per_class=2)
+    # One training image under a new name (its content is what the model saw), one new image beside it.
+    mixed = tmp_path / "mixed"
+    (mixed / "images").mkdir(parents=True)
+    shutil.copy(seen.paths[0], mixed / "images" / "ISIC_9999999.jpg")
+    for path in new.paths:
+        shutil.copy(path, mixed / "images")
+    rows = (new_folder / "truth.csv").read_text().splitlines()
+    label = int(seen.labels[0])
+    rows.append("ISIC_9999999," + ",".join(str(int(c == label)) for c in range(len(CLASSES))))
+    (mixed / "truth.csv").write_text("\n".join(rows) + "\n")
+
+    def evaluate(folder, *more):
+        return run("evaluate", "--model", pool["model"], "--images", folder / "images", "--labels",
+                   folder / "truth.csv", "--no-progress", *more)
+
+    line = error_line(evaluate(seen_folder))
+    assert f"was fitted on all 14 labelled images of {seen_folder / 'images'} (by image id or file content" in line
+    assert "evaluate on images it was not fitted on" in line
+    line = error_line(evaluate(mixed))
+    assert "was fitted on 1 of the 15 labelled images" in line and "e.g. ISIC_9999999" in line
+    assert "pass --unseen-only to score the 14 others" in line
+    assert not list(runs_dir().glob("*.json"))  # nothing recorded
+    result = evaluate(mixed, "--unseen-only", "--format", "json")
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    assert scored["n"] == 14 and scored["left_out"] == 1 and "ISIC_9999999" not in scored.get("image_ids", [])
+    table = evaluate(mixed, "--unseen-only")
+    assert "14 labelled images of images (1 more left out: the model was fitted on them)" in table.stdout
+    assert error_line(evaluate(seen_folder, "--unseen-only")).startswith(f"Error: model {pool['model']} was fitted on all")
+    # The model records them compactly: ids and 16 hex digits of each file's sha256.
+    with np.load(Path(pool["model"]) / "seen.npz") as npz:
+        assert len(npz["image_id"]) == len(npz["content"]) == 28 and {len(h) for h in npz["content"]} == {16}
+    # The leaderboard's test column names the data and its count.
+    fitted = run("fit", "--head", "logreg", "--features", pool["features"], "--cv", "2", "-q", "--out", tmp_path / "m")
+    assert fitted.exit_code == 0, fitted.output
+    assert run("evaluate", "--model", tmp_path / "m", "--images", mixed / "images", "--labels", mixed / "truth.csv",
+               "--no-progress", "--unseen-only").exit_code == 0
+    row = next(line for line in run("compare").stdout.splitlines() if "logreg" in line)
+    assert f"{json.loads(result.stdout)['clean']['bmca']:.3f} images (n=14)" in row
 
 
 def test_table_with_shifts_and_the_worst_case(pool, ham10000, tmp_path):
@@ -83,8 +142,8 @@ def test_table_with_shifts_and_the_worst_case(pool, ham10000, tmp_path):
 
 
 def test_shifted_scores_are_deterministic(pool, ham10000, tmp_path):
-    from skinfeat.runs.evaluate import evaluate_model
     from skinfeat.imaging.shifts import parse_shifts
+    from skinfeat.runs.evaluate import evaluate_model
 
     _, manifest = image_folder(tmp_path, ham10000, per_class=2)
     shifts = parse_shifts(["vignette", "jpeg:30"])
@@ -246,8 +305,8 @@ def test_fit_test_scores_the_saved_model(pool, ham10000, tmp_path):
 
 def test_predict_tta_set_averages_the_fixed_views(pool, ham10000):
     from skinfeat.imaging.images import decode
-    from skinfeat.model.predictor import load_predictor
     from skinfeat.imaging.tta import TTA_VIEWS
+    from skinfeat.model.predictor import load_predictor
 
     path = ham_subset(ham10000, per_class=1).paths[0]
     model = load_predictor(pool["model"])
