@@ -91,6 +91,7 @@ def model_summary(model, tta):
                "head": manifest.get("head") or manifest.get("method"),
                "classes": [{"class": c, "name": FULL_NAMES[c]} for c in CLASSES],
                "metadata": list(model.metadata["columns"]) if model.metadata else [],
+               "metadata_optional": bool(model.metadata) and model.fallback is not None,
                "tta": tta, "skinfeat_version": manifest.get("skinfeat_version"), "created": manifest.get("created")}
     if "members" in manifest:
         summary["members"] = [{"dir": m.get("dir"), "run_id": m.get("run_id")} for m in manifest["members"]]
@@ -160,11 +161,14 @@ def upload(environ, body):
 
 
 def metadata_fields(model, fields):
-    """{column: [value]} for a model fitted with metadata (400 when a column is not sent), else None."""
+    """{column: [value]} for a model fitted with metadata (400 when a column is not sent,
+    unless none is and the model holds an image-only fallback), else None."""
     if not model.metadata:
         return None
     columns = model.metadata["columns"]
     missing = [c for c in columns if c not in fields]
+    if model.fallback is not None and all(str(fields.get(c, "")).strip().lower() in ("", "unknown") for c in columns):
+        return None  # nothing known but the image: its fallback answers
     if missing:
         raise HTTPError(400, f"model {model.directory.name} was fitted with metadata ({', '.join(columns)}) and "
                              f"the request has no {', '.join(missing)}; send them as form fields or query "
@@ -237,8 +241,9 @@ class App:
         top_k = _top_k(fields)
         with self.pool.borrowed() as model:
             metadata = metadata_fields(model, fields)
+            answering = model.fallback if model.metadata and metadata is None else model
             try:
-                prediction = predict_image(model, data, tta=self.tta, metadata=metadata)
+                prediction = predict_image(answering, data, tta=self.tta, metadata=metadata)
             except FileError as exc:  # the advice for a file on disk, said for an upload
                 raise DataError(f"{name} " + exc.reason.replace(
                     "expected an image file: remove it or pass images only",
@@ -333,7 +338,8 @@ const form = document.getElementById("form"), status = document.getElementById("
 fetch("model").then(r => r.json()).then(m => {
   for (const c of m.metadata) {
     const label = document.createElement("label"), input = document.createElement("input");
-    label.textContent = c + " "; input.name = c; label.append(input);
+    label.textContent = c + (m.metadata_optional ? " (optional: leave all empty to classify the image alone) " : " ");
+    input.name = c; label.append(input);
     document.getElementById("meta").append(label);
   }
 });

@@ -32,7 +32,8 @@ from skinfeat.model.predict import FORMATS  # light to import (no TensorFlow, sc
                    "(HAM10000_metadata.csv, or the ISIC layout: image, age_approx, sex, anatom_site_general).")
 @click.option("--fallback", "fallback_dir", type=click.Path(file_okay=False), metavar="DIR",
               help="An image-only model directory that predicts the images the --metadata CSV has no row for "
-                   "(default: such images are an error).")
+                   "(default: the image-only model the model holds, as `compare --best` saves one; else such "
+                   "images are an error).")
 def predict(model_dir, inputs, top_k, tta, fmt, out, metadata_csv, fallback_dir):
     """Predict the lesion class of images (files, or folders searched recursively).
 
@@ -65,11 +66,12 @@ def predict(model_dir, inputs, top_k, tta, fmt, out, metadata_csv, fallback_dir)
     skips = _Skips()
     predictions = skips.reported(predict_paths(model, inputs, tta=tta, on_skip=skips.add, metadata=table,
                                                fallback=fallback))
+    shown = bool(model.metadata)  # each image says whether its metadata or the image alone answered
     if out is None:
-        count = write_predictions(predictions, sys.stdout, fmt, top_k)
+        count = write_predictions(predictions, sys.stdout, fmt, top_k, shown)
     else:
         with writing(out, "the predictions"):
-            count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k), keep=bool)
+            count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k, shown), keep=bool)
     skips.finish(count)
     if out is not None:
         click.echo(f"wrote {out}: {count} images" + (f", {len(skips.done)} skipped" if skips.done else ""), err=True)
@@ -146,6 +148,9 @@ def export(model_dir, modules, fmt, out):
         from skinfeat.apps.web.site import export_web
 
         done = export_web(model_dir, out)
+        if done["model"] != str(Path(model_dir)):
+            click.echo(f"the page classifies images alone: it runs {done['model']}, the image-only model that "
+                       f"{model_dir} holds for images without metadata", err=True)
         click.echo(f"wrote {out}: {done['files']} files, {done['bytes'] / 1e6:.1f} MB; serve it with "
                    f"`python -m http.server -d {out}` and open http://localhost:8000/")
         return

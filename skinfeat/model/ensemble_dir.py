@@ -30,7 +30,7 @@ from skinfeat.core.errors import ModelError
 from skinfeat.heads.inference import adjusted
 from skinfeat.heads.params import problem
 from skinfeat.model.format import ENSEMBLE_FORMAT, MANIFEST, STATE, EnsembleDirectory, read_manifest, refuse_links_out
-from skinfeat.model.predictor import HeadFunction, Predictor, prediction_of
+from skinfeat.model.predictor import HeadFunction, Predictor, load_fallback, prediction_of
 
 FORMAT_VERSION = 1
 METHODS = ("stack", "mean")
@@ -159,6 +159,7 @@ class EnsemblePredictor:
             raise ModelError(f"model {directory} is one model, not an ensemble; load it with `Predictor`")
         self.method = self.manifest["method"]
         self.temperature = temperature_of(self.manifest)
+        self.fallback = load_fallback(directory, self.manifest)
         self.members = []
         for i, entry in enumerate(self.manifest["members"]):
             member = _loaded(directory, entry["dir"], lambda: Predictor(self.directory / entry["dir"], verify_hash))
@@ -208,4 +209,4 @@ class EnsemblePredictor:
         return {c: max(k.get(c, 0) for k in counts) for k in counts for c in k}
 
     def prediction(self, path, proba):
-        return prediction_of(path, proba, self.head, self.temperature)
+        return prediction_of(path, proba, self)

@@ -38,6 +38,7 @@ FORMAT_VERSION = 1
 ENSEMBLE_FORMAT = "skinfeat-ensemble"  # `skinfeat ensemble --out`: skinfeat.model.ensemble_dir
 MANIFEST = "model.json"
 STATE = "state.npz"
+FALLBACK = "fallback"  # the image-only model inside a model fitted with metadata (compare --best)
 TFLITE = "backbone.tflite"
 BACKBONE_KEYS = ("module", "module_source", "module_fingerprint", "module_info", "input_size",
                  "resize", "feature_dim", "views", "dtype", "augment", "lesion", "precision", "int8_calibration")

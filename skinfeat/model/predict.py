@@ -69,11 +69,13 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None,
     extraction's augmentation as the model was trained (imports TensorFlow).
     A model fitted with metadata takes each image's values from ``metadata``
     (``skinfeat.data.metadata.read_metadata_csv``: image id -> values); an image with no
-    row there is predicted by the image-only model ``fallback`` when given, else
-    DataError before any image is predicted."""
+    row there is predicted by the image-only model ``fallback`` (default: the one the
+    model holds, ``Predictor.fallback``), else DataError before any image is
+    predicted. Each prediction says which inputs answered it (``Prediction.inputs``)."""
 
     if tta == "views":
         tta = True
+    fallback = fallback if fallback is not None else getattr(model, "fallback", None)
     views = tta_views(tta) if isinstance(tta, str) else ()
     table = metadata or {}
     paths = iter_image_paths(inputs, on_skip)
@@ -165,12 +167,12 @@ def prediction_item(p, top_k=DEFAULT_TOP_K):
     return {"image": p.image, "path": p.path,
             "decision": {"class": p.decision, "name": FULL_NAMES[p.decision]},
             "top": [{"class": c, "name": n, "probability": round(q, 6)} for c, n, q in p.top(top_k)],
-            "probabilities": rounded(p.probability), "calibrated": p.calibrated,
+            "inputs": p.inputs, "probabilities": rounded(p.probability), "calibrated": p.calibrated,
             "decision_scores": rounded(p.adjusted),
             "probabilities_as_trained": rounded(p.proba)}
 
 
-def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
+def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, show_inputs=False):
     """Write ``predictions`` (an iterable, consumed as it comes) to the text
     ``stream`` in ``fmt`` (one of FORMATS); returns how many were written.
 
@@ -179,6 +181,8 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
     - json: a JSON array of {image, path, decision: {class, name}, top: [{class,
       name, probability}], probabilities, decision_scores, probabilities_as_trained}
     - csv: image, decision, then class, name and probability of each of the top k
+    - with ``show_inputs`` (a model fitted with metadata), table and csv also say what
+      answered each image: its ``inputs`` (json always does)
     - isic: the ISIC 2018 Task 3 submission, ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``
 
     Probabilities are calibrated (``Prediction.probability``); the decision is the
@@ -191,8 +195,8 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
 
     writer = csv.writer(stream, lineterminator="\n")
     if fmt == "csv":
-        writer.writerow(["image", "decision"] + [f"{f}_{r}" for r in range(1, top_k + 1)
-                                     for f in ("class", "name", "probability")])
+        writer.writerow(["image", "decision"] + (["inputs"] if show_inputs else [])
+                        + [f"{f}_{r}" for r in range(1, top_k + 1) for f in ("class", "name", "probability")])
     elif fmt == "isic":
         writer.writerow(["image", *CLASSES])
     elif fmt == "json":
@@ -205,9 +209,9 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K):
                 kind = "calibrated probabilities" if p.calibrated else "probabilities as trained (the model records no calibration)"
                 stream.write(f"{'image':<14} {'decision':<8}  most probable classes, {kind}\n")
             shown = ", ".join(f"{name} ({code}) {prob:.3f}" for code, name, prob in top)
-            stream.write(f"{p.image:<14} {p.decision:<8}  {shown}\n")
+            stream.write(f"{p.image:<14} {p.decision:<8}  {shown}" + (f"  [{p.inputs}]" if show_inputs else "") + "\n")
         elif fmt == "csv":
-            writer.writerow([p.image, p.decision] + [v for code, name, prob in top for v in (code, name, f"{prob:.6f}")])
+            writer.writerow([p.image, p.decision] + ([p.inputs] if show_inputs else []) + [v for code, name, prob in top for v in (code, name, f"{prob:.6f}")])
         elif fmt == "isic":
             writer.writerow([p.image, *isic_row(p.adjusted)])
         else:

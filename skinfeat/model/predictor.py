@@ -113,6 +113,7 @@ class Prediction:
     adjusted: np.ndarray
     probability: np.ndarray
     calibrated: bool = True  # False: the model records no temperature, ``probability`` is as trained
+    inputs: str = "image"  # what the model that answered took: "image", or "image+age+sex+..." with metadata
 
     @property
     def decision(self):
@@ -125,11 +126,32 @@ class Prediction:
         return [(CLASSES[i], FULL_NAMES[CLASSES[i]], float(self.probability[i])) for i in order]
 
 
-def prediction_of(path, proba, head, temperature):
-    """The ``Prediction`` of the image at ``path`` from its probabilities as trained:
-    ``head.adjust`` makes the decision scores, ``temperature`` the calibrated ones."""
-    return Prediction(Path(path).stem, str(path), proba, head.adjust(proba[None])[0],
-                      calibrated(proba[None], temperature)[0], temperature is not None)
+def prediction_of(path, proba, model):
+    """The ``Prediction`` of the image at ``path`` from its probabilities as trained by
+    ``model`` (a Predictor or an ensemble's): its head's ``adjust`` makes the decision
+    scores, its ``temperature`` the calibrated ones."""
+    return Prediction(Path(path).stem, str(path), proba, model.head.adjust(proba[None])[0],
+                      calibrated(proba[None], model.temperature)[0], model.temperature is not None,
+                      inputs_of(model.metadata))
+
+
+def inputs_of(metadata):
+    """What a model takes, in words: "image", or "image+" its metadata columns."""
+    return "+".join(["image", *(metadata or {}).get("columns", [])])
+
+
+def load_fallback(directory, manifest):
+    """The image-only model a model fitted with metadata holds for images without it
+    (``skinfeat.model.store.save_model``'s ``fallback``), or None."""
+    block = manifest.get("fallback")
+    if not block:
+        return None
+    if not isinstance(block, dict) or not isinstance(block.get("dir"), str) or "/" in block["dir"]:
+        raise damaged(directory, f"its model.json has fallback = {str(block)[:60]}, expected {{\"dir\": \"fallback\", ...}}")
+    fallback = Predictor(Path(directory) / block["dir"])
+    if fallback.metadata:
+        raise damaged(directory, f"its fallback model {block['dir']} needs metadata too; expected an image-only model")
+    return fallback
 
 
 def _check_export(directory, manifest, part, verify_hash):
@@ -186,6 +208,7 @@ class Predictor:
                       for part in model_parts(self.manifest)]
         self.head = HeadFunction(directory, self.manifest)
         self.temperature = temperature_of(self.manifest)
+        self.fallback = load_fallback(directory, self.manifest)
         self.metadata = self.manifest.get("metadata")  # the encoding, or None for an image-only model
         n_meta = width(self.metadata) if self.metadata else 0
         dims = sum(p.backbone.feature_dim for p in self.parts)
@@ -266,7 +289,7 @@ class Predictor:
         return encode(self.metadata, values, n, where)[1] if self.metadata else {}
 
     def prediction(self, path, proba):
-        return prediction_of(path, proba, self.head, self.temperature)
+        return prediction_of(path, proba, self)
 
     def predict_tta(self, image, views=None, metadata=None):
         """Mean probabilities [7] over the clean view and ``views`` augmented views of a

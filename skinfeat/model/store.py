@@ -16,6 +16,7 @@ from skinfeat.heads.inference import LOG_PROBA, mean_over_views
 from skinfeat.model.export import export_into
 from skinfeat.model.format import (
     BACKBONE_KEYS,
+    FALLBACK,
     FORMAT,
     FORMAT_VERSION,
     HEAD_ERRORS,
@@ -46,7 +47,8 @@ class FittedModel:
         return mean_over_views(self.head.predict_proba, self.head.classes_, np.asarray(features, np.float32), views)
 
 
-def save_model(directory, head, head_name, attrs, training=None, export=False, skip_unavailable=False, seen=None):
+def save_model(directory, head, head_name, attrs, training=None, export=False, skip_unavailable=False, seen=None,
+               fallback=None):
     """Save fitted ``head`` (registered as ``head_name``) trained on features whose file
     attributes are ``attrs`` into ``directory``, replacing a previous model there. With
     ``export``, the backbone that extracted the features (``attrs["module"]``, or each
@@ -55,7 +57,10 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
     whole model is built in a temporary directory that then takes ``directory``'s
     place (``skinfeat.model.format.new_model_dir``): it is complete or it is not there.
     ``seen``: (image ids, content hashes or None) of the images the head was fitted
-    on, kept as ``seen.npz`` (``skinfeat.model.seen``) for ``evaluate``."""
+    on, kept as ``seen.npz`` (``skinfeat.model.seen``) for ``evaluate``.
+    ``fallback``: (what model.json says of it, ``save(folder)``) of an image-only model
+    saved inside as ``fallback/``, which answers the images without metadata of a
+    model fitted with it (``skinfeat.model.predictor.Predictor.fallback``)."""
     directory = Path(directory)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "head": head_name,
@@ -76,6 +81,10 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
         manifest["files"] = [STATE] + head.save_files(tmp)
         if seen is not None:
             manifest["training"] = dict(manifest["training"], seen=write_seen(tmp, *seen))
+        if fallback is not None:
+            about, save = fallback
+            save(tmp / FALLBACK)
+            manifest["fallback"] = dict(about, dir=FALLBACK)
         if export:
             modules = [p.get("module") for p in parts] if parts else [attrs.get("module")]
             export_into(tmp, manifest, modules, directory, skip_unavailable)

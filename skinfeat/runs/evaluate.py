@@ -27,6 +27,7 @@ from skinfeat.data.submission import read_labels, read_predictions
 from skinfeat.heads.inference import decide
 from skinfeat.imaging.tta import TTA_SETS, tta_views  # noqa: F401 (re-exported)
 from skinfeat.model.ensemble_dir import load_any, read_any_manifest
+from skinfeat.model.predictor import inputs_of
 from skinfeat.runs.records import EVALUATION_SCHEMA, check_runs_writable, new_run_id, write_record
 from skinfeat.runs.subgroups import subgroup_lines, subgroup_scores
 
@@ -115,6 +116,20 @@ def unseen(predictor, manifest, rows, where, unseen_only=False):
     return rows[~overlap], n
 
 
+def answering(predictor, manifest, table, where):
+    """The model that scores ``manifest``: ``predictor``, or the image-only model it holds
+    (``Predictor.fallback``) when it was fitted with metadata and neither the data nor a
+    --metadata CSV has any, as ``predict`` answers such images; said on stderr."""
+    if not predictor.metadata or predictor.fallback is None or table is not None:
+        return predictor
+    if any(c in manifest.metadata for c in predictor.metadata["columns"]):
+        return predictor
+    print(f"note: {where} has no {', '.join(predictor.metadata['columns'])}; scoring the image-only model "
+          f"{predictor.fallback.directory} that model {predictor.directory} holds for images without metadata",
+          file=sys.stderr)
+    return predictor.fallback
+
+
 def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data", progress=None, metadata=None,
                    unseen_only=False):
     """Score the model in ``directory`` on the labelled images of ``manifest`` it was not
@@ -125,7 +140,7 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
     ``progress(n)`` is called as images are done."""
 
     views = tta_views(tta)
-    predictor = load_any(directory)
+    predictor = answering(load_any(directory), manifest, metadata, where)
     rows, left_out = unseen(predictor, manifest, labelled(manifest, where), where, unseen_only)
     paths = [manifest.paths[i] for i in rows]
     ids = [manifest.image_ids[i] for i in rows]
@@ -151,6 +166,7 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
                                          groups if groups is not None else ids, {**(meta or {}), **own})
     clean["operating_points"] = operating_points(y, clean_proba, resamples)
     return {"n": len(rows), "image_ids": ids, "tta": tta, "grouped_by": grouped_by, "left_out": left_out,
+            "inputs": inputs_of(predictor.metadata), "answered_by": str(predictor.directory),
             "clean": clean, "shifts": results, "worst": worst_case(results)}
 
 
@@ -195,6 +211,8 @@ def evaluate_images(directory, manifest, shifts=(), tta="none", where=None, writ
     with bar(None, progress, total=total, unit="img", desc="evaluate") as shown:
         result = evaluate_model(directory, manifest, shifts, tta, where=where or "the data", progress=shown.update,
                                 metadata=metadata, unseen_only=unseen_only)
+    if result["answered_by"] != str(directory):  # the image-only model it holds: its run is what was scored
+        info = read_any_manifest(result["answered_by"])
     backbone = info.get("backbone") or {}
     result.update(created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
                   model_dir=str(directory), model_run_id=(info.get("training") or {}).get("run_id"),
@@ -226,6 +244,8 @@ def format_evaluation(result):
     m = result["clean"]
     what = (f"model {result['model_dir']} ({result.get('head')} on {result.get('module')}, {result.get('resize')})"
             if result.get("model_dir") else f"predictions {result.get('predictions')}")
+    if result.get("answered_by") not in (None, result.get("model_dir")):
+        what += f", answered by the image-only model it holds ({result['answered_by']})"
     lines = [f"{what}: {result['n']} labelled images of {result.get('dataset')}"
              + (f" ({result['left_out']} more left out: the model was fitted on them)" if result.get("left_out") else "")
              + (f", TTA {result['tta']}" if result.get("tta") not in (None, "none") else ""),

@@ -14,7 +14,7 @@ from skinfeat.core.errors import DataError
 from skinfeat.data.folds import resolve_folds
 from skinfeat.features.join import fit_features
 from skinfeat.model.ensemble_dir import FORMAT_VERSION, META_HEAD
-from skinfeat.model.format import ENSEMBLE_FORMAT, STATE, new_model_dir, write_manifest
+from skinfeat.model.format import ENSEMBLE_FORMAT, FALLBACK, STATE, new_model_dir, write_manifest
 from skinfeat.model.store import save_model
 from skinfeat.runs.combine import fit_combiner, load_members, read_oof
 from skinfeat.runs.compare import best_record
@@ -31,9 +31,32 @@ def save_best(records, out, log=None):
     best = best_record(records)
     if best is None:
         raise DataError("no fit recorded to choose the best model from; run `skinfeat compare --fit` first")
+    fallback = None
+    if needs_metadata(best, records):  # photos come without it: the best image-only run answers them
+        fallback = best_record([r for r in records if not needs_metadata(r, records)])
+        if log and fallback is None:
+            log(f"note: the best run {best['run_id']} needs metadata and no image-only run is recorded, so "
+                f"{out} cannot classify an image alone: fit one (`skinfeat compare --fit`) and save again")
     if best.get("members"):
-        return save_ensemble(best, out, log=log), best
-    return save_run_model(best, out, log), best
+        return save_ensemble(best, out, log=log, fallback=fallback), best
+    return save_run_model(best, out, log, fallback=fallback), best
+
+
+def needs_metadata(record, records):
+    """True for a run fitted with metadata, or an ensemble with such a member."""
+    if record.get("metadata"):
+        return True
+    members = {m["run_id"] for m in record.get("members") or []}
+    return any(r.get("metadata") for r in records if r["run_id"] in members)
+
+
+def fallback_part(record, log=None):
+    """``save_model``'s ``fallback`` of the image-only fit ``record`` (None: none)."""
+    if record is None:
+        return None
+    about = {"run_id": record["run_id"], "head": record["head"], "cv_bmca": record["metrics"]["bmca"],
+             "cv_intervals": record.get("intervals"), "worst_shift": (record.get("shift") or {}).get("worst")}
+    return about, lambda folder: save_run_model(record, folder, log)
 
 
 def record_features(record):
@@ -52,8 +75,9 @@ def record_features(record):
     return fs, folds
 
 
-def save_run_model(record, out, log=None):
-    """The fit ``record``'s head fitted on every CV row, saved into ``out`` with its backbone."""
+def save_run_model(record, out, log=None, fallback=None):
+    """The fit ``record``'s head fitted on every CV row, saved into ``out`` with its
+    backbone (and the image-only fit ``fallback`` inside it, for images without metadata)."""
 
     fs, folds = record_features(record)
     if log:
@@ -63,7 +87,7 @@ def save_run_model(record, out, log=None):
     attrs = dict(fs.attrs, path=str(fs.path), feature_dim=fs.feature_dim)
     record = dict(record, calibration=calibration_of(record))
     return save_model(out, final, record["head"], attrs, training_info(fs, folds, record), export=True,
-                      seen=seen_rows(fs, folds))
+                      seen=seen_rows(fs, folds), fallback=fallback_part(fallback, log))
 
 
 def calibration_of(record):
@@ -95,7 +119,7 @@ def check_refittable(records):
                             "extract`, or leave out --shift and --out")
 
 
-def save_ensemble(record, out, runs=None, log=None, members=None):
+def save_ensemble(record, out, runs=None, log=None, members=None, fallback=None):
     """The ensemble ``record`` as a model directory ``out`` (``skinfeat.model.ensemble_dir``):
     each member refitted on every CV row and saved with its backbone into
     ``members/<i>``, the combiner fitted on every OOF row scored by all; written
@@ -132,5 +156,9 @@ def save_ensemble(record, out, runs=None, log=None, members=None):
             np.savez(tmp / STATE, **combiner.meta.get_state())
             manifest.update(files=[STATE], meta={"head": META_HEAD, "params": combiner.meta.get_params(),
                                                  "classes": [CLASSES[int(c)] for c in combiner.meta.classes_]})
+        part = fallback_part(fallback, log)
+        if part is not None:
+            part[1](tmp / FALLBACK)
+            manifest["fallback"] = dict(part[0], dir=FALLBACK)
         write_manifest(tmp, manifest)
     return Path(out)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -22,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import (
     REPO,  # noqa: E402
+    Server,
     error_line,
 )
 from model_factory import ham_subset, lite0_model, pool_model
@@ -40,54 +40,6 @@ def pool(skinfeat_home, ham10000):
 @pytest.fixture(scope="module")
 def images(ham10000):
     return [str(p) for p in ham_subset(ham10000, per_class=1, skip=4).paths]
-
-
-class Server:
-    """``skinfeat.apps.serve``'s app on waitress on a free port, in a thread."""
-
-    def __init__(self, model, **options):
-        from skinfeat.apps.serve import create_server, make_app
-
-        self.app = make_app(model, **options)
-        self.server = create_server(self.app, port=0, workers=options.get("workers", 4))
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        """waitress's loop, stopped between polls (closing it from another thread would race)."""
-        while not self.stopping.is_set():
-            self.server.asyncore.loop(timeout=0.05, map=self.server._map, count=1)
-        self.server.asyncore.close_all(self.server._map)
-        self.server.task_dispatcher.shutdown()
-
-    def call(self, path, data=None, content_type=None, method=None):
-        """(status, parsed JSON or text, headers)."""
-        headers = {"Content-Type": content_type} if content_type else {}
-        req = urllib.request.Request(self.url + path, data, headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as answer:
-                status, body, got = answer.status, answer.read(), answer.headers
-        except urllib.error.HTTPError as exc:
-            status, body, got = exc.code, exc.read(), exc.headers
-        text = body.decode()
-        return status, json.loads(text) if got.get("Content-Type") == "application/json" else text, got
-
-    def predict(self, data, fields=None, name="lesion.jpg", field="image", query=""):
-        """POST /predict as a multipart form (``field`` holding ``data``) plus ``fields``."""
-        boundary = uuid.uuid4().hex
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-                 for k, v in (fields or {}).items()]
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
-                     f'Content-Type: image/jpeg\r\n\r\n'.encode() + data + b"\r\n")
-        return self.call("/predict" + query, b"".join(parts) + f"--{boundary}--\r\n".encode(),
-                         f"multipart/form-data; boundary={boundary}")
-
-    def close(self):
-        self.stopping.set()
-        self.thread.join(10)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture(scope="module")

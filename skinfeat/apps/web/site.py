@@ -130,10 +130,15 @@ def check_out(out):
 
 def export_web(directory, out):
     """Write the static site of the model ``directory`` into the folder ``out``
-    (replaced as a whole when complete). Returns {"files": n, "bytes": total}."""
+    (replaced as a whole when complete); of a model fitted with metadata, the
+    image-only model it holds. Returns {"files": n, "bytes": total, "model": the
+    directory exported}."""
 
     directory, out = Path(directory), Path(out)
     manifest = read_manifest(directory)
+    if manifest.get("metadata") and manifest.get("fallback"):  # the page has only the image: its image-only model
+        directory = directory / manifest["fallback"]["dir"]
+        manifest = read_manifest(directory)
     why = refusal(directory, manifest)
     if why:
         raise ModelError(f"model {directory} cannot be exported as a web page: {why}; expected a model of one "
@@ -159,4 +164,4 @@ def export_web(directory, out):
             else:
                 shutil.copyfile(source, target)
         files = [p for p in tmp.rglob("*") if p.is_file()]
-        return {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+        return {"files": len(files), "bytes": sum(p.stat().st_size for p in files), "model": str(directory)}
