@@ -46,11 +46,14 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     extraction images/s, folds hash, run id (for `skinfeat report --run` and --vs).
     Runs of one dataset stay together, each dataset with its always-NV baseline.
 
-    A head shown as HEAD+ttaN (logreg+tta2) was trained on each image's clean
-    view and its N augmented views (extract --views N) and scores an image by the
-    mean of the N+1 views' probabilities (test-time augmentation); `predict`,
-    `serve` and the web page use the clean view alone unless given --tta views.
+    A head shown as "HEAD +N views" (logreg +2 views) was trained on each
+    image's clean view and its N augmented views (extract --views N); every row
+    is scored on each test image's clean view alone, the mode `predict`,
+    `evaluate`, `serve` and the web page run by default (the mean over the views,
+    --tta views, is in `fit`'s output beside it). HEAD+ttaN marks a record made
+    before that, which scored the mean of the N+1 views' probabilities.
     """
+    from skinfeat.core.errors import UsageError
     from skinfeat.core.paths import features_dir, runs_dir
     from skinfeat.core.writable import check_writable
     from skinfeat.runs.compare import format_leaderboard, leaderboard_rows, read_evaluations
@@ -58,8 +61,6 @@ def compare(sort, fmt, show_all, fit_first, heads, folds_path, cv, shift_data, s
     from skinfeat.runs.fit import fit_missing
     from skinfeat.runs.records import read_records
     from skinfeat.runs.save import save_best
-
-    from skinfeat.core.errors import UsageError
 
     runs = existing_runs(runs)
     if runs is not None and (fit_first or best_dir or ensemble_k):

@@ -73,6 +73,7 @@ def leaderboard_rows(records, sort="bmca", latest=True, evaluations=(), runs=Non
             "dataset": dataset_of(r), "backbone": r["backbone"].get("module"), "head": r["head"],
             "settings": r.get("settings_label", ""), "dim": r["backbone"].get("feature_dim"),
             "views": r["backbone"].get("views") if r.get("use_views") else 0,
+            "views_scored": bool(r.get("use_views")) and not (r.get("modes") or {}).get("scored"),
             "bmca": bmca.get("mean"), "bmca_std": bmca.get("std"),
             "bmca_low": interval.get("low"), "bmca_high": interval.get("high"),
             "vs_best": None, "vs_best_low": None, "vs_best_high": None, "vs_best_note": None,
@@ -162,6 +163,15 @@ def _vs_best(row):
     return f"tied with the best {figure}" if row["vs_best_note"] == "tied" else figure
 
 
+def head_label(row):
+    """The head column: "logreg +2 views" (trained on each image's clean view and 2
+    augmented ones, scored on the clean view as predict runs it); "logreg+tta2" for
+    a record that predates that, which scored the mean over the views."""
+    if not row["views"]:
+        return row["head"]
+    return row["head"] + (f"+tta{row['views']}" if row["views_scored"] else f" +{row['views']} views")
+
+
 def _cells(row):
     if row["bmca"] is None:
         bmca = "-"
@@ -174,7 +184,7 @@ def _cells(row):
         + (f" {span(row['worst_bmca_interval'])}" if row["worst_bmca_interval"] else "")
         + (f" (from run {row['worst_from']})" if row["worst_from"] else ""))
     test = "-" if row["test_bmca"] is None else f"{row['test_bmca']:.3f} {row['test_data']}"
-    return [row["dataset"], str(row["backbone"]), row["head"] + (f"+tta{row['views']}" if row["views"] else ""),
+    return [row["dataset"], str(row["backbone"]), head_label(row),
             row["settings"] or "default", _fmt(row["dim"], "d"), bmca, _vs_best(row), worst, test, _fmt(row["accuracy"], ".3f"),
             _fmt(row["top3"], ".3f"), _fmt(row["auc"], ".3f"), _fmt(row["fit_s"], ".1f"),
             _fmt(row["images_per_s"], ".1f"), row["folds"], str(row["run_id"])]
@@ -301,6 +311,13 @@ def summary_lines(record):
     lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
     for c, row in zip(CLASSES, record["confusion"]):
         lines.append(f"{c:<7}" + "".join(f"{v:>7}" for v in row))
+    modes = record.get("modes")
+    if modes:
+        d = modes["views"]["difference"]
+        lines.append(f"scored on the clean view (as predict runs it): BMCA {modes['none']['bmca']:.3f}; the mean over "
+                     f"the views (predict --tta views) {modes['views']['bmca']:.3f}, paired difference "
+                     f"{d['difference']:+.3f} {span((d['low'], d['high']))}"
+                     + (" (a tie)" if d["low"] <= 0 <= d["high"] else ""))
     calibration = record.get("calibration")
     if calibration:
         lines.append(f"calibration: temperature {calibration['temperature']:.2f} fitted on the out-of-fold "

@@ -4,8 +4,10 @@ record, and the out-of-fold predictions written beside it.
 
 When the file holds augmented views, a head trains on every view of its
 training images (the clean one and the augmented ones, each keeping its lesion
-as group) and scores a test image by the mean of its views' probabilities
-(test-time augmentation).
+as group) and is scored on each test image's clean view: the mode ``predict``,
+``serve``, ``evaluate`` and the web page run by default (``MODE``). The mean over
+the test image's views (test-time augmentation, ``predict --tta views``) is
+scored beside it, with the paired difference (the record's ``modes``).
 """
 
 import time
@@ -17,7 +19,7 @@ from skinfeat.core.atomic import atomic_path
 from skinfeat.core.calibration import calibration_fields
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import DataError
-from skinfeat.core.intervals import Resamples, interval
+from skinfeat.core.intervals import Resamples, interval, observed_bmca, paired_difference
 from skinfeat.core.metrics import classification_metrics, expected_calibration_error, prior_baseline, summarize_folds
 from skinfeat.core.operating import operating_points
 from skinfeat.core.paths import runs_dir
@@ -34,6 +36,7 @@ def training_rows(fs, rows, use_views):
     return X, np.tile(fs.labels[rows].astype(int), repeat), np.tile(fs.lesion_ids[rows], repeat)
 
 
+MODE = "none"  # what the CV figures score: the clean view, as every front end predicts by default
 TUNED = ("alpha_", "k_")  # what a head chooses on its inner split (logreg's penalty, knn's k): recorded per fold
 
 
@@ -49,6 +52,7 @@ class CVResult:
     train_images: list = field(default_factory=list)  # training rows of each fold (--train-fraction)
     chosen: list = field(default_factory=list)  # what each fold's head chose on its inner split (TUNED)
     oof_scores: np.ndarray = None  # [N, K] the decision scores (prior-adjusted probabilities), NaN outside
+    oof_views: np.ndarray = None  # [N] decisions from the mean over every view (--tta views), -1 outside; None: no views
 
 
 def lesion_fraction(rows, labels, lesions, fraction, seed, where):
@@ -83,7 +87,8 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
     folds = folds or resolve_folds(fs)
     use_views = use_views and fs.views is not None
     oof = np.full((len(fs), len(CLASSES)), np.nan)
-    result = CVResult([], [], oof, np.full(len(fs), -1), [], [], oof_scores=np.full_like(oof, np.nan))
+    result = CVResult([], [], oof, np.full(len(fs), -1), [], [], oof_scores=np.full_like(oof, np.nan),
+                      oof_views=np.full(len(fs), -1) if use_views else None)
     todo = [f for f in np.unique(folds.fold[folds.fold >= 0]) if scored is None or f in scored]
     for i, f in enumerate(todo):
         train, test = np.flatnonzero((folds.fold >= 0) & (folds.fold != f)), np.flatnonzero(folds.fold == f)
@@ -97,11 +102,13 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
         result.chosen.append({name.rstrip("_"): getattr(head, name).item() if hasattr(getattr(head, name), "item")
                               else getattr(head, name) for name in TUNED if hasattr(head, name)})
         start = time.perf_counter()
-        oof[test] = inference.mean_over_views(head.predict_proba, head.classes_, fs.features[test],
-                                              fs.views[test] if use_views else None)
+        oof[test] = inference.mean_over_views(head.predict_proba, head.classes_, fs.features[test])
         result.predict_seconds.append(time.perf_counter() - start)
         y_test = fs.labels[test].astype(int)
         offsets = inference.class_offsets(head.classes_, head.class_offsets_)
+        if use_views:
+            result.oof_views[test] = inference.decide(inference.mean_over_views(
+                head.predict_proba, head.classes_, fs.features[test], fs.views[test]), offsets)
         result.oof_pred[test] = inference.decide(oof[test], offsets)
         result.oof_scores[test] = inference.adjusted(oof[test], offsets)
         result.fold_metrics.append(classification_metrics(y_test, oof[test], result.oof_pred[test]))
@@ -180,6 +187,22 @@ def cv_calibration(result, rows, fold):
     return fields
 
 
+def cv_modes(result, rows, fold):
+    """The record's ``modes``: BMCA of the clean view (``MODE``, the CV figures) and, when
+    the file has views, of the mean over views, with the paired lesion-grouped
+    difference (views minus clean) on the same resamples; None without views."""
+    if result.oof_views is None:
+        return None
+    scored = np.flatnonzero(result.oof_pred >= 0)
+    y = np.asarray(rows.labels)[scored].astype(int)
+    resamples = Resamples.draw(np.asarray(rows.lesion_ids, dtype=str)[scored], np.asarray(fold)[scored],
+                               grouped_by="lesion")
+    clean, views = result.oof_pred[scored], result.oof_views[scored]
+    return {"scored": MODE, "none": {"bmca": observed_bmca(y, clean, resamples)},
+            "views": {"bmca": observed_bmca(y, views, resamples),
+                      "difference": paired_difference(y, views, clean, resamples)}}
+
+
 def summary_fields(result, rows, fold):
     """What a record holds of a cross-validation: metrics over folds, their intervals
     (``cv_intervals``), per-class figures, the summed confusion matrix, the baseline,
@@ -188,5 +211,5 @@ def summary_fields(result, rows, fold):
     intervals, operating = cv_intervals(result, rows, fold)
     return {"metrics": summary["scalars"], "intervals": intervals, "operating_points": operating,
             "per_class": summary["per_class"], "confusion": summary["confusion"], "baseline": summary["baseline"],
-            "calibration": cv_calibration(result, rows, fold)}
+            "calibration": cv_calibration(result, rows, fold), "modes": cv_modes(result, rows, fold)}
 

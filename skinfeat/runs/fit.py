@@ -6,8 +6,9 @@ records it.
   Rows with fold -1 (held out) and unlabelled rows take no part.
 - When the file holds augmented views, a head trains on every view of its
   training images (the clean one and the augmented ones, each keeping its
-  lesion as group) and scores a test image by the mean of its views'
-  probabilities (test-time augmentation).
+  lesion as group) and is scored on each test image's clean view, as
+  ``predict`` runs it; the mean over the views (``--tta views``) is scored
+  beside it (``skinfeat.runs.cv``).
 - Features of a fine-tuned backbone (``skinfeat finetune``) say which rows it was
   trained on; only the folds none of whose images it saw are scored
   (``unseen_folds``), so its figures are not inflated by the images it learnt.
@@ -75,7 +76,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     folds = resolve_folds(fs, folds_path, cv)
     scored = unseen_folds(fs, folds)
     if log:
-        views = f", training on {fs.views.shape[1] + 1} views, TTA" if use_views else ""
+        views = f", training on {fs.views.shape[1] + 1} views, scored on the clean view" if use_views else ""
         meta = f" (with {fs.extra.shape[1]} metadata columns)" if fs.extra is not None else ""
         log(f"{cls.name} on {fs.path}: {fs.module}, {int((folds.fold >= 0).sum())} images, "
             f"{fs.feature_dim}-D{meta}{views}; folds {folds.source} ({folds.sha256[:8]})")

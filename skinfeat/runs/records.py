@@ -51,10 +51,14 @@ SCHEMA_VERSION = 1
 
 def settings_hash(head, params, use_views, train_fraction=1.0):
     """What tells runs of one features file apart (a fraction of the training images
-    below 1 is another setting; at 1 the hash is the one of records that predate it)."""
+    below 1 is another setting; at 1 the hash is the one of records that predate it).
+    A head trained on augmented views is scored on the clean view (``cv.MODE``); runs
+    that predate that scored the mean over views, so they are another setting."""
     settings = {"head": head, "params": params, "use_views": bool(use_views)}
     if train_fraction < 1:
         settings["train_fraction"] = float(train_fraction)
+    if use_views:
+        settings["scored"] = "clean view"
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -259,6 +259,9 @@ def test_fit_shift_check_leaderboard_and_best_model(pool, ham10000, tmp_path):
     record = json.loads(open(out.stdout.split("record: ")[1].split()[0]).read())
     check = record["shift"]
     assert check["n"] == 14 and set(check["shifts"]) == {"zoom:2", "pad"}
+    # The leaderboard's figure is what predict does: fold 0's CV BMCA (cached features, clean view) is the
+    # shift check's clean BMCA of the same fold (its images through the exported backbone, as predict runs).
+    assert check["clean"]["bmca"] == pytest.approx(record["metrics"]["bmca"]["folds"][0], abs=1e-9)
     assert check["worst"]["bmca"] == min(m["bmca"] for m in check["shifts"].values())
     assert "worst" in out.stdout and "zoom:2" in out.stdout
     cached = sorted((tmp_path / "features" / "shifted").glob("*.npy"))

@@ -6,14 +6,14 @@ import click
 import h5py
 import numpy as np
 import pytest
-
 from helpers import run
-from skinfeat.cli import cli
-from skinfeat.data.split import write_folds
-from skinfeat.core.errors import ModelError
-from skinfeat.model.store import load_model
-from skinfeat.core.paths import runs_dir
+
 from devtools.synthetic import synthetic_feature_set, write_synthetic
+from skinfeat.cli import cli
+from skinfeat.core.errors import ModelError
+from skinfeat.core.paths import runs_dir
+from skinfeat.data.split import write_folds
+from skinfeat.model.store import load_model
 
 SMALL = (30, 150, 20, 15, 30, 10, 10)  # 265 images, HAM10000-like imbalance
 
@@ -75,17 +75,46 @@ def _lesion_folds(fs, k):
     return index % k
 
 
-def test_views_train_on_every_view_and_average_at_test_time(tmp_path):
+def test_views_train_on_every_view_and_the_clean_view_is_scored(tmp_path):
     path = tmp_path / "views.h5"
     write_synthetic(path, counts=SMALL, dim=16, separation=2.0, views=2, seed=2)
     result = run("fit", "--head", "softmax", "--features", path, "--cv", "3", "-p", "max_epochs=15")
     assert result.exit_code == 0, result.output
-    assert "training on 3 views, TTA" in result.stderr
+    assert "training on 3 views, scored on the clean view" in result.stderr
     record = json.loads(next(runs_dir().glob("*.json")).read_text())
     assert record["use_views"] is True and record["metrics"]["bmca"]["mean"] > 0.9
+    modes = record["modes"]
+    assert modes["scored"] == "none" and modes["none"]["bmca"] == pytest.approx(record["metrics"]["bmca"]["mean"])
+    d = modes["views"]["difference"]
+    assert d["difference"] == pytest.approx(modes["views"]["bmca"] - modes["none"]["bmca"])
+    assert d["low"] <= d["difference"] <= d["high"]
+    assert "scored on the clean view (as predict runs it): BMCA" in result.stdout
     run("fit", "--head", "softmax", "--features", path, "--cv", "3", "-p", "max_epochs=15", "--no-views")
     labels = {json.loads(p.read_text())["settings_label"] for p in runs_dir().glob("*.json")}
     assert labels == {"max_epochs=15", "max_epochs=15,no-views"}
+    assert "softmax +2 views" in run("compare").stdout
+
+
+def test_the_cv_scores_each_test_images_clean_view_with_a_head_trained_on_every_view(tmp_path):
+    from skinfeat.data.folds import resolve_folds
+    from skinfeat.features.store import read_features
+    from skinfeat.heads import make_head
+    from skinfeat.heads.inference import in_classes_order
+    from skinfeat.runs.cv import cross_validate, training_rows
+
+    path = tmp_path / "views.h5"
+    write_synthetic(path, counts=SMALL, dim=16, separation=1.0, views=2, seed=3)
+    fs = read_features(path)
+    folds = resolve_folds(fs, None, 3)
+    result = cross_validate(fs, "logreg", folds=folds)
+    for f in range(3):
+        train, test = np.flatnonzero(folds.fold != f), np.flatnonzero(folds.fold == f)
+        X, y, groups = training_rows(fs, train, use_views=True)
+        assert len(X) == 3 * len(train)
+        head = make_head("logreg").fit(X, y, groups=groups)
+        want = in_classes_order(head.predict_proba(fs.features[test]), head.classes_)
+        np.testing.assert_allclose(result.oof_proba[test], want, atol=1e-6)
+    assert (result.oof_views >= 0).all() and (result.oof_views != result.oof_pred).any()
 
 
 @pytest.mark.parametrize("head", ["logreg", "lightgbm", "softmax"])
