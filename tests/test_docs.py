@@ -57,14 +57,16 @@ def test_the_python_api_example_runs(tmp_path, ham10000):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "work", capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    assert lines[0] == "(251, 1280) efficientnet-lite0"
-    assert re.fullmatch(r"BMCA per fold: \[0\.\d+, 0\.\d+, 0\.\d+\]", lines[1])
+    assert re.fullmatch(r"251 images in \d+ s \(\d+ s in the backbone\)", lines[0])
+    assert lines[1] == "(251, 2688) efficientnet-lite0-stages-sog"  # the CLI's default backbone
+    assert re.fullmatch(r"BMCA per fold: \[0\.\d+, 0\.\d+, 0\.\d+\]", lines[2])
+    assert "note: fold" in done.stderr and "moves in big steps" in done.stderr  # folds of a handful of DF
     assert re.fullmatch(r"CV BMCA 0\.\d+", next(line for line in lines if line.startswith("CV BMCA")))
     from skinfeat.data.layouts import load_dataset
 
     first = load_dataset(data=ham10000).image_ids[:120:40]
     assert [line.split()[0] for line in lines[-3:]] == first
-    assert all(re.match(r"ISIC_\d{7} \[\('[A-Z]+', '[a-z]", line) for line in lines[-3:])
+    assert all(re.match(r"ISIC_\d{7} [A-Z]+ \[\('[A-Z]+', '[a-z]", line) for line in lines[-3:])
     assert (tmp_path / "work" / "model" / "model.json").is_file()
 
 
@@ -72,6 +74,7 @@ def test_the_readme_h5py_snippet_runs(tmp_path, ham10000):
     """The feature-file snippet of the README, on a real file named as extract names it."""
     from fakes import make_pooling_module
     from model_factory import ham_subset
+
     from skinfeat.features.extract import extract_features
 
     subset = ham_subset(ham10000, per_class=1)

@@ -44,6 +44,8 @@ def build_builtin(entry, force=False):
     if not force and is_built(entry):
         return builtin_dir(entry)
     entry.weights_path()  # a missing package is a clear error before any work
+    print(f"skinfeat: building backbone {entry.name} from its packaged weights into the module cache "
+          "(once; 15-40 s on 2 cores)", file=sys.stderr)
 
     def produce(tmp):
         return run_fresh("skinfeat.backbones.build", [entry.name, tmp], ModuleError,

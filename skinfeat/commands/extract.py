@@ -78,8 +78,9 @@ def extract(data, images, labels, module, out, resize, lesion, views, augment, a
     if result.reused:
         click.echo(f"up to date: {result.n_images} images already extracted, nothing to do", err=True)
     else:
-        click.echo(f"extracted {result.n_images} images in {result.seconds:.1f} s "
-                   f"({result.images_per_second:.1f} images/s)", err=True)
+        click.echo(f"extracted {result.n_images} images in {result.wall_seconds:.1f} s ({result.seconds:.1f} s "
+                   f"running the backbone, {result.images_per_second:.1f} images/s; the rest: building or loading "
+                   "it and writing the file)", err=True)
     if result.skipped:
         click.echo(f"skipped {len(result.skipped)} unreadable images:", err=True)
         for image_id, reason in result.skipped:

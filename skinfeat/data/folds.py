@@ -104,6 +104,27 @@ def _check_lesions(fs, fold, path):
                             "rewrite it with `skinfeat data split`")
 
 
+THIN = 5  # fewer test images of a class than this in some fold: its recall there moves in steps of 0.2 or more
+
+
+def thin_classes(labels, fold):
+    """A note when some fold tests fewer than THIN images of a class (per-class recall,
+    and so BMCA, is then noise), naming the thinnest; None when every fold has enough."""
+    labels, fold = np.asarray(labels), np.asarray(fold)
+    worst = None
+    for f in np.unique(fold[fold >= 0]):
+        counts = np.bincount(labels[(fold == f) & (labels >= 0)].astype(int), minlength=len(CLASSES))
+        for c in np.flatnonzero((counts < THIN) & (np.bincount(labels[labels >= 0].astype(int),
+                                                                minlength=len(CLASSES)) > 0)):
+            if worst is None or counts[c] < worst[2]:
+                worst = (int(f), CLASSES[c], int(counts[c]))
+    if worst is None:
+        return None
+    return (f"note: fold {worst[0]} tests {worst[2]} {worst[1]} image{'s' * (worst[2] != 1)} (fewer than {THIN} of "
+            "a class in some fold): its recall, and so BMCA, moves in big steps; the interval says how much: "
+            "use more images or fewer folds for figures to compare")
+
+
 def check_class_counts(labels, k, from_file=False):
     """DataError when a class has images but fewer than ``k`` (some folds would lack it)."""
     if k < 2:

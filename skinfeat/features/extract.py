@@ -88,8 +88,9 @@ class ExtractResult:
     reused: bool
     n_images: int
     skipped: list = field(default_factory=list)  # [(image_id, reason)]
-    seconds: float = 0.0
-    images_per_second: float = 0.0
+    seconds: float = 0.0  # running the backbone (decode, resize, network), summed over chunks
+    images_per_second: float = 0.0  # n_images / seconds
+    wall_seconds: float = 0.0  # the whole call: building and loading the backbone, writing the file
 
 
 # ----------------------------------------------------------------------------- keys
@@ -236,6 +237,7 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
     if len(manifest) == 0:
         raise DataError("the dataset has no images; point --data at a folder with JPEG or PNG files")
 
+    start = time.perf_counter()
     if hasattr(module, "load"):
         mod = module
     else:
@@ -264,8 +266,10 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
             reuse = _reusable(out, key)  # another process may have finished it meanwhile
             if reuse:
                 return reuse
-            return _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress,
-                                   dataset_name, chunk_size, run, cluster)
+            result = _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress,
+                                     dataset_name, chunk_size, run, cluster)
+            result.wall_seconds = time.perf_counter() - start
+            return result
     except OSError as exc:
         raise _writable_error(out, exc, out.with_name(out.name + ".parts")) from None
 

@@ -10,6 +10,7 @@ the test image's views (test-time augmentation, ``predict --tta views``) is
 scored beside it, with the paired difference (the record's ``modes``).
 """
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from skinfeat.core.intervals import Resamples, interval, observed_bmca, paired_d
 from skinfeat.core.metrics import classification_metrics, expected_calibration_error, prior_baseline, summarize_folds
 from skinfeat.core.operating import operating_points
 from skinfeat.core.paths import runs_dir
-from skinfeat.data.folds import resolve_folds
+from skinfeat.data.folds import resolve_folds, thin_classes
 from skinfeat.heads import inference, make_head
 
 
@@ -85,6 +86,9 @@ def cross_validate(fs, head_name, params=None, folds=None, use_views=True, log=N
     the other folds' lesions (``lesion_fraction``, seeded by the fold), for a
     label-efficiency curve."""
     folds = folds or resolve_folds(fs)
+    thin = thin_classes(fs.labels, folds.fold)
+    if thin:
+        print(thin, file=sys.stderr)
     use_views = use_views and fs.views is not None
     oof = np.full((len(fs), len(CLASSES)), np.nan)
     result = CVResult([], [], oof, np.full(len(fs), -1), [], [], oof_scores=np.full_like(oof, np.nan),

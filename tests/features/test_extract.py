@@ -1,6 +1,7 @@
 """Extraction into the HDF5 feature cache, with a fake pooling backbone (a real
 TF SavedModel) on generated and real images."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,12 +15,12 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fakes import POOL_DIM
 from PIL import Image
 
-from fakes import POOL_DIM
 from skinfeat.cli import cli
-from skinfeat.data.layouts import load_dataset
 from skinfeat.core.errors import CacheError, DataError
+from skinfeat.data.layouts import load_dataset
 from skinfeat.features.extract import extract_features
 from skinfeat.features.store import read_features
 
@@ -43,9 +44,15 @@ def class_dir(tmp_path):
 
 def test_extract_writes_documented_layout_and_pooled_values(class_dir, pool_module):
     manifest = load_dataset(data=class_dir)
+    start = time.perf_counter()
     result = extract_features(manifest, pool_module, dataset_name="toy", progress=False)
     assert not result.reused and result.n_images == 10 and result.skipped == []
+    # The whole call (loading the module, writing) and the backbone's share of it, said apart.
+    assert 0 < result.seconds < result.wall_seconds <= time.perf_counter() - start
     with h5py.File(result.path) as f:
+        # Each image file's content hash (16 hex digits of its sha256), which a model keeps of what it saw.
+        want = [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p in manifest.paths]
+        assert list(f["content_sha256"].asstr()[:]) == want
         assert f["features"].shape == (10, POOL_DIM) and f["features"].dtype == np.float32
         ids = list(f["image_id"].asstr()[:])
         assert ids == list(manifest.image_ids)

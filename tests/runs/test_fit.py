@@ -325,3 +325,19 @@ def test_knn_head_fits_records_its_k_and_saves_a_model(tmp_path):
     logreg = run("fit", "--head", "logreg", "--features", tmp_path / "syn.h5", "--cv", "3")
     alphas = json.loads(open(logreg.stdout.split("record: ")[1].split()[0]).read())["chosen"]
     assert len(alphas) == 3 and all(c["alpha"] in (0.15, 0.05, 0.015) for c in alphas)
+
+
+def test_folds_that_test_a_handful_of_a_class_are_noted(tmp_path):
+    from skinfeat.data.folds import THIN, thin_classes
+
+    path = tmp_path / "small.h5"
+    write_synthetic(path, counts=SMALL, dim=8, separation=2.0, seed=4)  # 10 DF, 10 VASC: 3-4 per fold of 3
+    result = run("fit", "--head", "logreg", "--features", path, "--cv", "3", "-q")
+    assert result.exit_code == 0, result.output
+    note, = [line for line in result.stderr.splitlines() if line.startswith("note: fold")]
+    assert f"fewer than {THIN} of a class in some fold" in note and ("DF" in note or "VASC" in note)
+    labels = np.repeat(np.arange(7), 20)
+    fold = np.tile(np.arange(4), 35)  # 5 of every class in each of 4 folds: enough
+    assert thin_classes(labels, fold) is None
+    fold[(labels == 5) & (fold == 2)] = 1  # fold 2 now tests no DF at all
+    assert thin_classes(labels, fold).startswith("note: fold 2 tests 0 DF images")
