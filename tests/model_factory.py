@@ -33,9 +33,10 @@ def ham_subset(ham10000, per_class=PER_CLASS, skip=0):
     return manifest.subset(sorted(rows))
 
 
-def build_model(root, ham10000, module, head="logreg", views=0, params=None):
+def build_model(root, ham10000, module, head="logreg", views=0, params=None, operating_point=None):
     """``root/model`` fitted with ``head`` on ``module`` features of a HAM subset
-    (``root/features.h5``); built once, then reused."""
+    (``root/features.h5``), with ``operating_point`` (``fit --operating-point``) when
+    given; built once, then reused."""
     from skinfeat.runs.fit import run_fit
     from skinfeat.features.extract import extract_features
 
@@ -48,7 +49,8 @@ def build_model(root, ham10000, module, head="logreg", views=0, params=None):
         root.mkdir(parents=True)
         result = extract_features(ham_subset(ham10000), module, out=root / "features.h5", views=views,
                                   progress=False)
-        record = run_fit(result.path, head, params, cv=2, out=root / "model", runs=root / "runs")
+        record = run_fit(result.path, head, params, cv=2, out=root / "model", runs=root / "runs",
+                         operating_point=operating_point)
         info = {"model": str(root / "model"), "features": str(result.path), "record": record["record_path"],
                 "module": str(module)}
         done.write_text(json.dumps(info))
@@ -79,12 +81,13 @@ def pool_module(skinfeat_home):
     return str(module)
 
 
-def pool_model(skinfeat_home, ham10000, head="logreg"):
+def pool_model(skinfeat_home, ham10000, head="logreg", operating_point=None):
     """Fast: the fake pooling backbone (9 features), 2 augmented views per image."""
     home = Path(skinfeat_home) / "test_models"
     module = pool_module(skinfeat_home)
-    return build_model(home / f"pool-{head}", ham10000, module, head, views=2,
-                       params={"max_epochs": 5} if head == "softmax" else None)
+    tag = f"-{operating_point.replace(':', '-').replace('=', '')}" if operating_point else ""
+    return build_model(home / f"pool-{head}{tag}", ham10000, module, head, views=2,
+                       params={"max_epochs": 5} if head == "softmax" else None, operating_point=operating_point)
 
 
 def map_model(skinfeat_home, ham10000, head="logreg", params=None):

@@ -41,6 +41,7 @@ from urllib.parse import parse_qs
 
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import DataError, SkinfeatError, UsageError
+from skinfeat.core.operating import point_line
 from skinfeat.imaging.images import FORMATS, FileError
 from skinfeat.imaging.tta import TTA_SETS
 from skinfeat.model.ensemble_dir import load_any
@@ -92,6 +93,7 @@ def model_summary(model, tta):
                "classes": [{"class": c, "name": FULL_NAMES[c]} for c in CLASSES],
                "metadata": list(model.metadata["columns"]) if model.metadata else [],
                "metadata_optional": bool(model.metadata) and model.fallback is not None,
+               "operating_point": _point(getattr(model, "operating_point", None)),
                "tta": tta, "skinfeat_version": manifest.get("skinfeat_version"), "created": manifest.get("created")}
     if "members" in manifest:
         summary["members"] = [{"dir": m.get("dir"), "run_id": m.get("run_id")} for m in manifest["members"]]
@@ -257,6 +259,14 @@ class App:
         return 200, "application/json", _json(item)
 
 
+def _point(point):
+    """What /model says of the model's operating point (None: it has none)."""
+    if point is None:
+        return None
+    return {"rule": point_line(point), "task": point["task"], "threshold": point["threshold"],
+            "sensitivity": point["sensitivity"], "specificity": point["specificity"]}
+
+
 def _rounded(value):
     return None if value is None else round(float(value), 4)
 
@@ -352,8 +362,9 @@ form.onsubmit = async (e) => {
   const answer = await fetch("predict", {method: "POST", body: new FormData(form)});
   const body = await answer.json();
   if (!answer.ok) { status.textContent = "Error: " + body.error; return; }
-  status.textContent = "Decision: " + body.decision.name + " (" + body.decision["class"] +
-    "), not a diagnosis. Most probable classes (calibrated probabilities):";
+  status.textContent = "Decision: " + body.decision.name + " (" + body.decision["class"] + ")" +
+    ("refer" in body ? (body.refer ? "; refer: yes" : "; refer: no") : "") +
+    ", not a diagnosis. Most probable classes (calibrated probabilities):";
   for (const t of body.top) {
     const row = document.getElementById("top").insertRow();
     row.insertCell().textContent = t.name + " (" + t["class"] + ")";

@@ -84,7 +84,13 @@ def curve_lines(records):
 @click.option("--param", "-p", "param", multiple=True, metavar="KEY=VALUE",
               help="Any other head parameter, e.g. -p hidden=512 -p loss=focal (repeatable).")
 @click.option("--views/--no-views", default=True, show_default=True,
-              help="Train on every augmented view in the file and average predictions over views (TTA).")
+              help="Train on every augmented view in the file (scored on the clean view, as predict runs; the "
+                   "mean over views beside it).")
+@click.option("--operating-point", "operating_point", metavar="TASK:sens=X",
+              help="Set a referral threshold on the out-of-fold predictions, carried by the --out model: "
+                   "predict, serve and the web page then say per image whether to refer, with the expected "
+                   "sensitivity and specificity. TASK:sens=X or TASK:spec=X, TASK melanoma (mel) or "
+                   "malignant (MEL+BCC+AKIEC), e.g. mel:sens=0.95.")
 @click.option("--out", type=click.Path(file_okay=False), metavar="DIR",
               help="Also fit on all CV images and save the model here.")
 @shift_check_options()
@@ -95,8 +101,8 @@ def curve_lines(records):
                    "kept, seeded), scored on the whole test fold: a label-efficiency curve, e.g. "
                    "0.01,0.1,0.25,1 (one record per value, each with its interval).")
 @progress_option("Per-fold progress on stderr (-q: none).")
-def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust, param, views, out, shift_data,
-        shifts, tta, test_data, fractions, progress):
+def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust, param, views, operating_point,
+        out, shift_data, shifts, tta, test_data, fractions, progress):
     """Fit a head on cached features with lesion-grouped cross-validation.
 
     Prints BMCA (balanced multiclass accuracy, the ISIC metric), accuracy,
@@ -115,6 +121,13 @@ def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust
     if len(shares) > 1 and out:
         raise click.UsageError("--out saves one model; expected one --train-fraction with it (1: every image)")
     columns = parse_columns(metadata) if metadata else None
+    if operating_point is not None:
+        from skinfeat.core.operating import parse_point
+
+        try:
+            parse_point(operating_point)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--operating-point") from None
     params = _parse_params(param)
     params.update({k: v for k, v in (("class_weight", class_weight), ("sampling", sampling),
                                       ("adjust", adjust)) if v is not None})
@@ -133,7 +146,8 @@ def fit(head, features, metadata, folds_path, cv, class_weight, sampling, adjust
             log(f"train fraction {share:g}")
         record = run_fit(list(features) if len(features) > 1 else features[0], head, params, folds_path=folds_path,
                          cv=cv, use_views=views, out=out, log=log, shift_data=shift_manifest, shifts=parsed, tta=tta,
-                         test=test, test_name=test_data, progress=progress, metadata=columns, train_fraction=share)
+                         test=test, test_name=test_data, progress=progress, metadata=columns, train_fraction=share,
+                         operating_point=operating_point)
         curve.append(record)
     if len(curve) > 1:
         click.echo("\n".join(curve_lines(curve)))

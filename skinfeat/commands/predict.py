@@ -67,11 +67,17 @@ def predict(model_dir, inputs, top_k, tta, fmt, out, metadata_csv, fallback_dir)
     predictions = skips.reported(predict_paths(model, inputs, tta=tta, on_skip=skips.add, metadata=table,
                                                fallback=fallback))
     shown = bool(model.metadata)  # each image says whether its metadata or the image alone answered
+    point = getattr(model, "operating_point", None)
+    if point is not None:
+        from skinfeat.core.operating import point_line
+
+        click.echo(point_line(point), err=True)
     if out is None:
-        count = write_predictions(predictions, sys.stdout, fmt, top_k, shown)
+        count = write_predictions(predictions, sys.stdout, fmt, top_k, shown, point is not None)
     else:
         with writing(out, "the predictions"):
-            count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k, shown), keep=bool)
+            count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k, shown,
+                                                                      point is not None), keep=bool)
     skips.finish(count)
     if out is not None:
         click.echo(f"wrote {out}: {count} images" + (f", {len(skips.done)} skipped" if skips.done else ""), err=True)

@@ -95,4 +95,72 @@ def figure(entry, name):
     return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]" if e["low"] is not None else f"{e['value']:.3f}"
 
 
-__all__ = ["SENSITIVITY", "SPECIFICITIES", "TASKS", "figure", "operating_lines", "operating_points", "task_score"]
+# ----------------------------------------------------------------------------- a chosen operating point
+
+ALIASES = {"melanoma": "melanoma", "mel": "melanoma", "malignant": "malignant"}
+BY = {"sens": "sensitivity", "sensitivity": "sensitivity", "spec": "specificity", "specificity": "specificity"}
+POINT_HELP = "TASK:sens=X or TASK:spec=X, TASK melanoma (mel) or malignant, X in (0, 1): e.g. mel:sens=0.95"
+
+
+def parse_point(text):
+    """(task, "sensitivity" | "specificity", target) of ``fit --operating-point``; ValueError
+    with what was expected."""
+    task, _, rest = str(text).partition(":")
+    by, _, value = rest.partition("=")
+    try:
+        target = float(value)
+    except ValueError:
+        target = None
+    if task.lower() not in ALIASES or by.lower() not in BY or target is None or not 0 < target < 1:
+        raise ValueError(f"{text!r} is not an operating point; expected {POINT_HELP}")
+    return ALIASES[task.lower()], BY[by.lower()], target
+
+
+def choose_point(y, proba, text, resamples):
+    """The operating point ``text`` (``parse_point``) set on out-of-fold probabilities
+    (as trained) of true classes ``y``: the threshold on the task's score that reaches
+    the target (sensitivity: the highest threshold whose sensitivity reaches it;
+    specificity: the lowest whose specificity does), and the sensitivity and
+    specificity there with their lesion-grouped intervals (``resamples``). An image
+    is referred when its score is at least the threshold."""
+    task, by, target = parse_point(text)
+    y = np.asarray(y, int)
+    positive = np.isin(y, [CLASSES.index(c) for c in TASKS[task]])
+    if positive.all() or not positive.any():
+        raise ValueError(f"the {task} operating point needs positive and negative images; these have "
+                         f"{int(positive.sum())} positive of {len(y)}")
+    score = task_score(proba, task)
+    thresholds = np.unique(score)[::-1]  # high to low: sensitivity rises, specificity falls
+    sens = np.array([(score[positive] >= t).mean() for t in thresholds])
+    spec = np.array([(score[~positive] < t).mean() for t in thresholds])
+    if by == "sensitivity":
+        threshold = thresholds[np.flatnonzero(sens >= target - 1e-12)[0]]
+    else:
+        threshold = thresholds[np.flatnonzero(spec >= target - 1e-12)[-1]]
+    referred = score >= threshold
+    entry = {"task": task, "positive_classes": list(TASKS[task]), "by": by, "target": target,
+             "threshold": float(threshold), "n_positive": int(positive.sum()), "n_negative": int((~positive).sum()),
+             "set_on": "out-of-fold probabilities (as trained)"}
+    for name, rows, hit in (("sensitivity", positive, referred), ("specificity", ~positive, ~referred)):
+        w = resamples.row_weights()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boots = (w[:, rows] * hit[rows]).sum(axis=1) / w[:, rows].sum(axis=1)
+        low, high = percentile_interval(boots)
+        entry[name] = {"value": float(hit[rows].mean()), "low": low, "high": high}
+    return entry
+
+
+def refer(proba, point):
+    """A bool per image of probabilities (as trained) ``proba`` [n, 7]: referred by the ``point``."""
+    return task_score(proba, point["task"]) >= point["threshold"]
+
+
+def point_line(point):
+    """One line of a chosen operating point, for the outputs that apply it."""
+    return (f"refer: {point['task']} ({'+'.join(point['positive_classes'])}) score >= {point['threshold']:.4g}, "
+            f"set for {point['by']} {point['target']:g} on the out-of-fold predictions: sensitivity "
+            f"{figure(point, 'sensitivity')}, specificity {figure(point, 'specificity')}")
+
+
+__all__ = ["POINT_HELP", "SENSITIVITY", "SPECIFICITIES", "TASKS", "choose_point", "figure", "operating_lines",
+           "operating_points", "parse_point", "point_line", "refer", "task_score"]

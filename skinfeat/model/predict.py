@@ -167,12 +167,17 @@ def prediction_item(p, top_k=DEFAULT_TOP_K):
     return {"image": p.image, "path": p.path,
             "decision": {"class": p.decision, "name": FULL_NAMES[p.decision]},
             "top": [{"class": c, "name": n, "probability": round(q, 6)} for c, n, q in p.top(top_k)],
-            "inputs": p.inputs, "probabilities": rounded(p.probability), "calibrated": p.calibrated,
+            "inputs": p.inputs, **({} if p.refer is None else {"refer": p.refer}),
+            "probabilities": rounded(p.probability), "calibrated": p.calibrated,
             "decision_scores": rounded(p.adjusted),
             "probabilities_as_trained": rounded(p.proba)}
 
 
-def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, show_inputs=False):
+def _referred(p):
+    return "-" if p.refer is None else "yes" if p.refer else "no"
+
+
+def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, show_inputs=False, show_refer=False):
     """Write ``predictions`` (an iterable, consumed as it comes) to the text
     ``stream`` in ``fmt`` (one of FORMATS); returns how many were written.
 
@@ -183,6 +188,9 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, sho
     - csv: image, decision, then class, name and probability of each of the top k
     - with ``show_inputs`` (a model fitted with metadata), table and csv also say what
       answered each image: its ``inputs`` (json always does)
+    - with ``show_refer`` (a model with an operating point), table and csv have a
+      ``refer`` column after the decision: yes, no, or - for an image its fallback
+      answered (json: ``refer``, where the answering model has a point)
     - isic: the ISIC 2018 Task 3 submission, ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``
 
     Probabilities are calibrated (``Prediction.probability``); the decision is the
@@ -195,7 +203,7 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, sho
 
     writer = csv.writer(stream, lineterminator="\n")
     if fmt == "csv":
-        writer.writerow(["image", "decision"] + (["inputs"] if show_inputs else [])
+        writer.writerow(["image", "decision"] + (["refer"] if show_refer else []) + (["inputs"] if show_inputs else [])
                         + [f"{f}_{r}" for r in range(1, top_k + 1) for f in ("class", "name", "probability")])
     elif fmt == "isic":
         writer.writerow(["image", *CLASSES])
@@ -207,11 +215,14 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, sho
         if fmt == "table":
             if not count:
                 kind = "calibrated probabilities" if p.calibrated else "probabilities as trained (the model records no calibration)"
-                stream.write(f"{'image':<14} {'decision':<8}  most probable classes, {kind}\n")
+                stream.write(f"{'image':<14} {'decision':<8}  " + ("refer  " if show_refer else "")
+                             + f"most probable classes, {kind}\n")
             shown = ", ".join(f"{name} ({code}) {prob:.3f}" for code, name, prob in top)
-            stream.write(f"{p.image:<14} {p.decision:<8}  {shown}" + (f"  [{p.inputs}]" if show_inputs else "") + "\n")
+            stream.write(f"{p.image:<14} {p.decision:<8}  " + (f"{_referred(p):<5}  " if show_refer else "")
+                         + shown + (f"  [{p.inputs}]" if show_inputs else "") + "\n")
         elif fmt == "csv":
-            writer.writerow([p.image, p.decision] + ([p.inputs] if show_inputs else []) + [v for code, name, prob in top for v in (code, name, f"{prob:.6f}")])
+            writer.writerow([p.image, p.decision] + ([_referred(p)] if show_refer else [])
+                            + ([p.inputs] if show_inputs else []) + [v for code, name, prob in top for v in (code, name, f"{prob:.6f}")])
         elif fmt == "isic":
             writer.writerow([p.image, *isic_row(p.adjusted)])
         else:

@@ -16,6 +16,7 @@ from skinfeat.backbones.tflite import TFLiteBackbone
 from skinfeat.core.calibration import calibrated, temperature_of
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import ModelError, SkinfeatError
+from skinfeat.core.operating import TASKS, refer
 from skinfeat.core.tf_runtime import tensorflow
 from skinfeat.data.metadata import beside_views, encode, width
 from skinfeat.heads.inference import LOG_PROBA, adjusted, class_offsets, in_classes_order
@@ -114,6 +115,7 @@ class Prediction:
     probability: np.ndarray
     calibrated: bool = True  # False: the model records no temperature, ``probability`` is as trained
     inputs: str = "image"  # what the model that answered took: "image", or "image+age+sex+..." with metadata
+    refer: bool | None = None  # referred by the model's operating point (fit --operating-point); None: it has none
 
     @property
     def decision(self):
@@ -130,9 +132,22 @@ def prediction_of(path, proba, model):
     """The ``Prediction`` of the image at ``path`` from its probabilities as trained by
     ``model`` (a Predictor or an ensemble's): its head's ``adjust`` makes the decision
     scores, its ``temperature`` the calibrated ones."""
+    point = getattr(model, "operating_point", None)
     return Prediction(Path(path).stem, str(path), proba, model.head.adjust(proba[None])[0],
                       calibrated(proba[None], model.temperature)[0], model.temperature is not None,
-                      inputs_of(model.metadata))
+                      inputs_of(model.metadata), None if point is None else bool(refer(proba[None], point)[0]))
+
+
+def operating_point_of(directory, manifest):
+    """The operating point a model carries (``fit --operating-point``), or None."""
+    point = (manifest.get("training") or {}).get("operating_point")
+    if point is None:
+        return None
+    if not (isinstance(point, dict) and point.get("task") in TASKS and isinstance(point.get("threshold"), (int, float))
+            and not isinstance(point.get("threshold"), bool)):
+        raise damaged(directory, f"its model.json has training.operating_point = {str(point)[:60]}, expected "
+                                 "{\"task\": \"melanoma\" or \"malignant\", \"threshold\": a number, ...}")
+    return point
 
 
 def inputs_of(metadata):
@@ -208,6 +223,7 @@ class Predictor:
                       for part in model_parts(self.manifest)]
         self.head = HeadFunction(directory, self.manifest)
         self.temperature = temperature_of(self.manifest)
+        self.operating_point = operating_point_of(directory, self.manifest)
         self.fallback = load_fallback(directory, self.manifest)
         self.metadata = self.manifest.get("metadata")  # the encoding, or None for an image-only model
         n_meta = width(self.metadata) if self.metadata else 0

@@ -13,7 +13,7 @@ import json
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.intervals import span
 from skinfeat.core.metrics import LABELS, SCALARS, confusion_scores
-from skinfeat.core.operating import operating_lines
+from skinfeat.core.operating import operating_lines, point_line
 from skinfeat.core.paths import runs_dir
 from skinfeat.runs.paired import Pairing, verdict
 from skinfeat.runs.records import EVALUATION_SCHEMA, latest_per_setting, read_records
@@ -311,6 +311,8 @@ def summary_lines(record):
     lines.append("       " + "".join(f"{c:>7}" for c in CLASSES))
     for c, row in zip(CLASSES, record["confusion"]):
         lines.append(f"{c:<7}" + "".join(f"{v:>7}" for v in row))
+    if record.get("operating_point"):
+        lines.append(point_line(record["operating_point"]))
     modes = record.get("modes")
     if modes:
         d = modes["views"]["difference"]

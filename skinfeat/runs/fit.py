@@ -22,6 +22,8 @@ import numpy as np
 from skinfeat import __version__
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import FeaturesError, SkinfeatError, UsageError
+from skinfeat.core.intervals import Resamples
+from skinfeat.core.operating import choose_point
 from skinfeat.core.writable import check_writable
 from skinfeat.data.folds import resolve_folds, unseen_folds
 from skinfeat.features.join import fit_features, parts
@@ -44,7 +46,7 @@ def _settings_label(cls, params):
 
 def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=True, out=None,
             log=None, runs=None, shift_data=None, shifts=(), tta="none", test=None, test_name=None,
-            progress=False, metadata=None, train_fraction=1.0):
+            progress=False, metadata=None, train_fraction=1.0, operating_point=None):
     """Cross-validate ``head`` on the features file ``features`` (or a list of files of
     several backbones, joined, and ``metadata`` columns appended: ``skinfeat.features.join``); with ``shifts`` (and
     ``shift_data``, the Manifest of the images the features came from), score the
@@ -116,6 +118,14 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         "model_dir": None,
     }
     scored_rows = np.flatnonzero(result.oof_pred >= 0)
+    if operating_point is not None:
+        try:
+            record["operating_point"] = choose_point(
+                fs.labels[scored_rows], result.oof_proba[scored_rows],
+                operating_point, Resamples.draw(np.asarray(fs.lesion_ids, dtype=str)[scored_rows],
+                                                folds.fold[scored_rows], grouped_by="lesion"))
+        except ValueError as exc:
+            raise UsageError(f"--operating-point {exc}") from None
     record["subgroups"] = subgroup_scores(
         fs.labels[scored_rows], result.oof_pred[scored_rows], np.asarray(fs.lesion_ids)[scored_rows],
         {c: np.asarray(v, dtype=object)[scored_rows] for c, v in (fs.metadata or {}).items()})
@@ -166,6 +176,7 @@ def training_info(fs, folds, record):
             "class_counts": np.bincount(fs.labels[used].astype(int), minlength=len(CLASSES)).tolist(),
             "folds": folds.describe(), "cv_bmca": record["metrics"]["bmca"], "run_id": record["run_id"],
             "cv_intervals": record.get("intervals"), "calibration": record.get("calibration"),
+            "operating_point": record.get("operating_point"),
             "shift": record.get("shift")}
 
 

@@ -20,7 +20,7 @@ from skinfeat.model.predictor import Predictor
 
 N_IMAGES = 12
 MODELS = {"lite0-logreg": lambda home, ham: lite0_model(home, ham),
-          "pool-softmax": lambda home, ham: pool_model(home, ham, "softmax")}
+          "pool-softmax": lambda home, ham: pool_model(home, ham, "softmax", operating_point="mel:sens=0.9")}
 
 
 def export_web(model, out):
@@ -173,6 +173,11 @@ def test_query_image_fills_the_predictions_table(served):
     top = re.search(r'<table id="top">(.*?)</table>', dom, re.S).group(1)
     assert top.count("<tr") == 3 and want.top(1)[0][1] in top  # the full name of the first choice
     assert f'data-class="{want.decision}"' in re.search(r'<span id="decision"[^>]*>', dom).group(0)
+    refer = re.search(r'<p id="refer"[^>]*>', dom).group(0)
+    if predictor.operating_point is None:
+        assert "hidden" in refer
+    else:  # the model's referral rule, as predict applies it
+        assert f'data-refer="{str(want.refer).lower()}"' in refer
     assert "not a diagnosis" in dom and predictor.manifest["backbone"]["module"].split("/")[-1] in dom
     for asked in server.asked:  # everything the page loaded is in the site
         assert (site / asked.split("?")[0].lstrip("/")).is_file(), asked

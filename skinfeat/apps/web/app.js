@@ -225,6 +225,13 @@ function show(model, result) {
     `<td>${(100 * p[i]).toFixed(1)}%</td></tr>`;
   $("decision").textContent = `${info.full_names[decided]} (${info.classes[decided]})`;
   $("decision").dataset.class = info.classes[decided];
+  const point = info.operating_point;
+  if (point) {  // the model's referral rule (fit --operating-point), on the probabilities as trained
+    const score = point.positive.reduce((sum, i) => sum + result.trained[i], 0);
+    $("refer").hidden = false;
+    $("refer").dataset.refer = String(score >= point.threshold);
+    $("refer").textContent = (score >= point.threshold ? "Refer: yes. " : "Refer: no. ") + point.rule;
+  }
   if (!info.calibrated) $("hint").textContent = "Probabilities are as the head was trained (this model records no " +
     "calibration); the decision is the class the model's balanced-accuracy rule picks.";
   $("top").innerHTML = order.slice(0, 3).map(row).join("");

@@ -35,6 +35,7 @@ import numpy as np
 from skinfeat.core.atomic import atomic_dir
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import ModelError, UsageError
+from skinfeat.core.operating import point_line
 from skinfeat.core.writable import check_writable, writing
 from skinfeat.imaging.images import MAX_ASPECT, MAX_PIXELS, MIN_SIDE
 from skinfeat.model.format import model_parts, read_manifest, read_state
@@ -95,6 +96,9 @@ def head_files(directory, manifest, predictor):
             "resize": predictor.resize, "classes": list(CLASSES), "full_names": [FULL_NAMES[c] for c in CLASSES],
             "columns": predictor.head.columns.tolist(), "offsets": predictor.head.offsets.tolist(),
             "temperature": predictor.temperature or 1.0, "calibrated": predictor.temperature is not None,
+            "operating_point": None if predictor.operating_point is None else {
+                "positive": [CLASSES.index(c) for c in predictor.operating_point["positive_classes"]],
+                "threshold": predictor.operating_point["threshold"], "rule": point_line(predictor.operating_point)},
             "power": float(manifest["params"].get("power", 1)), "n_features": predictor.head.n_features,
             "limits": {"min_side": MIN_SIDE, "max_aspect": MAX_ASPECT, "max_pixels": MAX_PIXELS},
             "arrays": arrays, "layers": layers}
