@@ -67,10 +67,11 @@ class Explanation:
     image_id: str
     image: np.ndarray  # [H, W, 3] the model input
     saliency: np.ndarray  # [H, W] in [0, 1] (all 0 when nothing matters)
-    proba: np.ndarray  # [7] CLASSES order, as ``skinfeat predict`` shows them (adjusted)
+    proba: np.ndarray  # [7] CLASSES order, as ``skinfeat predict`` shows them (calibrated)
     target: int  # the explained class (index into CLASSES)
     method: str
     peak: float = 1.0  # what 1 on the map stands for (UNITS[method])
+    decision: int = None  # the model's decision (index into CLASSES), as predict makes it
     figure: object = None
     out: Path | None = None
 
@@ -85,11 +86,12 @@ def explain(model_dir, image_path, method="occlusion", target=None, grid=DEFAULT
     _check_method(method)
     model = load_predictor(model_dir)
     image = model.load_image(image_path)
-    proba = model.head.adjust(model.predict_proba(image[None]))[0]
-    index = int(np.argmax(proba)) if target is None else _class(target)
+    shown = model.prediction(image_path, model.predict_proba(image[None])[0])
+    decision = CLASSES.index(shown.decision)
+    index = decision if target is None else _class(target)
     backbone = method_backbone(model, method, module)
     saliency, peak = saliency_map(model, image, index, method, grid, backbone)
-    result = Explanation(Path(image_path).stem, image, saliency, proba, index, method, peak)
+    result = Explanation(Path(image_path).stem, image, saliency, shown.probability, index, method, peak, decision)
 
     result.figure = plot_explanation(result)
     result.out = _save(result.figure, out)
@@ -112,7 +114,7 @@ class Cell:
     peak: float
     true: int  # -1 when unlabelled
     predicted: int
-    proba: float  # of the predicted class (adjusted, as predict shows it)
+    proba: float  # of the decided class (calibrated, as predict shows it)
     border: float  # the map's share on the outer band
 
 
@@ -172,11 +174,11 @@ def explain_sample(model_dir, data, n=DEFAULT_SAMPLE, per_class=False, method="o
     cells = []
     for row in bar(sample_rows(manifest.labels, n, per_class, seed), progress, unit="img", desc=f"explain ({method})"):
         image = model.load_image(manifest.paths[row])
-        proba = model.head.adjust(model.predict_proba(image[None]))[0]
-        best = int(np.argmax(proba))
+        shown = model.prediction(manifest.paths[row], model.predict_proba(image[None])[0])
+        best = CLASSES.index(shown.decision)
         saliency, peak = saliency_map(model, image, best, method, grid, backbone)
         cells.append(Cell(manifest.image_ids[row], image, saliency, peak, int(manifest.labels[row]), best,
-                          float(proba[best]), border_share(saliency)))
+                          float(shown.probability[best]), border_share(saliency)))
 
     sheet = Sheet(cells, method, f"{Path(model_dir).name} on {Path(data).name}", per_class)
     sheet.figure = plot_sheet(sheet)

@@ -64,6 +64,6 @@ def explain(model_dir, image, data, n, per_class, seed, method, target, grid, ou
     out = out or f"{Path(image).stem}__{method}.png"
     check_writable(out, "the picture")
     result = run(model_dir, image, method=method, target=target, grid=grid or 16, out=out, module=module)
-    best = CLASSES[int(result.proba.argmax())]
+    best = CLASSES[result.decision]
     click.echo(f"wrote {result.out}: {method} map of {CLASSES[result.target]} for {result.image_id} "
-               f"(predicted {FULL_NAMES[best]} ({best}) {result.proba.max():.3f})")
+               f"(decision {FULL_NAMES[best]} ({best}), probability {result.proba[result.decision]:.3f})")

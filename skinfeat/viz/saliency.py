@@ -66,8 +66,8 @@ def plot_explanation(result, top_k=3):
     right.set_xticks([0, 0.25, 0.5, 0.75, 1])
     right.set_xlabel("probability")
     right.set_title(f"top {top_k} classes", fontsize=11)
-    best = int(np.argmax(result.proba))
-    fig.suptitle(f"predicted: {FULL_NAMES[CLASSES[best]]} ({CLASSES[best]}) {result.proba[best]:.3f}"
+    best = int(np.argmax(result.proba)) if result.decision is None else result.decision
+    fig.suptitle(f"decision: {FULL_NAMES[CLASSES[best]]} ({CLASSES[best]}) {result.proba[best]:.3f}"
                  + (f"; explained: {FULL_NAMES[code]} ({code})" if result.target != best else ""),
                  fontsize=14)
     return fig
@@ -102,7 +102,8 @@ def plot_sheet(sheet, columns=6):
             ax.set_title(f"{cell.image_id}\ntrue {true} · pred {CLASSES[cell.predicted]} {cell.proba:.2f}",
                          fontsize=8.5, color="black" if cell.true < 0 else ("#1a7f37" if right else "#c62828"))
             ax.set_xlabel(f"peak {cell.peak:.3g} · border {cell.border:.0%}", fontsize=8)
-    _colorbar(fig, axes[:, -1].tolist(), f"{UNITS[sheet.method]}, relative to each map's peak", 1.0, shrink=0.6)
+    # Two lines: on a one-row sheet the bar is short, and one line of label was clipped.
+    _colorbar(fig, axes[:, -1].tolist(), f"{UNITS[sheet.method]},\nrelative to each map's peak", 1.0, shrink=0.6)
     fig.suptitle(f"{sheet.title}: {TITLES[sheet.method].splitlines()[0].rstrip(':')} of the predicted class\n"
                  f"{sheet.border:.0%} of the maps' mass lies on the outer {sheet.band:.1%} of each side "
                  f"({sheet.band_area:.0%} of the image)", fontsize=10)

@@ -6,17 +6,27 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import HAM10000, run
+from model_factory import ham_subset, lite0_model, map_model, pool_model, write_ham_folder
 from PIL import Image
 
-from helpers import run
-from model_factory import ham_subset, lite0_model, map_model, pool_model, write_ham_folder
+from skinfeat.apps.explain import (
+    border_share,
+    content_mask,
+    explain,
+    explain_sample,
+    grad_cam,
+    head_gradient,
+    input_gradient,
+    occlusion_map,
+    saliency_map,
+    savedmodel_backbone,
+)
 from skinfeat.cli import cli
+from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import ModelError, ModuleError, UsageError
-from skinfeat.apps.explain import (border_share, content_mask, explain, explain_sample, grad_cam, head_gradient,
-                              input_gradient, occlusion_map, saliency_map, savedmodel_backbone)
 from skinfeat.imaging.images import resize
 from skinfeat.model.predictor import load_predictor
-from helpers import HAM10000
 
 IMAGE = HAM10000 / "images" / "ISIC_0024310.jpg"
 
@@ -103,8 +113,11 @@ def test_cli_occlusion_with_the_real_backbone_writes_the_figure(skinfeat_home, h
     out = tmp_path / "saliency.png"
     result = run("explain", "--model", info["model"], IMAGE, "--out", out, "--grid", "8")
     assert result.exit_code == 0, result.output
-    proba = load_predictor(info["model"]).predict_proba(load_predictor(info["model"]).load_image(IMAGE)[None])[0]
-    assert result.stdout.startswith(f"wrote {out}: occlusion map of ") and f"{proba.max():.3f})" in result.stdout
+    model = load_predictor(info["model"])
+    shown = model.prediction(IMAGE, model.predict_proba(model.load_image(IMAGE)[None])[0])  # as predict shows it
+    assert result.stdout.startswith(f"wrote {out}: occlusion map of {shown.decision} ")
+    assert f"(decision {FULL_NAMES[shown.decision]} ({shown.decision}), probability " \
+           f"{shown.probability[CLASSES.index(shown.decision)]:.3f})" in result.stdout
     with Image.open(out) as png:
         assert png.size == (1300, 460)
         pixels = np.asarray(png.convert("RGB"))
@@ -227,8 +240,9 @@ def test_sheet_with_occlusion_counts_right_and_wrong(pool, ham10000, tmp_path):
     assert len(sheet.cells) == 5 and {c.image_id for c in sheet.cells} <= manifest_ids
     model = load_predictor(pool["model"])
     for cell in sheet.cells:
-        proba = model.head.adjust(model.predict_proba(cell.image[None]))[0]
-        assert cell.predicted == int(proba.argmax()) and cell.proba == pytest.approx(proba.max())
+        shown = model.prediction(cell.image_id, model.predict_proba(cell.image[None])[0])  # as predict shows it
+        assert CLASSES[cell.predicted] == shown.decision
+        assert cell.proba == pytest.approx(shown.probability[cell.predicted])
         assert cell.true >= 0 and 0 <= cell.border <= 1
     again = explain_sample(pool["model"], data, n=5, grid=4, seed=2, progress=False)
     assert [c.image_id for c in again.cells] != [c.image_id for c in sheet.cells]  # the seed draws others
