@@ -28,8 +28,10 @@ if ! skinfeat compare --format csv 2>/dev/null | grep -q "metadata=age+sex+local
 fi
 # Fit every head on every feature file that has no record yet (shift-checked on
 # fold 0), stack the top 3 runs into an ensemble (its own row, shift-checked),
-# print the table, then save the best run (worst shift first, CV second).
+# print the table, then save the best run (worst shift first, CV second), with the
+# best image-only run inside it when the best needs metadata (a photo comes without).
 skinfeat compare --fit --heads "${SKINFEAT_HEADS:-logreg,softmax}" --folds "$runs/folds.csv" \
   --data "$data" --shift standard --ensemble 3 --best "$best"
-echo "predict with: skinfeat predict --model $best [--metadata CSV] IMAGES...; evaluate with: skinfeat evaluate --model $best --data D --shift standard" \
-  "(--metadata CSV: HAM10000_metadata.csv or the ISIC layout, when the best run was fitted with metadata)"
+echo "predict with: skinfeat predict --model $best IMAGES... (a photo alone is answered by the image-only model" \
+  "the best model holds; --metadata CSV: HAM10000_metadata.csv or the ISIC layout, for images with age, sex and site);" \
+  "evaluate with: skinfeat evaluate --model $best --data D --shift standard"

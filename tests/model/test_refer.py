@@ -63,9 +63,10 @@ def test_a_bad_operating_point_is_a_usage_error(text, tmp_path, skinfeat_home, h
 @pytest.fixture(scope="module")
 def model(skinfeat_home, ham10000, tmp_path_factory):
     features = pool_model(skinfeat_home, ham10000)["features"]
-    out = tmp_path_factory.mktemp("refer") / "model"
+    root = tmp_path_factory.mktemp("refer")
+    out = root / "model"
     result = run("fit", "--head", "logreg", "--features", features, "--cv", "2", "--operating-point",
-                 "mel:sens=0.75", "--out", out, "-q")
+                 "mel:sens=0.75", "--out", out, "-q", env={"SKINFEAT_RUNS": str(root / "runs")})
     assert result.exit_code == 0, result.output
     assert "refer: melanoma (MEL) score >= " in result.stdout and "set for sensitivity 0.75" in result.stdout
     record = json.loads(Path(result.stdout.split("record: ")[1].split()[0]).read_text())

@@ -24,7 +24,7 @@ def best(skinfeat_home, ham10000, tmp_path_factory):
     metadata run ranks first), and the model `compare --best` saved from it."""
     features = pool_model(skinfeat_home, ham10000)["features"]
     root = tmp_path_factory.mktemp("best")
-    env = {"SKINFEAT_RUNS": str(root / "runs")}
+    env = {"SKINFEAT_RUNS": str(root / "runs"), "SKINFEAT_FEATURES": str(root / "features")}  # module scope: set here
     image = run("fit", "--head", "logreg", "--features", features, "--cv", "2", "-q", env=env)
     meta = run("fit", "--head", "logreg", "--features", features, "--cv", "2", "-q", "--metadata", META,
                "--data", ham10000, "--shift", "pad", env=env)
