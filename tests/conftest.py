@@ -2,12 +2,23 @@
 directories (set through environment variables, as a user would), so nothing
 touches ~/.cache or ./features."""
 
+import os
 import subprocess
+import tempfile
 
 import pytest
 
 from helpers import HAM10000
 from model_factory import pool_module as _pool_module
+
+
+def pytest_configure(config):
+    """Run records and feature caches of code outside a test's own fixtures (module- and
+    session-scoped fixtures run before the per-test folders are set) go to a folder of
+    this process, never to ./runs or ./features of the checkout."""
+    scratch = tempfile.mkdtemp(prefix="skinfeat-tests-")
+    os.environ["SKINFEAT_RUNS"] = os.path.join(scratch, "runs")
+    os.environ["SKINFEAT_FEATURES"] = os.path.join(scratch, "features")
 
 
 @pytest.fixture(scope="session")

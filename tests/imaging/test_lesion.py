@@ -14,7 +14,7 @@ import pytest
 
 from helpers import run, error_line
 from fakes import make_pooling_module
-from model_factory import ham_subset
+from model_factory import PER_CLASS, ham_subset
 from skinfeat.imaging import lesion
 from skinfeat.core.errors import UsageError
 from skinfeat.features.store import read_features
@@ -262,16 +262,17 @@ def test_predict_and_evaluate_run_a_cropping_model(fitted, tmp_path):
     assert result.exit_code == 0, result.output
     images = tmp_path / "images"
     images.mkdir()
-    for p in fitted["manifest"].paths:
+    unseen = ham_subset(Path(fitted["manifest"].paths[0]).parents[1], skip=PER_CLASS)  # not the model's images
+    for p in unseen.paths:
         shutil.copy(p, images)
     lines = (Path(fitted["manifest"].paths[0]).parents[1] / "HAM10000_metadata.csv").read_text().splitlines()
-    ids = set(fitted["manifest"].image_ids)
+    ids = set(unseen.image_ids)
     labels = tmp_path / "labels.csv"
     labels.write_text("\n".join([lines[0]] + [line for line in lines[1:] if line.split(",")[1] in ids]) + "\n")
     result = run("evaluate", "--model", fitted["models"]["crop"], "--images", images, "--labels", labels,
                  "--shift", "zoom:1.5", "--format", "json", "--no-record")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["n"] == len(fitted["manifest"])
+    assert json.loads(result.stdout)["n"] == len(unseen)
 
 
 def test_shift_check_crops_each_shifted_image_as_prediction_does(fitted):
