@@ -26,9 +26,8 @@ from common import argument_parser, log, write_json
 
 from skinfeat.data.layouts import load_dataset
 from skinfeat.data.split import make_folds
-from skinfeat.runs.cv import decide
 from skinfeat.runs.cv import training_rows
-from skinfeat.heads.inference import mean_over_views
+from skinfeat.heads.inference import class_offsets, decide, mean_over_views
 from skinfeat.features.store import read_features
 from skinfeat.heads import make_head
 from skinfeat.core.metrics import classification_metrics
@@ -74,7 +73,7 @@ def score(head, feats, y, columns):
         feats = feats[:, :, :columns]
     proba = mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
                             feats[:, 1:] if feats.shape[1] > 1 else None)
-    m = classification_metrics(y, proba, decide(head, proba))
+    m = classification_metrics(y, proba, decide(proba, class_offsets(head.classes_, head.class_offsets_)))
     return m["bmca"], m["accuracy"]
 
 

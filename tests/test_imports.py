@@ -4,6 +4,7 @@ only its own layer and the layers before it); no private name (``_x``) is
 imported across modules; no module re-exports a name it imports."""
 
 import ast
+import os
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "skinfeat"
@@ -204,3 +205,18 @@ def test_function_level_imports_are_for_heavy_libraries():
                                for a in node.names}
                     lazy += [f"{name}:{node.lineno} imports {t} in a function" for t in targets if t not in heavy]
     assert lazy == []
+
+
+def test_every_benchmark_imports():
+    """A benchmark is not run by the suite, so a name it imports that moved or went
+    (as `runs.cv.decide` did) would only show when someone runs it: import each."""
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    names = sorted(p.stem for p in bench.glob("*.py"))
+    code = "import importlib, sys\nsys.argv = ['x']\nfor n in sys.stdin.read().split():\n    importlib.import_module(n)\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=bench, input=" ".join(names), capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(bench)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(names) >= 10
