@@ -247,9 +247,8 @@ class App:
             try:
                 prediction = predict_image(answering, data, tta=self.tta, metadata=metadata)
             except FileError as exc:  # the advice for a file on disk, said for an upload
-                raise DataError(f"{name} " + exc.reason.replace(
-                    "expected an image file: remove it or pass images only",
-                    f"expected the bytes of one image ({FORMATS})")) from None
+                advice = f"; expected the bytes of one complete image ({FORMATS})" if exc.advice else ""
+                raise DataError(f"{name} {exc.reason}{advice}") from None
             unknown = [c for c, n in model.unknown_metadata(metadata, 1).items() if n] if metadata else []
         item = prediction_item(prediction, top_k)
         del item["image"], item["path"]

@@ -44,7 +44,7 @@ def check_images(manifest, progress=False, workers=None):
         for i, (digest, complaint) in enumerate(bar(results, progress, total=len(manifest), unit="img",
                                                      desc="checking images", leave=False)):
             if complaint:
-                problems.append(error(f"image {manifest.image_ids[i]} {complaint.reason}", manifest.paths[i]))
+                problems.append(error(f"image {manifest.image_ids[i]} {complaint.detail}", manifest.paths[i]))
             if digest:
                 by_digest.setdefault(digest, []).append(i)
     for same in by_digest.values():

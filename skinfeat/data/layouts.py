@@ -37,7 +37,7 @@ def _skipper(problems):
     """``on_skip`` for skinfeat.imaging.images that records a warning in ``problems`` (None: raise)."""
     if problems is None:
         return None
-    return lambda path, exc: problems.append(warning(f"{shown(Path(path).name)} {exc.reason}", shown(path)))
+    return lambda path, exc: problems.append(warning(f"{shown(Path(path).name)} {exc.detail}", shown(path)))
 
 
 def suggest_class(label):

@@ -48,11 +48,18 @@ _KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a named pipe (FIFO)", stat.S_
 
 
 class FileError(DataError):
-    """A file that cannot be used; ``reason`` is the message without the file's name."""
+    """A file that cannot be used: ``reason`` says what is wrong with it (without the
+    file's name), ``advice`` what to do, for a file on disk; a front end that got the
+    bytes another way (an upload) says its own advice after ``reason``."""
 
-    def __init__(self, name, reason):
-        super().__init__(f"{name} {reason}")
-        self.reason = reason
+    def __init__(self, name, reason, advice=""):
+        super().__init__(f"{name} {reason}" + (f"; {advice}" if advice else ""))
+        self.reason, self.advice = reason, advice
+
+    @property
+    def detail(self):
+        """The message without the file's name: what is wrong, then what to do."""
+        return self.reason + (f"; {self.advice}" if self.advice else "")
 
 
 def shown(path):
@@ -124,7 +131,7 @@ def decode(source):
     name = "image bytes" if in_memory else shown(source)
     data = bytes(source) if in_memory else read_file(source)
     if not data:
-        raise FileError(name, "is a zero-byte file; expected an image file: re-copy or re-export it")
+        raise FileError(name, "is a zero-byte file", "expected an image file: re-copy or re-export it")
     try:
         if data[:2] == b"\xff\xd8":
             height, width = simplejpeg.decode_jpeg_header(data)[:2]
@@ -138,13 +145,13 @@ def decode(source):
                     return np.clip(np.asarray(im, np.float32) / 65535.0, 0, 1)[..., None].repeat(3, axis=2)
                 array = np.asarray(im.convert("RGB"))
     except UnidentifiedImageError:
-        raise FileError(name, f"is not an image (not {FORMATS}); "
-                              "expected an image file: remove it or pass images only") from None
+        raise FileError(name, f"is not an image (not {FORMATS})",
+                        "expected an image file: remove it or pass images only") from None
     except Image.DecompressionBombError:  # over twice MAX_PIXELS: PIL refuses it while reading the header
         raise FileError(name, f"has {_TOO_MANY}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data (PIL, simplejpeg)
-        raise FileError(name, f"is a damaged image ({exc}); expected a complete image file: "
-                              "re-copy or re-export it") from None
+        raise FileError(name, f"is a damaged image ({exc})",
+                        "expected a complete image file: re-copy or re-export it") from None
     return np.multiply(array, _INV_255, dtype=np.float32)  # one pass: uint8 -> float32 * (1/255)
 
 
