@@ -29,6 +29,8 @@ from pathlib import Path
 
 from common import ROOT, argument_parser, log, write_json
 
+from devtools.raw_http import raw_post
+
 KINDS = (("valid", 0.75), ("bad image", 0.08), ("oversized", 0.05), ("cut off", 0.07), ("slow", 0.05))
 # predict runs images in batches of 16, serve one at a time: float32 sums in another order,
 # then both round to 6 decimals; measured up to 2e-6 apart on one image of 40
@@ -55,27 +57,6 @@ def post(url, body, timeout=60):
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
-
-
-def raw(port, body, declared, pause=0.0, chunks=1):
-    """POST ``body`` by hand: ``declared`` bytes announced; sent in ``chunks`` with ``pause``
-    between them; the connection closed after sending (cut off when ``body`` is short)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
-                  f"Content-Length: {declared}\r\n\r\n".encode())
-        step = max(1, len(body) // chunks)
-        for start in range(0, len(body), step):
-            s.sendall(body[start:start + step])
-            time.sleep(pause)
-        if len(body) < declared:
-            return None, None  # cut off: nothing to read
-        reply = b""
-        while chunk := s.recv(65536):
-            reply += chunk
-            if b"\r\n\r\n" in reply and reply.split(b"\r\n\r\n", 1)[1].rstrip().endswith(b"}"):
-                break
-    head, _, payload = reply.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(payload)
 
 
 def main(argv=None):
@@ -133,9 +114,10 @@ def main(argv=None):
                     elif kind == "oversized":
                         status, _ = post(url, body * (2 ** 21 // len(body) + 1))
                     elif kind == "cut off":
-                        status, _ = raw(port, body[:len(body) // 2], len(body))
+                        raw_post(port, body[:len(body) // 2], len(body))
+                        status = None
                     else:
-                        status, answer = raw(port, body, len(body), pause=0.05, chunks=8)
+                        status, answer = raw_post(port, body, len(body), pause=0.05, chunks=8)
                         with lock:
                             if status != 200 or answer["decision"] != want[path]["decision"]:
                                 wrong.append((kind, path, status, None))

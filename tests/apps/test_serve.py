@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -292,36 +291,18 @@ def test_skinfeat_serve_runs_until_ctrl_c(pool, images):
             proc.wait()
 
 
-def _raw_post(server, body, declared, pause=0.0, chunks=1):
-    """POST ``body`` to /predict by hand on a socket (``declared`` bytes announced), in
-    ``chunks`` with ``pause`` between; (status, JSON) when the whole body was sent, else
-    None after closing mid-upload."""
-    port = int(server.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
-                  f"Content-Length: {declared}\r\nConnection: close\r\n\r\n".encode())
-        step = max(1, len(body) // chunks)
-        for start in range(0, len(body), step):
-            s.sendall(body[start:start + step])
-            time.sleep(pause)
-        if len(body) < declared:
-            return None
-        reply = b""
-        while chunk := s.recv(65536):
-            reply += chunk
-    head, _, payload = reply.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(payload)
-
-
 def test_uploads_cut_off_midway_and_slow_uploads_leave_the_server_answering(server, images):
     """What bench_serve.py does for minutes, on a short budget: clients that hang up
     mid-upload, and one that sends its image in slow pieces."""
+    from devtools.raw_http import raw_post
+
+    port = int(server.url.rsplit(":", 1)[1])
     jpeg = Path(images[0]).read_bytes()
     status, want, _ = server.call("/predict", jpeg, "image/jpeg")
     assert status == 200
     for _ in range(5):
-        assert _raw_post(server, jpeg[:len(jpeg) // 2], len(jpeg)) is None
-    got = _raw_post(server, jpeg, len(jpeg), pause=0.1, chunks=10)  # about a second to upload
+        assert raw_post(port, jpeg[:len(jpeg) // 2], len(jpeg)) is None
+    got = raw_post(port, jpeg, len(jpeg), pause=0.1, chunks=10)  # about a second to upload
     assert got == (200, want)
     assert server.call("/health")[:2] == (200, {"status": "ok"})
     with ThreadPoolExecutor(4) as pool:  # and the next clients are answered as before
