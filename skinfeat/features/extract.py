@@ -163,7 +163,7 @@ def _save_npz(path, **arrays):
         np.savez(tmp, **arrays)
 
 
-def _assemble(out, parts, manifest, key_parts, attrs, dim, trained_on=None):
+def _assemble(out, parts, manifest, key_parts, attrs, dim, hashes, trained_on=None):
     """Write the final HDF5 file from the chunk parts, one chunk in memory at a time.
     ``trained_on``: the image ids a fine-tuned backbone was trained on (None: not fine-tuned)."""
     index = [np.load(p, allow_pickle=False) for p in parts]  # npz arrays load on access
@@ -189,7 +189,7 @@ def _assemble(out, parts, manifest, key_parts, attrs, dim, trained_on=None):
             image_ids=np.asarray(manifest.image_ids)[rows], labels=np.asarray(manifest.labels)[rows],
             lesion_ids=np.asarray(manifest.lesion_ids)[rows],
             metadata={k: np.asarray(v, dtype=object)[rows] for k, v in manifest.metadata.items()},
-            content=[h[:CONTENT_HEX] for h in content_hashes(manifest.subset(rows))],
+            content=[hashes[r][:CONTENT_HEX] for r in rows],
             skipped=skipped, attrs=all_attrs)
     return skipped, seconds, len(rows)
 
@@ -243,12 +243,13 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
     else:
         mod = resolve_module(module)
     size = _image_size(mod, image_size)
+    hashes = content_hashes(manifest)  # each file read once: for the key, then kept in the file
     key_parts = {
         "module": mod.name, "module_fingerprint": mod.fingerprint, "input_size": list(size),
         "resize": resize, "views": int(views), "augment_seed": int(augment_seed) if views else None,
         **({"augment": augment} if views else {}), **({"lesion": lesion} if lesion != "none" else {}),
         **({"precision": precision} if precision != DEFAULT_PRECISION else {}),
-        "dtype": dtype, "manifest_sha256": manifest_digest(manifest), "format_version": FORMAT_VERSION,
+        "dtype": dtype, "manifest_sha256": manifest_digest(manifest, hashes), "format_version": FORMAT_VERSION,
     }
     key = feature_key(key_parts)
     out = Path(out) if out else features_dir() / (
@@ -267,7 +268,7 @@ def extract_features(manifest, module=None, *, out=None, resize=DEFAULT_RESIZE, 
             if reuse:
                 return reuse
             result = _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress,
-                                     dataset_name, chunk_size, run, cluster)
+                                     dataset_name, chunk_size, run, hashes, cluster)
             result.wall_seconds = time.perf_counter() - start
             return result
     except OSError as exc:
@@ -319,7 +320,7 @@ def _engine(run, precision):
     return session(run, precision)
 
 
-def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk, run,
+def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress, dataset_name, chunk, run, hashes,
                     cluster=None):
     parts_dir = out.with_name(out.name + ".parts")
     stamp = parts_dir / "key.txt"
@@ -360,7 +361,7 @@ def _extract_locked(manifest, mod, out, key, key_parts, size, on_error, progress
              "lesion": key_parts.get("lesion", "none"), "precision": precision, "skinfeat_version": __version__,
              **extra_attrs(precision, manifest),
              "tensorflow_version": _tf_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    skipped, seconds, count = _assemble(out, part, manifest, key_parts, attrs, mod.feature_dim,
+    skipped, seconds, count = _assemble(out, part, manifest, key_parts, attrs, mod.feature_dim, hashes,
                                         mod.trained_on() if hasattr(mod, "trained_on") else None)
     shutil.rmtree(parts_dir, ignore_errors=True)
     Path(str(out) + ".lock").unlink(missing_ok=True)
