@@ -163,7 +163,15 @@ def write_oof(record, fs, fold, result, runs=None):
     return name
 
 
-def cv_intervals(result, rows, fold):
+def cv_resamples(result, rows, fold):
+    """The lesion-grouped resamples of the scored rows (lesions resampled within their
+    fold; seeded), which every interval of a record is computed on."""
+    scored = np.flatnonzero(result.oof_pred >= 0)
+    return Resamples.draw(np.asarray(rows.lesion_ids, dtype=str)[scored], np.asarray(fold)[scored],
+                          grouped_by="lesion")
+
+
+def cv_intervals(result, rows, fold, resamples=None):
     """The record's ``intervals`` and ``operating_points``: lesion-grouped bootstrap 95 %
     intervals of the fold-mean BMCA, accuracy and macro AUC of the out-of-fold
     predictions (``skinfeat.core.intervals``), and the melanoma and malignant operating
@@ -171,8 +179,7 @@ def cv_intervals(result, rows, fold):
     (lesions resampled within their fold). ``rows``: anything with ``labels`` and
     ``lesion_ids``; ``fold``: their folds."""
     scored = np.flatnonzero(result.oof_pred >= 0)
-    lesions = np.asarray(rows.lesion_ids, dtype=str)[scored]
-    resamples = Resamples.draw(lesions, np.asarray(fold)[scored], grouped_by="lesion")
+    resamples = resamples if resamples is not None else cv_resamples(result, rows, fold)
     y = np.asarray(rows.labels)[scored].astype(int)
     return (interval(y, result.oof_proba[scored], result.oof_pred[scored], resamples),
             operating_points(y, result.oof_proba[scored], resamples))
@@ -191,7 +198,7 @@ def cv_calibration(result, rows, fold):
     return fields
 
 
-def cv_modes(result, rows, fold):
+def cv_modes(result, rows, fold, resamples=None):
     """The record's ``modes``: BMCA of the clean view (``MODE``, the CV figures) and, when
     the file has views, of the mean over views, with the paired lesion-grouped
     difference (views minus clean) on the same resamples; None without views."""
@@ -199,8 +206,7 @@ def cv_modes(result, rows, fold):
         return None
     scored = np.flatnonzero(result.oof_pred >= 0)
     y = np.asarray(rows.labels)[scored].astype(int)
-    resamples = Resamples.draw(np.asarray(rows.lesion_ids, dtype=str)[scored], np.asarray(fold)[scored],
-                               grouped_by="lesion")
+    resamples = resamples if resamples is not None else cv_resamples(result, rows, fold)
     clean, views = result.oof_pred[scored], result.oof_views[scored]
     return {"scored": MODE, "none": {"bmca": observed_bmca(y, clean, resamples)},
             "views": {"bmca": observed_bmca(y, views, resamples),
@@ -212,8 +218,9 @@ def summary_fields(result, rows, fold):
     (``cv_intervals``), per-class figures, the summed confusion matrix, the baseline,
     the calibration (``cv_calibration``)."""
     summary = summarize(result)
-    intervals, operating = cv_intervals(result, rows, fold)
+    resamples = cv_resamples(result, rows, fold)  # drawn once for every interval below
+    intervals, operating = cv_intervals(result, rows, fold, resamples)
     return {"metrics": summary["scalars"], "intervals": intervals, "operating_points": operating,
             "per_class": summary["per_class"], "confusion": summary["confusion"], "baseline": summary["baseline"],
-            "calibration": cv_calibration(result, rows, fold), "modes": cv_modes(result, rows, fold)}
+            "calibration": cv_calibration(result, rows, fold), "modes": cv_modes(result, rows, fold, resamples)}
 

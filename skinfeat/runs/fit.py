@@ -22,7 +22,6 @@ import numpy as np
 from skinfeat import __version__
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import FeaturesError, SkinfeatError, UsageError
-from skinfeat.core.intervals import Resamples
 from skinfeat.core.operating import choose_point
 from skinfeat.core.writable import check_writable
 from skinfeat.data.folds import resolve_folds, unseen_folds
@@ -31,7 +30,7 @@ from skinfeat.features.store import read_attrs
 from skinfeat.heads import head_class, make_head
 from skinfeat.model.format import lesion_policy
 from skinfeat.model.store import save_model
-from skinfeat.runs.cv import cross_validate, fit_final, summary_fields, write_oof
+from skinfeat.runs.cv import cross_validate, cv_resamples, fit_final, summary_fields, write_oof
 from skinfeat.runs.evaluate import evaluate_images
 from skinfeat.runs.records import check_runs_writable, new_run_id, read_records, settings_hash, write_record
 from skinfeat.runs.shiftcheck import shift_check
@@ -120,10 +119,8 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     scored_rows = np.flatnonzero(result.oof_pred >= 0)
     if operating_point is not None:
         try:
-            record["operating_point"] = choose_point(
-                fs.labels[scored_rows], result.oof_proba[scored_rows],
-                operating_point, Resamples.draw(np.asarray(fs.lesion_ids, dtype=str)[scored_rows],
-                                                folds.fold[scored_rows], grouped_by="lesion"))
+            record["operating_point"] = choose_point(fs.labels[scored_rows], result.oof_proba[scored_rows],
+                                                     operating_point, cv_resamples(result, fs, folds.fold))
         except ValueError as exc:
             raise UsageError(f"--operating-point {exc}") from None
     record["subgroups"] = subgroup_scores(
