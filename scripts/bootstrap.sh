@@ -33,3 +33,16 @@ if [ ! -f "$photos/eagle.jpg" ]; then
   rm -rf "$tmp"
 fi
 export SKINFEAT_TEST_PHOTOS="$photos"
+
+# More photos that are not dermoscopy, for the out-of-distribution benchmark and tests
+# (devtools/photos.py): the sample images inside the scikit-image wheel, unpacked
+# without installing scikit-image.
+more="$venv/share/skimage-photos"
+if [ ! -f "$more/astronaut.png" ]; then
+  tmp="$(mktemp -d)"
+  "$venv/bin/python" -m pip download -q --no-deps --only-binary=:all: -d "$tmp" scikit-image==0.25.2 >/dev/null 2>&1 \
+    && mkdir -p "$more" \
+    && "$venv/bin/python" -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [open(sys.argv[2] + '/' + n.rsplit('/', 1)[1], 'wb').write(z.read(n)) for n in z.namelist() if n.startswith('skimage/data/') and n.endswith(('.png', '.jpg')) and z.getinfo(n).file_size > 4096]" "$tmp"/scikit_image-*.whl "$more" \
+    || echo "skinfeat: could not unpack scikit-image's sample photos; the out-of-distribution tests will fail" >&2
+  rm -rf "$tmp"
+fi

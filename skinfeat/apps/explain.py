@@ -186,6 +186,76 @@ def explain_sample(model_dir, data, n=DEFAULT_SAMPLE, per_class=False, method="o
     return sheet
 
 
+ERRORS_PER_CLASS = 2
+
+
+def error_rows(oof, per_class=ERRORS_PER_CLASS):
+    """The most confident wrong out-of-fold predictions of a run (``oof``: its oof file's
+    arrays, ``skinfeat.runs.combine.read_oof``): up to ``per_class`` of each true class,
+    the highest probability of the wrongly decided class first, as [(row, true,
+    decided)]."""
+    proba, label = oof["proba"], np.asarray(oof["label"]).astype(int)
+    decided = oof["pred"] if oof.get("pred") is not None else np.nan_to_num(proba, nan=-1).argmax(axis=1)
+    scored = np.isfinite(proba).all(axis=1) & (np.asarray(oof["fold"]) >= 0) & (label >= 0)
+    chosen = []
+    for k in range(len(CLASSES)):
+        wrong = np.flatnonzero(scored & (label == k) & (decided != k))
+        order = wrong[np.argsort(-proba[wrong, decided[wrong]], kind="stable")][:per_class]
+        chosen += [(int(r), k, int(decided[r])) for r in order]
+    return chosen
+
+
+def errors_sheet_path(record):
+    """Where ``explain --errors`` puts a run's error gallery: beside its record, which ``report`` shows."""
+    return Path(record["record_path"]).with_suffix(".errors.png")
+
+
+def explain_errors(model_dir, data, per_class=ERRORS_PER_CLASS, method="occlusion", grid=8, out=None, module=None,
+                   progress=True, runs=None):
+    """The error gallery of the run a model was fitted by: per true class, its most
+    confident wrong out-of-fold predictions (``error_rows``), each image with the
+    saved model's map of the class the fold's head wrongly decided, its true class, and
+    the calibrated probability out of fold; the images are found in dataset ``data``.
+    Written to ``out`` (default: beside the run's record, ``errors_sheet_path``, where
+    ``skinfeat report`` shows it). Returns a :class:`Sheet`."""
+    from skinfeat.core.calibration import calibrated
+    from skinfeat.core.errors import DataError
+    from skinfeat.runs.combine import read_oof
+    from skinfeat.runs.records import read_records
+
+    _check_method(method)
+    model = load_predictor(model_dir)
+    run_id = (model.manifest.get("training") or {}).get("run_id")
+    record = next((r for r in read_records(runs) if r.get("run_id") == run_id), None)
+    if record is None:
+        raise DataError(f"the run record of model {model_dir} (run {run_id}) is not in {runs or 'runs/'}; the error "
+                        "gallery is drawn from its out-of-fold predictions: set $SKINFEAT_RUNS to the runs folder "
+                        "it was fitted with")
+    oof = read_oof(record, Path(record["record_path"]).parent)
+    rows = error_rows(oof, per_class)
+    if not rows:
+        raise DataError(f"run {run_id} has no wrong out-of-fold prediction to show")
+    manifest = load_dataset(data=data)
+    where = dict(zip(manifest.image_ids, manifest.paths))
+    missing = [str(oof["image_id"][r]) for r, _, _ in rows if str(oof["image_id"][r]) not in where]
+    if missing:
+        raise DataError(f"{data} has no image {missing[0]} ({len(missing)} of the {len(rows)} to show are missing); "
+                        "expected --data to be the dataset the run's features were extracted from")
+    temperature = (record.get("calibration") or {}).get("temperature")
+    proba = calibrated(np.nan_to_num(oof["proba"][[r for r, _, _ in rows]]), temperature)
+    backbone = method_backbone(model, method, module)
+    cells = []
+    for (row, true, decided), p in zip(bar(rows, progress, unit="img", desc=f"errors ({method})"), proba):
+        image_id = str(oof["image_id"][row])
+        image = model.load_image(where[image_id])
+        saliency, peak = saliency_map(model, image, decided, method, grid, backbone)
+        cells.append(Cell(image_id, image, saliency, peak, true, decided, float(p[decided]), border_share(saliency)))
+    sheet = Sheet(cells, method, f"the most confident errors of run {run_id}, out of fold", per_class=True)
+    sheet.figure = plot_sheet(sheet)
+    sheet.out = _save(sheet.figure, out or errors_sheet_path(record))
+    return sheet
+
+
 def _check_method(method):
     if method not in METHODS:
         raise UsageError(f"--method {method!r} is unknown; expected one of {', '.join(METHODS)}")

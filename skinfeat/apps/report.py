@@ -49,9 +49,16 @@ from skinfeat.runs.compare import (
     read_evaluations,
     table_cells,
 )
-from skinfeat.runs.records import read_records
+from skinfeat.runs.records import DRIFT_SCHEMA, read_records
 from skinfeat.viz.maps import feature_map
-from skinfeat.viz.plots import plot_confusion, plot_label_efficiency, plot_reliability, plot_roc_pr, plot_shifts
+from skinfeat.viz.plots import (
+    plot_confusion,
+    plot_drift,
+    plot_label_efficiency,
+    plot_reliability,
+    plot_roc_pr,
+    plot_shifts,
+)
 
 MAP_METHODS = ("umap", "tsne", "pca", "none")
 DEFAULT_MAP = "umap"
@@ -89,7 +96,8 @@ def write_report(out="report.html", runs=None, map_method=DEFAULT_MAP, map_subsa
                             "in detail is the leaderboard's first: pick another with `skinfeat report --run ID`")
     sections = [_leaderboard_section(rows, records, best), _run_section(best, runs, result, run is None),
                 _efficiency_section(best, records, result),
-                _shift_section(best, evaluations, result, "the best run" if run is None else "the run")]
+                _shift_section(best, evaluations, result, "the best run" if run is None else "the run"),
+                _errors_section(best, records, result), _drift_section(read_records(runs, DRIFT_SCHEMA), result)]
     fs = _features(best, result)
     if fs is not None:
         sections.append(_map_section(fs, map_method, map_subsample, result))
@@ -154,6 +162,7 @@ def _run_section(record, runs, result, best):
         parts.append(_operating_table(record["operating_points"]))
     if record.get("subgroups"):
         parts.append(_subgroup_table(record["subgroups"]))
+    parts.append(_ood_note(record.get("ood"), record.get("model_dir")))
     pooled_title = f"pooled over {k} folds · {name}"  # the label first: a long module name is cut at the end
     if record.get("confusion"):
         pooled = pooled_scores(record)
@@ -240,6 +249,60 @@ def _shift_section(record, evaluations, result, which):
         name = f"{record['backbone'].get('module')} + {record['head']}"
         parts.append(_figure(plot_shifts(record["shift"], title=name), "shift check", result))
     return "".join(parts) + "</section>"
+
+
+def _errors_section(record, records, result):
+    """The error gallery (``skinfeat explain --errors``) of the run shown, else of the newest
+    run that has one; how to make it when none has."""
+    from skinfeat.apps.explain import errors_sheet_path
+
+    def sheet(r):
+        return errors_sheet_path(r) if r.get("record_path") else None
+
+    shown = record if sheet(record) and sheet(record).is_file() else next(
+        (r for r in sorted(records, key=lambda r: r.get("created", ""), reverse=True)
+         if sheet(r) and sheet(r).is_file()), None)
+    if shown is None:
+        return ("<section><h2>Most confident errors</h2><p class='note'>No error gallery yet: "
+                "<code>skinfeat explain --model MODEL --errors --data DATA</code> draws, per true class, the run's "
+                "most confident wrong out-of-fold predictions with their saliency maps, and this report shows it."
+                "</p></section>")
+    data = base64.b64encode(sheet(shown).read_bytes()).decode("ascii")
+    result.figures.append("errors")
+    which = ("" if shown is record
+             else f" (of run {html.escape(str(shown.get('run_id')))}, {html.escape(shown['head'])})")
+    return (f"<section><h2>Most confident errors{which}</h2><figure><img alt='errors' src='data:image/png;base64,"
+            f"{data}'><figcaption>Per true class (one row each), the wrong out-of-fold predictions the run was most "
+            "sure of: the image, its true class, the class wrongly decided with its calibrated probability, and "
+            "the saved model's saliency map of that class.</figcaption></figure></section>")
+
+
+def _drift_section(drifts, result):
+    """The newest drift summary of unlabelled outside images (``skinfeat evaluate`` on a
+    folder without labels), or nothing when none was made."""
+    if not drifts:
+        return ""
+    d = max(drifts, key=lambda r: r.get("created", ""))
+    from skinfeat.runs.drift import format_drift
+
+    return ("<section><h2>Outside images without labels (drift)</h2>"
+            + _figure(plot_drift(d, title=f"{d['data']} under {d['model_dir']}"), "drift", result,
+                      "The class mix the model predicts on the new images beside its training mix, and how close the "
+                      "mean of their features is to the shift check's fold under each condition (nearest first).")
+            + "<pre>" + html.escape("\n".join(format_drift(d))) + "</pre></section>")
+
+
+def _ood_note(ood, model_dir):
+    """What the run's model does with images unlike its training images (``skinfeat.core.ood``)."""
+    if not ood:
+        return ("<p id='ood'>Images unlike the training images: this run saved no model with an "
+                "out-of-distribution score (fit with --out, or `compare --best`, to have one).</p>")
+    return (f"<p id='ood'>Images unlike the training images: its model ({html.escape(str(model_dir))}) flags an "
+            f"image as unusual when the distance of its standardised features from the subspace of the "
+            f"training features' top {ood['dims']} principal components is above {ood['threshold']:.1f}, the "
+            f"{ood['quantile']:.0%} "
+            f"point of the training images' out-of-fold scores ({ood['flagged_out_of_fold']:.1%} of the "
+            f"{ood['n']:,} flagged); `predict`, `serve`, the web page and `evaluate` say so.</p>")
 
 
 def _operating_table(block):

@@ -41,6 +41,7 @@ from urllib.parse import parse_qs
 
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import DataError, SkinfeatError, UsageError
+from skinfeat.core.ood import ood_line
 from skinfeat.core.operating import point_line
 from skinfeat.imaging.images import FORMATS, FileError
 from skinfeat.imaging.tta import TTA_SETS
@@ -94,6 +95,7 @@ def model_summary(model, tta):
                "metadata": list(model.metadata["columns"]) if model.metadata else [],
                "metadata_optional": bool(model.metadata) and model.fallback is not None,
                "operating_point": _point(getattr(model, "operating_point", None)),
+               "ood": _ood(getattr(model, "ood", None)),
                "tta": tta, "skinfeat_version": manifest.get("skinfeat_version"), "created": manifest.get("created")}
     if "members" in manifest:
         summary["members"] = [{"dir": m.get("dir"), "run_id": m.get("run_id")} for m in manifest["members"]]
@@ -266,6 +268,14 @@ def _point(point):
             "sensitivity": point["sensitivity"], "specificity": point["specificity"]}
 
 
+def _ood(score):
+    """What /model says of the model's out-of-distribution score (None: it has none)."""
+    if score is None:
+        return None
+    return {"rule": ood_line(score.about), "threshold": score.threshold,
+            "flagged_out_of_fold": score.about.get("flagged_out_of_fold")}
+
+
 def _rounded(value):
     return None if value is None else round(float(value), 4)
 
@@ -363,7 +373,8 @@ form.onsubmit = async (e) => {
   if (!answer.ok) { status.textContent = "Error: " + body.error; return; }
   status.textContent = "Decision: " + body.decision.name + " (" + body.decision["class"] + ")" +
     ("refer" in body ? (body.refer ? "; refer: yes" : "; refer: no") : "") +
-    ", not a diagnosis. Most probable classes (calibrated probabilities):";
+    ", not a diagnosis. Most probable classes (calibrated probabilities):" +
+    (body.unusual ? " WARNING: this image is unlike the model's training images; do not trust its classes." : "");
   for (const t of body.top) {
     const row = document.getElementById("top").insertRow();
     row.insertCell().textContent = t.name + " (" + t["class"] + ")";

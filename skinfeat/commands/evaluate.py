@@ -46,12 +46,20 @@ def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, rec
     AUC, log-loss, ECE, per-class recall, confusion matrix) next to the
     always-NV baseline and, with --shift, BMCA and accuracy under each shift and
     the worst case: a model that only holds on images framed like its training
-    set shows it here. A model records the images it was fitted on (by id and
+    set shows it here. Each image the model's out-of-distribution score flags
+    is counted ("unusual").
+
+    Images without labels get a drift summary instead: the class mix the model
+    predicts against its training mix, how many it flags as unusual, and which
+    of the shift check's conditions (clean, zoomed, rotated, recoloured, ...)
+    the images resemble most, from their features (needs a model fitted with
+    --shift ... --out; at least 20 images). A model records the images it was fitted on (by id and
     file content): data that holds any of them is refused, or with --unseen-only
     scored without them.
 
     \b
     skinfeat evaluate --model models/best --data ../isic2018_val --shift standard
+    skinfeat evaluate --model models/best --images clinic_photos/
     skinfeat evaluate --predictions preds.csv --labels ISIC2018_Task3_Test_GroundTruth.csv
     """
     from skinfeat.runs.evaluate import evaluate_images, evaluate_predictions, format_evaluation
@@ -82,6 +90,18 @@ def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, rec
 
             raise DataError(f"{data or images}: {len(errors)} problems in the data, the first: {errors[0]}; "
                             "evaluate scores every image, so fix them first (`skinfeat data check` lists them)")
+        if not (manifest.labels >= 0).any():  # unlabelled outside images: what they look like to the model
+            from skinfeat.runs.drift import drift_summary, format_drift
+
+            if parsed or tta != "none" or metadata_csv or unseen_only:
+                raise click.UsageError(f"{data or images} has no labels: evaluate gives its drift summary, which "
+                                       "takes no --shift, --tta, --metadata or --unseen-only; drop them, or give "
+                                       "labels")
+            result = drift_summary(model_dir, manifest, where=data or images, progress=progress, write=record)
+            click.echo(json.dumps(result, indent=1) if fmt == "json" else "\n".join(format_drift(result)))
+            if result.get("record_path"):
+                click.echo(f"record: {result['record_path']}", err=True)
+            return
         table = None
         if metadata_csv:
             from skinfeat.data.metadata import read_metadata_csv

@@ -18,6 +18,11 @@ from skinfeat.core.classes import CLASSES
 @click.option("--sample", "n", type=int, default=DEFAULT_SAMPLE, show_default=True, metavar="N",
               help="With --data: how many images (per class with --per-class), drawn at random.")
 @click.option("--per-class", is_flag=True, help="With --data: --sample images of each class, one row per class.")
+@click.option("--errors", is_flag=True,
+              help="With --data (the dataset the model was fitted on): the error gallery of the model's run, "
+                   "per true class its most confident wrong out-of-fold predictions with the map of the class "
+                   "wrongly decided; written beside the run's record (where `skinfeat report` shows it) "
+                   "unless --out is given.")
 @click.option("--seed", type=int, default=0, show_default=True, help="With --data: which images are drawn.")
 @click.option("--method", type=click.Choice(METHODS), default="occlusion", show_default=True,
               help="occlusion: how much grey patches lower the class's probability (any head; the "
@@ -34,7 +39,7 @@ from skinfeat.core.classes import CLASSES
 @click.option("--module", metavar="SPEC",
               help="gradient/gradcam: the model's backbone SavedModel (folder or handle), when it is not "
                    "in the catalog; it runs, so name only one you trust. Its fingerprint must match.")
-def explain(model_dir, image, data, n, per_class, seed, method, target, grid, out, module):
+def explain(model_dir, image, data, n, per_class, errors, seed, method, target, grid, out, module):
     """Show where the model looked: the image, a saliency map over it, and the
     predicted classes with their probabilities, as a PNG. With --data instead of
     an image: a contact sheet of many images, each with its map, its true and
@@ -45,6 +50,18 @@ def explain(model_dir, image, data, n, per_class, seed, method, target, grid, ou
 
     if (image is None) == (data is None):
         raise UsageError("give one IMAGE, or --data PATH for a contact sheet (not both)")
+    if errors:
+        if data is None or target is not None:
+            raise UsageError("--errors draws the run's errors from the dataset it was fitted on: give --data PATH "
+                             "and no IMAGE or --target")
+        from skinfeat.apps.explain import explain_errors
+
+        if out is not None:
+            check_writable(out, "the picture")
+        sheet = explain_errors(model_dir, data, method=method, grid=grid or 8, out=out, module=module)
+        click.echo(f"wrote {sheet.out}: {method} maps of the {len(sheet.cells)} most confident wrong out-of-fold "
+                   f"predictions ({len({c.true for c in sheet.cells})} true classes)")
+        return
     if data is not None:
         if target is not None:
             raise UsageError("--target explains one image; a sheet shows each image's predicted class: drop it")

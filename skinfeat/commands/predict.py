@@ -72,15 +72,41 @@ def predict(model_dir, inputs, top_k, tta, fmt, out, metadata_csv, fallback_dir)
         from skinfeat.core.operating import point_line
 
         click.echo(point_line(point), err=True)
+    ood = _OOD(model)
+    predictions = ood.counted(predictions)
     if out is None:
-        count = write_predictions(predictions, sys.stdout, fmt, top_k, shown, point is not None)
+        count = write_predictions(predictions, sys.stdout, fmt, top_k, shown, point is not None, ood.shown)
     else:
         with writing(out, "the predictions"):
             count = write_atomically(out, lambda f: write_predictions(predictions, f, fmt, top_k, shown,
-                                                                      point is not None), keep=bool)
+                                                                      point is not None, ood.shown), keep=bool)
     skips.finish(count)
+    ood.finish(count)
     if out is not None:
         click.echo(f"wrote {out}: {count} images" + (f", {len(skips.done)} skipped" if skips.done else ""), err=True)
+
+
+class _OOD:
+    """The model's out-of-distribution flag: what it means, said once on stderr before the
+    predictions, and how many images it flagged after them; a model saved before the
+    score existed is said to lack it, with how to refit."""
+
+    def __init__(self, model):
+        from skinfeat.core.ood import ood_line, refit_line
+
+        score = getattr(model, "ood", None)
+        self.shown, self.unusual = score is not None, 0
+        click.echo(ood_line(score.about) if self.shown else refit_line(model.directory), err=True)
+
+    def counted(self, predictions):
+        for p in predictions:
+            self.unusual += bool(p.unusual)
+            yield p
+
+    def finish(self, count):
+        if self.shown and count:
+            click.echo(f"{self.unusual} of {count} images are unusual" + (
+                ": their classes are guesses outside what the model knows" if self.unusual else ""), err=True)
 
 
 class _Skips:

@@ -154,3 +154,8 @@ def with_metadata(fs, columns):
     return FeatureSet(path=fs.path, features=np.concatenate([fs.features, extra], axis=1), views=views,
                       image_ids=fs.image_ids, labels=fs.labels, lesion_ids=fs.lesion_ids, metadata=fs.metadata,
                       attrs=attrs, extra=extra, content=fs.content)
+
+
+def image_width(fs):
+    """How many of the columns of ``fs.features`` come from images (the rest: metadata, ``fs.extra``)."""
+    return fs.features.shape[1] - (0 if fs.extra is None else fs.extra.shape[1])

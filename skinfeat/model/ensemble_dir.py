@@ -182,15 +182,28 @@ class EnsemblePredictor:
     def probabilities(self, sources, shift=None, tta=(), progress=None, metadata=None):
         """Probabilities [n, 7] as trained of ``sources`` (paths or decoded images; under
         ``shift``), each member averaging over the TTA views ``tta``."""
+        return self.assess(sources, shift, tta, progress, metadata)[0]
+
+    def assess(self, sources, shift=None, tta=(), progress=None, metadata=None):
+        """(``probabilities``, the first member's out-of-distribution scores or None)."""
         step = (lambda n: progress(n / len(self.members))) if progress else None
-        return combine(self.method, np.stack([m.probabilities(sources, shift, tta, step, metadata if m.metadata else None)
-                                              for m in self.members]), self.head)
+        done = [m.assess(sources, shift, tta, step, metadata if m.metadata else None) for m in self.members]
+        return combine(self.method, np.stack([proba for proba, _ in done]), self.head), done[0][1]
 
     def predict_tta(self, image, views=None, metadata=None):
         """Probabilities [7] of a decoded image, each member averaging over the views of
         extraction's augmentation it was trained with (``Predictor.predict_tta``)."""
-        return combine(self.method, np.stack([m.predict_tta(image, views, metadata if m.metadata else None)[None]
-                                              for m in self.members]), self.head)[0]
+        return self.assess_tta(image, views, metadata)[0]
+
+    def assess_tta(self, image, views=None, metadata=None):
+        """(``predict_tta``, the first member's out-of-distribution score or None)."""
+        done = [m.assess_tta(image, views, metadata if m.metadata else None) for m in self.members]
+        return combine(self.method, np.stack([proba[None] for proba, _ in done]), self.head)[0], done[0][1]
+
+    @property
+    def ood(self):
+        """The first member's out-of-distribution score (the members saw the same images)."""
+        return self.members[0].ood
 
     @property
     def seen(self):
@@ -208,5 +221,5 @@ class EnsemblePredictor:
         counts = [m.unknown_metadata(values, n, where) for m in self.members]
         return {c: max(k.get(c, 0) for k in counts) for k in counts for c in k}
 
-    def prediction(self, path, proba):
-        return prediction_of(path, proba, self)
+    def prediction(self, path, proba, ood=None):
+        return prediction_of(path, proba, self, ood)

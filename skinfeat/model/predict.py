@@ -97,7 +97,7 @@ def predict_paths(model, inputs, tta=False, batch_size=BATCH_SIZE, on_skip=None,
         target = chosen
         if tta is True:
             meta = _metadata(target, [path], table)
-            yield target.prediction(path, target.predict_tta(image, metadata=meta))
+            yield target.prediction(path, *target.assess_tta(image, metadata=meta))
             continue
         batch.append((path, image))
     yield from _flush(target, batch, views, table)
@@ -109,10 +109,11 @@ def predict_image(model, source, tta="none", metadata=None, name="image"):
 
     image = decode(source)
     if tta in (True, "views"):
-        proba = model.predict_tta(image, metadata=metadata)
+        proba, ood = model.assess_tta(image, metadata=metadata)
     else:
-        proba = model.probabilities([image], tta=tta_views(tta) if tta else (), metadata=metadata)[0]
-    return model.prediction(name, proba)
+        proba, ood = model.assess([image], tta=tta_views(tta) if tta else (), metadata=metadata)
+        proba, ood = proba[0], None if ood is None else ood[0]
+    return model.prediction(name, proba, ood)
 
 
 def _check_metadata(model, paths, table, fallback):
@@ -140,10 +141,9 @@ def _flush(model, batch, views=(), table=None):
     if not batch:
         return
     paths = [path for path, _ in batch]
-    proba = model.probabilities([image for _, image in batch], tta=views,
-                                metadata=_metadata(model, paths, table or {}))
-    for path, p in zip(paths, proba):
-        yield model.prediction(path, p)
+    proba, ood = model.assess([image for _, image in batch], tta=views, metadata=_metadata(model, paths, table or {}))
+    for i, (path, p) in enumerate(zip(paths, proba)):
+        yield model.prediction(path, p, None if ood is None else ood[i])
 
 
 # ----------------------------------------------------------------------------- output
@@ -168,6 +168,7 @@ def prediction_item(p, top_k=DEFAULT_TOP_K):
             "decision": {"class": p.decision, "name": FULL_NAMES[p.decision]},
             "top": [{"class": c, "name": n, "probability": round(q, 6)} for c, n, q in p.top(top_k)],
             "inputs": p.inputs, **({} if p.refer is None else {"refer": p.refer}),
+            **({} if p.ood is None else {"unusual": p.unusual, "ood_score": round(p.ood, 4)}),
             "probabilities": rounded(p.probability), "calibrated": p.calibrated,
             "decision_scores": rounded(p.adjusted),
             "probabilities_as_trained": rounded(p.proba)}
@@ -177,7 +178,12 @@ def _referred(p):
     return "-" if p.refer is None else "yes" if p.refer else "no"
 
 
-def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, show_inputs=False, show_refer=False):
+def _unusual(p):
+    return "-" if p.unusual is None else "yes" if p.unusual else "no"
+
+
+def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, show_inputs=False, show_refer=False,
+                      show_unusual=False):
     """Write ``predictions`` (an iterable, consumed as it comes) to the text
     ``stream`` in ``fmt`` (one of FORMATS); returns how many were written.
 
@@ -191,6 +197,10 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, sho
     - with ``show_refer`` (a model with an operating point), table and csv have a
       ``refer`` column after the decision: yes, no, or - for an image its fallback
       answered (json: ``refer``, where the answering model has a point)
+    - with ``show_unusual`` (a model with an out-of-distribution score), table and csv
+      have an ``unusual`` column: yes for an image unlike the model's training images
+      (its score above the model's threshold), no, or - (json: ``unusual`` and
+      ``ood_score``, where the answering model has the score)
     - isic: the ISIC 2018 Task 3 submission, ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``
 
     Probabilities are calibrated (``Prediction.probability``); the decision is the
@@ -203,7 +213,9 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, sho
 
     writer = csv.writer(stream, lineterminator="\n")
     if fmt == "csv":
-        writer.writerow(["image", "decision"] + (["refer"] if show_refer else []) + (["inputs"] if show_inputs else [])
+        writer.writerow(["image", "decision"] + (["refer"] if show_refer else [])
+                        + (["unusual"] if show_unusual else [])
+                        + (["inputs"] if show_inputs else [])
                         + [f"{f}_{r}" for r in range(1, top_k + 1) for f in ("class", "name", "probability")])
     elif fmt == "isic":
         writer.writerow(["image", *CLASSES])
@@ -216,13 +228,15 @@ def write_predictions(predictions, stream, fmt="table", top_k=DEFAULT_TOP_K, sho
             if not count:
                 kind = "calibrated probabilities" if p.calibrated else "probabilities as trained (the model records no calibration)"
                 stream.write(f"{'image':<14} {'decision':<8}  " + ("refer  " if show_refer else "")
-                             + f"most probable classes, {kind}\n")
+                             + ("unusual  " if show_unusual else "") + f"most probable classes, {kind}\n")
             shown = ", ".join(f"{name} ({code}) {prob:.3f}" for code, name, prob in top)
             stream.write(f"{p.image:<14} {p.decision:<8}  " + (f"{_referred(p):<5}  " if show_refer else "")
-                         + shown + (f"  [{p.inputs}]" if show_inputs else "") + "\n")
+                         + (f"{_unusual(p):<7}  " if show_unusual else "") + shown
+                         + (f"  [{p.inputs}]" if show_inputs else "") + "\n")
         elif fmt == "csv":
             writer.writerow([p.image, p.decision] + ([_referred(p)] if show_refer else [])
-                            + ([p.inputs] if show_inputs else []) + [v for code, name, prob in top for v in (code, name, f"{prob:.6f}")])
+                            + ([_unusual(p)] if show_unusual else []) + ([p.inputs] if show_inputs else [])
+                            + [v for code, name, prob in top for v in (code, name, f"{prob:.6f}")])
         elif fmt == "isic":
             writer.writerow([p.image, *isic_row(p.adjusted)])
         else:

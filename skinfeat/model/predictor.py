@@ -16,6 +16,9 @@ from skinfeat.backbones.tflite import TFLiteBackbone
 from skinfeat.core.calibration import calibrated, temperature_of
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import ModelError, SkinfeatError
+from skinfeat.core.ood import FILE as OOD_FILE
+from skinfeat.core.ood import KEYS as OOD_KEYS
+from skinfeat.core.ood import ood_scores, project
 from skinfeat.core.operating import TASKS, refer
 from skinfeat.core.tf_runtime import tensorflow
 from skinfeat.data.metadata import beside_views, encode, width
@@ -116,6 +119,8 @@ class Prediction:
     calibrated: bool = True  # False: the model records no temperature, ``probability`` is as trained
     inputs: str = "image"  # what the model that answered took: "image", or "image+age+sex+..." with metadata
     refer: bool | None = None  # referred by the model's operating point (fit --operating-point); None: it has none
+    ood: float | None = None  # the out-of-distribution score (skinfeat.core.ood); None: the model has none
+    unusual: bool | None = None  # the score is above the model's threshold: an image unlike its training images
 
     @property
     def decision(self):
@@ -128,14 +133,57 @@ class Prediction:
         return [(CLASSES[i], FULL_NAMES[CLASSES[i]], float(self.probability[i])) for i in order]
 
 
-def prediction_of(path, proba, model):
+def prediction_of(path, proba, model, ood=None):
     """The ``Prediction`` of the image at ``path`` from its probabilities as trained by
-    ``model`` (a Predictor or an ensemble's): its head's ``adjust`` makes the decision
-    scores, its ``temperature`` the calibrated ones."""
+    ``model`` (a Predictor or an ensemble's) and its out-of-distribution score ``ood``
+    (None: the model has none): its head's ``adjust`` makes the decision scores, its
+    ``temperature`` the calibrated ones."""
     point = getattr(model, "operating_point", None)
+    limit = getattr(model, "ood", None)
     return Prediction(Path(path).stem, str(path), proba, model.head.adjust(proba[None])[0],
                       calibrated(proba[None], model.temperature)[0], model.temperature is not None,
-                      inputs_of(model.metadata), None if point is None else bool(refer(proba[None], point)[0]))
+                      inputs_of(model.metadata), None if point is None else bool(refer(proba[None], point)[0]),
+                      None if ood is None else float(ood),
+                      None if ood is None or limit is None else bool(ood > limit.threshold))
+
+
+class OODScore:
+    """The out-of-distribution score a model carries (``skinfeat.core.ood``, fitted on
+    its training images' features) and its threshold: ``OODScore(features)`` gives the
+    scores [n] of image features [n, D]."""
+
+    def __init__(self, directory, manifest, dims):
+        block = manifest["ood"]
+        threshold = block.get("threshold") if isinstance(block, dict) else None
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or block.get("file") != OOD_FILE:
+            raise damaged(directory, f"its model.json has ood = {str(block)[:60]}, expected "
+                                     f"{{\"threshold\": a number, \"file\": \"{OOD_FILE}\", ...}}")
+        self.threshold, self.about = float(threshold), block
+        try:
+            with np.load(Path(directory) / OOD_FILE, allow_pickle=False) as arrays:
+                self.stats = {k: arrays[k].astype(np.float32) for k in OOD_KEYS}
+                # the shift check's fold, clean and under each shift, in the score's space (fit --shift)
+                self.shifts = (dict(zip(arrays["shift_names"].tolist(), arrays["shift_means"].astype(np.float32)))
+                               if "shift_names" in arrays.files else {})
+        except (OSError, ValueError, KeyError) as exc:
+            raise damaged(directory, f"cannot read its {OOD_FILE} ({type(exc).__name__}: {exc})") from None
+        if self.stats["mean"].shape != (dims,) or self.stats["components"].shape[0] != dims:
+            raise damaged(directory, f"its {OOD_FILE} is for {self.stats['mean'].shape[0]} features, its "
+                                     f"backbone gives {dims}")
+
+    def __call__(self, features):
+        with one_blas_thread():
+            return ood_scores(self.stats, features)
+
+    def project(self, features):
+        """Image features [n, D] in the score's space [n, k] (``skinfeat.core.ood.project``)."""
+        with one_blas_thread():
+            return project(self.stats, features)
+
+
+def ood_of(directory, manifest, dims):
+    """The model's ``OODScore``, or None for a model fitted before skinfeat had one."""
+    return OODScore(directory, manifest, dims) if manifest.get("ood") is not None else None
 
 
 def operating_point_of(directory, manifest):
@@ -233,6 +281,8 @@ class Predictor:
             raise ModelError(f"model {directory}: the backbone{'s' * (len(self.parts) > 1)} give{'s' * (len(self.parts) == 1)} "
                              f"{dims} features{meta}, the head expects {self.head.n_features}; re-export with "
                              "`skinfeat export`, or re-fit")
+        self.image_dims = dims
+        self.ood = ood_of(directory, self.manifest, dims)
         first = self.parts[0]
         self.backbone, self.resize, self.input_size = first.backbone, first.resize, first.input_size
         backbone = self.manifest.get("backbone") or {}
@@ -295,23 +345,37 @@ class Predictor:
 
     def probabilities(self, sources, shift=None, tta=(), progress=None, metadata=None):
         """Probabilities [n, 7] as trained, averaged over the TTA views (``features``)."""
+        return self.assess(sources, shift, tta, progress, metadata)[0]
+
+    def assess(self, sources, shift=None, tta=(), progress=None, metadata=None):
+        """(``probabilities``, out-of-distribution scores [n] of the clean view, or None
+        for a model without the score)."""
         feats = self.features(sources, shift, tta, progress, metadata)
         with one_blas_thread():
-            return np.mean([self.head(feats[:, v]) for v in range(feats.shape[1])], axis=0)
+            proba = np.mean([self.head(feats[:, v]) for v in range(feats.shape[1])], axis=0)
+        return proba, self._ood(feats[:, 0])
+
+    def _ood(self, features):
+        return None if self.ood is None else self.ood(features[:, :self.image_dims])
 
     def unknown_metadata(self, values, n, where="the metadata"):
         """{column: how many of the n images have a category the model never saw}; DataError
         for a value that cannot be encoded (an age that is not a number)."""
         return encode(self.metadata, values, n, where)[1] if self.metadata else {}
 
-    def prediction(self, path, proba):
-        return prediction_of(path, proba, self)
+    def prediction(self, path, proba, ood=None):
+        return prediction_of(path, proba, self, ood)
 
     def predict_tta(self, image, views=None, metadata=None):
         """Mean probabilities [7] over the clean view and ``views`` augmented views of a
+        decoded (not resized) image (``assess_tta``)."""
+        return self.assess_tta(image, views, metadata)[0]
+
+    def assess_tta(self, image, views=None, metadata=None):
+        """(mean probabilities [7] over the clean view and ``views`` augmented views of a
         decoded (not resized) image, augmented as extraction does (the same
         augmentation for every backbone, of the image cropped as for it, each
-        resized to its own input)."""
+        resized to its own input); the clean view's out-of-distribution score or None)."""
         feats = []
         for part in self.parts:
             prepared = preprocess(image, part.lesion)
@@ -321,7 +385,9 @@ class Predictor:
             feats.append(part.backbone(batch))
         joined = self._with_metadata(np.concatenate(feats, axis=1)[None], metadata)[0]
         with one_blas_thread():
-            return self.head(joined).mean(axis=0)
+            proba = self.head(joined).mean(axis=0)
+        ood = self._ood(joined[:1])
+        return proba, None if ood is None else ood[0]
 
 
 def load_predictor(directory, verify_hash=True):

@@ -11,6 +11,7 @@ import numpy as np
 from skinfeat import __version__
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import ModelError, SkinfeatError
+from skinfeat.core.ood import FILE as OOD_FILE
 from skinfeat.heads import head_class
 from skinfeat.heads.inference import LOG_PROBA, mean_over_views
 from skinfeat.model.export import export_into
@@ -48,7 +49,7 @@ class FittedModel:
 
 
 def save_model(directory, head, head_name, attrs, training=None, export=False, skip_unavailable=False, seen=None,
-               fallback=None):
+               fallback=None, ood=None):
     """Save fitted ``head`` (registered as ``head_name``) trained on features whose file
     attributes are ``attrs`` into ``directory``, replacing a previous model there. With
     ``export``, the backbone that extracted the features (``attrs["module"]``, or each
@@ -60,7 +61,9 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
     on, kept as ``seen.npz`` (``skinfeat.model.seen``) for ``evaluate``.
     ``fallback``: (what model.json says of it, ``save(folder)``) of an image-only model
     saved inside as ``fallback/``, which answers the images without metadata of a
-    model fitted with it (``skinfeat.model.predictor.Predictor.fallback``)."""
+    model fitted with it (``skinfeat.model.predictor.Predictor.fallback``).
+    ``ood``: (what model.json says of it, its statistics) of the out-of-distribution
+    score (``skinfeat.core.ood``), kept as ``ood.npz``."""
     directory = Path(directory)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "head": head_name,
@@ -81,6 +84,11 @@ def save_model(directory, head, head_name, attrs, training=None, export=False, s
         manifest["files"] = [STATE] + head.save_files(tmp)
         if seen is not None:
             manifest["training"] = dict(manifest["training"], seen=write_seen(tmp, *seen))
+        if ood is not None:
+            fields, stats = ood
+            np.savez(tmp / OOD_FILE, **stats)
+            manifest["ood"] = dict(fields, file=OOD_FILE)
+            manifest["files"].append(OOD_FILE)
         if fallback is not None:
             about, save = fallback
             save(tmp / FALLBACK)

@@ -144,7 +144,7 @@ def summarize(result):
     return summary
 
 
-def write_oof(record, fs, fold, result, runs=None):
+def write_oof(record, fs, fold, result, runs=None, shift_means=None):
     """The CV's out-of-fold probabilities (as trained) and decisions next to the record,
     as ``<run_id>.oof.npz`` (image_id, label, lesion_id, fold, proba [N, 7], NaN rows
     outside the scored folds; pred [N], the decided class index, -1 outside), for
@@ -159,8 +159,27 @@ def write_oof(record, fs, fold, result, runs=None):
         np.savez_compressed(tmp, image_id=np.asarray(fs.image_ids, dtype=str), label=fs.labels,
                             lesion_id=np.asarray(fs.lesion_ids, dtype=str), fold=fold,
                             proba=result.oof_proba.astype(np.float32),
-                            pred=result.oof_pred)
+                            pred=result.oof_pred, **shift_arrays(shift_means))
     return name
+
+
+def shift_arrays(shift_means):
+    """``write_oof``'s arrays of the shift check's mean features (none without them)."""
+    if not shift_means:
+        return {}
+    return {"shift_names": np.asarray(list(shift_means), dtype=str),
+            "shift_means": np.stack(list(shift_means.values())).astype(np.float32)}
+
+
+def read_shift_means(path):
+    """{shift: mean image features} a run's oof file at ``path`` keeps ({} when it has none)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "shift_names" not in npz.files:
+                return {}
+            return dict(zip(npz["shift_names"].tolist(), npz["shift_means"]))
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def cv_resamples(result, rows, fold):

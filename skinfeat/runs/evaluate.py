@@ -152,13 +152,13 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
     resamples = Resamples.draw(groups, n=len(rows), grouped_by=grouped_by)
     results, clean_proba = {}, None
     for shift in [None] + list(shifts):
-        proba = predictor.probabilities(paths, shift, views, progress=progress, metadata=meta)
+        proba, ood = predictor.assess(paths, shift, views, progress=progress, metadata=meta)
         if shift is None:
             clean_proba = proba
-        results[shift.name if shift else "clean"] = score(y, proba, predictor.head.offsets, counts, resamples,
-                                                          full=shift is None)
-        results[shift.name if shift else "clean"]["ece_calibrated"] = expected_calibration_error(
-            y, calibrated(proba, predictor.temperature))
+        name = shift.name if shift else "clean"
+        results[name] = score(y, proba, predictor.head.offsets, counts, resamples, full=shift is None)
+        results[name]["ece_calibrated"] = expected_calibration_error(y, calibrated(proba, predictor.temperature))
+        results[name]["unusual"] = unusual_fields(predictor, ood)
     clean = results.pop("clean")
     clean["calibration"] = {"temperature": predictor.temperature, "ece_as_trained": clean["ece"],
                             "ece_calibrated": clean["ece_calibrated"]}
@@ -168,6 +168,16 @@ def evaluate_model(directory, manifest, shifts=(), tta="none", where="the data",
     return {"n": len(rows), "image_ids": ids, "tta": tta, "grouped_by": grouped_by, "left_out": left_out,
             "inputs": inputs_of(predictor.metadata), "answered_by": str(predictor.directory),
             "clean": clean, "shifts": results, "worst": worst_case(results)}
+
+
+def unusual_fields(predictor, ood):
+    """How many images the model's out-of-distribution score flags (``skinfeat.core.ood``);
+    None for a model without the score."""
+    if ood is None:
+        return None
+    flagged = int((ood > predictor.ood.threshold).sum())
+    return {"flagged": flagged, "share": flagged / max(len(ood), 1), "threshold": predictor.ood.threshold,
+            "expected_share": predictor.ood.about.get("flagged_out_of_fold")}
 
 
 def worst_case(shift_metrics):
@@ -267,17 +277,29 @@ def format_evaluation(result):
         lines.append(f"calibration: ECE {calibration['ece_calibrated']:.3f} of the probabilities the model gives "
                      f"(temperature {calibration['temperature']:.2f}; as trained {calibration['ece_as_trained']:.3f})")
     lines += operating_lines(m.get("operating_points")) + subgroup_lines(m.get("subgroups"))
+    unusual = m.get("unusual")
+    if unusual:
+        lines.append(f"unusual: {unusual['flagged']} of {result['n']} images ({unusual['share']:.1%}) are unlike the "
+                     f"model's training images (out-of-distribution score above {unusual['threshold']:.1f}; "
+                     f"{_fmt(unusual.get('expected_share'), '.1%')} of its training images out of fold)")
+    elif result.get("model_dir") and "unusual" in m:
+        lines.append("unusual: - (the model has no out-of-distribution score: it was saved before skinfeat had one; "
+                     "refit it with `skinfeat fit --out`)")
     if result.get("shifts"):
-        lines.append(f"{'shift':<16} {'BMCA':>6} {'95% interval':<14} {'accuracy':>8} {'ECE':>6}")
+        lines.append(f"{'shift':<16} {'BMCA':>6} {'95% interval':<14} {'accuracy':>8} {'ECE':>6} {'unusual':>7}")
         lines.append(f"{'clean':<16} {_fmt(m['bmca']):>6} {span(intervals.get('bmca')):<14} "
-                     f"{_fmt(m['accuracy']):>8} {_fmt(m.get('ece_calibrated')):>6}")
+                     f"{_fmt(m['accuracy']):>8} {_fmt(m.get('ece_calibrated')):>6} {_share(unusual):>7}")
         for name, s in result["shifts"].items():
             lines.append(f"{name:<16} {_fmt(s['bmca']):>6} {span((s.get('intervals') or {}).get('bmca')):<14} "
-                         f"{_fmt(s['accuracy']):>8} {_fmt(s.get('ece_calibrated')):>6}")
+                         f"{_fmt(s['accuracy']):>8} {_fmt(s.get('ece_calibrated')):>6} {_share(s.get('unusual')):>7}")
         w = result["worst"]
         lines.append(f"{'worst':<16} {_fmt(w['bmca']):>6} {span(w.get('bmca_interval')):<14} "
                      f"{_fmt(w['accuracy']):>8}   (BMCA: {w['bmca_shift']}, accuracy: {w['accuracy_shift']})")
     return lines
+
+
+def _share(unusual):
+    return "-" if not unusual else f"{unusual['share']:.1%}"
 
 
 def _fmt(value, spec=".3f"):

@@ -22,10 +22,11 @@ import numpy as np
 from skinfeat import __version__
 from skinfeat.core.classes import CLASSES
 from skinfeat.core.errors import FeaturesError, SkinfeatError, UsageError
+from skinfeat.core.ood import fit_ood, ood_fields, project
 from skinfeat.core.operating import choose_point
 from skinfeat.core.writable import check_writable
 from skinfeat.data.folds import resolve_folds, unseen_folds
-from skinfeat.features.join import fit_features, parts
+from skinfeat.features.join import fit_features, image_width, parts
 from skinfeat.features.store import read_attrs
 from skinfeat.heads import head_class, make_head
 from skinfeat.model.format import lesion_policy
@@ -117,6 +118,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         "model_dir": None,
     }
     scored_rows = np.flatnonzero(result.oof_pred >= 0)
+    shift_means = {}
     if operating_point is not None:
         try:
             record["operating_point"] = choose_point(fs.labels[scored_rows], result.oof_proba[scored_rows],
@@ -128,7 +130,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         {c: np.asarray(v, dtype=object)[scored_rows] for c, v in (fs.metadata or {}).items()})
     if shifts:
         fold, rows, fold_head = result.first
-        record["shift"] = shift_check(fs, fold_head, rows, shift_data, shifts, tta, fold, progress)
+        record["shift"] = shift_check(fs, fold_head, rows, shift_data, shifts, tta, fold, progress, shift_means)
         if log:
             w = record["shift"]["worst"]
             log(f"shift check on fold {fold}: clean BMCA {record['shift']['clean']['bmca']:.3f}, worst "
@@ -137,14 +139,16 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         start = time.perf_counter()
         final = fit_final(fs, cls.name, all_params, folds, use_views)
         record["timings"]["final_fit_seconds"] = time.perf_counter() - start
+        record["ood"], stats = model_ood(fs, folds, scored, shift_means)
         record["model_dir"] = str(save_model(out, final, cls.name, attrs, training_info(fs, folds, record),
-                                             export=True, skip_unavailable=test is None, seen=seen_rows(fs, folds)))
+                                             export=True, skip_unavailable=test is None, seen=seen_rows(fs, folds),
+                                             ood=(record["ood"], stats)))
         if test is not None:
             evaluation = evaluate_images(out, test, where=test_name, runs=runs, progress=progress)
             record["test"] = {"dataset": evaluation["dataset"], "n": evaluation["n"],
                               "bmca": evaluation["clean"]["bmca"], "accuracy": evaluation["clean"]["accuracy"],
                               "record": evaluation["record_path"]}
-    record["predictions_file"] = write_oof(record, fs, folds.fold, result, runs)
+    record["predictions_file"] = write_oof(record, fs, folds.fold, result, runs, shift_means)
     record["record_path"] = str(write_record(record, runs))
     return record
 
@@ -175,6 +179,25 @@ def training_info(fs, folds, record):
             "cv_intervals": record.get("intervals"), "calibration": record.get("calibration"),
             "operating_point": record.get("operating_point"),
             "shift": record.get("shift")}
+
+
+def model_ood(fs, folds, scored=None, shift_means=None):
+    """(what the record and model say of it, its statistics) of the out-of-distribution
+    score (``skinfeat.core.ood``) of a model fitted on the CV rows of ``fs``: fitted on
+    their image features (not metadata), its threshold set on the out-of-fold scores
+    of the ``scored`` folds (default: every fold; the leak guard's, for a fine-tuned
+    backbone, whose own training images would look more familiar than new ones).
+    ``shift_means`` (the shift check's mean features per shift) are kept projected,
+    for the drift summary (``skinfeat.runs.drift``)."""
+    used = folds.fold >= 0
+    X, fold = fs.features[used, :image_width(fs)], folds.fold[used]
+    if scored is not None:
+        fold = np.where(np.isin(fold, scored), fold, -1)
+    stats = fit_ood(X)
+    if shift_means:
+        stats.update(shift_names=np.asarray(list(shift_means), dtype=str),
+                     shift_means=project(stats, np.stack(list(shift_means.values()))))
+    return ood_fields(X, fold), stats
 
 
 def seen_rows(fs, folds):

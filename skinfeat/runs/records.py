@@ -46,6 +46,7 @@ from skinfeat.core.writable import check_writable, writing
 SCHEMA = "skinfeat-run"
 EVALUATION_SCHEMA = "skinfeat-evaluation"  # records of `skinfeat evaluate`
 FINETUNE_SCHEMA = "skinfeat-finetune"  # records of `skinfeat finetune`
+DRIFT_SCHEMA = "skinfeat-drift"  # drift summaries of `skinfeat evaluate` on unlabelled images
 SCHEMA_VERSION = 1
 
 
@@ -116,7 +117,8 @@ def check_runs_writable(directory=None):
 # fields every reader of a record indexes: name -> type; the second set only when present
 REQUIRED = {SCHEMA: {"run_id": str, "head": str, "backbone": dict, "features": dict, "metrics": dict},
             EVALUATION_SCHEMA: {"clean": dict, "n": int},
-            FINETUNE_SCHEMA: {"run_id": str, "module": str, "history": list}}
+            FINETUNE_SCHEMA: {"run_id": str, "module": str, "history": list},
+            DRIFT_SCHEMA: {"n": int, "class_mix": list, "resembles": list}}
 OPTIONAL = {"created": str, "folds": dict, "timings": dict, "shift": dict, "test": dict, "per_class": dict,
             "confusion": list, "baseline": dict, "params": dict, "shifts": dict, "worst": dict}
 _warned = set()
@@ -129,7 +131,7 @@ def _problem(record, schema):
         if not isinstance(value, kind) and (value is not None or name in REQUIRED[schema]):
             got = "missing" if value is None else f"a {type(value).__name__}"
             return f"its {name!r} is {got}, expected a {kind.__name__}"
-    if schema == FINETUNE_SCHEMA:
+    if schema in (FINETUNE_SCHEMA, DRIFT_SCHEMA):
         return None
     if schema == SCHEMA and not all(isinstance(v, dict) for v in record["metrics"].values()):
         return "its 'metrics' are not {name: {mean, std}}"
@@ -167,6 +169,7 @@ def read_records(directory=None, schema=SCHEMA):
         if why:
             _warn(path, why)
             continue
+        record.setdefault("record_path", str(path))  # where it is read from: its oof file and gallery lie beside it
         records.append(_map_paths(record, lambda p: _found(p, directory)))
     return records
 

@@ -26,7 +26,7 @@ from skinfeat.core.progress import bar as progress_bar
 from skinfeat.core.writable import reason
 from skinfeat.data.metadata import beside_views
 from skinfeat.features import precision as precisions
-from skinfeat.features.join import parts
+from skinfeat.features.join import image_width, parts
 from skinfeat.heads.inference import class_offsets, decide, mean_over_views
 from skinfeat.imaging.tta import tta_views
 from skinfeat.model.batches import image_features
@@ -86,16 +86,20 @@ def tflite_backbone(attrs):
     return load
 
 
-def shift_check(fs, head, rows, manifest, shifts, tta="none", fold=0, progress=True):
+def shift_check(fs, head, rows, manifest, shifts, tta="none", fold=0, progress=True, means=None):
     """Scores (BMCA, accuracy) of fitted ``head`` on rows ``rows`` of the FeatureSet
     ``fs`` (a fold it was not trained on), clean and under each of ``shifts``
     (each backbone of joined features shifted, metadata columns unchanged);
-    ``manifest`` says where those images are (the dataset the features came from)."""
+    ``manifest`` says where those images are (the dataset the features came from).
+    ``means``: a dict that gets each shift's mean image features [D] ("clean" too),
+    what the drift summary compares new images with (``skinfeat.runs.drift``)."""
     paths = fold_paths([str(i) for i in fs.image_ids[rows]], manifest, fold)
     backbones = [(part, tflite_backbone(part)) for part in parts(fs.attrs)]
 
     def probabilities(shift, update):
         feats = fold_features(fs, rows, paths, shift, tta, update, backbones)
+        if means is not None:
+            means[shift.name if shift else "clean"] = feats[:, 0, :image_width(fs)].mean(axis=0)
         return mean_over_views(head.predict_proba, head.classes_, feats[:, 0],
                                feats[:, 1:] if feats.shape[1] > 1 else None)
     return scored_shifts(fs.labels[rows].astype(int), probabilities, class_offsets(head.classes_, head.class_offsets_),

@@ -28,7 +28,7 @@ CLASS_COLORS = {"MEL": "#D55E00", "NV": "#0072B2", "BCC": "#E69F00", "AKIEC": "#
 CATEGORY_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
 MISSING_COLOR = "#BBBBBB"
 MISSING_VALUES = {"", "unknown", "nan", "none", "na", "n/a", "unlabelled", "not in folds"}
-SIZES = {"embedding": (12, 7.5), "confusion": (14, 6.2), "roc_pr": (14, 6.2), "reliability": (7, 8),
+SIZES = {"embedding": (12, 7.5), "confusion": (14, 6.2), "roc_pr": (14, 6.2), "reliability": (7, 8), "drift": (14, 6),
          "shifts": (12, 5.5), "history": (12, 4.5), "efficiency": (8, 5)}
 
 
@@ -291,6 +291,38 @@ def plot_shifts(check, title=None):
     ax.set(ylim=(0, 1.12), ylabel="score", title=f"{title + ': ' if title else ''}clean and shifted images")
     ax.legend(loc="upper center", ncol=3, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_drift(summary, title=None):
+    """A drift summary (``skinfeat.runs.drift``): the class mix the model predicts on the
+    new images beside its training mix, and the distance of the images' mean features
+    to the shift check's fold under each condition (nearest first; the band of ties
+    with the nearest shaded)."""
+    fig = _figure("drift")
+    left, right = fig.subplots(1, 2, width_ratios=(1, 1.3))
+    mix = summary["class_mix"]
+    x = np.arange(len(mix))
+    left.bar(x - 0.2, [r["predicted"] for r in mix], 0.4, color=[CLASS_COLORS[r["class"]] for r in mix],
+             label="predicted on the new images")
+    left.bar(x + 0.2, [r["training"] or 0 for r in mix], 0.4, color=MISSING_COLOR, label="training images")
+    left.set_xticks(x, [r["class"] for r in mix])
+    left.set(ylabel="share of images", title=f"class mix, n = {summary['n']:,}")
+    left.legend(fontsize=9)
+    left.grid(alpha=0.3, axis="y")
+    rows = summary["resembles"]
+    if rows:
+        y = np.arange(len(rows))[::-1]
+        right.barh(y, [r["distance"] for r in rows], color=[CLASS_COLORS["NV"]] + [MISSING_COLOR] * (len(rows) - 1))
+        right.set_yticks(y, [r["shift"] for r in rows], fontsize=8)
+        right.axvspan(rows[0]["distance"], rows[0]["distance"] + summary["tie"], color=CLASS_COLORS["MEL"],
+                      alpha=0.15, label="tied with the nearest")
+        right.legend(fontsize=8, loc="lower right")
+    right.set(xlabel="distance of the mean features (whitened)",
+              title=f"look most like: {summary['nearest'] or '-'}\n{summary['unusual']['share']:.0%} flagged unusual")
+    right.grid(alpha=0.3, axis="x")
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,3 +295,41 @@ def test_explain_bad_inputs_are_one_line_errors(pool, ham10000, tmp_path):
         last = result.output.strip().splitlines()[-1]
         assert start in last, (args, last)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "unlabelled"]  # no picture half-written
+
+
+def test_error_rows_are_the_most_confident_wrong_ones_per_true_class():
+    from skinfeat.apps.explain import error_rows
+
+    proba = np.full((8, 7), 0.01)
+    label = np.array([0, 0, 0, 1, 1, 2, 3, -1])
+    pred = np.array([1, 2, 0, 0, 1, 4, 3, 0])  # rows 0, 1 (MEL), 3 (NV), 5 (BCC) wrong; row 7 unlabelled
+    proba[np.arange(8), pred] = [0.6, 0.9, 0.8, 0.7, 0.5, 0.4, 0.9, 0.99]
+    fold = np.array([0, 1, 0, 1, 0, 1, -1, 0])
+    oof = {"proba": proba, "label": label, "pred": pred, "fold": fold}
+    assert error_rows(oof, per_class=1) == [(1, 0, 2), (3, 1, 0), (5, 2, 4)]
+    assert error_rows(oof, per_class=2)[:2] == [(1, 0, 2), (0, 0, 1)]
+    oof["fold"] = np.array([0, 1, 0, -1, 0, 1, -1, 0])  # a row outside the scored folds is not an error shown
+    assert error_rows(oof, per_class=1) == [(1, 0, 2), (5, 2, 4)]
+
+
+def test_explain_errors_draws_the_runs_gallery_and_the_report_shows_it(pool, ham10000, tmp_path):
+    from skinfeat.apps.explain import error_rows
+    from skinfeat.runs.combine import read_oof
+
+    runs = tmp_path / "runs"
+    shutil.copytree(Path(pool["record"]).parent, runs)
+    result = run("explain", "--model", pool["model"], "--errors", "--data", ham10000, env={"SKINFEAT_RUNS": str(runs)})
+    assert result.exit_code == 0, result.output
+    record = json.loads(Path(pool["record"]).read_text())
+    sheet = runs / Path(pool["record"]).with_suffix(".errors.png").name
+    assert f"wrote {sheet}" in result.output and Image.open(sheet).size[0] > 500
+    oof = read_oof(record, runs)
+    wrong = error_rows(oof)
+    assert len(wrong) >= 3 and f"the {len(wrong)} most confident wrong out-of-fold predictions" in result.output
+    assert all(oof["label"][r] == true != decided for r, true, decided in wrong)
+    report = run("report", "--out", tmp_path / "report.html", env={"SKINFEAT_RUNS": str(runs)})
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Most confident errors" in page and "alt='errors'" in page
+    line = run("explain", "--model", pool["model"], "--errors", str(IMAGE)).output
+    assert "--errors draws the run's errors from the dataset it was fitted on" in line

@@ -67,8 +67,10 @@ def page_and_predictor(served, suffix):
     pairs = []
     for path in sorted((site / "img").glob(f"*{suffix}")):
         page = browser.evaluate(f"skinfeat.predictUrl('img/{path.name}')")
-        want = predictor.prediction(path, predictor.probabilities([path])[0])
+        proba, ood = predictor.assess([path])
+        want = predictor.prediction(path, proba[0], ood[0])
         assert np.abs(np.array(page["calibrated"]) - want.probability).max() < 1e-4  # what the page shows
+        assert abs(page["ood"] - want.ood) <= 1e-3 * max(1.0, want.ood)  # the out-of-distribution score
         pairs.append((np.array(page["adjusted"]), want.adjusted, np.array(page["trained"]), want.proba))
     assert len(pairs) == N_IMAGES
     return pairs
@@ -166,7 +168,8 @@ def test_query_image_fills_the_predictions_table(served):
     table = re.search(r'<table id="predictions">(.*?)</table>', dom, re.S).group(1)
     rows = dict(re.findall(r'<tr data-class="(\w+)" data-probability="(0\.\d{6,})"', table))
     predictor = Predictor(model)
-    want = predictor.prediction(path, predictor.probabilities([path])[0])
+    proba, ood = predictor.assess([path])
+    want = predictor.prediction(path, proba[0], ood[0])
     assert sorted(rows) == sorted(predictor.manifest["classes"])
     for code, name, probability in want.top(7):
         assert abs(float(rows[code]) - probability) < 1e-4
@@ -178,6 +181,8 @@ def test_query_image_fills_the_predictions_table(served):
         assert "hidden" in refer
     else:  # the model's referral rule, as predict applies it
         assert f'data-refer="{str(want.refer).lower()}"' in refer
+    unusual = re.search(r'<p id="unusual"[^>]*>', dom).group(0)  # the out-of-distribution flag, as predict's
+    assert f'data-unusual="{str(want.unusual).lower()}"' in unusual and ("hidden" in unusual) != want.unusual
     assert "not a diagnosis" in dom and predictor.manifest["backbone"]["module"].split("/")[-1] in dom
     for asked in server.asked:  # everything the page loaded is in the site
         assert (site / asked.split("?")[0].lstrip("/")).is_file(), asked

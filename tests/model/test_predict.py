@@ -139,7 +139,9 @@ def test_table_shows_the_decision_then_top_k_calibrated_probabilities(pool):
     top = np.argsort(-shown)[:2]
     want = ", ".join(f"{FULL_NAMES[CLASSES[i]]} ({CLASSES[i]}) {shown[i]:.3f}" for i in top)
     decision = CLASSES[int(np.argmax(model.head.adjust(proba[None])[0]))]
-    assert line == f"{path.stem:<14} {decision:<8}  {want}"
+    unusual = "yes" if model.assess([path])[1][0] > model.ood.threshold else "no"  # the out-of-distribution flag
+    assert header.split()[:3] == ["image", "decision", "unusual"]
+    assert line == f"{path.stem:<14} {decision:<8}  {unusual:<7}  {want}"
 
 
 def test_every_output_gives_the_same_calibrated_probabilities_and_decision(pool, tmp_path):
@@ -216,8 +218,9 @@ def test_json_and_csv_formats(pool):
     assert items[0]["top"][0]["probability"] == max(items[0]["probabilities"].values())
     rows = list(csv.reader(io.StringIO(run("predict", "--model", pool["model"], *paths, "--format", "csv",
                                            "--top-k", "1").stdout)))
-    assert rows[0] == ["image", "decision", "class_1", "name_1", "probability_1"] and len(rows) == 4
-    assert rows[1][1] == items[0]["decision"]["class"] and rows[1][2] == items[0]["top"][0]["class"]
+    assert rows[0] == ["image", "decision", "unusual", "class_1", "name_1", "probability_1"] and len(rows) == 4
+    assert rows[1][1] == items[0]["decision"]["class"] and rows[1][3] == items[0]["top"][0]["class"]
+    assert [r[2] for r in rows[1:]] == ["yes" if i["unusual"] else "no" for i in items]
 
 
 def test_isic_rows_sum_to_one_exactly_at_their_precision():

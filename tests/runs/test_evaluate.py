@@ -196,11 +196,15 @@ def test_bad_prediction_files_are_one_line_errors(pool, ham10000, tmp_path, edit
 
 # ----------------------------------------------------------------------------- bad input
 
-def test_unlabelled_images_are_refused(pool, ham10000, tmp_path):
+def test_unlabelled_images_get_a_drift_summary_and_no_score(pool, ham10000, tmp_path):
     folder, _ = image_folder(tmp_path, ham10000, labels=False)
-    line = error_line(run("evaluate", "--model", pool["model"], "--images", folder / "images"))
-    assert "none of its 28 images has a label" in line and "skinfeat predict" in line
-    assert not (tmp_path / "runs").exists()
+    result = run("evaluate", "--model", pool["model"], "--images", folder / "images")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"drift summary of 28 unlabelled images ({folder / 'images'})")
+    assert "BMCA" not in result.stdout and "look: - (the model keeps no shift-check features" in result.stdout
+    (written,) = (tmp_path / "runs").glob("*-drift.json")
+    assert json.loads(written.read_text())["schema"] == "skinfeat-drift"
+    assert "no runs recorded" in run("compare").output  # a drift summary is not a run on the leaderboard
 
 
 def test_labels_outside_the_seven_classes_are_refused(pool, ham10000, tmp_path):

@@ -145,6 +145,9 @@ async function loadModel() {
   };
   const head = {mean: array("mean").data, scale: array("scale").data,
                 layers: info.layers.map((l) => ({W: array(l.W), b: array(l.b).data, relu: l.relu}))};
+  if (info.ood) {
+    head.ood = {mean: array("ood_mean").data, scale: array("ood_scale").data, components: array("ood_components")};
+  }
   await loadLiteRt(new URL("vendor/litertjs/", location.href).href);
   const backbone = await loadAndCompile(new URL("model/backbone.tflite", location.href).href, {accelerator: "wasm"});
   return {info, head, backbone};
@@ -180,6 +183,23 @@ function headProba(model, features) {
   return {trained, adjusted, calibrated};
 }
 
+// features -> the out-of-distribution score (skinfeat.core.ood): the norm of the standardised
+// features' residual outside the training features' principal components; null for a model without one.
+function oodScore(model, features) {
+  const ood = model.head.ood;
+  if (!ood) return null;
+  const [din, k] = ood.components.shape, p = new Float64Array(k);
+  let total = 0;
+  for (let i = 0; i < din; i++) {
+    const z = (features[i] - ood.mean[i]) / ood.scale[i];
+    total += z * z;
+    if (z === 0) continue;
+    for (let j = 0; j < k; j++) p[j] += z * ood.components.data[i * k + j];
+  }
+  const inside = p.reduce((sum, v) => sum + v * v, 0);
+  return Math.sqrt(Math.max(total - inside, 0));
+}
+
 async function features(model, resized) {
   const input = new Tensor(resized.data, [1, resized.h, resized.w, 3]);
   const outputs = await model.backbone.run(input);
@@ -199,9 +219,10 @@ async function predict(model, blob) {
   const feats = await features(model, resized);
   t.push(performance.now());
   const proba = headProba(model, feats);
+  const ood = oodScore(model, feats);
   t.push(performance.now());
   const phases = {decode: t[1] - t[0], resize: t[2] - t[1], backbone: t[3] - t[2], head: t[4] - t[3]};
-  return {image: resized, decoder: decoded.decoder, ...proba, ms: t[4] - t[0], phases};
+  return {image: resized, decoder: decoded.decoder, ...proba, ood, ms: t[4] - t[0], phases};
 }
 
 // ---------------------------------------------------------------- the page
@@ -231,6 +252,13 @@ function show(model, result) {
     $("refer").hidden = false;
     $("refer").dataset.refer = String(score >= point.threshold);
     $("refer").textContent = (score >= point.threshold ? "Refer: yes. " : "Refer: no. ") + point.rule;
+  }
+  $("unusual").hidden = !(info.ood && result.ood > info.ood.threshold);
+  if (info.ood) {
+    $("unusual").dataset.unusual = String(result.ood > info.ood.threshold);
+    $("unusual").dataset.score = result.ood.toFixed(4);
+    $("unusual").textContent = "Warning: this image is unlike the model's training images; do not trust its " +
+      "classes. (" + info.ood.rule + ")";
   }
   if (!info.calibrated) $("hint").textContent = "Probabilities are as the head was trained (this model records no " +
     "calibration); the decision is the class the model's balanced-accuracy rule picks.";
@@ -281,7 +309,7 @@ const ready = main().catch((error) => {
   throw error;
 });
 
-// For automation: await skinfeat.ready; skinfeat.predictUrl(url) -> {trained, adjusted, calibrated, ms, decoder, phases};
+// For automation: await skinfeat.ready; skinfeat.predictUrl(url) -> {trained, adjusted, calibrated, ood, ms, decoder, phases};
 // skinfeat.inspect(url) -> the decoder used, the decoded and resized pixels and the features as well.
 async function fetched(url) {
   const response = await fetch(url);
@@ -292,8 +320,8 @@ async function fetched(url) {
 window.skinfeat = {
   ready,
   async predictUrl(url) {
-    const {trained, adjusted, calibrated, ms, decoder, phases} = await predict(await ready, await fetched(url));
-    return {trained, adjusted, calibrated, ms, decoder, phases};
+    const {trained, adjusted, calibrated, ood, ms, decoder, phases} = await predict(await ready, await fetched(url));
+    return {trained, adjusted, calibrated, ood, ms, decoder, phases};
   },
   async inspect(url) {
     const model = await ready, decoded = await decode(await fetched(url));

@@ -35,6 +35,7 @@ import numpy as np
 from skinfeat.core.atomic import atomic_dir
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import ModelError, UsageError
+from skinfeat.core.ood import ood_line
 from skinfeat.core.operating import point_line
 from skinfeat.core.writable import check_writable, writing
 from skinfeat.imaging.images import MAX_ASPECT, MAX_PIXELS, MIN_SIDE
@@ -89,6 +90,11 @@ def head_files(directory, manifest, predictor):
         put(f"W{i}", w)
         put(f"b{i}", b)
         layers.append({"W": f"W{i}", "b": f"b{i}", "relu": bool(relu)})
+    ood = None
+    if predictor.ood is not None:  # the out-of-distribution score (skinfeat.core.ood), as the predictor runs it
+        for name in ("mean", "scale", "components"):
+            put(f"ood_{name}", predictor.ood.stats[name])
+        ood = {"threshold": predictor.ood.threshold, "rule": ood_line(predictor.ood.about)}
     backbone = manifest["backbone"]
     info = {"format": "skinfeat-web-head", "format_version": 1,
             "name": Path(directory).resolve().name, "head": manifest["head"],
@@ -99,6 +105,7 @@ def head_files(directory, manifest, predictor):
             "operating_point": None if predictor.operating_point is None else {
                 "positive": [CLASSES.index(c) for c in predictor.operating_point["positive_classes"]],
                 "threshold": predictor.operating_point["threshold"], "rule": point_line(predictor.operating_point)},
+            "ood": ood,
             "power": float(manifest["params"].get("power", 1)), "n_features": predictor.head.n_features,
             "limits": {"min_side": MIN_SIDE, "max_aspect": MAX_ASPECT, "max_pixels": MAX_PIXELS},
             "arrays": arrays, "layers": layers}
