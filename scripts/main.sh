@@ -4,8 +4,9 @@
 # crops plus two robust augmented views, chosen by the worst shift: see README),
 # fit the heads with 5-fold lesion-grouped CV, shift-check each on fold 0 under
 # the standard shifts, add a row with patient metadata and the stacked ensemble
-# of the top 3 runs, print the leaderboard and save the best run as
-# models/best/. Reruns reuse the feature cache, the shifted features and the fit
+# of the top 3 runs, print the leaderboard, save the best run as models/best/
+# (with the out-of-distribution score that flags images unlike the training ones)
+# and draw the error gallery. Reruns reuse the feature cache, the shifted features and the fit
 # records, so a second run takes about a minute (refitting the best model).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +33,12 @@ fi
 # best image-only run inside it when the best needs metadata (a photo comes without).
 skinfeat compare --fit --heads "${SKINFEAT_HEADS:-logreg,softmax}" --folds "$runs/folds.csv" \
   --data "$data" --shift standard --ensemble 3 --best "$best"
+# The error gallery (`skinfeat report` shows it): per true class, the most confident
+# wrong out-of-fold predictions of the image-only run the best model answers photos with.
+gallery="$best"
+[ -d "$best/fallback" ] && gallery="$best/fallback"
+skinfeat explain --model "$gallery" --errors --data "$data"
 echo "predict with: skinfeat predict --model $best IMAGES... (a photo alone is answered by the image-only model" \
   "the best model holds; --metadata CSV: HAM10000_metadata.csv or the ISIC layout, for images with age, sex and site);" \
-  "evaluate with: skinfeat evaluate --model $best --data D --shift standard"
+  "evaluate with: skinfeat evaluate --model $best --data D --shift standard (a folder without labels: its drift" \
+  "summary); report: skinfeat report"
