@@ -28,6 +28,7 @@ from common import argument_parser, load_average, log, write_json
 from sklearn.metrics import roc_auc_score
 
 from devtools.photos import photo_crops, photo_paths
+from skinfeat.core.intervals import Resamples, percentile_interval, span
 from skinfeat.core.ood import QUANTILE, fit_ood, ood_scores, project
 from skinfeat.data.layouts import load_dataset
 from skinfeat.data.split import make_folds
@@ -97,6 +98,17 @@ SCORES = {"pca-residual-64": pca_residual(64), "pca-residual-16": pca_residual(1
           "max-probability": max_probability}
 
 
+def shares_and_auroc(clean, photos, threshold, clean_resamples, photo_resamples):
+    """95 % intervals (lesion-grouped for fold 0, by source photo for the photos and their
+    crops) of the share of fold 0 flagged, of the photos flagged, and of the AUROC."""
+    wc, wp = clean_resamples.row_weights(), photo_resamples.row_weights()
+    flagged_c, flagged_p = (wc * (clean > threshold)).sum(1) / wc.sum(1), (wp * (photos > threshold)).sum(1) / wp.sum(1)
+    labels, scores = np.r_[np.zeros(len(clean)), np.ones(len(photos))], np.r_[clean, photos]
+    auroc = [roc_auc_score(labels, scores, sample_weight=np.r_[a, b]) for a, b in zip(wc, wp)]
+    return {"flagged_clean": percentile_interval(flagged_c), "flagged_photos": percentile_interval(flagged_p),
+            "auroc_photos": percentile_interval(auroc)}
+
+
 def threshold_on(fit, X, y, fold):
     """The QUANTILE of folds 1-4's out-of-fold scores (each fold by a fit on the other three)."""
     oof = np.concatenate([fit(X[fold != f], y[fold != f])(X[fold == f]) for f in np.unique(fold)])
@@ -128,6 +140,8 @@ def main(argv=None):
     for shift in shifts:
         sets[shift.name] = shifted_features(fs.attrs, ids, paths, shift)[:, 0]
     log(f"fold-0 and photo features: {time.perf_counter() - start:.0f} s ({len(photos)} photos and crops)")
+    clean_resamples = Resamples.draw([manifest.lesion_ids[i] for i in test], grouped_by="lesion")
+    photo_resamples = Resamples.draw([p.stem.split("-crop")[0] for p in photos], grouped_by="photo")
     rows = []
     for name in args.score or list(SCORES):
         start = time.perf_counter()
@@ -143,6 +157,8 @@ def main(argv=None):
             s = score(feats)
             row["auroc"][what] = float(roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(s))], np.r_[clean, s]))
             row["flagged"][what] = float((s > threshold).mean())
+        row["intervals"] = shares_and_auroc(clean, score(sets["photos"]), threshold, clean_resamples,
+                                            photo_resamples)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
         log(f"  {name}: photos AUROC {row['auroc']['photos']:.3f}, fold 0 flagged {row['flagged_clean']:.3f} "
@@ -154,6 +170,12 @@ def main(argv=None):
     for r in rows:
         print(f"{r['score']:<24} {r['flagged_clean']:>13.3f} {r['flagged']['photos']:>14.3f} "
               + " ".join(f"{r['auroc'][n]:>10.3f}" for n in names))
+    print("95 % intervals (1,000 resamples: fold 0 by lesion, the photos by source photo with its crops):")
+    for r in rows:
+        i = r["intervals"]
+        print(f"{r['score']:<24} fold 0 flagged {r['flagged_clean']:.3f} {span(i['flagged_clean'])}, photos flagged "
+              f"{r['flagged']['photos']:.3f} {span(i['flagged_photos'])}, AUROC photos {r['auroc']['photos']:.3f} "
+              f"{span(i['auroc_photos'])}")
     print("target: photos AUROC >= 0.95, fold 0 flagged <= 0.05")
     for r in rows:
         print(f"{r['score']}: photos AUROC {r['auroc']['photos']:.3f} ({r['auroc']['photos'] / 0.95:.2f} of target), "

@@ -41,14 +41,17 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat.backbones.resolve import resolve_module
+from skinfeat.core.calibration import calibrated
 from skinfeat.core.classes import CLASSES, class_index
-from skinfeat.core.errors import ModuleError, UsageError
+from skinfeat.core.errors import DataError, ModuleError, UsageError
 from skinfeat.core.progress import bar
 from skinfeat.core.tf_runtime import tensorflow
 from skinfeat.core.writable import writing
 from skinfeat.data.layouts import load_dataset
 from skinfeat.model.format import backbone_spec, check_fingerprint
 from skinfeat.model.predictor import load_predictor, one_blas_thread
+from skinfeat.runs.combine import read_oof
+from skinfeat.runs.records import read_records
 from skinfeat.viz.plots import save_figure
 from skinfeat.viz.saliency import plot_explanation, plot_sheet
 
@@ -218,11 +221,6 @@ def explain_errors(model_dir, data, per_class=ERRORS_PER_CLASS, method="occlusio
     the calibrated probability out of fold; the images are found in dataset ``data``.
     Written to ``out`` (default: beside the run's record, ``errors_sheet_path``, where
     ``skinfeat report`` shows it). Returns a :class:`Sheet`."""
-    from skinfeat.core.calibration import calibrated
-    from skinfeat.core.errors import DataError
-    from skinfeat.runs.combine import read_oof
-    from skinfeat.runs.records import read_records
-
     _check_method(method)
     model = load_predictor(model_dir)
     run_id = (model.manifest.get("training") or {}).get("run_id")

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from skinfeat import __version__
+from skinfeat.apps.explain import errors_sheet_path
 from skinfeat.core.atomic import write_atomically
 from skinfeat.core.classes import CLASSES, FULL_NAMES
 from skinfeat.core.errors import DataError, FeaturesError, UsageError
@@ -49,6 +50,7 @@ from skinfeat.runs.compare import (
     read_evaluations,
     table_cells,
 )
+from skinfeat.runs.drift import format_drift
 from skinfeat.runs.records import DRIFT_SCHEMA, read_records
 from skinfeat.viz.maps import feature_map
 from skinfeat.viz.plots import (
@@ -254,8 +256,6 @@ def _shift_section(record, evaluations, result, which):
 def _errors_section(record, records, result):
     """The error gallery (``skinfeat explain --errors``) of the run shown, else of the newest
     run that has one; how to make it when none has."""
-    from skinfeat.apps.explain import errors_sheet_path
-
     def sheet(r):
         return errors_sheet_path(r) if r.get("record_path") else None
 
@@ -283,8 +283,6 @@ def _drift_section(drifts, result):
     if not drifts:
         return ""
     d = max(drifts, key=lambda r: r.get("created", ""))
-    from skinfeat.runs.drift import format_drift
-
     return ("<section><h2>Outside images without labels (drift)</h2>"
             + _figure(plot_drift(d, title=f"{d['data']} under {d['model_dir']}"), "drift", result,
                       "The class mix the model predicts on the new images beside its training mix, and how close the "

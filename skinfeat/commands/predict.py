@@ -87,19 +87,22 @@ def predict(model_dir, inputs, top_k, tta, fmt, out, metadata_csv, fallback_dir)
 
 
 class _OOD:
-    """The model's out-of-distribution flag: what it means, said once on stderr before the
-    predictions, and how many images it flagged after them; a model saved before the
-    score existed is said to lack it, with how to refit."""
+    """The model's out-of-distribution flag: what it means, said once on stderr with the
+    first prediction, and how many images it flagged after them; a model saved before
+    the score existed is said to lack it, with how to refit."""
 
     def __init__(self, model):
         from skinfeat.core.ood import ood_line, refit_line
 
         score = getattr(model, "ood", None)
         self.shown, self.unusual = score is not None, 0
-        click.echo(ood_line(score.about) if self.shown else refit_line(model.directory), err=True)
+        self.line = ood_line(score.about) if self.shown else refit_line(model.directory)
 
     def counted(self, predictions):
         for p in predictions:
+            if self.line:  # said once some image is predicted (not before an error)
+                click.echo(self.line, err=True)
+                self.line = None
             self.unusual += bool(p.unusual)
             yield p
 

@@ -145,3 +145,14 @@ def test_drift_refusals(real, ham10000, tmp_path):
     result = run("predict", "--model", old, new_ham(ham10000, per_class=1)[0])
     assert result.exit_code == 0 and "has no out-of-distribution score" in result.stderr
     assert "unusual" not in result.stdout
+
+
+def test_the_error_gallery_of_a_real_run(real, ham10000, tmp_path):
+    """`explain --errors` on the default backbone's model: its run's most confident wrong
+    out-of-fold predictions, two per true class, found in the real HAM10000 folder."""
+    out = tmp_path / "errors.png"
+    result = run("explain", "--model", real, "--errors", "--data", ham10000, "--grid", "4", "--out", out,
+                 env={"SKINFEAT_RUNS": str(Path(real).parent / "runs")})
+    assert result.exit_code == 0, result.output
+    assert "maps of the 14 most confident wrong out-of-fold predictions (7 true classes)" in result.output
+    assert Image.open(out).size[1] > 7 * 200  # one row per true class
