@@ -104,7 +104,9 @@ def plot_sheet(sheet, columns=6):
             ax.set_xlabel(f"peak {cell.peak:.3g} · border {cell.border:.0%}", fontsize=8)
     # Two lines: on a one-row sheet the bar is short, and one line of label was clipped.
     _colorbar(fig, axes[:, -1].tolist(), f"{UNITS[sheet.method]},\nrelative to each map's peak", 1.0, shrink=0.6)
-    fig.suptitle(f"{sheet.title}: {TITLES[sheet.method].splitlines()[0].rstrip(':')} of the predicted class\n"
-                 f"{sheet.border:.0%} of the maps' mass lies on the outer {sheet.band:.1%} of each side "
-                 f"({sheet.band_area:.0%} of the image)", fontsize=10)
+    width = int(fig.get_figwidth() * 11)  # characters of the title that fit across the sheet
+    fig.suptitle("\n".join(textwrap.wrap(f"{sheet.title}: {TITLES[sheet.method].splitlines()[0].rstrip(':')} of the "
+                                          "predicted class", width)
+                           + textwrap.wrap(f"{sheet.border:.0%} of the maps' mass lies on the outer {sheet.band:.1%} "
+                                           f"of each side ({sheet.band_area:.0%} of the image)", width)), fontsize=10)
     return fig
