@@ -164,7 +164,8 @@ def _run_section(record, runs, result, best):
         parts.append(_operating_table(record["operating_points"]))
     if record.get("subgroups"):
         parts.append(_subgroup_table(record["subgroups"]))
-    parts.append(_ood_note(record.get("ood"), record.get("model_dir")))
+    if record["head"] not in ("stack", "mean"):  # an ensemble's model uses its first member's score
+        parts.append(_ood_note(record.get("ood"), record.get("model_dir")))
     pooled_title = f"pooled over {k} folds · {name}"  # the label first: a long module name is cut at the end
     if record.get("confusion"):
         pooled = pooled_scores(record)
@@ -293,9 +294,10 @@ def _drift_section(drifts, result):
 def _ood_note(ood, model_dir):
     """What the run's model does with images unlike its training images (``skinfeat.core.ood``)."""
     if not ood:
-        return ("<p id='ood'>Images unlike the training images: this run saved no model with an "
-                "out-of-distribution score (fit with --out, or `compare --best`, to have one).</p>")
-    return (f"<p id='ood'>Images unlike the training images: its model ({html.escape(str(model_dir))}) flags an "
+        return ("<p id='ood'>Images unlike the training images: this run's record predates the out-of-distribution "
+                "score; refit it to have its figures here (a model saved from it now carries the score).</p>")
+    saved = f" ({html.escape(str(model_dir))})" if model_dir else " (saved by `fit --out` or `compare --best`)"
+    return (f"<p id='ood'>Images unlike the training images: its model{saved} flags an "
             f"image as unusual when the distance of its standardised features from the subspace of the "
             f"training features' top {ood['dims']} principal components is above {ood['threshold']:.1f}, the "
             f"{ood['quantile']:.0%} "

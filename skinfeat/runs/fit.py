@@ -128,6 +128,7 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
     record["subgroups"] = subgroup_scores(
         fs.labels[scored_rows], result.oof_pred[scored_rows], np.asarray(fs.lesion_ids)[scored_rows],
         {c: np.asarray(v, dtype=object)[scored_rows] for c, v in (fs.metadata or {}).items()})
+    record["ood"] = ood_threshold(fs, folds, scored)
     if shifts:
         fold, rows, fold_head = result.first
         record["shift"] = shift_check(fs, fold_head, rows, shift_data, shifts, tta, fold, progress, shift_means)
@@ -139,10 +140,9 @@ def run_fit(features, head, params=None, folds_path=None, cv=None, use_views=Tru
         start = time.perf_counter()
         final = fit_final(fs, cls.name, all_params, folds, use_views)
         record["timings"]["final_fit_seconds"] = time.perf_counter() - start
-        record["ood"], stats = model_ood(fs, folds, scored, shift_means)
         record["model_dir"] = str(save_model(out, final, cls.name, attrs, training_info(fs, folds, record),
                                              export=True, skip_unavailable=test is None, seen=seen_rows(fs, folds),
-                                             ood=(record["ood"], stats)))
+                                             ood=(record["ood"], model_ood(fs, folds, shift_means))))
         if test is not None:
             evaluation = evaluate_images(out, test, where=test_name, runs=runs, progress=progress)
             record["test"] = {"dataset": evaluation["dataset"], "n": evaluation["n"],
@@ -181,23 +181,28 @@ def training_info(fs, folds, record):
             "shift": record.get("shift")}
 
 
-def model_ood(fs, folds, scored=None, shift_means=None):
-    """(what the record and model say of it, its statistics) of the out-of-distribution
-    score (``skinfeat.core.ood``) of a model fitted on the CV rows of ``fs``: fitted on
-    their image features (not metadata), its threshold set on the out-of-fold scores
-    of the ``scored`` folds (default: every fold; the leak guard's, for a fine-tuned
-    backbone, whose own training images would look more familiar than new ones).
-    ``shift_means`` (the shift check's mean features per shift) are kept projected,
-    for the drift summary (``skinfeat.runs.drift``)."""
+def ood_threshold(fs, folds, scored=None):
+    """What a run records of the out-of-distribution score (``skinfeat.core.ood``) its
+    model carries: its threshold, set on the out-of-fold scores of the CV rows' image
+    features (not metadata) in the ``scored`` folds (default: every fold; the leak
+    guard's, for a fine-tuned backbone, whose own training images would look more
+    familiar than new ones), and the share of them it flags."""
     used = folds.fold >= 0
-    X, fold = fs.features[used, :image_width(fs)], folds.fold[used]
+    fold = folds.fold[used]
     if scored is not None:
         fold = np.where(np.isin(fold, scored), fold, -1)
-    stats = fit_ood(X)
+    return ood_fields(fs.features[used, :image_width(fs)], fold)
+
+
+def model_ood(fs, folds, shift_means=None):
+    """The statistics of the out-of-distribution score of a model fitted on the CV rows
+    of ``fs``, with ``shift_means`` (the shift check's mean features per condition)
+    projected into its space, for the drift summary (``skinfeat.runs.drift``)."""
+    stats = fit_ood(fs.features[folds.fold >= 0, :image_width(fs)])
     if shift_means:
         stats.update(shift_names=np.asarray(list(shift_means), dtype=str),
                      shift_means=project(stats, np.stack(list(shift_means.values()))))
-    return ood_fields(X, fold), stats
+    return stats
 
 
 def seen_rows(fs, folds):

@@ -19,7 +19,7 @@ from skinfeat.model.store import save_model
 from skinfeat.runs.combine import fit_combiner, load_members, read_oof
 from skinfeat.runs.compare import best_record
 from skinfeat.runs.cv import fit_final, read_shift_means
-from skinfeat.runs.fit import model_ood, seen_rows, training_info
+from skinfeat.runs.fit import model_ood, ood_threshold, seen_rows, training_info
 from skinfeat.runs.records import read_records
 
 
@@ -88,7 +88,8 @@ def save_run_model(record, out, log=None, fallback=None):
     record = dict(record, calibration=calibration_of(record))
     oof = (Path(record["record_path"]).parent / record["predictions_file"]
            if record.get("predictions_file") and record.get("record_path") else None)
-    fields, stats = model_ood(fs, folds, record["folds"].get("scored"), read_shift_means(oof) if oof else None)
+    fields = record.get("ood") or ood_threshold(fs, folds, record["folds"].get("scored"))  # older records: now
+    stats = model_ood(fs, folds, read_shift_means(oof) if oof else None)
     return save_model(out, final, record["head"], attrs, training_info(fs, folds, record), export=True,
                       seen=seen_rows(fs, folds), fallback=fallback_part(fallback, log), ood=(fields, stats))
 

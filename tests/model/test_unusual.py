@@ -124,6 +124,10 @@ def test_the_drift_summary_says_what_the_new_images_look_like(real, ham10000, tm
     assert report.exit_code == 0, report.output
     page = (tmp_path / "report.html").read_text()
     assert "Outside images without labels (drift)" in page and "alt='drift'" in page
+    (record,) = (Path(real).parent / "runs").glob("*-logreg.json")  # the run records what its model carries
+    about = json.loads((real / "model.json").read_text())["ood"]
+    assert json.loads(record.read_text())["ood"] == {k: v for k, v in about.items() if k != "file"}
+    assert f"principal components is above {about['threshold']:.1f}" in page
     assert "look: most like the shift check&#x27;s fold under zoom:3" in page
 
 
