@@ -47,15 +47,15 @@ def evaluate(model_dir, data, images, labels, shifts, tta, predictions, fmt, rec
     always-NV baseline and, with --shift, BMCA and accuracy under each shift and
     the worst case: a model that only holds on images framed like its training
     set shows it here. Each image the model's out-of-distribution score flags
-    is counted ("unusual").
+    is counted ("unusual"). A model records the images it was fitted on (by id
+    and file content): data that holds any of them is refused, or with
+    --unseen-only scored without them.
 
     Images without labels get a drift summary instead: the class mix the model
     predicts against its training mix, how many it flags as unusual, and which
     of the shift check's conditions (clean, zoomed, rotated, recoloured, ...)
     the images resemble most, from their features (needs a model fitted with
-    --shift ... --out; at least 20 images). A model records the images it was fitted on (by id and
-    file content): data that holds any of them is refused, or with --unseen-only
-    scored without them.
+    --shift ... --out; at least 20 images).
 
     \b
     skinfeat evaluate --model models/best --data ../isic2018_val --shift standard
