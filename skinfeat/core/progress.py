@@ -79,6 +79,9 @@ class Lines:
     def refresh(self):
         pass
 
+    def clear(self):
+        """Nothing to take back: a log's lines stay (tqdm clears its bar before a log line)."""
+
     def close(self):
         if not self.closed and self.written:
             self._line(time.monotonic())

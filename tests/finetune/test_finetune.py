@@ -422,8 +422,10 @@ def test_real_lite0_one_epoch(tmp_path, ham10000, skinfeat_home, monkeypatch):
     manifest = ham_subset(ham10000, 10, skip=20)
     write_folds(tmp_path / "folds.csv", manifest, make_folds(manifest, k=3, seed=0))
     monkeypatch.setenv("SKINFEAT_RUNS", str(tmp_path / "runs"))
+    # progress on, and stderr is not a terminal here: the periodic lines a log or pipe gets
+    # (skinfeat.core.progress.Lines) go through a whole epoch, as `finetune ... > log` runs
     result = run(manifest, "efficientnet-lite0", tmp_path / "folds.csv", 0, dataset_name="ham10000",
-                 epochs=1, size=(64, 80), batch=16, progress=False)
+                 epochs=1, size=(64, 80), batch=16, progress=True)
     assert result.name == "finetuned/efficientnet-lite0-ham10000-fold0"
     entry = result.state["history"][0]
     assert entry["images"] == 37 and entry["n_val"] == 10 and np.isfinite(entry["loss"]) and 0 <= entry["val_bmca"] <= 1
