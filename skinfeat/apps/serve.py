@@ -373,8 +373,9 @@ form.onsubmit = async (e) => {
   if (!answer.ok) { status.textContent = "Error: " + body.error; return; }
   status.textContent = "Decision: " + body.decision.name + " (" + body.decision["class"] + ")" +
     ("refer" in body ? (body.refer ? "; refer: yes" : "; refer: no") : "") +
-    ", not a diagnosis. Most probable classes (calibrated probabilities):" +
-    (body.unusual ? " WARNING: this image is unlike the model's training images; do not trust its classes." : "");
+    ", not a diagnosis." +
+    (body.unusual ? " WARNING: this image is unlike the model's training images; do not trust its classes." : "") +
+    " Most probable classes (calibrated probabilities):";
   for (const t of body.top) {
     const row = document.getElementById("top").insertRow();
     row.insertCell().textContent = t.name + " (" + t["class"] + ")";
