@@ -89,6 +89,7 @@ def tmpfs(tmp_path):
 LONGEST_FIRST = (  # measured from the 11:16 run of 2026-12-07 (junit times, setup included)
     "tests/features/test_ray_engine.py", "tests/backbones/test_ports.py", "tests/finetune/test_finetune.py",
     "tests/features/test_precision.py", "tests/features/test_extract.py", "tests/apps/test_explain.py",
+    "tests/model/test_unusual.py",  # added 2026-12-08: about 40 s alone (the real backbone's model of 140 images)
     "tests/test_hostile_outputs.py", "tests/test_hostile_kills.py", "tests/test_path_forms.py", "tests/test_docs.py",
     "tests/runs/test_fit.py", "tests/apps/test_web.py", "tests/viz/test_viz.py", "tests/model/test_store.py",
     "tests/runs/test_ensemble.py", "tests/imaging/test_lesion.py", "tests/runs/test_evaluate.py",
